@@ -1,0 +1,5 @@
+import sys
+
+from ira.cli.main import main
+
+sys.exit(main())

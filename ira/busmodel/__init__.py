@@ -1,0 +1,1 @@
+"""ira.busmodel"""

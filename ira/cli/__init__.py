@@ -1,0 +1,1 @@
+"""The ``ira`` command.  Only this package configures logging handlers."""

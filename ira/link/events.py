@@ -1,0 +1,81 @@
+"""Events the link core reports to the layer above (bus model, linktest).
+
+Read them with ``Link.next_event()``.  Past-tense names; frozen dataclasses.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Channel(enum.IntEnum):
+    """Scheduling class of a message (DESIGN §3 *Scheduling*).
+
+    Among frames not yet sent, CONTROL goes ahead of BULK; a BULK message is
+    cut into frames so that CONTROL never waits behind more than one frame.
+    Within one channel, messages are delivered exactly once and in order.
+    """
+
+    CONTROL = 0
+    BULK = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStarted:
+    """The handshake completed with a peer seen for the first time (or after a restart)."""
+
+    local_epoch: int
+    peer_epoch: int
+    features: int
+    max_frame_bytes: int
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    """One whole message from the peer, delivered exactly once and in order per channel."""
+
+    channel: Channel
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class LinkDown:
+    """No traffic from the peer for the dead interval; the session is kept for resumption."""
+
+    silent_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class LinkUp:
+    """Traffic from the same peer epoch again after ``LinkDown``; unacked frames are resent."""
+
+    down_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class PeerRestarted:
+    """The peer came back with a new epoch: the old session is gone.
+
+    Every message not yet acknowledged by the old peer is discarded (it may or may
+    not have been delivered); ``SessionStarted`` for the new session follows.
+    """
+
+    old_epoch: int
+    new_epoch: int
+    discarded_messages: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionLost:
+    """The peer stayed silent past the session timeout; the session was torn down.
+
+    The link keeps offering a new handshake; a peer that answers starts a new session.
+    """
+
+    peer_epoch: int
+    discarded_messages: int
+
+
+LinkEvent = SessionStarted | MessageReceived | LinkDown | LinkUp | PeerRestarted | SessionLost
