@@ -1,0 +1,860 @@
+"""Bus messages: the vbus verbs carried over a link (DESIGN §4).
+
+Every message is one link message: a tag byte (``Tag``) followed by the body
+of that message, little-endian, nothing after it.  ``decode`` turns bytes into
+one of the frozen dataclasses below (or raises ``RemoteProtocolError``);
+``encode`` does the reverse (or raises ``LocalProtocolError``).
+
+What the wire rejects and what it leaves to the bus model: the decoder rejects
+whatever it cannot represent or that would cost memory to parse (unknown tags,
+unknown flag bits, lengths over the limits below, truncated or trailing
+bytes, invalid UTF-8).  Well-formed messages with wrong *meaning* (a device id
+that does not exist, an offset outside a window) are the bus model's business:
+it answers them with a negative status and counts them.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass, fields
+from typing import Any
+
+from construct import (
+    Array,
+    Bytes,
+    Check,
+    Const,
+    ConstructError,
+    Error,
+    Int8ul,
+    Int16ul,
+    Int32sl,
+    Int32ul,
+    Rebuild,
+    Struct,
+    Switch,
+    Terminated,
+    len_,
+    this,
+)
+
+from ira.errors import LocalProtocolError, RemoteProtocolError
+from ira.wire import Limit, MessageSpec, StatusCode, WireSpec
+
+# ---------------------------------------------------------------------------
+# Constants and limits
+# ---------------------------------------------------------------------------
+
+#: first bytes of BUS_HELLO
+BUS_MAGIC = b"IRAB"
+#: bus protocol versions this implementation speaks (inclusive range)
+BUS_VERSION_MIN = 1
+BUS_VERSION_MAX = 1
+
+#: longest device type string, UTF-8 bytes
+MAX_TYPE_BYTES = 64
+#: most attributes in one DEVADD
+MAX_ATTRS = 32
+#: longest attribute key, UTF-8 bytes
+MAX_ATTR_KEY_BYTES = 32
+#: longest attribute value, UTF-8 bytes
+MAX_ATTR_VALUE_BYTES = 256
+#: largest DEVCALL / DEVCALL_REPLY payload
+MAX_CALL_PAYLOAD_BYTES = 65536
+#: largest shared window
+MAX_WINDOW_BYTES = 1 << 20
+#: most spans in one WINDOW message
+MAX_SPANS = 16
+#: largest span in a WINDOW message
+MAX_SPAN_BYTES = 4096
+
+
+class Tag(enum.IntEnum):
+    """The first byte of every bus message."""
+
+    BUS_HELLO = 0x01
+    BUS_WELCOME = 0x02
+    BUS_SYNCED = 0x03
+    DEVADD = 0x10
+    DEVDROP = 0x11
+    DEVOPEN = 0x20
+    DEVOPEN_REPLY = 0x21
+    DEVCLOSE = 0x22
+    DEVCALL = 0x30
+    DEVCALL_REPLY = 0x31
+    SHM_ATTACH = 0x40
+    SHM_ATTACH_REPLY = 0x41
+    SHM_DETACH = 0x42
+    SHM_DETACH_REPLY = 0x43
+    WINDOW = 0x50
+    SIGNAL = 0x60
+    SIGNAL_STATE = 0x61
+
+
+class CallFlags(enum.IntFlag):
+    """``DEVCALL.flags``."""
+
+    NONE = 0
+    #: run the call but send no DEVCALL_REPLY
+    NO_REPLY = 1 << 0
+
+
+class ShmFlags(enum.IntFlag):
+    """``SHM_ATTACH.flags``."""
+
+    NONE = 0
+    #: give the window a signal (an shm-signal pair, see "Signals")
+    SIGNAL = 1 << 0
+
+
+#: flag bits that must be 0 (a receiver rejects a message with any of them set)
+_CALL_FLAGS_RESERVED = 0xFFFFFFFF & ~int(CallFlags.NO_REPLY)
+_SHM_FLAGS_RESERVED = 0xFFFFFFFF & ~int(ShmFlags.SIGNAL)
+
+
+class Status(enum.IntEnum):
+    """Statuses: 0 or positive is success (device-defined), negative is an errno-style error.
+
+    Devices may return any negative errno; these are the ones the bus itself uses.
+    """
+
+    OK = 0
+    EPERM = -1
+    EIO = -5
+    EBADF = -9
+    EBUSY = -16
+    EEXIST = -17
+    ENODEV = -19
+    EINVAL = -22
+    EMFILE = -24
+    ENOSPC = -28
+    ERANGE = -34
+    ENOSYS = -38
+    EMSGSIZE = -90
+    EPROTONOSUPPORT = -93
+    EOPNOTSUPP = -95
+    ENOTCONN = -107
+
+
+_STATUS_MEANINGS = {
+    Status.OK: "success (a positive value is a device-defined success value)",
+    Status.EPERM: "not permitted (e.g. the device refuses the request in its current state)",
+    Status.EIO: "the device failed to carry the request out",
+    Status.EBADF: "unknown handle: never issued in this container, or closed",
+    Status.EBUSY: "the device refuses another open",
+    Status.EEXIST: "the window id is already attached in this container",
+    Status.ENODEV: "unknown device id in this container",
+    Status.EINVAL: "invalid argument (size, range, unknown shm id)",
+    Status.EMFILE: "too many open handles in this container",
+    Status.ENOSPC: "a per-container limit on windows or window bytes is reached",
+    Status.ERANGE: "an offset or size falls outside a window",
+    Status.ENOSYS: "unknown function number",
+    Status.EMSGSIZE: "a reply payload would exceed MAX_CALL_PAYLOAD_BYTES",
+    Status.EPROTONOSUPPORT: "no common bus version, or the device ABI version is not supported",
+    Status.EOPNOTSUPP: "the device has no shared windows",
+    Status.ENOTCONN: "the host has not registered (no BUS_HELLO in this session)",
+}
+
+# ---------------------------------------------------------------------------
+# Messages (decoded form)
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BusHello:
+    version_min: int
+    version_max: int
+
+
+@dataclass(frozen=True, slots=True)
+class BusWelcome:
+    status: int
+    version: int
+    max_call_payload_bytes: int
+    max_handles: int
+    max_windows: int
+    max_window_bytes: int
+    max_total_window_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class BusSynced:
+    device_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Attribute:
+    key: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class DevAdd:
+    device_id: int
+    version: int
+    type: str
+    attrs: tuple[Attribute, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DevDrop:
+    device_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class DevOpen:
+    call_id: int
+    device_id: int
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class DevOpenReply:
+    call_id: int
+    status: int
+    handle: int
+
+
+@dataclass(frozen=True, slots=True)
+class DevClose:
+    handle: int
+
+
+@dataclass(frozen=True, slots=True)
+class DevCall:
+    call_id: int
+    handle: int
+    func: int
+    flags: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DevCallReply:
+    call_id: int
+    status: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ShmAttach:
+    call_id: int
+    handle: int
+    shm_id: int
+    window: int
+    size_bytes: int
+    device_offset: int
+    device_length: int
+    flags: int
+
+
+@dataclass(frozen=True, slots=True)
+class ShmAttachReply:
+    call_id: int
+    status: int
+    signal: int
+
+
+@dataclass(frozen=True, slots=True)
+class ShmDetach:
+    call_id: int
+    handle: int
+    window: int
+
+
+@dataclass(frozen=True, slots=True)
+class ShmDetachReply:
+    call_id: int
+    status: int
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    offset: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class WindowUpdate:
+    window: int
+    spans: tuple[Span, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SignalNotify:
+    signal: int
+
+
+@dataclass(frozen=True, slots=True)
+class SignalState:
+    signal: int
+    enabled: bool
+    signals_seen: int
+
+
+Message = (
+    BusHello
+    | BusWelcome
+    | BusSynced
+    | DevAdd
+    | DevDrop
+    | DevOpen
+    | DevOpenReply
+    | DevClose
+    | DevCall
+    | DevCallReply
+    | ShmAttach
+    | ShmAttachReply
+    | ShmDetach
+    | ShmDetachReply
+    | WindowUpdate
+    | SignalNotify
+    | SignalState
+)
+"""Every bus message."""
+
+# ---------------------------------------------------------------------------
+# Schemas (bodies, after the tag byte)
+# ---------------------------------------------------------------------------
+
+_CALL_ID = "call_id" / Int32ul * "request id chosen by the host, echoed in the reply"
+_STATUS = "status" / Int32sl * "0/positive: success; negative: an error status (see Statuses)"
+_HANDLE = "handle" / Int32ul * "an open handle issued by DEVOPEN_REPLY in this container"
+_WINDOW = "window" / Int32ul * "window id chosen by the host, unique on this link"
+_SIGNAL = "signal" / Int32ul * "signal handle issued by SHM_ATTACH_REPLY in this container"
+
+BUS_HELLO = Struct(
+    "magic" / Const(BUS_MAGIC) * 'the ASCII bytes "IRAB"',
+    "version_min" / Int16ul * "lowest bus protocol version the host speaks",
+    "version_max" / Int16ul * "highest bus protocol version the host speaks",
+    Check(this.version_min <= this.version_max),
+)
+BUS_WELCOME = Struct(
+    _STATUS,
+    "version" / Int16ul * "the chosen bus version (the highest both speak); 0 when refused",
+    "max_call_payload_bytes" / Int32ul * "largest DEVCALL payload the container accepts",
+    "max_handles" / Int16ul * "most open handles in the container",
+    "max_windows" / Int16ul * "most attached windows in the container",
+    "max_window_bytes" / Int32ul * "largest single window",
+    "max_total_window_bytes" / Int32ul * "largest sum of window sizes in the container",
+)
+BUS_SYNCED = Struct(
+    "device_count" / Int32ul * "number of DEVADD messages the replay sent",
+)
+ATTRIBUTE = Struct(
+    "key_len" / Rebuild(Int8ul, len_(this.key)) * "key length, at most MAX_ATTR_KEY_BYTES",
+    Check(this.key_len <= MAX_ATTR_KEY_BYTES),
+    "key" / Bytes(this.key_len) * "attribute name, UTF-8",
+    Check(len_(this.key) == this.key_len),
+    "value_len" / Rebuild(Int16ul, len_(this.value)) * "value length, at most MAX_ATTR_VALUE_BYTES",
+    Check(this.value_len <= MAX_ATTR_VALUE_BYTES),
+    "value" / Bytes(this.value_len) * "attribute value, UTF-8",
+    Check(len_(this.value) == this.value_len),
+)
+DEVADD = Struct(
+    "device_id" / Int32ul * "device id, from the container's counter, never reused",
+    "version" / Int32ul * "the device's ABI version",
+    "type_len" / Rebuild(Int8ul, len_(this.type)) * "type length, 1..MAX_TYPE_BYTES",
+    Check(this.type_len >= 1),
+    Check(this.type_len <= MAX_TYPE_BYTES),
+    "type" / Bytes(this.type_len) * "device type string (drivers bind by exact match), UTF-8",
+    Check(len_(this.type) == this.type_len),
+    "attr_count" / Rebuild(Int8ul, len_(this.attrs)) * "number of attributes, at most MAX_ATTRS",
+    Check(this.attr_count <= MAX_ATTRS),
+    "attrs" / Array(this.attr_count, ATTRIBUTE) * "attributes: key/value pairs, see ATTRIBUTE",
+)
+DEVDROP = Struct(
+    "device_id" / Int32ul * "the device that is gone",
+)
+DEVOPEN = Struct(
+    _CALL_ID,
+    "device_id" / Int32ul * "device id from DEVADD",
+    "version" / Int32ul * "the ABI version the host's driver speaks",
+)
+DEVOPEN_REPLY = Struct(
+    _CALL_ID,
+    _STATUS,
+    "handle" / Int32ul * "opaque handle for DEVCALL/SHM/DEVCLOSE; 0 when status < 0",
+)
+DEVCLOSE = Struct(
+    _HANDLE,
+)
+DEVCALL = Struct(
+    _CALL_ID,
+    _HANDLE,
+    "func" / Int32ul * "device-defined function number",
+    "flags" / Int32ul * "CallFlags: bit 0 NO_REPLY; other bits must be 0",
+    Check((this.flags & _CALL_FLAGS_RESERVED) == 0),
+    "payload_len" / Rebuild(Int32ul, len_(this.payload)) * "at most MAX_CALL_PAYLOAD_BYTES",
+    Check(this.payload_len <= MAX_CALL_PAYLOAD_BYTES),
+    "payload" / Bytes(this.payload_len) * "argument bytes, device-defined",
+    Check(len_(this.payload) == this.payload_len),
+)
+DEVCALL_REPLY = Struct(
+    _CALL_ID,
+    _STATUS,
+    "payload_len" / Rebuild(Int32ul, len_(this.payload)) * "at most MAX_CALL_PAYLOAD_BYTES",
+    Check(this.payload_len <= MAX_CALL_PAYLOAD_BYTES),
+    "payload" / Bytes(this.payload_len) * "result bytes, device-defined",
+    Check(len_(this.payload) == this.payload_len),
+)
+SHM_ATTACH = Struct(
+    _CALL_ID,
+    _HANDLE,
+    "shm_id" / Int32ul * "device-defined queue/region number",
+    _WINDOW,
+    "size_bytes" / Int32ul * "window size, 1..max_window_bytes",
+    "device_offset" / Int32ul * "start of the range the device (board) writes",
+    "device_length" / Int32ul * "length of that range; the host writes all other bytes",
+    "flags" / Int32ul * "ShmFlags: bit 0 SIGNAL; other bits must be 0",
+    Check((this.flags & _SHM_FLAGS_RESERVED) == 0),
+)
+SHM_ATTACH_REPLY = Struct(
+    _CALL_ID,
+    _STATUS,
+    "signal" / Int32ul * "signal handle when SIGNAL was asked for and status >= 0, else 0",
+)
+SHM_DETACH = Struct(
+    _CALL_ID,
+    _HANDLE,
+    _WINDOW,
+)
+SHM_DETACH_REPLY = Struct(
+    _CALL_ID,
+    _STATUS,
+)
+SPAN = Struct(
+    "offset" / Int32ul * "byte offset in the window",
+    "length" / Rebuild(Int16ul, len_(this.data)) * "span length, 1..MAX_SPAN_BYTES",
+    Check(this.length >= 1),
+    Check(this.length <= MAX_SPAN_BYTES),
+    "data" / Bytes(this.length) * "the bytes now at [offset, offset+length)",
+    Check(len_(this.data) == this.length),
+)
+WINDOW = Struct(
+    _WINDOW,
+    "span_count" / Rebuild(Int8ul, len_(this.spans)) * "number of spans, 1..MAX_SPANS",
+    Check(this.span_count >= 1),
+    Check(this.span_count <= MAX_SPANS),
+    "spans" / Array(this.span_count, SPAN) * "absolute contents, applied in order, see SPAN",
+)
+SIGNAL = Struct(
+    _SIGNAL,
+)
+SIGNAL_STATE = Struct(
+    _SIGNAL,
+    "enabled" / Int8ul * "1 if the receiver has notifications enabled, else 0",
+    Check(this.enabled <= 1),
+    "signals_seen" / Int32ul * "SIGNALs received on this signal so far (mod 2**32)",
+)
+
+_BODIES: dict[Tag, Any] = {
+    Tag.BUS_HELLO: BUS_HELLO,
+    Tag.BUS_WELCOME: BUS_WELCOME,
+    Tag.BUS_SYNCED: BUS_SYNCED,
+    Tag.DEVADD: DEVADD,
+    Tag.DEVDROP: DEVDROP,
+    Tag.DEVOPEN: DEVOPEN,
+    Tag.DEVOPEN_REPLY: DEVOPEN_REPLY,
+    Tag.DEVCLOSE: DEVCLOSE,
+    Tag.DEVCALL: DEVCALL,
+    Tag.DEVCALL_REPLY: DEVCALL_REPLY,
+    Tag.SHM_ATTACH: SHM_ATTACH,
+    Tag.SHM_ATTACH_REPLY: SHM_ATTACH_REPLY,
+    Tag.SHM_DETACH: SHM_DETACH,
+    Tag.SHM_DETACH_REPLY: SHM_DETACH_REPLY,
+    Tag.WINDOW: WINDOW,
+    Tag.SIGNAL: SIGNAL,
+    Tag.SIGNAL_STATE: SIGNAL_STATE,
+}
+
+MESSAGE = Struct(
+    "tag" / Int8ul * "Tag",
+    "body" / Switch(this.tag, {int(t): s for t, s in _BODIES.items()}, default=Error),
+    Terminated,
+)
+"""The whole message: tag byte, body, end of message (uncompiled)."""
+
+MESSAGE_COMPILED = MESSAGE.compile()
+"""``MESSAGE`` compiled; what ``encode``/``decode`` use (parity is tested)."""
+
+_CLASSES: dict[Tag, type[Any]] = {
+    Tag.BUS_HELLO: BusHello,
+    Tag.BUS_WELCOME: BusWelcome,
+    Tag.BUS_SYNCED: BusSynced,
+    Tag.DEVADD: DevAdd,
+    Tag.DEVDROP: DevDrop,
+    Tag.DEVOPEN: DevOpen,
+    Tag.DEVOPEN_REPLY: DevOpenReply,
+    Tag.DEVCLOSE: DevClose,
+    Tag.DEVCALL: DevCall,
+    Tag.DEVCALL_REPLY: DevCallReply,
+    Tag.SHM_ATTACH: ShmAttach,
+    Tag.SHM_ATTACH_REPLY: ShmAttachReply,
+    Tag.SHM_DETACH: ShmDetach,
+    Tag.SHM_DETACH_REPLY: ShmDetachReply,
+    Tag.WINDOW: WindowUpdate,
+    Tag.SIGNAL: SignalNotify,
+    Tag.SIGNAL_STATE: SignalState,
+}
+_TAGS: dict[type[Any], Tag] = {cls: tag for tag, cls in _CLASSES.items()}
+_FIELDS: dict[type[Any], tuple[str, ...]] = {
+    cls: tuple(f.name for f in fields(cls)) for cls in _CLASSES.values()
+}
+
+# Exceptions the (compiled) parser and builder raise on bad input.  The
+# compiled code reports short reads through ``struct.error`` rather than
+# ``StreamError``; UTF-8 errors come from our own conversion.
+_PARSE_ERRORS = (ConstructError, struct.error, UnicodeDecodeError)
+_BUILD_ERRORS = (ConstructError, struct.error, UnicodeEncodeError, KeyError, TypeError)
+
+
+def _to_body(msg: Message) -> dict[str, Any]:
+    match msg:
+        case DevAdd():
+            return {
+                "device_id": msg.device_id,
+                "version": msg.version,
+                "type": msg.type.encode(),
+                "attrs": [{"key": a.key.encode(), "value": a.value.encode()} for a in msg.attrs],
+            }
+        case WindowUpdate():
+            return {
+                "window": msg.window,
+                "spans": [{"offset": s.offset, "data": bytes(s.data)} for s in msg.spans],
+            }
+        case SignalState():
+            return {
+                "signal": msg.signal,
+                "enabled": int(msg.enabled),
+                "signals_seen": msg.signals_seen,
+            }
+        case _:
+            return {name: getattr(msg, name) for name in _FIELDS[type(msg)]}
+
+
+def _from_body(tag: Tag, body: Any) -> Message:
+    match tag:
+        case Tag.DEVADD:
+            return DevAdd(
+                device_id=body.device_id,
+                version=body.version,
+                type=body.type.decode(),
+                attrs=tuple(Attribute(a.key.decode(), a.value.decode()) for a in body.attrs),
+            )
+        case Tag.WINDOW:
+            return WindowUpdate(
+                window=body.window, spans=tuple(Span(s.offset, s.data) for s in body.spans)
+            )
+        case Tag.SIGNAL_STATE:
+            return SignalState(
+                signal=body.signal, enabled=bool(body.enabled), signals_seen=body.signals_seen
+            )
+        case _:
+            cls = _CLASSES[tag]
+            result: Message = cls(**{name: body[name] for name in _FIELDS[cls]})
+            return result
+
+
+def _why(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def encode(msg: Message) -> bytes:
+    """Encode one bus message; ``LocalProtocolError`` if it breaks a limit or a field range."""
+    tag = _TAGS.get(type(msg))
+    if tag is None:
+        raise LocalProtocolError(f"not a bus message: {type(msg).__name__}")
+    try:
+        data: bytes = MESSAGE_COMPILED.build({"tag": int(tag), "body": _to_body(msg)})
+    except _BUILD_ERRORS as exc:
+        raise LocalProtocolError(f"cannot encode {tag.name}: {_why(exc)}") from exc
+    return data
+
+
+def decode(data: bytes) -> Message:
+    """Decode one whole bus message; ``RemoteProtocolError`` if it is not one."""
+    try:
+        parsed = MESSAGE_COMPILED.parse(data)
+        return _from_body(Tag(parsed.tag), parsed.body)
+    except _PARSE_ERRORS as exc:
+        raise RemoteProtocolError(f"malformed bus message: {_why(exc)}") from exc
+
+
+def decode_uncompiled(data: bytes) -> Message:
+    """``decode`` through the uncompiled schema (for parity tests and debugging)."""
+    try:
+        parsed = MESSAGE.parse(data)
+        return _from_body(Tag(parsed.tag), parsed.body)
+    except (ConstructError, UnicodeDecodeError) as exc:
+        raise RemoteProtocolError(f"malformed bus message: {_why(exc)}") from exc
+
+
+# ---------------------------------------------------------------------------
+# Documentation (ira.wire.gendoc)
+# ---------------------------------------------------------------------------
+
+
+def _whole(tag: Tag) -> Any:
+    """The schema of one whole message, tag included, for the generated docs."""
+    return Struct(
+        "tag" / Const(int(tag), Int8ul) * f"{int(tag):#04x} ({tag.name})",
+        *_BODIES[tag].subcons,
+    )
+
+
+_HOST = "host → board"
+_BOARD = "board → host"
+_BOTH = "both"
+
+_MEANINGS: dict[Tag, tuple[str, str, str, Message]] = {
+    Tag.BUS_HELLO: (
+        _HOST,
+        "CONTROL",
+        "Registration. The host sends it once per link session, after the link's "
+        "SessionStarted, with the range of bus versions it speaks. Nothing but BUS_HELLO is "
+        "accepted by the board before it.",
+        BusHello(version_min=1, version_max=1),
+    ),
+    Tag.BUS_WELCOME: (
+        _BOARD,
+        "CONTROL",
+        "The answer to BUS_HELLO: the chosen version (the highest both sides speak) and the "
+        "container's limits. With a negative status (EPROTONOSUPPORT) nothing follows and "
+        "the host stays unregistered; otherwise the DEVADD replay and BUS_SYNCED follow.",
+        BusWelcome(
+            status=0,
+            version=1,
+            max_call_payload_bytes=65536,
+            max_handles=64,
+            max_windows=64,
+            max_window_bytes=1 << 20,
+            max_total_window_bytes=4 << 20,
+        ),
+    ),
+    Tag.BUS_SYNCED: (
+        _BOARD,
+        "CONTROL",
+        "End of the DEVADD replay that follows BUS_WELCOME: the host now knows every device "
+        "that exists. Later DEVADD/DEVDROP messages are live hotswap events.",
+        BusSynced(device_count=2),
+    ),
+    Tag.DEVADD: (
+        _BOARD,
+        "CONTROL",
+        "A device exists in the board's container: its id (from a counter, never reused), "
+        "ABI version, type string and attributes. Replayed for every existing device on "
+        "registration, and sent live when a device is added at runtime.",
+        DevAdd(device_id=1, version=1, type="echo", attrs=(Attribute("board", "bb-1"),)),
+    ),
+    Tag.DEVDROP: (
+        _BOARD,
+        "CONTROL",
+        "A device is gone (hot-unplug). Its handles, windows and signals are gone with it.",
+        DevDrop(device_id=1),
+    ),
+    Tag.DEVOPEN: (
+        _HOST,
+        "CONTROL",
+        "Open a device at an ABI version. The device id is looked up only in the container of "
+        "this link. Answered by DEVOPEN_REPLY.",
+        DevOpen(call_id=7, device_id=1, version=1),
+    ),
+    Tag.DEVOPEN_REPLY: (
+        _BOARD,
+        "CONTROL",
+        "The opaque handle for the open device, or a negative status (ENODEV, EPROTONOSUPPORT, "
+        "EBUSY, EMFILE).",
+        DevOpenReply(call_id=7, status=0, handle=0x9E3779B1),
+    ),
+    Tag.DEVCLOSE: (
+        _HOST,
+        "BULK",
+        "Close a handle; its windows and signals are detached. No reply. Sent on BULK so that "
+        "it follows the host's window traffic for that handle.",
+        DevClose(handle=0x9E3779B1),
+    ),
+    Tag.DEVCALL: (
+        _HOST,
+        "CONTROL (BULK when ordered after window updates)",
+        "A synchronous call: the device runs function `func` with the payload and answers with "
+        "a status and a payload. Carried out exactly once per message within a session. A call "
+        "that must see window updates flushed before it is sent on BULK.",
+        DevCall(call_id=8, handle=0x9E3779B1, func=0, flags=0, payload=b"ping"),
+    ),
+    Tag.DEVCALL_REPLY: (
+        _BOARD,
+        "the channel of the call",
+        "The result of a DEVCALL. Unknown handle: EBADF; unknown function: ENOSYS. A negative "
+        "status is never a crash of either side.",
+        DevCallReply(call_id=8, status=0, payload=b"ping"),
+    ),
+    Tag.SHM_ATTACH: (
+        _HOST,
+        "BULK",
+        "Attach a shared window of `size_bytes` (id chosen by the host) to a device queue or "
+        "region `shm_id`, optionally with a signal. The board writes only "
+        "[device_offset, device_offset+device_length); the host writes the rest.",
+        ShmAttach(
+            call_id=9,
+            handle=0x9E3779B1,
+            shm_id=0,
+            window=1,
+            size_bytes=4096,
+            device_offset=2048,
+            device_length=2048,
+            flags=int(ShmFlags.SIGNAL),
+        ),
+    ),
+    Tag.SHM_ATTACH_REPLY: (
+        _BOARD,
+        "BULK",
+        "The signal handle (when asked for), or a negative status (EBADF, EEXIST, EINVAL, "
+        "ERANGE, ENOSPC, EOPNOTSUPP).",
+        ShmAttachReply(call_id=9, status=0, signal=0x3C6EF372),
+    ),
+    Tag.SHM_DETACH: (
+        _HOST,
+        "BULK",
+        "Detach a window (and its signal) from a device.",
+        ShmDetach(call_id=10, handle=0x9E3779B1, window=1),
+    ),
+    Tag.SHM_DETACH_REPLY: (
+        _BOARD,
+        "BULK",
+        "The window is detached, or EBADF for an unknown handle/window.",
+        ShmDetachReply(call_id=10, status=0),
+    ),
+    Tag.WINDOW: (
+        _BOTH,
+        "BULK",
+        "Replicated writes: each span is the current content of a byte range of the window, "
+        "written by the range's one writer. Applied in order; a message with any span out of "
+        "bounds or in a range the sender does not write is refused whole and counted.",
+        WindowUpdate(window=1, spans=(Span(offset=0, data=b"\x01\x02\x03\x04"),)),
+    ),
+    Tag.SIGNAL: (
+        _BOTH,
+        "BULK",
+        "A notification on a signal (shm-signal inject), sent only when the receiver has "
+        "notifications enabled and none is pending. Travels behind the window updates flushed "
+        "before it.",
+        SignalNotify(signal=0x3C6EF372),
+    ),
+    Tag.SIGNAL_STATE: (
+        _BOTH,
+        "BULK",
+        "The receiver's side of a signal: sent when it has drained a notification (pending "
+        "cleared) or enables notifications again; carries whether notifications are enabled "
+        "and how many SIGNALs it has seen, so the sender knows whether one is still pending.",
+        SignalState(signal=0x3C6EF372, enabled=True, signals_seen=1),
+    ),
+}
+
+_SUMMARY = """\
+The bus protocol carries the vbus verbs (DESIGN §4) between the board's **connector**, which owns
+a container of devices, and the host's **bus**, which sees proxy devices. Each bus message is one
+link message (delivered exactly once and in order per channel within a link session): a tag byte,
+then the body. All integers are little-endian; strings are UTF-8 with an explicit byte length;
+nothing may follow the body. Ids and handles are resolved only in the container of the link the
+message arrived on; handles and signal handles are opaque and checked by table lookup.
+
+**Channels.** Window traffic and everything that must stay ordered with it travels on the link's
+BULK channel: SHM_ATTACH/SHM_DETACH and their replies, WINDOW, SIGNAL, SIGNAL_STATE, DEVCLOSE, and
+a DEVCALL that the caller orders after its window updates. Everything else travels on CONTROL,
+which the link sends ahead of BULK. Each channel is in order, so a SIGNAL sent after a flush
+arrives after the flushed WINDOW updates (release/acquire), and a window is attached before its
+first update. A reply travels on the channel of its request.
+"""
+
+_NOTES = """\
+### Sessions and registration
+
+```
+host (bus)                                board (connector)
+   link SessionStarted                       link SessionStarted
+   BUS_HELLO {1..1}          ---------->
+                             <----------  BUS_WELCOME {status 0, version 1, limits}
+                             <----------  DEVADD ... (one per existing device)
+                             <----------  BUS_SYNCED {device_count}
+   DEVOPEN / DEVCALL / SHM_ATTACH ... and live DEVADD / DEVDROP
+```
+
+Link down/up within a session changes nothing here: the link resends what was not acknowledged.
+When the link reports that the peer restarted or that the session was lost, both sides forget
+the session: the board closes every handle (detaching windows and signals), the host fails every
+pending request ("the session reset; the call may or may not have run") and drops every proxy
+device; the next session starts again with BUS_HELLO and the DEVADD replay.
+
+### Requests
+
+DEVOPEN, DEVCALL, SHM_ATTACH and SHM_DETACH carry a host-chosen `call_id` that the reply echoes.
+The host never reuses a call id on one link and gives every request a timeout; a reply that
+arrives after the timeout is counted and dropped. A well-formed request that names an unknown
+device, handle, window or function gets a negative status; the board counts every refusal.
+
+### Shared windows
+
+A window is a byte array replicated on both sides; the host creates it (and chooses its id) and
+attaches it to a device with SHM_ATTACH. Each byte has one writer: the board writes
+`[device_offset, device_offset+device_length)`, the host the rest. Writes are local until the
+writer *flushes*; a flush sends the current contents of the dirty ranges as WINDOW spans, in
+order. Because spans carry absolute contents, replicas converge once both sides have flushed and
+the link is quiet. A WINDOW message is checked whole before any span is applied.
+
+### Signals (shm-signal over messages)
+
+Each signal is a pair of shm-signal states, one per receiver: `{enabled, pending, dirty}`. Over a
+link the flags cannot live in shared memory, so each side keeps its own receiver state and a view
+of the peer's:
+
+* *inject* (sender): `peer.dirty = 1`; if `peer.enabled` and not `peer.pending`:
+  `peer.pending = 1`, send SIGNAL. Otherwise the event is coalesced into the next SIGNAL.
+* *SIGNAL arrives* (receiver): `pending = 1; dirty = 1`; if enabled, *wakeup*.
+* *wakeup* (receiver): `while enabled and (dirty or pending): { while enabled and dirty:
+  { dirty = 0; notifier() }; pending = 0 }`, then send SIGNAL_STATE (pending cleared only after
+  dirty is drained).
+* *enable* (receiver): `enabled = 1`; if `dirty or pending`: wakeup (self-delivery); otherwise, if
+  the peer last heard "disabled", send SIGNAL_STATE. *disable* is local only.
+* *SIGNAL_STATE arrives* (sender): `peer.enabled = enabled`;
+  `peer.pending = (SIGNALs sent != signals_seen)`; if `peer.dirty` and the peer is enabled and
+  not pending: send SIGNAL for the events coalesced meanwhile.
+
+At most one SIGNAL per signal is in flight, so any number of events posted while the receiver is
+busy cost one SIGNAL, and none is lost: an event posted while a SIGNAL is pending is covered by
+the SIGNAL sent when SIGNAL_STATE arrives.
+"""
+
+SPEC = WireSpec(
+    title="Bus protocol (`ira.wire.bus`)",
+    summary=_SUMMARY,
+    encode=encode,
+    messages=tuple(
+        MessageSpec(
+            name=tag.name,
+            tag=int(tag),
+            schema=_whole(tag),
+            meaning=meaning,
+            example=example,
+            direction=direction,
+            channel=channel,
+        )
+        for tag, (direction, channel, meaning, example) in _MEANINGS.items()
+    ),
+    limits=(
+        Limit("BUS_VERSION_MIN", BUS_VERSION_MIN, "lowest bus version this implementation speaks"),
+        Limit("BUS_VERSION_MAX", BUS_VERSION_MAX, "highest bus version this implementation speaks"),
+        Limit("MAX_TYPE_BYTES", MAX_TYPE_BYTES, "longest device type string (bytes)"),
+        Limit("MAX_ATTRS", MAX_ATTRS, "most attributes per device"),
+        Limit("MAX_ATTR_KEY_BYTES", MAX_ATTR_KEY_BYTES, "longest attribute key (bytes)"),
+        Limit("MAX_ATTR_VALUE_BYTES", MAX_ATTR_VALUE_BYTES, "longest attribute value (bytes)"),
+        Limit("MAX_CALL_PAYLOAD_BYTES", MAX_CALL_PAYLOAD_BYTES, "largest DEVCALL payload"),
+        Limit("MAX_WINDOW_BYTES", MAX_WINDOW_BYTES, "largest window a container may accept"),
+        Limit("MAX_SPANS", MAX_SPANS, "most spans per WINDOW message"),
+        Limit("MAX_SPAN_BYTES", MAX_SPAN_BYTES, "largest span in a WINDOW message"),
+    ),
+    statuses=tuple(StatusCode(s.name, int(s), _STATUS_MEANINGS[s]) for s in Status),
+    notes=_NOTES,
+)
