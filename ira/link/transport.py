@@ -67,7 +67,6 @@ _SCHEMES: dict[str, str] = {
     "spy": "ira.link.serialport:open_serial",
     "alt": "ira.link.serialport:open_serial",
     "hwgrep": "ira.link.serialport:open_serial",
-    "mem": "ira.link.mem:open_mem",
 }
 
 
@@ -84,7 +83,9 @@ def open_transport(spec: str) -> Transport:
     target = _SCHEMES.get(scheme)
     if target is None:
         known = ", ".join(sorted(_SCHEMES))
-        raise ConfigError(f"unknown link scheme {scheme!r} in {spec!r}; use a device path or one of: {known}")
+        raise ConfigError(
+            f"unknown link scheme {scheme!r} in {spec!r}; use a device path or one of: {known}"
+        )
     module_name, func_name = target.split(":")
     module = importlib.import_module(module_name)
     opener = getattr(module, func_name)

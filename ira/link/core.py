@@ -1,0 +1,549 @@
+"""The link core: one end of a reliable session over a lossy transport (sans-I/O).
+
+Theory of operation
+-------------------
+Everything that affects the session state machine lives here; the sending and
+receiving halves (``sender.py``, ``receiver.py``) only keep their own books.
+
+Each end picks a random 64-bit *epoch* when it starts.  In ``HANDSHAKE`` it
+sends HELLO (magic, version range, its epoch, features, the largest frame and
+window it accepts, its keepalive interval) with backoff until the peer answers.
+A HELLO or HELLO_ACK from
+
+* the epoch we already know: the same peer (a retransmitted handshake); the
+  session simply goes on, nothing is lost;
+* an unknown epoch while we had a session: the peer restarted.  Everything not
+  yet acknowledged is discarded, ``PeerRestarted`` is reported and a new
+  session starts (``SessionStarted``);
+* any epoch while we had none: ``SessionStarted``.
+
+In ``UP`` the halves exchange DATA and ACK frames tagged with both epochs; a
+frame with another tag is stale (left from an earlier session) and dropped.
+Silence for ``dead_interval_s`` moves to ``DOWN`` (``LinkDown``): nothing new
+is sent, keepalive probes go on.  Any valid frame of the session moves back to
+``UP`` (``LinkUp``) and everything unacknowledged is resent, so an outage loses
+nothing.  ``DOWN`` for ``session_timeout_s`` tears the session down
+(``SessionLost``): this end takes a new epoch, so the peer will see a restart.
+
+The core never reads a clock: time comes in as ``now``.  Whatever bytes arrive,
+only events (and counters) come out, or ``RemoteProtocolError`` when the peer
+speaks an incompatible protocol version.
+
+State table (input -> next state):
+
+=========== ====================== ===================== =====================
+state       HELLO(new epoch)       silence > dead        silence > session
+=========== ====================== ===================== =====================
+HANDSHAKE   UP (SessionStarted)    --                    --
+UP          UP (PeerRestarted)     DOWN (LinkDown)       --
+DOWN        UP (PeerRestarted)     --                    HANDSHAKE (SessionLost)
+=========== ====================== ===================== =====================
+
+and in DOWN any valid frame of the session -> UP (LinkUp).
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections import deque
+from dataclasses import dataclass
+
+from ira.errors import LocalProtocolError, RemoteProtocolError
+from ira.link.config import LinkConfig
+from ira.link.events import (
+    Channel,
+    LinkDown,
+    LinkEvent,
+    LinkUp,
+    MessageReceived,
+    PeerRestarted,
+    SessionLost,
+    SessionStarted,
+)
+from ira.link.framing import StreamDeframer, encode_frames
+from ira.link.receiver import Receiver, ReceiverStatistics
+from ira.link.sender import Sender, SenderStatistics
+from ira.wire.link import (
+    CRC_BYTES,
+    DATA_HEADER_BYTES,
+    MAX_SACK_BLOCKS,
+    MIN_FRAME_BYTES,
+    VERSION_MAX,
+    VERSION_MIN,
+    WINDOW_UNIT_BYTES,
+    Ack,
+    BadCrc,
+    Data,
+    Hello,
+    check_crc,
+    decode_body,
+    encode_ack,
+    encode_data_header,
+    encode_hello,
+    seal,
+)
+
+_MOD = 1 << 32
+_HALF = 1 << 31
+
+
+class LinkState(enum.Enum):
+    HANDSHAKE = "handshake"
+    UP = "up"
+    DOWN = "down"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class LinkStatistics:
+    """Counters of one link end since it was created (all sessions)."""
+
+    state: str
+    local_epoch: int
+    peer_epoch: int | None
+    sessions: int
+    peer_restarts: int
+    sessions_lost: int
+    link_downs: int
+    frames_sent: int
+    frames_received: int
+    wire_bytes_sent: int
+    wire_bytes_received: int
+    messages_queued: int
+    messages_acked: int
+    messages_delivered: int
+    payload_bytes_sent: int
+    payload_bytes_received: int
+    segments_sent: int
+    segments_retransmitted: int
+    bytes_retransmitted: int
+    retransmission_timeouts: int
+    messages_discarded: int
+    #: frames and bytes dropped, by reason
+    drop_bad_crc: int
+    drop_malformed: int
+    drop_duplicate: int
+    drop_out_of_window: int
+    drop_oversize: int
+    drop_stale: int
+    drop_oversize_messages: int
+    srtt_s: float | None
+    rto_s: float | None
+    bandwidth_bytes_per_s: float | None
+    segment_bytes: int | None
+    cwnd_bytes: int | None
+
+    @property
+    def drops(self) -> dict[str, int]:
+        return {
+            "bad_crc": self.drop_bad_crc,
+            "malformed": self.drop_malformed,
+            "duplicate": self.drop_duplicate,
+            "out_of_window": self.drop_out_of_window,
+            "oversize": self.drop_oversize,
+            "stale": self.drop_stale,
+            "oversize_message": self.drop_oversize_messages,
+        }
+
+
+@dataclass(slots=True)
+class _Counters:
+    sessions: int = 0
+    peer_restarts: int = 0
+    sessions_lost: int = 0
+    link_downs: int = 0
+    frames_sent: int = 0
+    frames_received: int = 0
+    wire_bytes_sent: int = 0
+    wire_bytes_received: int = 0
+    messages_discarded: int = 0
+    bad_crc: int = 0
+    oversize_packets: int = 0
+    malformed: int = 0
+    stale: int = 0
+
+
+def _unwrap(wire: int, reference: int) -> int:
+    """The absolute sequence number nearest ``reference`` whose low 32 bits are ``wire``."""
+    return reference + ((wire - reference + _HALF) % _MOD) - _HALF
+
+
+class Link:
+    """One end of a link session.  See the module docstring."""
+
+    def __init__(self, config: LinkConfig | None = None, *, rng: random.Random, now: float) -> None:
+        self.config = cfg = config or LinkConfig()
+        self._rng = rng
+        self.state = LinkState.HANDSHAKE
+        self.epoch = self._new_epoch()
+        self.peer_epoch: int | None = None
+        self._tag = 0
+        self.version = 0
+        self.features = 0
+        self._deframer = None if cfg.packet else StreamDeframer(cfg.max_frame_bytes)
+        self._counters = _Counters()
+        self._sender_stats = SenderStatistics()
+        self._receiver_stats = ReceiverStatistics()
+        self._sender: Sender | None = None
+        self._receiver: Receiver | None = None
+        #: messages given to send_message while no session is up
+        self._pending: deque[tuple[Channel, bytes]] = deque()
+        self._events: deque[LinkEvent] = deque()
+        self._backlog_bytes = 0
+        self._hello_due: float | None = now
+        self._hello_interval = cfg.hello_interval_s
+        self._hello_ack_due = False
+        self._ack_due: float | None = None
+        self._ack_now = False
+        self._unacked_segments = 0
+        self._advertised_edge = 0
+        self._last_rx = now
+        self._last_tx = now
+        self._down_since = now
+
+    def _new_epoch(self) -> int:
+        return self._rng.getrandbits(64) | 1
+
+    # --- the layer above ----------------------------------------------------------
+
+    def send_message(self, payload: bytes, channel: Channel = Channel.CONTROL) -> None:
+        """Queue one message; it is delivered exactly once, in order within its channel."""
+        if self.state is LinkState.CLOSED:
+            raise LocalProtocolError("send_message on a closed link")
+        if self._sender is None:
+            self._pending.append((channel, payload))
+        else:
+            self._sender.enqueue(channel, payload)
+
+    def next_event(self) -> LinkEvent | None:
+        if not self._events:
+            return None
+        event = self._events.popleft()
+        if isinstance(event, MessageReceived):
+            self._backlog_bytes -= len(event.payload)
+            receiver = self._receiver
+            if receiver is not None:
+                receiver.backlog_bytes = self._backlog_bytes
+                if receiver.right_edge - self._advertised_edge >= self.config.window_bytes // 4:
+                    self._ack_now = True  # a window update is worth a frame
+        return event
+
+    def close(self) -> None:
+        self.state = LinkState.CLOSED
+
+    @property
+    def busy(self) -> bool:
+        """True while messages are queued or not yet acknowledged."""
+        if self._pending:
+            return True
+        s = self._sender
+        return s is not None and (s.has_outstanding() or s.queued_bytes() > 0)
+
+    # --- bytes in ---------------------------------------------------------------
+
+    def receive_data(self, data: bytes, *, now: float) -> None:
+        """Bytes from a stream transport, or one frame from a packet transport."""
+        if self.state is LinkState.CLOSED:
+            return
+        c = self._counters
+        c.wire_bytes_received += len(data)
+        if self._deframer is not None:
+            frames = self._deframer.feed(data)
+        elif len(data) > self.config.max_frame_bytes:
+            c.oversize_packets += 1
+            return
+        else:
+            frames = [data]
+        for raw in frames:
+            try:
+                body = check_crc(raw)
+            except BadCrc:
+                c.bad_crc += 1
+                continue
+            try:
+                frame = decode_body(body)
+            except RemoteProtocolError:
+                c.malformed += 1
+                continue
+            c.frames_received += 1
+            if isinstance(frame, Hello):
+                self._on_hello(frame, now)
+            elif frame.tag != self._tag or self._sender is None or self._receiver is None:
+                c.stale += 1
+            elif isinstance(frame, Data):
+                self._heard(now)
+                self._on_data(frame, self._sender, self._receiver, now)
+            else:
+                self._heard(now)
+                self._on_ack(frame, self._sender, now)
+
+    def _on_data(self, d: Data, sender: Sender, receiver: Receiver, now: float) -> None:
+        self._apply_ack(sender, d.ack, d.window, (), now)
+        if d.channel > max(Channel):
+            self._counters.malformed += 1
+            return
+        seq = _unwrap(d.seq, receiver.rcv_nxt)
+        fresh = receiver.on_segment(seq, Channel(d.channel), d.payload)
+        for channel, message in receiver.delivered:
+            self._events.append(MessageReceived(channel, message))
+            self._backlog_bytes += len(message)
+        receiver.delivered.clear()
+        receiver.backlog_bytes = self._backlog_bytes
+        self._unacked_segments += 1
+        if not fresh or receiver.has_gaps or self._unacked_segments >= 2:
+            self._ack_due = now  # tell the sender at once what we hold
+        elif self._ack_due is None:
+            self._ack_due = now + self.config.ack_delay_s
+
+    def _on_ack(self, a: Ack, sender: Sender, now: float) -> None:
+        self._apply_ack(sender, a.ack, a.window, a.blocks, now)
+        if a.probe:
+            self._ack_now = True
+
+    def _apply_ack(
+        self,
+        sender: Sender,
+        wire_ack: int,
+        window: int,
+        blocks: tuple[tuple[int, int], ...],
+        now: float,
+    ) -> None:
+        ack = _unwrap(wire_ack, sender.snd_una)
+        ref = sender.snd_una
+        sacks = [(_unwrap(s, ref), _unwrap(e, ref)) for s, e in blocks]
+        sender.on_ack(ack, ack + window * WINDOW_UNIT_BYTES, sacks, now)
+
+    def _heard(self, now: float) -> None:
+        self._last_rx = now
+        if self.state is LinkState.DOWN:
+            self.state = LinkState.UP
+            self._events.append(LinkUp(down_s=now - self._down_since))
+            if self._sender is not None:
+                self._sender.resend_all(now)
+
+    def _on_hello(self, h: Hello, now: float) -> None:
+        common = min(h.version_max, VERSION_MAX)
+        if common < max(h.version_min, VERSION_MIN):
+            raise RemoteProtocolError(
+                f"the peer speaks link protocol versions {h.version_min}..{h.version_max} and "
+                f"this end {VERSION_MIN}..{VERSION_MAX}: install matching ira releases on both ends"
+            )
+        if h.max_frame_bytes < MIN_FRAME_BYTES or h.window_bytes < 4 * WINDOW_UNIT_BYTES:
+            self._counters.malformed += 1
+            return
+        if h.ack and h.peer_epoch != self.epoch:
+            self._counters.stale += 1  # answers a HELLO of an earlier incarnation of ours
+            return
+        if not h.ack:
+            self._hello_ack_due = True
+        if h.epoch == self.peer_epoch:
+            self._heard(now)
+            return
+        if self.peer_epoch is not None:
+            discarded = self._drop_session()
+            self._counters.peer_restarts += 1
+            self._events.append(PeerRestarted(self.peer_epoch, h.epoch, discarded))
+        self._start_session(h, common, now)
+
+    def _drop_session(self) -> int:
+        discarded = len(self._pending)
+        self._pending.clear()
+        if self._sender is not None:
+            discarded += self._sender.unacked_messages()
+        self._counters.messages_discarded += discarded
+        self._sender = self._receiver = None
+        self._ack_due = None
+        self._ack_now = False
+        return discarded
+
+    def _start_session(self, h: Hello, version: int, now: float) -> None:
+        cfg = self.config
+        self.peer_epoch = h.epoch
+        self._tag = (self.epoch ^ h.epoch) & 0xFFFF
+        self.version = version
+        self.features = cfg.features & h.features
+        peer_frame = min(h.max_frame_bytes, 1 << 24)
+        self._sender = Sender(
+            cfg, peer_frame - DATA_HEADER_BYTES - CRC_BYTES, h.window_bytes, self._sender_stats
+        )
+        self._receiver = Receiver(cfg.window_bytes, cfg.max_message_bytes, self._receiver_stats)
+        self._receiver.backlog_bytes = self._backlog_bytes
+        while self._pending:
+            channel, payload = self._pending.popleft()
+            self._sender.enqueue(channel, payload)
+        self.state = LinkState.UP
+        self._hello_due = None
+        self._last_rx = now
+        self._counters.sessions += 1
+        self._events.append(SessionStarted(self.epoch, h.epoch, self.features, peer_frame, version))
+
+    # --- bytes out ----------------------------------------------------------------
+
+    def data_to_send(self, *, now: float) -> list[bytes]:
+        """What to write now: one chunk of stream bytes, or one item per packet."""
+        if self.state is LinkState.CLOSED:
+            return []
+        frames: list[bytes] = []
+        if self._hello_due is not None and now >= self._hello_due:
+            frames.append(self._hello(ack=False))
+            self._hello_due = now + self._hello_interval
+            self._hello_interval = min(
+                self._hello_interval * 2, 4 * self.config.keepalive_interval_s
+            )
+        if self._hello_ack_due:
+            self._hello_ack_due = False
+            if self.peer_epoch is not None:
+                frames.append(self._hello(ack=True))
+        sender, receiver = self._sender, self._receiver
+        if sender is not None and receiver is not None:
+            if self.state is LinkState.UP:
+                segments = sender.segments_to_send(now)
+                if segments:
+                    ack = receiver.rcv_nxt & 0xFFFFFFFF
+                    window = self._window_field(receiver)
+                    for seg in segments:
+                        header = encode_data_header(
+                            seg.channel, self._tag, seg.seq & 0xFFFFFFFF, ack, window
+                        )
+                        frames.append(seal(header + seg.payload))
+                    if not receiver.has_gaps and not self._ack_now:
+                        self._ack_due = None
+                        self._unacked_segments = 0
+            ack_now = self._ack_now or (self._ack_due is not None and now >= self._ack_due)
+            idle = now >= self._last_tx + self.config.keepalive_interval_s
+            if ack_now or (idle and not frames):
+                frames.append(self._ack_frame(receiver, probe=self.state is LinkState.DOWN))
+                self._ack_due = None
+                self._ack_now = False
+                self._unacked_segments = 0
+        if not frames:
+            return []
+        self._last_tx = now
+        c = self._counters
+        c.frames_sent += len(frames)
+        if self._deframer is None:
+            c.wire_bytes_sent += sum(len(f) for f in frames)
+            return frames
+        chunk = encode_frames(frames)
+        c.wire_bytes_sent += len(chunk)
+        return [chunk]
+
+    def _hello(self, *, ack: bool) -> bytes:
+        cfg = self.config
+        return encode_hello(
+            Hello(
+                ack,
+                VERSION_MIN,
+                VERSION_MAX,
+                self.epoch,
+                self.peer_epoch or 0,
+                cfg.features,
+                cfg.max_frame_bytes,
+                cfg.window_bytes,
+                round(cfg.keepalive_interval_s * 1000),
+            )
+        )
+
+    def _window_field(self, receiver: Receiver) -> int:
+        units = min(0xFFFF, receiver.available // WINDOW_UNIT_BYTES)
+        self._advertised_edge = receiver.rcv_nxt + units * WINDOW_UNIT_BYTES
+        return units
+
+    def _ack_frame(self, receiver: Receiver, *, probe: bool) -> bytes:
+        blocks = receiver.sack_blocks(MAX_SACK_BLOCKS) if self.features & 1 else []
+        return encode_ack(
+            Ack(
+                probe,
+                self._tag,
+                receiver.rcv_nxt & 0xFFFFFFFF,
+                self._window_field(receiver),
+                tuple((s & 0xFFFFFFFF, e & 0xFFFFFFFF) for s, e in blocks),
+            )
+        )
+
+    # --- time -----------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        """When ``handle_timeout`` (then ``data_to_send``) must be called next."""
+        cfg = self.config
+        candidates: list[float] = []
+        if self._hello_due is not None:
+            candidates.append(self._hello_due)
+        if self.state is LinkState.UP:
+            candidates.append(self._last_rx + cfg.dead_interval_s)
+            if self._sender is not None and self._sender.rto_deadline is not None:
+                candidates.append(self._sender.rto_deadline)
+        elif self.state is LinkState.DOWN:
+            candidates.append(self._last_rx + cfg.session_timeout_s)
+        if self.state in (LinkState.UP, LinkState.DOWN):
+            candidates.append(self._last_tx + cfg.keepalive_interval_s)
+            if self._ack_due is not None:
+                candidates.append(self._ack_due)
+        return min(candidates) if candidates else None
+
+    def handle_timeout(self, *, now: float) -> None:
+        cfg = self.config
+        if self.state is LinkState.UP:
+            silent = now - self._last_rx
+            if now >= self._last_rx + cfg.dead_interval_s:
+                self.state = LinkState.DOWN
+                self._down_since = self._last_rx
+                self._counters.link_downs += 1
+                self._events.append(LinkDown(silent_s=silent))
+                if self._sender is not None:
+                    self._sender.pause()
+            elif self._sender is not None:
+                self._sender.on_timeout(now)
+        elif self.state is LinkState.DOWN and now >= self._last_rx + cfg.session_timeout_s:
+            old = self.peer_epoch
+            discarded = self._drop_session()
+            self._counters.sessions_lost += 1
+            self._events.append(SessionLost(old or 0, discarded))
+            self.state = LinkState.HANDSHAKE
+            self.peer_epoch = None
+            self.epoch = self._new_epoch()  # the peer must see that this session is gone
+            self._hello_due = now
+            self._hello_interval = cfg.hello_interval_s
+
+    # --- counters -------------------------------------------------------------------
+
+    def statistics(self) -> LinkStatistics:
+        c, s, r = self._counters, self._sender_stats, self._receiver_stats
+        sender = self._sender
+        deframer = self._deframer
+        return LinkStatistics(
+            state=self.state.value,
+            local_epoch=self.epoch,
+            peer_epoch=self.peer_epoch,
+            sessions=c.sessions,
+            peer_restarts=c.peer_restarts,
+            sessions_lost=c.sessions_lost,
+            link_downs=c.link_downs,
+            frames_sent=c.frames_sent,
+            frames_received=c.frames_received,
+            wire_bytes_sent=c.wire_bytes_sent,
+            wire_bytes_received=c.wire_bytes_received,
+            messages_queued=s.messages_queued,
+            messages_acked=s.messages_acked,
+            messages_delivered=r.messages_delivered,
+            payload_bytes_sent=s.payload_bytes_sent,
+            payload_bytes_received=r.payload_bytes_received,
+            segments_sent=s.segments_sent,
+            segments_retransmitted=s.segments_retransmitted,
+            bytes_retransmitted=s.bytes_retransmitted,
+            retransmission_timeouts=s.timeouts,
+            messages_discarded=c.messages_discarded,
+            drop_bad_crc=c.bad_crc,
+            drop_malformed=c.malformed + (deframer.stats.malformed if deframer else 0),
+            drop_duplicate=r.duplicate,
+            drop_out_of_window=r.out_of_window,
+            drop_oversize=c.oversize_packets + (deframer.stats.oversize if deframer else 0),
+            drop_stale=c.stale,
+            drop_oversize_messages=r.oversize_messages,
+            srtt_s=sender.srtt if sender else None,
+            rto_s=sender.rto if sender else None,
+            bandwidth_bytes_per_s=sender.bandwidth if sender else None,
+            segment_bytes=sender.segment_bytes if sender else None,
+            cwnd_bytes=sender.cwnd if sender else None,
+        )

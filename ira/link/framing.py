@@ -1,0 +1,110 @@
+"""Byte-stream framing: COBS with a 0x00 delimiter (sans-I/O).
+
+Stream transports (UART, pty, TCP) carry each frame COBS-encoded between 0x00
+delimiters: the overhead is bounded (one byte per 254 plus the delimiter) and
+after garbage the decoder resynchronises at the next delimiter.  Packet
+transports carry frames as they are and need none of this.
+
+Message lengths inside a channel's byte stream use LEB128 varints
+(``encode_varint`` / ``VarintReader``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cobs import cobs
+
+DELIMITER = b"\x00"
+
+
+def encode_frames(frames: list[bytes]) -> bytes:
+    """COBS-encode frames into one chunk of stream bytes.
+
+    The chunk starts with a delimiter too, so that whatever noise the line
+    carried before it ends at that delimiter instead of spoiling the first frame.
+    """
+    return DELIMITER + DELIMITER.join([cobs.encode(f) for f in frames]) + DELIMITER
+
+
+@dataclass(slots=True)
+class DeframerStatistics:
+    frames: int = 0
+    #: chunks between delimiters that were not valid COBS
+    malformed: int = 0
+    #: chunks longer than the largest frame allowed (dropped up to the next delimiter)
+    oversize: int = 0
+    #: bytes discarded while skipping an oversize chunk
+    discarded_bytes: int = 0
+
+
+class StreamDeframer:
+    """Cuts a byte stream into decoded frames; never holds more than ``max_frame_bytes``.
+
+    Feed it bytes as they arrive, cut anywhere; it returns the decoded frames
+    (CRC not yet checked).  Invalid chunks are counted and dropped.
+    """
+
+    def __init__(self, max_frame_bytes: int) -> None:
+        # a COBS chunk of a frame of n bytes is at most n + n // 254 + 1 bytes
+        self._max_chunk = max_frame_bytes + max_frame_bytes // 254 + 2
+        self._buffer = bytearray()
+        self._skipping = False
+        self.stats = DeframerStatistics()
+
+    @property
+    def buffered_bytes(self) -> int:
+        return len(self._buffer)
+
+    def feed(self, data: bytes | bytearray) -> list[bytes]:
+        frames: list[bytes] = []
+        buf = self._buffer
+        start = 0
+        n = len(data)
+        while start < n:
+            end = data.find(0, start)
+            if end < 0:
+                self._append(data[start:])
+                break
+            self._append(data[start:end])
+            start = end + 1
+            if self._skipping:
+                self._skipping = False
+                continue
+            if not buf:
+                continue
+            try:
+                frames.append(cobs.decode(buf))
+                self.stats.frames += 1
+            except cobs.DecodeError:
+                self.stats.malformed += 1
+            buf.clear()
+        return frames
+
+    def _append(self, piece: bytes | bytearray) -> None:
+        if self._skipping:
+            self.stats.discarded_bytes += len(piece)
+            return
+        self._buffer += piece
+        if len(self._buffer) > self._max_chunk:
+            self.stats.oversize += 1
+            self.stats.discarded_bytes += len(self._buffer)
+            self._buffer.clear()
+            self._skipping = True
+
+
+def encode_varint(value: int) -> bytes:
+    """LEB128: seven bits a byte, low first, high bit set on all but the last."""
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+#: a message length never needs more than this many varint bytes (32 bits)
+MAX_VARINT_BYTES = 5
