@@ -197,6 +197,7 @@ class Link:
         self._ack_due: float | None = None
         self._ack_now = False
         self._unacked_segments = 0
+        self._last_rx_tx = 0
         self._advertised_edge = 0
         self._last_rx = now
         self._last_tx = now
@@ -279,7 +280,8 @@ class Link:
                 self._on_ack(frame, self._sender, now)
 
     def _on_data(self, d: Data, sender: Sender, receiver: Receiver, now: float) -> None:
-        self._apply_ack(sender, d.ack, d.window, (), now)
+        self._apply_ack(sender, d.ack, d.window, (), d.echo, now, with_sacks=False)
+        self._last_rx_tx = d.tx
         if d.channel > max(Channel):
             self._counters.malformed += 1
             return
@@ -297,7 +299,7 @@ class Link:
             self._ack_due = now + self.config.ack_delay_s
 
     def _on_ack(self, a: Ack, sender: Sender, now: float) -> None:
-        self._apply_ack(sender, a.ack, a.window, a.blocks, now)
+        self._apply_ack(sender, a.ack, a.window, a.blocks, a.echo, now, with_sacks=True)
         if a.probe:
             self._ack_now = True
 
@@ -307,12 +309,19 @@ class Link:
         wire_ack: int,
         window: int,
         blocks: tuple[tuple[int, int], ...],
+        echo: int,
         now: float,
+        *,
+        with_sacks: bool,
     ) -> None:
         ack = _unwrap(wire_ack, sender.snd_una)
         ref = sender.snd_una
         sacks = [(_unwrap(s, ref), _unwrap(e, ref)) for s, e in blocks]
-        sender.on_ack(ack, ack + window * WINDOW_UNIT_BYTES, sacks, now)
+        tx = sender.unwrap_tx(echo) if echo else None  # 0: nothing received yet
+        # blocks are reported lowest first; a full set may have left higher ones out
+        limit = sacks[-1][1] if len(sacks) >= MAX_SACK_BLOCKS else None
+        edge = ack + window * WINDOW_UNIT_BYTES
+        sender.on_ack(ack, edge, sacks, tx, now, with_sacks=with_sacks, sack_limit=limit)
 
     def _heard(self, now: float) -> None:
         self._last_rx = now
@@ -353,6 +362,7 @@ class Link:
             discarded += self._sender.unacked_messages()
         self._counters.messages_discarded += discarded
         self._sender = self._receiver = None
+        self._last_rx_tx = 0
         self._ack_due = None
         self._ack_now = False
         return discarded
@@ -404,7 +414,13 @@ class Link:
                     window = self._window_field(receiver)
                     for seg in segments:
                         header = encode_data_header(
-                            seg.channel, self._tag, seg.seq & 0xFFFFFFFF, ack, window
+                            seg.channel,
+                            self._tag,
+                            seg.seq & 0xFFFFFFFF,
+                            ack,
+                            window,
+                            seg.tx_order & 0xFFFF,
+                            self._last_rx_tx,
                         )
                         frames.append(seal(header + seg.payload))
                     if not receiver.has_gaps and not self._ack_now:
@@ -458,6 +474,7 @@ class Link:
                 self._tag,
                 receiver.rcv_nxt & 0xFFFFFFFF,
                 self._window_field(receiver),
+                self._last_rx_tx,
                 tuple((s & 0xFFFFFFFF, e & 0xFFFFFFFF) for s, e in blocks),
             )
         )

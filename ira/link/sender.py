@@ -36,7 +36,7 @@ INITIAL_SEGMENT_BYTES = 512
 INITIAL_CWND_SEGMENTS = 4
 #: the retransmission timer backs off at most this many times over: a serial line has
 #: no competing flows to make room for, and losses there are noise, not congestion
-MAX_BACKOFF = 4
+MAX_BACKOFF = 2
 CWND_FLOOR_S = 0.05
 #: the bandwidth and minimum-RTT filters forget samples older than about this
 BW_WINDOW_S = 1.0
@@ -143,7 +143,6 @@ class Sender:
         self._tx_counter = 0
         self._latest_rtt = 0.0
         self._delivered = 0
-        self._lost_bytes = 0
         self._delivered_time = 0.0
         self._bw = _WindowedExtreme(BW_WINDOW_S, want_max=True)
         self._min_rtt = _WindowedExtreme(MIN_RTT_WINDOW_S, want_max=False)
@@ -162,6 +161,10 @@ class Sender:
         q.total_offset += len(chunk)
         q.message_ends.append(q.total_offset)
         self.stats.messages_queued += 1
+
+    def unwrap_tx(self, wire: int) -> int:
+        """The transmission number whose low 16 bits are ``wire``, at most the latest."""
+        return self._tx_counter - ((self._tx_counter - wire) & 0xFFFF)
 
     def unacked_messages(self) -> int:
         return sum(len(q.message_ends) for q in self._queues.values())
@@ -281,7 +284,7 @@ class Sender:
         seg.sent_at = now
         self._tx_counter += 1
         seg.tx_order = self._tx_counter
-        seg.delivered_at_send = self._delivered + self._lost_bytes
+        seg.delivered_at_send = self._delivered
         seg.delivered_time_at_send = self._delivered_time if self._delivered else now
         seg.lost = False
         self.pipe_bytes += len(seg.payload)
@@ -294,19 +297,34 @@ class Sender:
 
     # --- acknowledgements ---------------------------------------------------------
 
-    def on_ack(self, ack: int, right_edge: int, sacks: list[tuple[int, int]], now: float) -> None:
-        """Apply a cumulative ack, the peer's window edge and SACK ranges (absolute)."""
+    def on_ack(
+        self,
+        ack: int,
+        right_edge: int,
+        sacks: list[tuple[int, int]],
+        echo: int | None,
+        now: float,
+        *,
+        with_sacks: bool,
+        sack_limit: int | None = None,
+    ) -> None:
+        """Apply an acknowledgement (absolute sequence numbers).
+
+        ``right_edge`` is the peer's window edge, ``sacks`` its SACK ranges,
+        ``echo`` the last transmission it received.  ``with_sacks`` says the frame
+        reported what the peer holds (ACK frames do, DATA frames do not), so the
+        echo may be used to find losses.
+        """
         if ack > self.snd_nxt or ack < self.snd_una:
             ack = self.snd_una if ack < self.snd_una else self.snd_nxt
         self.peer_right_edge = max(self.peer_right_edge, right_edge)
         newest_sent: int | None = None
-        rtt_sample: float | None = None
         progressed = ack > self.snd_una
         inflight = self._inflight
         while inflight and inflight[0].end <= ack:
             seg = inflight.popleft()
             if not seg.sacked:
-                newest_sent, rtt_sample = self._delivered_seg(seg, now, newest_sent, rtt_sample)
+                newest_sent = self._delivered_seg(seg, now, newest_sent, echo)
             self._advance_channel(seg)
         self.snd_una = max(self.snd_una, ack)
         if sacks:
@@ -317,21 +335,17 @@ class Sender:
                     if start <= seg.seq and seg.end <= end:
                         seg.sacked = True
                         progressed = True
-                        newest_sent, rtt_sample = self._delivered_seg(
-                            seg, now, newest_sent, rtt_sample
-                        )
+                        newest_sent = self._delivered_seg(seg, now, newest_sent, echo)
                         break
-        if rtt_sample is not None:
-            self._update_rtt(rtt_sample)
-        self._detect_losses(newest_sent, now)
+        self._detect_losses(newest_sent, echo if with_sacks else None, sack_limit, now)
         if progressed:
             self._backoff = 1
             self.rto = self._rto_value()
             self.rto_deadline = now + self.rto if self._inflight else None
 
     def _delivered_seg(
-        self, seg: Segment, now: float, newest_sent: int | None, rtt_sample: float | None
-    ) -> tuple[int | None, float | None]:
+        self, seg: Segment, now: float, newest_sent: int | None, echo: int | None
+    ) -> int | None:
         size = len(seg.payload)
         if not seg.lost:
             self.pipe_bytes -= size
@@ -340,21 +354,18 @@ class Sender:
         self._delivered_time = now
         interval = now - seg.delivered_time_at_send
         if interval > 0:
-            # the line carried lost bytes too: on a noisy line the rate of the line,
-            # not of the goodput, is what paces the sender
-            passed = self._delivered + self._lost_bytes - seg.delivered_at_send
-            self._bw.update(passed / interval, now)
+            self._bw.update((self._delivered - seg.delivered_at_send) / interval, now)
         self._clean_bytes += size
         if self._clean_bytes >= 4 * self._loss_segment:
             self._clean_bytes = 0
             self._loss_segment = min(self._max_payload, self._loss_segment * 2)
         if newest_sent is None or seg.tx_order > newest_sent:
             newest_sent = seg.tx_order
-        if not seg.retransmitted or self.srtt is None:
-            # Karn: a retransmitted segment's ack is ambiguous; but with no estimate
-            # at all (every first try lost) an ambiguous sample beats none
-            rtt_sample = now - seg.sent_at
-        return newest_sent, rtt_sample
+        if seg.tx_order == echo:
+            # the peer acknowledged on receiving exactly this transmission: a clean
+            # sample (no retransmission ambiguity, no lost-ACK delay in it)
+            self._update_rtt(now - seg.sent_at)
+        return newest_sent
 
     def _advance_channel(self, seg: Segment) -> None:
         q = self._queues[seg.channel]
@@ -363,32 +374,36 @@ class Sender:
             q.message_ends.popleft()
             self.stats.messages_acked += 1
 
-    def _detect_losses(self, newest_sent: int | None, now: float) -> None:
-        """RACK with no reordering window, on every ACK.
+    def _detect_losses(
+        self, newest_acked: int | None, echo: int | None, sack_limit: int | None, now: float
+    ) -> None:
+        """Links never reorder: a segment transmitted before one the peer received is lost.
 
-        The link never reorders, so a segment is lost when one sent after it was
-        acknowledged, or when an ACK arrives more than a round trip after it was
-        sent and does not cover it (the peer acknowledges at least every
-        keepalive interval, so a lost tail is found without waiting for the RTO).
+        ``newest_acked`` is the latest transmission acknowledged by this ACK;
+        ``echo`` the latest transmission the peer received at all (ACK frames
+        carry it with their SACK ranges, so anything before it that is not
+        covered was not received).
         """
+        horizon = max(newest_acked if newest_acked is not None else -1, echo if echo else -1)
+        if horizon < 0:
+            return
         any_lost = False
-        rtt = max(self.srtt or self.rto, self._latest_rtt)
-        slack = max((self.min_rtt or 0.0) / 4, 2 * self._config.ack_delay_s)
-        horizon = now - rtt * 1.25 - slack
-        newest = newest_sent if newest_sent is not None else -1
         for seg in self._inflight:
-            if seg.sacked or seg.lost:
+            if seg.tx_order >= horizon or seg.sacked or seg.lost:
                 continue
-            if seg.tx_order < newest or seg.sent_at < horizon:
-                self._mark_lost(seg)
-                any_lost = True
+            if sack_limit is not None and seg.seq >= sack_limit:
+                continue
+            self._mark_lost(seg, passed_line=True)
+            any_lost = True
         if any_lost:
             self._on_loss(now)
 
-    def _mark_lost(self, seg: Segment) -> None:
+    def _mark_lost(self, seg: Segment, *, passed_line: bool = False) -> None:
+        """``passed_line``: the segment is known to have crossed the line (and been
+        spoiled there), so it counts toward the measured line rate."""
         seg.lost = True
         self.pipe_bytes -= len(seg.payload)
-        self._lost_bytes += len(seg.payload)
+        del passed_line
         self._lost.append(seg)
 
     def _on_loss(self, now: float) -> None:
@@ -411,26 +426,27 @@ class Sender:
 
     def _rto_value(self) -> float:
         cfg = self._config
-        base = cfg.rto_initial_s if self.srtt is None else self.srtt + max(4 * self.rttvar, 0.002)
+        # a timeout resends one segment only (a probe whose ACK tells exactly what was
+        # lost), so a short timer is cheap: twice the smoothed round trip
+        base = cfg.rto_initial_s if self.srtt is None else 2 * self.srtt + cfg.ack_delay_s
         return min(cfg.rto_max_s, max(cfg.rto_min_s, base) * self._backoff)
 
     # --- timers -----------------------------------------------------------------
 
     def on_timeout(self, now: float) -> None:
-        """The retransmission timer fired: everything sent before ``now - rto`` is lost."""
+        """The retransmission timer fired: resend the oldest outstanding segment.
+
+        Only that one: its ACK carries the echo that tells exactly which of the
+        others were lost (a lost ACK must not make us resend everything).
+        """
         if self.rto_deadline is None or now < self.rto_deadline:
             return
         self.stats.timeouts += 1
-        horizon = now - self.rto + 1e-9
-        any_lost = False
         for seg in self._inflight:
-            if not seg.sacked and not seg.lost and seg.sent_at <= horizon:
+            if not seg.sacked and not seg.lost:
                 self._mark_lost(seg)
-                any_lost = True
-        if any_lost:
-            self._on_loss(now)
-            # a timeout says the line is worse than the estimate: shrink segments at once
-            self._loss_segment = max(self._config.min_segment_bytes, self._loss_segment // 2)
+                self._on_loss(now)
+                break
         self._backoff = min(self._backoff * 2, MAX_BACKOFF)
         self.rto = self._rto_value()
         self.rto_deadline = now + self.rto if self._inflight else None

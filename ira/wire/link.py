@@ -19,6 +19,12 @@ Four frame types:
     cumulative ack, window, up to ``MAX_SACK_BLOCKS`` selective-ack ranges;
     also the keepalive.
 
+``tx`` numbers every DATA transmission (retransmissions too) modulo 2**16, and
+``echo`` in DATA and ACK frames returns the ``tx`` of the last DATA frame the
+sender of the echo received.  Links never reorder, so every DATA frame sent
+before the echoed one and not acknowledged is lost: loss is found exactly, with
+no timers and no RTT ambiguity.
+
 ``tag`` in DATA and ACK frames is ``(local_epoch ^ peer_epoch) & 0xFFFF``: a
 frame left over from an earlier session (a peer that restarted) does not carry
 the current tag and is dropped as stale.
@@ -93,6 +99,8 @@ DataBody = cs.Struct(
     "seq" / cs.Int32ul,
     "ack" / cs.Int32ul,
     "window" / cs.Int16ul,
+    "tx" / cs.Int16ul,
+    "echo" / cs.Int16ul,
     "payload" / cs.GreedyBytes,
 )
 
@@ -103,6 +111,7 @@ AckBody = cs.Struct(
     "tag" / cs.Int16ul,
     "ack" / cs.Int32ul,
     "window" / cs.Int16ul,
+    "echo" / cs.Int16ul,
     "count" / cs.Rebuild(cs.Int8ul, cs.len_(cs.this.blocks)),
     "blocks" / cs.Array(cs.this.count, SackBlock),
     cs.Terminated,
@@ -154,6 +163,8 @@ class Data:
     seq: int
     ack: int
     window: int
+    tx: int
+    echo: int
     payload: bytes
 
 
@@ -163,6 +174,7 @@ class Ack:
     tag: int
     ack: int
     window: int
+    echo: int
     blocks: tuple[tuple[int, int], ...]
 
 
@@ -171,8 +183,8 @@ LinkFrame = Hello | Data | Ack
 # --- fast codecs (hot path) -------------------------------------------------------
 
 _HELLO = struct.Struct("<B4sBBQQIIIH")
-_DATA = struct.Struct("<BBHIIH")
-_ACK = struct.Struct("<BBHIHB")
+_DATA = struct.Struct("<BBHIIHHH")
+_ACK = struct.Struct("<BBHIHHB")
 _SACK = struct.Struct("<II")
 _CRC = struct.Struct("<I")
 
@@ -211,20 +223,23 @@ def encode_hello(h: Hello) -> bytes:
     )
 
 
-def encode_data_header(channel: int, tag: int, seq: int, ack: int, window: int) -> bytes:
+def encode_data_header(
+    channel: int, tag: int, seq: int, ack: int, window: int, tx: int, echo: int
+) -> bytes:
     """The DATA header; the caller appends the payload and seals."""
-    return _DATA.pack(FrameType.DATA, channel & DATA_CHANNEL_MASK, tag, seq, ack, window)
+    return _DATA.pack(FrameType.DATA, channel & DATA_CHANNEL_MASK, tag, seq, ack, window, tx, echo)
 
 
 def encode_data(d: Data) -> bytes:
-    return seal(encode_data_header(d.channel, d.tag, d.seq, d.ack, d.window) + d.payload)
+    header = encode_data_header(d.channel, d.tag, d.seq, d.ack, d.window, d.tx, d.echo)
+    return seal(header + d.payload)
 
 
 def encode_ack(a: Ack) -> bytes:
     if len(a.blocks) > MAX_SACK_BLOCKS:
         raise ValueError(f"at most {MAX_SACK_BLOCKS} SACK blocks")
     flags = ACK_FLAG_PROBE if a.probe else 0
-    parts = [_ACK.pack(FrameType.ACK, flags, a.tag, a.ack, a.window, len(a.blocks))]
+    parts = [_ACK.pack(FrameType.ACK, flags, a.tag, a.ack, a.window, a.echo, len(a.blocks))]
     parts.extend(_SACK.pack(s, e) for s, e in a.blocks)
     return seal(b"".join(parts))
 
@@ -267,12 +282,12 @@ def decode_body(body: memoryview | bytes) -> LinkFrame:
     kind = body[0]
     try:
         if kind == FrameType.DATA:
-            _, flags, tag, seq, ack, window = _DATA.unpack_from(body)
+            _, flags, tag, seq, ack, window, tx, echo = _DATA.unpack_from(body)
             if flags & ~DATA_CHANNEL_MASK:
                 raise RemoteProtocolError(f"DATA frame with unknown flags {flags:#x}")
-            return Data(flags, tag, seq, ack, window, bytes(body[_DATA.size :]))
+            return Data(flags, tag, seq, ack, window, tx, echo, bytes(body[_DATA.size :]))
         if kind == FrameType.ACK:
-            _, flags, tag, ack, window, count = _ACK.unpack_from(body)
+            _, flags, tag, ack, window, echo, count = _ACK.unpack_from(body)
             if flags & ~ACK_FLAG_PROBE:
                 raise RemoteProtocolError(f"ACK frame with unknown flags {flags:#x}")
             if count > MAX_SACK_BLOCKS or n != _ACK.size + count * _SACK.size:
@@ -280,7 +295,7 @@ def decode_body(body: memoryview | bytes) -> LinkFrame:
             blocks = tuple(
                 _SACK.unpack_from(body, _ACK.size + i * _SACK.size) for i in range(count)
             )
-            return Ack(bool(flags), tag, ack, window, blocks)
+            return Ack(bool(flags), tag, ack, window, echo, blocks)
         if kind in (FrameType.HELLO, FrameType.HELLO_ACK):
             if n != _HELLO.size:
                 raise RemoteProtocolError(f"HELLO frame of {n} bytes, expected {_HELLO.size}")
