@@ -20,6 +20,9 @@ from ira.errors import ConfigError, IraError
 SUBCOMMANDS = (
     "ira.cli.nullmodem",
     "ira.cli.linktest",
+    "ira.cli.board",
+    "ira.cli.host",
+    "ira.cli.ping",
 )
 
 

@@ -4,7 +4,9 @@ One thread owns all protocol state: the link core and, when given, an *upper*
 core (the bus connector or bus) that consumes link events and produces
 messages.  Other threads talk to it only through ``call`` (run a function on
 the loop thread and wait for its result), ``send`` and the event queue, so the
-cores need no locks.
+cores need no locks.  With ``on_upper_event`` the loop drains the upper core's
+own events (``next_event()``) into that callback, on the loop thread, before
+it sends the upper core's messages; without it they stay in the core.
 
 Selectable transports are served by one ``select`` loop: read when readable,
 write when writable (never blocking on a write while the peer waits for us to
@@ -66,6 +68,8 @@ class Upper(Protocol):
 
     def handle_timeout(self, *, now: float) -> None: ...
 
+    def next_event(self) -> object | None: ...
+
 
 class LinkRuntime:
     """Runs a ``Link`` over a ``Transport`` in a background thread."""
@@ -78,6 +82,7 @@ class LinkRuntime:
         upper: Upper | None = None,
         rng: random.Random | None = None,
         on_event: Callable[[LinkEvent], None] | None = None,
+        on_upper_event: Callable[[object], None] | None = None,
     ) -> None:
         cfg = config or LinkConfig(packet=transport.packet)
         if cfg.packet != transport.packet:
@@ -90,6 +95,7 @@ class LinkRuntime:
         self.core = Link(cfg, rng=rng or random.Random(), now=time.monotonic())
         self.upper = upper
         self._on_event = on_event
+        self._on_upper_event = on_upper_event
         #: link events for callers that read them (when no upper core consumes them)
         self.events: queue.Queue[LinkEvent] = queue.Queue()
         self._commands: deque[Callable[[], None]] = deque()
@@ -278,6 +284,9 @@ class LinkRuntime:
             if self._on_event is not None:
                 self._on_event(event)
         if upper is not None:
+            if self._on_upper_event is not None:
+                while (upper_event := upper.next_event()) is not None:
+                    self._on_upper_event(upper_event)
             for channel, message in upper.messages_to_send():
                 core.send_message(message, channel)
         if not self._out:

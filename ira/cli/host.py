@@ -1,0 +1,102 @@
+"""``ira host serve LINK...`` and ``ira host list LINK [--json]``: the host side.
+
+``serve`` follows the boards on every LINK in one process and prints a line
+each time a device appears or goes, a link goes down or up, or a board
+restarts; it runs until SIGINT or SIGTERM.  ``list`` waits for discovery and
+prints one row per device: id, type, ABI version, attributes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import threading
+from types import FrameType
+
+from ira.busmodel.events import BusEvent, BusReady, DeviceAdded, DeviceInfo, DeviceRemoved
+from ira.busrt import HostClient, HostService
+from ira.link.events import LinkDown, LinkUp, PeerRestarted, SessionLost
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "host",
+        help="the host side: discover and follow boards' devices",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True)
+    serve = verbs.add_parser("serve", help="follow the devices of boards on one or more links")
+    serve.add_argument("links", nargs="+", metavar="LINK", help="link specs")
+    serve.set_defaults(func=run_serve)
+    lst = verbs.add_parser("list", help="print the devices of the board on LINK")
+    lst.add_argument("link", metavar="LINK", help="link spec")
+    lst.add_argument("--json", action="store_true", help="print a JSON array")
+    lst.add_argument(
+        "--timeout", type=float, default=5.0, metavar="S", help="wait this long for the board"
+    )
+    lst.set_defaults(func=run_list)
+
+
+def _attrs(info: DeviceInfo) -> str:
+    return " ".join(f"{k}={v}" for k, v in info.attrs)
+
+
+def describe(event: BusEvent) -> str | None:
+    """One line about a discovery or link event, or None for the others."""
+    match event:
+        case DeviceAdded(device=d):
+            return f"+ device {d.device_id} {d.type} v{d.version} {_attrs(d)}".rstrip()
+        case DeviceRemoved(device=d, reason=reason):
+            return f"- device {d.device_id} {d.type} ({reason})"
+        case BusReady(device_count=n):
+            return f"ready: {n} devices"
+        case LinkDown(silent_s=s):
+            return f"link down (nothing heard for {s:.1f} s)"
+        case LinkUp(down_s=s):
+            return f"link up after {s:.1f} s"
+        case PeerRestarted():
+            return "board restarted"
+        case SessionLost():
+            return "session lost"
+    return None
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    stop = threading.Event()
+
+    def on_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    def on_event(client: HostClient, event: BusEvent) -> None:
+        line = describe(event)
+        if line is not None:
+            print(f"{client.name}: {line}", flush=True)
+
+    previous = {sig: signal.signal(sig, on_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with HostService(args.links, on_event=on_event) as service:
+            while not stop.wait(0.5):
+                service.raise_if_failed()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    with HostClient(args.link) as client:
+        devices = client.list_devices(timeout_s=args.timeout)
+    if args.json:
+        rows = [
+            {"id": d.device_id, "type": d.type, "version": d.version, "attributes": dict(d.attrs)}
+            for d in devices
+        ]
+        print(json.dumps(rows, indent=2))
+        return 0
+    width = max([len("TYPE"), *(len(d.type) for d in devices)])
+    print(f"{'ID':>4}  {'TYPE':<{width}}  {'VERSION':>7}  ATTRIBUTES")
+    for d in devices:
+        print(f"{d.device_id:>4}  {d.type:<{width}}  {d.version:>7}  {_attrs(d)}".rstrip())
+    return 0
