@@ -38,6 +38,9 @@ INITIAL_CWND_SEGMENTS = 4
 #: no competing flows to make room for, and losses there are noise, not congestion
 MAX_BACKOFF = 2
 CWND_FLOOR_S = 0.05
+#: noise costs goodput, not line rate: keep enough in flight that a burst of losses
+#: is found from the ACKs of later frames rather than by the timer
+CWND_FLOOR_BYTES = 2048
 #: the bandwidth and minimum-RTT filters forget samples older than about this
 BW_WINDOW_S = 1.0
 MIN_RTT_WINDOW_S = 10.0
@@ -203,7 +206,7 @@ class Sender:
         # on a noisy line small frames and lost acks need more in flight than the
         # bandwidth-delay product of the fastest round trip: keep a floor of
         # CWND_FLOOR_S of the line rate
-        floor = max(INITIAL_CWND_SEGMENTS * seg, int(bw * CWND_FLOOR_S))
+        floor = max(INITIAL_CWND_SEGMENTS * seg, int(bw * CWND_FLOOR_S), CWND_FLOOR_BYTES)
         return max(floor, int(2 * bw * rtt) + seg)
 
     def _room(self) -> int:
@@ -217,7 +220,10 @@ class Sender:
             return []
         out: list[Segment] = []
         seg_size = self.segment_bytes
-        while self._lost and self.pipe_bytes < self.cwnd:
+        # lost segments go out at once, whatever the window: losses are found exactly
+        # (by echo), a serial link has no competing flows to protect, and segments
+        # the peer holds above a truncated SACK list would otherwise fill the pipe
+        while self._lost:
             seg = self._lost.popleft()
             if seg.sacked or seg.end <= self.snd_una:
                 continue

@@ -45,6 +45,7 @@ import construct as cs
 import crcmod.predefined
 
 from ira.errors import RemoteProtocolError
+from ira.wire import Limit, MessageSpec, WireSpec
 
 #: the magic that opens every HELLO; a frame with another magic is not ira's
 MAGIC = b"IRAL"
@@ -82,38 +83,47 @@ DATA_CHANNEL_MASK = 0x03
 # --- construct definitions (the specification) ---------------------------------
 
 HelloBody = cs.Struct(
-    "magic" / cs.Const(MAGIC),
-    "version_min" / cs.Int8ul,
-    "version_max" / cs.Int8ul,
-    "epoch" / cs.Int64ul,
-    "peer_epoch" / cs.Int64ul,
-    "features" / cs.Int32ul,
-    "max_frame_bytes" / cs.Int32ul,
-    "window_bytes" / cs.Int32ul,
-    "keepalive_ms" / cs.Int16ul,
+    "magic" / cs.Const(MAGIC) * "always `IRAL`: not an ira link otherwise",
+    "version_min" / cs.Int8ul * "lowest link protocol version the sender speaks",
+    "version_max" / cs.Int8ul * "highest link protocol version the sender speaks",
+    "epoch" / cs.Int64ul * "the sender's random epoch, new at every start (never 0)",
+    "peer_epoch" / cs.Int64ul * "the epoch the sender believes the receiver has; 0 if unknown",
+    "features" / cs.Int32ul * "feature bits offered (Feature); the session uses the AND",
+    "max_frame_bytes" / cs.Int32ul * "largest frame the sender accepts (CRC included, before COBS)",
+    "window_bytes" / cs.Int32ul * "receive window: bytes the sender accepts beyond its ack",
+    "keepalive_ms" / cs.Int16ul * "the sender sends something at least this often (ms)",
 )
 
 DataBody = cs.Struct(
-    "flags" / cs.Int8ul,
-    "tag" / cs.Int16ul,
-    "seq" / cs.Int32ul,
-    "ack" / cs.Int32ul,
-    "window" / cs.Int16ul,
-    "tx" / cs.Int16ul,
-    "echo" / cs.Int16ul,
-    "payload" / cs.GreedyBytes,
+    "flags" / cs.Int8ul * "bits 0-1: channel (0 CONTROL, 1 BULK); other bits 0",
+    "tag" / cs.Int16ul * "(local_epoch ^ peer_epoch) & 0xFFFF: frames of other sessions are stale",
+    "seq"
+    / cs.Int32ul
+    * "position of the first payload byte in the link-wide byte sequence (mod 2**32)",
+    "ack" / cs.Int32ul * "cumulative ack: every byte below this was received",
+    "window" / cs.Int16ul * "receive window above `ack`, in units of WINDOW_UNIT_BYTES",
+    "tx"
+    / cs.Int16ul
+    * "transmission number of this frame (mod 2**16), new for every retransmission",
+    "echo" / cs.Int16ul * "`tx` of the last DATA frame the sender received (0: none yet)",
+    "payload" / cs.GreedyBytes * "bytes of the channel's stream (LEB128-length-prefixed messages)",
 )
 
-SackBlock = cs.Struct("start" / cs.Int32ul, "end" / cs.Int32ul)
+SackBlock = cs.Struct(
+    "start" / cs.Int32ul * "first byte of a received range",
+    "end" / cs.Int32ul * "byte after the range",
+)
 
 AckBody = cs.Struct(
-    "flags" / cs.Int8ul,
-    "tag" / cs.Int16ul,
-    "ack" / cs.Int32ul,
-    "window" / cs.Int16ul,
-    "echo" / cs.Int16ul,
-    "count" / cs.Rebuild(cs.Int8ul, cs.len_(cs.this.blocks)),
-    "blocks" / cs.Array(cs.this.count, SackBlock),
+    "flags" / cs.Int8ul * "bit 0: PROBE (answer with an ACK at once); other bits 0",
+    "tag" / cs.Int16ul * "as in DATA",
+    "ack" / cs.Int32ul * "cumulative ack",
+    "window" / cs.Int16ul * "receive window above `ack`, in units of WINDOW_UNIT_BYTES",
+    "echo"
+    / cs.Int16ul
+    * "`tx` of the last DATA frame received: earlier frames not covered are lost",
+    "count" / cs.Rebuild(cs.Int8ul, cs.len_(cs.this.blocks)) * "number of SACK blocks",
+    "blocks" / cs.Array(cs.this.count, SackBlock) * "received ranges above `ack`, lowest first",
     cs.Terminated,
 )
 
@@ -311,3 +321,127 @@ def decode_body(body: memoryview | bytes) -> LinkFrame:
 def decode(frame: bytes | bytearray) -> LinkFrame:
     """Check the CRC and decode a whole frame."""
     return decode_body(check_crc(frame))
+
+
+# --- the generated documentation (docs/PROTOCOL.md) ---------------------------------
+
+
+def _whole(kind: FrameType, body: cs.Struct) -> cs.Struct:
+    return cs.Struct(
+        "type" / cs.Const(int(kind), cs.Int8ul) * f"{int(kind)} ({kind.name})",
+        *body.subcons,
+        "crc" / cs.Int32ul * "CRC-32 (IEEE 802.3) of every byte before it",
+    )
+
+
+_SUMMARY = """\
+The link layer carries frames over a byte stream (UART, pty, TCP) or a packet
+transport (USB bulk, FunctionFS, in-process).  On a byte stream every frame is
+COBS-encoded and followed by a 0x00 delimiter (a delimiter also opens every
+burst of frames, so line noise before it cannot spoil the first frame); on a
+packet transport one transfer is one frame.  Every frame ends with its CRC-32,
+little-endian; a frame whose CRC fails is counted (`drop_bad_crc`) and dropped.
+All integers are little-endian.
+
+Two channels share one byte sequence space: CONTROL (bus messages, DEVCALLs,
+signals) and BULK (window data).  Each channel is a stream of messages, each
+prefixed by its length as an LEB128 varint; DATA frames carry slices of one
+channel's stream, cut at any byte.  Among frames not yet sent CONTROL goes
+first, and DATA frames are sized to take at most `frame_latency_s` of the
+measured line rate, so control traffic never waits long behind bulk data.
+Within a session every message is delivered exactly once and in order per
+channel.
+"""
+
+_NOTES = """\
+### Sessions and epochs
+
+Each end picks a random 64-bit epoch when it starts and sends HELLO (with
+backoff) until it hears HELLO or HELLO_ACK.  A HELLO from an epoch already
+known continues the session (nothing is lost); from a new epoch while a session
+exists it means the peer restarted: unacknowledged messages are discarded,
+`PeerRestarted` is reported and a new session starts.  A HELLO_ACK whose
+`peer_epoch` is not the receiver's epoch answers an earlier incarnation and is
+ignored.  Version: the highest version both ranges share; none -> the link
+stops with an error naming the fix.
+
+### Reliability
+
+Cumulative ack + up to MAX_SACK_BLOCKS SACK ranges.  Links never reorder, so
+an ACK whose `echo` names transmission *t* proves every DATA frame sent before
+*t* and not covered by `ack`/SACK was lost (when the ACK carries the full set
+of blocks); those are resent at once, cut smaller if the line is noisy.  RTT
+samples come only from ACKs that echo the very transmission they acknowledge.
+A retransmission timer of twice the smoothed RTT resends the oldest segment
+alone: its ACK tells what else was lost.
+
+### Keepalive and link state
+
+Each end sends an ACK when it has sent nothing for its keepalive interval.
+Silence for the dead interval -> `LinkDown` (nothing new is sent; probes go
+on); a valid frame of the session -> `LinkUp` and everything unacknowledged is
+resent.  Down for the session timeout -> `SessionLost`: the end takes a new
+epoch, so its peer will see a restart.
+"""
+
+
+SPEC = WireSpec(
+    title="Link frames (`ira.wire.link`)",
+    summary=_SUMMARY,
+    encode=encode,
+    messages=(
+        MessageSpec(
+            "HELLO",
+            FrameType.HELLO,
+            _whole(FrameType.HELLO, HelloBody),
+            "Offers a session: sent at start and after a session is lost, with backoff, "
+            "until the peer answers.",
+            Hello(False, 1, 1, 0x1122334455667701, 0, int(Feature.SACK), 65536, 1 << 20, 250),
+            direction="both",
+        ),
+        MessageSpec(
+            "HELLO_ACK",
+            FrameType.HELLO_ACK,
+            _whole(FrameType.HELLO_ACK, HelloBody),
+            "Answers a HELLO; same fields, `peer_epoch` is the HELLO's epoch.",
+            Hello(
+                True,
+                1,
+                1,
+                0x0A0B0C0D0E0F1001,
+                0x1122334455667701,
+                int(Feature.SACK),
+                65536,
+                1 << 20,
+                250,
+            ),
+            direction="both",
+        ),
+        MessageSpec(
+            "DATA",
+            FrameType.DATA,
+            _whole(FrameType.DATA, DataBody),
+            "A slice of one channel's byte stream, with a piggy-backed ack.",
+            Data(0, 0x1B0A, 0, 0, 4096, 1, 0, b"\x03abc"),
+            direction="both",
+        ),
+        MessageSpec(
+            "ACK",
+            FrameType.ACK,
+            _whole(FrameType.ACK, AckBody),
+            "Acknowledges (cumulative, selective, echo), advertises the window; also the "
+            "keepalive.",
+            Ack(False, 0x1B0A, 4, 4096, 3, ((40, 64),)),
+            direction="both",
+        ),
+    ),
+    limits=(
+        Limit("VERSION_MIN", VERSION_MIN, "lowest link protocol version spoken"),
+        Limit("VERSION_MAX", VERSION_MAX, "highest link protocol version spoken"),
+        Limit("MIN_FRAME_BYTES", MIN_FRAME_BYTES, "smallest max_frame_bytes a peer may offer"),
+        Limit("MAX_SACK_BLOCKS", MAX_SACK_BLOCKS, "most SACK ranges in one ACK"),
+        Limit("WINDOW_UNIT_BYTES", WINDOW_UNIT_BYTES, "unit of the window fields"),
+        Limit("CRC_BYTES", CRC_BYTES, "CRC-32 at the end of every frame"),
+    ),
+    notes=_NOTES,
+)
