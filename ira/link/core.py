@@ -164,6 +164,16 @@ class _Counters:
     stale: int = 0
 
 
+def _stream_bytes(message: bytes) -> int:
+    """What a message took of its channel's stream, length prefix included.
+
+    Messages delivered but not yet taken are charged to the receive window at
+    this size, so that empty messages too close the window of a stalled consumer.
+    """
+    n = len(message)
+    return n + max(1, (n.bit_length() + 6) // 7)
+
+
 def _unwrap(wire: int, reference: int) -> int:
     """The absolute sequence number nearest ``reference`` whose low 32 bits are ``wire``."""
     return reference + ((wire - reference + _HALF) % _MOD) - _HALF
@@ -222,7 +232,7 @@ class Link:
             return None
         event = self._events.popleft()
         if isinstance(event, MessageReceived):
-            self._backlog_bytes -= len(event.payload)
+            self._backlog_bytes -= _stream_bytes(event.payload)
             receiver = self._receiver
             if receiver is not None:
                 receiver.backlog_bytes = self._backlog_bytes
@@ -289,7 +299,7 @@ class Link:
         fresh = receiver.on_segment(seq, Channel(d.channel), d.payload)
         for channel, message in receiver.delivered:
             self._events.append(MessageReceived(channel, message))
-            self._backlog_bytes += len(message)
+            self._backlog_bytes += _stream_bytes(message)
         receiver.delivered.clear()
         receiver.backlog_bytes = self._backlog_bytes
         self._unacked_segments += 1
