@@ -16,7 +16,7 @@ deps: $(STAMP)
 
 ## run: the whole stack on one machine over a virtual null-modem
 run: $(STAMP)
-	$(BIN)/ira linktest --nullmodem --bytes 4M
+	$(BIN)/ira loopback
 
 ## test: lint, type check and the full test suite (what CI runs)
 test: lint typecheck

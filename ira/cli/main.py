@@ -20,6 +20,7 @@ from ira.errors import ConfigError, IraError
 SUBCOMMANDS = (
     "ira.cli.nullmodem",
     "ira.cli.linktest",
+    "ira.cli.loopback",
     "ira.cli.board",
     "ira.cli.host",
     "ira.cli.ping",
