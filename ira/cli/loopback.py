@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
                 result = host.ping(bytes(64), timeout_s=5.0)
                 rtts.append(result.round_trip_s * 1000)
                 print(
-                    f"  64 bytes from {DEFAULT_PROFILE.board} (echo): seq={i} status={result.status} time={rtts[-1]:.3f} ms"
+                    f"  64 bytes from {DEFAULT_PROFILE.board} (echo): seq={i} "
+                    f"status={result.status} time={rtts[-1]:.3f} ms"
                 )
             print(
                 f"  min/avg/max/mdev = {min(rtts):.3f}/{statistics.mean(rtts):.3f}/"
