@@ -95,30 +95,29 @@ def raw_ping(count: int) -> float:
 
 def link_ping(count: int) -> float:
     """Median seconds of a 64-byte message round trip through two link runtimes."""
-    with NullModem(NullModemConfig()) as nm:
-        with contextlib.ExitStack() as stack:
-            a = stack.enter_context(LinkRuntime(open_serial(nm.path_a)))
-            b_holder: list[LinkRuntime] = []
+    with NullModem(NullModemConfig()) as nm, contextlib.ExitStack() as stack:
+        a = stack.enter_context(LinkRuntime(open_serial(nm.path_a)))
+        b_holder: list[LinkRuntime] = []
 
-            def bounce(event: object) -> None:  # on B's loop thread: echo at once
-                if isinstance(event, MessageReceived):
-                    b_holder[0].core.send_message(event.payload, event.channel)
+        def bounce(event: object) -> None:  # on B's loop thread: echo at once
+            if isinstance(event, MessageReceived):
+                b_holder[0].core.send_message(event.payload, event.channel)
 
-            b = stack.enter_context(LinkRuntime(open_serial(nm.path_b), on_event=bounce))
-            b_holder.append(b)
-            msg = os.urandom(64)
-            samples = []
-            # let the session come up
-            a.send(msg)
+        b = stack.enter_context(LinkRuntime(open_serial(nm.path_b), on_event=bounce))
+        b_holder.append(b)
+        msg = os.urandom(64)
+        samples = []
+        # let the session come up
+        a.send(msg)
+        while not isinstance(a.next_event(5.0), MessageReceived):
+            pass
+        for _ in range(count):
+            start = time.perf_counter()
+            a.send(msg, Channel.CONTROL)
             while not isinstance(a.next_event(5.0), MessageReceived):
                 pass
-            for _ in range(count):
-                start = time.perf_counter()
-                a.send(msg, Channel.CONTROL)
-                while not isinstance(a.next_event(5.0), MessageReceived):
-                    pass
-                samples.append(time.perf_counter() - start)
-            return statistics.median(samples)
+            samples.append(time.perf_counter() - start)
+        return statistics.median(samples)
 
 
 def goodput(baud: int | None, total: int, size: int) -> float:
