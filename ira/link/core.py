@@ -27,7 +27,8 @@ nothing.  ``DOWN`` for ``session_timeout_s`` tears the session down
 
 The core never reads a clock: time comes in as ``now``.  Whatever bytes arrive,
 only events (and counters) come out, or ``RemoteProtocolError`` when the peer
-speaks an incompatible protocol version.
+speaks an incompatible protocol version or breaks the protocol; the link is
+closed after that.
 
 State table (input -> next state):
 
@@ -278,16 +279,22 @@ class Link:
                 c.malformed += 1
                 continue
             c.frames_received += 1
-            if isinstance(frame, Hello):
-                self._on_hello(frame, now)
-            elif frame.tag != self._tag or self._sender is None or self._receiver is None:
-                c.stale += 1
-            elif isinstance(frame, Data):
-                self._heard(now)
-                self._on_data(frame, self._sender, self._receiver, now)
-            else:
-                self._heard(now)
-                self._on_ack(frame, self._sender, now)
+            try:
+                if isinstance(frame, Hello):
+                    self._on_hello(frame, now)
+                elif frame.tag != self._tag or self._sender is None or self._receiver is None:
+                    c.stale += 1
+                elif isinstance(frame, Data):
+                    self._heard(now)
+                    self._on_data(frame, self._sender, self._receiver, now)
+                else:
+                    self._heard(now)
+                    self._on_ack(frame, self._sender, now)
+            except RemoteProtocolError:
+                # the peer broke the protocol (a CRC-valid frame, so not noise): the
+                # session cannot be trusted any more, nothing goes in or out after this
+                self.state = LinkState.CLOSED
+                raise
 
     def _on_data(self, d: Data, sender: Sender, receiver: Receiver, now: float) -> None:
         self._apply_ack(sender, d.ack, d.window, (), d.echo, now, with_sacks=False)
@@ -493,6 +500,8 @@ class Link:
 
     def next_deadline(self) -> float | None:
         """When ``handle_timeout`` (then ``data_to_send``) must be called next."""
+        if self.state is LinkState.CLOSED:
+            return None
         cfg = self.config
         candidates: list[float] = []
         if self._hello_due is not None:

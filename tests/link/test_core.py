@@ -370,6 +370,12 @@ def test_version_mismatch_is_a_remote_protocol_error_naming_the_fix() -> None:
         link.receive_data(wire(link, frame), now=0.0)
     assert f"{VERSION_MAX + 1}..{VERSION_MAX + 3}" in str(info.value)
     assert drain(link) == []
+    # a protocol error is final: the link closes and asks for nothing more
+    assert link.statistics().state == "closed"
+    assert link.next_deadline() is None
+    assert link.data_to_send(now=1.0) == []
+    with pytest.raises(LocalProtocolError):
+        link.send_message(b"x")
 
 
 def test_a_peer_speaking_a_wider_version_range_gets_the_common_version() -> None:
@@ -478,6 +484,16 @@ def test_closed_link_refuses_to_send_and_ignores_input() -> None:
     assert pair.a.statistics().wire_bytes_received == received_before
     assert pair.a.data_to_send(now=pair.now) == []
     assert pair.a.statistics().state == "closed"
+
+
+def test_a_link_closed_during_the_handshake_asks_for_no_wake_ups() -> None:
+    link = new_link(seed=1)
+    assert link.data_to_send(now=0.0)  # the first HELLO
+    link.close()
+    for now in (0.5, 5.0):
+        link.handle_timeout(now=now)
+        assert link.data_to_send(now=now) == []
+        assert link.next_deadline() is None  # a driver following deadlines would spin
 
 
 def _lossless_exchange(a: Link, b: Link, now: float, *, drain_b: bool) -> list[LinkEvent]:

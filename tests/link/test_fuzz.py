@@ -103,7 +103,7 @@ def drain(link: Link) -> list[LinkEvent]:
     return events
 
 
-STATES = ("handshake", "up", "sending", "down", "closed")
+STATES = ("handshake", "up", "sending", "down", "closed", "closed early")
 
 
 def link_in(state: str, packet: bool) -> Link:
@@ -111,7 +111,9 @@ def link_in(state: str, packet: bool) -> Link:
     link = Link(config(packet), rng=random.Random(1), now=0.0)
     assert link.statistics().local_epoch == LOCAL_EPOCH
     link.data_to_send(now=0.0)
-    if state == "handshake":
+    if state == "closed early":
+        link.close()
+    if state in ("handshake", "closed early"):
         return link
     link.receive_data(carry(link, peer_hello()), now=0.0)
     assert [type(e) for e in drain(link)] == [SessionStarted]
@@ -140,16 +142,17 @@ def feed(link: Link, chunks: list[bytes], now: float) -> list[LinkEvent]:
 
 
 def still_serves(link: Link, now: float) -> None:
-    """After hostile input the link still answers every verb, and writes valid frames."""
+    """After hostile input the link still answers every verb, writes valid frames,
+    and never asks a driver to wake it up in the past (which would spin the driver)."""
     for t in (now, now + 0.3, now + 3.0, now + 30.0):
-        deadline = link.next_deadline()
-        assert deadline is None or isinstance(deadline, float)
         link.handle_timeout(now=t)
         out = link.data_to_send(now=t)
         frames = out if link.config.packet else StreamDeframer(1 << 24).feed(b"".join(out))
         for frame in frames:
             decode(frame)  # whatever came in, what goes out is valid
         drain(link)
+        deadline = link.next_deadline()
+        assert deadline is None or deadline > t, (link.statistics().state, deadline, t)
     st = link.statistics()
     assert min(v for v in dataclasses.asdict(st).values() if isinstance(v, int)) >= 0
 
@@ -323,7 +326,7 @@ def test_fuzz_link_hostile_frames_in_every_state(
         chunks = [stream[i:j] for i, j in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
     events = feed(link, chunks, now=1.0)
     assert all(isinstance(e, EVENT_TYPES) for e in events)
-    if state == "closed":
+    if state.startswith("closed"):
         assert events == []
     still_serves(link, now=1.1)
 
@@ -461,10 +464,17 @@ def test_data_for_an_unknown_channel_is_malformed(channel: int) -> None:
     assert link.statistics().drop_malformed == 1
 
 
-def test_a_length_prefix_of_six_bytes_is_a_protocol_error() -> None:
+def test_a_length_prefix_of_six_bytes_is_a_protocol_error_that_closes_the_link() -> None:
     link = link_in("up", True)
-    with pytest.raises(RemoteProtocolError):
-        link.receive_data(encode(_data(payload=b"\xff" * 6 + b"\x01")), now=1.0)
+    with pytest.raises(RemoteProtocolError, match="length prefix"):
+        link.receive_data(encode(_data(payload=b"\x01a" + b"\xff" * 6)), now=1.0)
+    assert link.statistics().state == "closed"
+    # nothing more goes in or out: not the rest of that stream, not the other channel
+    link.receive_data(encode(_data(seq=9, payload=b"\x01b")), now=1.1)
+    link.receive_data(encode(_data(seq=11, channel=1, payload=b"\x01c")), now=1.1)
+    assert drain(link) == []
+    assert link.data_to_send(now=1.2) == []
+    assert link.next_deadline() is None
 
 
 def test_oversize_messages_are_skipped_and_counted() -> None:
