@@ -57,3 +57,7 @@ class LinkConfig:
             raise ConfigError("need 0 < rto_min_s <= rto_initial_s <= rto_max_s")
         if self.keepalive_interval_s * 1000 > 0xFFFF:
             raise ConfigError("keepalive_interval_s must be below 65 s")
+        if self.hello_interval_s <= 0:
+            raise ConfigError("hello_interval_s must be positive")
+        if self.min_segment_bytes < 1:
+            raise ConfigError("min_segment_bytes must be positive")

@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import pytest
 
-from ira.errors import LocalProtocolError, RemoteProtocolError
+from ira.errors import ConfigError, LocalProtocolError, RemoteProtocolError
 from ira.link.config import LinkConfig
 from ira.link.core import Link
 from ira.link.events import (
@@ -872,3 +872,31 @@ def test_stream_statistics_count_noise() -> None:
     assert st.drop_oversize == base.drop_oversize + 1
     assert st.drop_bad_crc == base.drop_bad_crc + 1
     assert drain(link) == []
+
+
+# --- configuration -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"max_frame_bytes": 63},
+        {"max_frame_bytes": (1 << 24) + 1},
+        {"window_bytes": 1023},
+        {"window_bytes": 0xFFFF * 256 + 1},
+        {"max_message_bytes": 0},
+        {"keepalive_interval_s": 0.0},
+        {"keepalive_interval_s": 2.0, "dead_interval_s": 1.5},
+        {"dead_interval_s": 20.0, "session_timeout_s": 15.0},
+        {"rto_min_s": 0.0},
+        {"rto_initial_s": 3.0, "rto_max_s": 2.0},
+        {"keepalive_interval_s": 70.0, "dead_interval_s": 80.0, "session_timeout_s": 90.0},
+        # each of these stalled the sender or spun a driver
+        {"min_segment_bytes": 0},
+        {"hello_interval_s": 0.0},
+    ],
+    ids=lambda f: ",".join(f"{k}={v}" for k, v in f.items()),
+)
+def test_config_refuses_values_the_link_cannot_work_with(fields: dict[str, float]) -> None:
+    with pytest.raises(ConfigError):
+        LinkConfig(**fields)  # type: ignore[arg-type]
