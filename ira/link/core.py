@@ -68,7 +68,6 @@ from ira.link.sender import Sender, SenderStatistics
 from ira.wire.link import (
     CRC_BYTES,
     DATA_HEADER_BYTES,
-    MAX_SACK_BLOCKS,
     MIN_FRAME_BYTES,
     VERSION_MAX,
     VERSION_MIN,
@@ -86,6 +85,10 @@ from ira.wire.link import (
 )
 
 _MOD = 1 << 32
+#: the ``held`` bitmap of an ACK covers this many transmissions
+HELD_MASK = (1 << 64) - 1
+#: SACK ranges this end puts in an ACK (at most MAX_SACK_BLOCKS)
+ACK_SACK_BLOCKS = 2
 _HALF = 1 << 31
 
 
@@ -209,6 +212,8 @@ class Link:
         self._ack_now = False
         self._unacked_segments = 0
         self._last_rx_tx = 0
+        self._rx_seen = False
+        self._held = 0
         self._advertised_edge = 0
         self._last_rx = now
         self._last_tx = now
@@ -297,13 +302,13 @@ class Link:
                 raise
 
     def _on_data(self, d: Data, sender: Sender, receiver: Receiver, now: float) -> None:
-        self._apply_ack(sender, d.ack, d.window, (), d.echo, now, with_sacks=False)
-        self._last_rx_tx = d.tx
+        self._apply_ack(sender, d.ack, d.window, (), d.echo, None, now)
         if d.channel > max(Channel):
             self._counters.malformed += 1
             return
         seq = _unwrap(d.seq, receiver.rcv_nxt)
         fresh = receiver.on_segment(seq, Channel(d.channel), d.payload)
+        self._note_transmission(d.tx, held=not receiver.refused)
         for channel, message in receiver.delivered:
             self._events.append(MessageReceived(channel, message))
             self._backlog_bytes += _stream_bytes(message)
@@ -316,7 +321,7 @@ class Link:
             self._ack_due = now + self.config.ack_delay_s
 
     def _on_ack(self, a: Ack, sender: Sender, now: float) -> None:
-        self._apply_ack(sender, a.ack, a.window, a.blocks, a.echo, now, with_sacks=True)
+        self._apply_ack(sender, a.ack, a.window, a.blocks, a.echo, a.held, now)
         if a.probe:
             self._ack_now = True
 
@@ -327,18 +332,27 @@ class Link:
         window: int,
         blocks: tuple[tuple[int, int], ...],
         echo: int,
+        held: int | None,
         now: float,
-        *,
-        with_sacks: bool,
     ) -> None:
         ack = _unwrap(wire_ack, sender.snd_una)
         ref = sender.snd_una
         sacks = [(_unwrap(s, ref), _unwrap(e, ref)) for s, e in blocks]
         tx = sender.unwrap_tx(echo) if echo else None  # 0: nothing received yet
-        # blocks are reported lowest first; a full set may have left higher ones out
-        limit = sacks[-1][1] if len(sacks) >= MAX_SACK_BLOCKS else None
         edge = ack + window * WINDOW_UNIT_BYTES
-        sender.on_ack(ack, edge, sacks, tx, now, with_sacks=with_sacks, sack_limit=limit)
+        sender.on_ack(ack, edge, sacks, tx, held, now)
+
+    def _note_transmission(self, tx: int, *, held: bool) -> None:
+        """Slide the ``held`` bitmap to transmission ``tx`` (links never reorder)."""
+        if self._rx_seen:
+            step = (tx - self._last_rx_tx) & 0xFFFF
+            if step >= 0x8000:  # older than the last one: a duplicate from the line
+                return
+            self._held = (self._held << step) & HELD_MASK
+        self._rx_seen = True
+        self._last_rx_tx = tx
+        if held:
+            self._held |= 1
 
     def _heard(self, now: float) -> None:
         self._last_rx = now
@@ -380,6 +394,8 @@ class Link:
         self._counters.messages_discarded += discarded
         self._sender = self._receiver = None
         self._last_rx_tx = 0
+        self._rx_seen = False
+        self._held = 0
         self._ack_due = None
         self._ack_now = False
         return discarded
@@ -484,7 +500,10 @@ class Link:
         return units
 
     def _ack_frame(self, receiver: Receiver, *, probe: bool) -> bytes:
-        blocks = receiver.sack_blocks(MAX_SACK_BLOCKS) if self.features & 1 else []
+        # the held bitmap already tells the sender what arrived; SACK ranges add what
+        # it cannot (older than 64 transmissions): two are enough, and every byte of
+        # an ACK is one more chance for a noisy line to spoil it
+        blocks = receiver.sack_blocks(ACK_SACK_BLOCKS) if self.features & 1 else []
         return encode_ack(
             Ack(
                 probe,
@@ -492,6 +511,7 @@ class Link:
                 receiver.rcv_nxt & 0xFFFFFFFF,
                 self._window_field(receiver),
                 self._last_rx_tx,
+                self._held,
                 tuple((s & 0xFFFFFFFF, e & 0xFFFFFFFF) for s, e in blocks),
             )
         )

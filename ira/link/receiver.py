@@ -113,6 +113,8 @@ class Receiver:
         self.delivered: deque[tuple[Channel, bytes]] = deque()
         #: bytes of messages handed on but not yet taken by the layer above (set by the core)
         self.backlog_bytes = 0
+        #: the last on_segment dropped its segment for lack of room
+        self.refused = False
         self.stats = stats if stats is not None else ReceiverStatistics()
 
     @property
@@ -128,7 +130,12 @@ class Receiver:
         return bool(self._ooo)
 
     def on_segment(self, seq: int, channel: Channel, payload: bytes) -> bool:
-        """Take one DATA segment; return False when it was a duplicate or out of window."""
+        """Take one DATA segment; False when it was a duplicate or out of window.
+
+        ``refused`` tells the two apart afterwards: True when the segment was
+        dropped for lack of room (so it is *not* held and must be resent).
+        """
+        self.refused = False
         end = seq + len(payload)
         if end <= self.rcv_nxt or not payload:
             self.stats.duplicate += 1
@@ -137,6 +144,7 @@ class Receiver:
             seq > self.rcv_nxt and self.ooo_bytes + len(payload) > self._window
         ):
             self.stats.out_of_window += 1
+            self.refused = True
             return False
         self.stats.segments_received += 1
         if seq > self.rcv_nxt:

@@ -32,12 +32,14 @@ from ira.link.events import Channel
 from ira.link.framing import encode_varint
 
 #: the first segments, before the line rate is known
-INITIAL_SEGMENT_BYTES = 512
+INITIAL_SEGMENT_BYTES = 256
 INITIAL_CWND_SEGMENTS = 4
 #: the retransmission timer backs off at most this many times over: a serial line has
 #: no competing flows to make room for, and losses there are noise, not congestion
 MAX_BACKOFF = 2
 CWND_FLOOR_S = 0.05
+#: transmissions covered by the ``held`` bitmap of an ACK
+HELD_BITS = 64
 #: noise costs goodput, not line rate: keep enough in flight that a burst of losses
 #: is found from the ACKs of later frames rather than by the timer
 CWND_FLOOR_BYTES = 2048
@@ -309,28 +311,24 @@ class Sender:
         right_edge: int,
         sacks: list[tuple[int, int]],
         echo: int | None,
+        held: int | None,
         now: float,
-        *,
-        with_sacks: bool,
-        sack_limit: int | None = None,
     ) -> None:
         """Apply an acknowledgement (absolute sequence numbers).
 
         ``right_edge`` is the peer's window edge, ``sacks`` its SACK ranges,
-        ``echo`` the last transmission it received.  ``with_sacks`` says the frame
-        reported what the peer holds (ACK frames do, DATA frames do not), so the
-        echo may be used to find losses.
+        ``echo`` the last transmission it received and ``held`` (ACK frames only)
+        the bitmap of the transmissions before it that it holds.
         """
         if ack > self.snd_nxt or ack < self.snd_una:
             ack = self.snd_una if ack < self.snd_una else self.snd_nxt
         self.peer_right_edge = max(self.peer_right_edge, right_edge)
-        newest_sent: int | None = None
         progressed = ack > self.snd_una
         inflight = self._inflight
         while inflight and inflight[0].end <= ack:
             seg = inflight.popleft()
             if not seg.sacked:
-                newest_sent = self._delivered_seg(seg, now, newest_sent, echo)
+                self._delivered_seg(seg, now, echo)
             self._advance_channel(seg)
         self.snd_una = max(self.snd_una, ack)
         if sacks:
@@ -341,17 +339,16 @@ class Sender:
                     if start <= seg.seq and seg.end <= end:
                         seg.sacked = True
                         progressed = True
-                        newest_sent = self._delivered_seg(seg, now, newest_sent, echo)
+                        self._delivered_seg(seg, now, echo)
                         break
-        self._detect_losses(newest_sent, echo if with_sacks else None, sack_limit, now)
+        if echo is not None and held is not None:
+            progressed = self._apply_held(echo, held, now) or progressed
         if progressed:
             self._backoff = 1
             self.rto = self._rto_value()
             self.rto_deadline = now + self.rto if self._inflight else None
 
-    def _delivered_seg(
-        self, seg: Segment, now: float, newest_sent: int | None, echo: int | None
-    ) -> int | None:
+    def _delivered_seg(self, seg: Segment, now: float, echo: int | None) -> None:
         size = len(seg.payload)
         if not seg.lost:
             self.pipe_bytes -= size
@@ -365,13 +362,10 @@ class Sender:
         if self._clean_bytes >= 4 * self._loss_segment:
             self._clean_bytes = 0
             self._loss_segment = min(self._max_payload, self._loss_segment * 2)
-        if newest_sent is None or seg.tx_order > newest_sent:
-            newest_sent = seg.tx_order
         if seg.tx_order == echo:
             # the peer acknowledged on receiving exactly this transmission: a clean
             # sample (no retransmission ambiguity, no lost-ACK delay in it)
             self._update_rtt(now - seg.sent_at)
-        return newest_sent
 
     def _advance_channel(self, seg: Segment) -> None:
         q = self._queues[seg.channel]
@@ -380,36 +374,31 @@ class Sender:
             q.message_ends.popleft()
             self.stats.messages_acked += 1
 
-    def _detect_losses(
-        self, newest_acked: int | None, echo: int | None, sack_limit: int | None, now: float
-    ) -> None:
-        """Links never reorder: a segment transmitted before one the peer received is lost.
-
-        ``newest_acked`` is the latest transmission acknowledged by this ACK;
-        ``echo`` the latest transmission the peer received at all (ACK frames
-        carry it with their SACK ranges, so anything before it that is not
-        covered was not received).
-        """
-        horizon = max(newest_acked if newest_acked is not None else -1, echo if echo else -1)
-        if horizon < 0:
-            return
-        any_lost = False
+    def _apply_held(self, echo: int, held: int, now: float) -> bool:
+        """Links never reorder: the peer's ``held`` bitmap says, for each of the 64
+        transmissions up to ``echo``, whether it arrived; an older one still not
+        acknowledged did not.  Returns True when it showed new deliveries."""
+        any_lost = progressed = False
         for seg in self._inflight:
-            if seg.tx_order >= horizon or seg.sacked or seg.lost:
+            if seg.sacked:
                 continue
-            if sack_limit is not None and seg.seq >= sack_limit:
-                continue
-            self._mark_lost(seg, passed_line=True)
-            any_lost = True
+            back = echo - seg.tx_order
+            if back < 0:
+                continue  # sent after the peer's last reception
+            if back < HELD_BITS and (held >> back) & 1:
+                seg.sacked = True  # held above a gap (beyond the SACK ranges it had room for)
+                self._delivered_seg(seg, now, echo)
+                progressed = True
+            elif not seg.lost:
+                self._mark_lost(seg)
+                any_lost = True
         if any_lost:
             self._on_loss(now)
+        return progressed
 
-    def _mark_lost(self, seg: Segment, *, passed_line: bool = False) -> None:
-        """``passed_line``: the segment is known to have crossed the line (and been
-        spoiled there), so it counts toward the measured line rate."""
+    def _mark_lost(self, seg: Segment) -> None:
         seg.lost = True
         self.pipe_bytes -= len(seg.payload)
-        del passed_line
         self._lost.append(seg)
 
     def _on_loss(self, now: float) -> None:
@@ -432,27 +421,32 @@ class Sender:
 
     def _rto_value(self) -> float:
         cfg = self._config
-        # a timeout resends one segment only (a probe whose ACK tells exactly what was
-        # lost), so a short timer is cheap: twice the smoothed round trip
-        base = cfg.rto_initial_s if self.srtt is None else 2 * self.srtt + cfg.ack_delay_s
+        # RTT samples are exact (echoed transmissions), so the variance is real; the
+        # floor of twice the smoothed RTT keeps a growing queue from firing it
+        base = (
+            cfg.rto_initial_s
+            if self.srtt is None
+            else max(2 * self.srtt, self.srtt + 4 * self.rttvar) + cfg.ack_delay_s
+        )
         return min(cfg.rto_max_s, max(cfg.rto_min_s, base) * self._backoff)
 
     # --- timers -----------------------------------------------------------------
 
     def on_timeout(self, now: float) -> None:
-        """The retransmission timer fired: resend the oldest outstanding segment.
-
-        Only that one: its ACK carries the echo that tells exactly which of the
-        others were lost (a lost ACK must not make us resend everything).
-        """
+        """The retransmission timer fired: what was sent a whole timeout ago and is
+        still unaccounted for is lost (its ACKs, if any, were lost too; the held
+        bitmap of the next ACK tells if a resend was needless)."""
         if self.rto_deadline is None or now < self.rto_deadline:
             return
         self.stats.timeouts += 1
+        horizon = now - self.rto + 1e-9
+        any_lost = False
         for seg in self._inflight:
-            if not seg.sacked and not seg.lost:
+            if not seg.sacked and not seg.lost and seg.sent_at <= horizon:
                 self._mark_lost(seg)
-                self._on_loss(now)
-                break
+                any_lost = True
+        if any_lost:
+            self._on_loss(now)
         self._backoff = min(self._backoff * 2, MAX_BACKOFF)
         self.rto = self._rto_value()
         self.rto_deadline = now + self.rto if self._inflight else None

@@ -19,11 +19,12 @@ Four frame types:
     cumulative ack, window, up to ``MAX_SACK_BLOCKS`` selective-ack ranges;
     also the keepalive.
 
-``tx`` numbers every DATA transmission (retransmissions too) modulo 2**16, and
-``echo`` in DATA and ACK frames returns the ``tx`` of the last DATA frame the
-sender of the echo received.  Links never reorder, so every DATA frame sent
-before the echoed one and not acknowledged is lost: loss is found exactly, with
-no timers and no RTT ambiguity.
+``tx`` numbers every DATA transmission (retransmissions too) modulo 2**16;
+``echo`` returns the ``tx`` of the last DATA frame received, and ACK frames add
+``held``, a bitmap of the 64 transmissions up to the echoed one (bit i: ``echo -
+i`` arrived and is held).  Links never reorder, so the sender knows exactly which
+of its transmissions were lost, however many gaps there are, with no timers and
+no RTT ambiguity.
 
 ``tag`` in DATA and ACK frames is ``(local_epoch ^ peer_epoch) & 0xFFFF``: a
 frame left over from an earlier session (a peer that restarted) does not carry
@@ -119,9 +120,8 @@ AckBody = cs.Struct(
     "tag" / cs.Int16ul * "as in DATA",
     "ack" / cs.Int32ul * "cumulative ack",
     "window" / cs.Int16ul * "receive window above `ack`, in units of WINDOW_UNIT_BYTES",
-    "echo"
-    / cs.Int16ul
-    * "`tx` of the last DATA frame received: earlier frames not covered are lost",
+    "echo" / cs.Int16ul * "`tx` of the last DATA frame received (0: none yet)",
+    "held" / cs.Int64ul * "bit i set: transmission `echo - i` arrived and is held; clear: lost",
     "count" / cs.Rebuild(cs.Int8ul, cs.len_(cs.this.blocks)) * "number of SACK blocks",
     "blocks" / cs.Array(cs.this.count, SackBlock) * "received ranges above `ack`, lowest first",
     cs.Terminated,
@@ -185,6 +185,7 @@ class Ack:
     ack: int
     window: int
     echo: int
+    held: int
     blocks: tuple[tuple[int, int], ...]
 
 
@@ -194,7 +195,7 @@ LinkFrame = Hello | Data | Ack
 
 _HELLO = struct.Struct("<B4sBBQQIIIH")
 _DATA = struct.Struct("<BBHIIHHH")
-_ACK = struct.Struct("<BBHIHHB")
+_ACK = struct.Struct("<BBHIHHQB")
 _SACK = struct.Struct("<II")
 _CRC = struct.Struct("<I")
 
@@ -249,7 +250,7 @@ def encode_ack(a: Ack) -> bytes:
     if len(a.blocks) > MAX_SACK_BLOCKS:
         raise ValueError(f"at most {MAX_SACK_BLOCKS} SACK blocks")
     flags = ACK_FLAG_PROBE if a.probe else 0
-    parts = [_ACK.pack(FrameType.ACK, flags, a.tag, a.ack, a.window, a.echo, len(a.blocks))]
+    parts = [_ACK.pack(FrameType.ACK, flags, a.tag, a.ack, a.window, a.echo, a.held, len(a.blocks))]
     parts.extend(_SACK.pack(s, e) for s, e in a.blocks)
     return seal(b"".join(parts))
 
@@ -297,7 +298,7 @@ def decode_body(body: memoryview | bytes) -> LinkFrame:
                 raise RemoteProtocolError(f"DATA frame with unknown flags {flags:#x}")
             return Data(flags, tag, seq, ack, window, tx, echo, bytes(body[_DATA.size :]))
         if kind == FrameType.ACK:
-            _, flags, tag, ack, window, echo, count = _ACK.unpack_from(body)
+            _, flags, tag, ack, window, echo, held, count = _ACK.unpack_from(body)
             if flags & ~ACK_FLAG_PROBE:
                 raise RemoteProtocolError(f"ACK frame with unknown flags {flags:#x}")
             if count > MAX_SACK_BLOCKS or n != _ACK.size + count * _SACK.size:
@@ -305,7 +306,7 @@ def decode_body(body: memoryview | bytes) -> LinkFrame:
             blocks = tuple(
                 _SACK.unpack_from(body, _ACK.size + i * _SACK.size) for i in range(count)
             )
-            return Ack(bool(flags), tag, ack, window, echo, blocks)
+            return Ack(bool(flags), tag, ack, window, echo, held, blocks)
         if kind in (FrameType.HELLO, FrameType.HELLO_ACK):
             if n != _HELLO.size:
                 raise RemoteProtocolError(f"HELLO frame of {n} bytes, expected {_HELLO.size}")
@@ -367,13 +368,14 @@ stops with an error naming the fix.
 
 ### Reliability
 
-Cumulative ack + up to MAX_SACK_BLOCKS SACK ranges.  Links never reorder, so
-an ACK whose `echo` names transmission *t* proves every DATA frame sent before
-*t* and not covered by `ack`/SACK was lost (when the ACK carries the full set
-of blocks); those are resent at once, cut smaller if the line is noisy.  RTT
-samples come only from ACKs that echo the very transmission they acknowledge.
-A retransmission timer of twice the smoothed RTT resends the oldest segment
-alone: its ACK tells what else was lost.
+Cumulative ack + up to MAX_SACK_BLOCKS SACK ranges, and in every ACK the
+`echo`/`held` pair: links never reorder, so a transmission up to 63 before the
+echoed one whose `held` bit is clear was lost (and one further back, still
+unacknowledged, too); it is resent at once, cut smaller if the line is noisy.
+RTT samples come only from ACKs that echo the very transmission they
+acknowledge.  A retransmission timer (at least twice the smoothed RTT) resends
+whatever was sent a whole timeout ago and is still unaccounted for; the next
+`held` bitmap shows whether that was needless.
 
 ### Keepalive and link state
 
@@ -431,7 +433,7 @@ SPEC = WireSpec(
             _whole(FrameType.ACK, AckBody),
             "Acknowledges (cumulative, selective, echo), advertises the window; also the "
             "keepalive.",
-            Ack(False, 0x1B0A, 4, 4096, 3, ((40, 64),)),
+            Ack(False, 0x1B0A, 4, 4096, 3, 0b101, ((40, 64),)),
             direction="both",
         ),
     ),

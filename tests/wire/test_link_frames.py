@@ -201,7 +201,7 @@ GOLDEN: list[tuple[str, LinkFrame, bytes]] = [
     ),
     (
         "ACK",
-        Ack(probe=False, tag=0xBEEF, ack=0x0A0B0C0D, window=0x0100, echo=9, blocks=()),
+        Ack(probe=False, tag=0xBEEF, ack=0x0A0B0C0D, window=0x0100, echo=9, held=3, blocks=()),
         hexbytes(
             "04",  # type ACK
             "00",  # flags
@@ -209,13 +209,22 @@ GOLDEN: list[tuple[str, LinkFrame, bytes]] = [
             "0d 0c 0b 0a",  # cumulative ack
             "00 01",  # window
             "09 00",  # echo
+            "03 00 00 00 00 00 00 00",  # held: transmissions 9 and 8 arrived
             "00",  # no SACK blocks
-            "91 19 2e 59",  # CRC-32
+            "22 47 66 45",  # CRC-32
         ),
     ),
     (
         "ACK with SACK",
-        Ack(probe=True, tag=0x1234, ack=100, window=4, echo=9, blocks=((200, 300), (400, 1000))),
+        Ack(
+            probe=True,
+            tag=0x1234,
+            ack=100,
+            window=4,
+            echo=9,
+            held=1 << 63 | 1,
+            blocks=((200, 300), (400, 1000)),
+        ),
         hexbytes(
             "04",  # type ACK
             "01",  # flags: probe (answer at once)
@@ -223,10 +232,11 @@ GOLDEN: list[tuple[str, LinkFrame, bytes]] = [
             "64 00 00 00",  # cumulative ack 100
             "04 00",  # window
             "09 00",  # echo
+            "01 00 00 00 00 00 00 80",  # held: transmissions 9 and 9 - 63
             "02",  # two SACK blocks
             "c8 00 00 00  2c 01 00 00",  # 200..300
             "90 01 00 00  e8 03 00 00",  # 400..1000
-            "0b ef 2c cc",  # CRC-32
+            "3c 75 d4 e8",  # CRC-32
         ),
     ),
 ]
@@ -479,7 +489,13 @@ def test_more_than_max_sack_blocks_is_refused() -> None:
 
 def test_encoder_refuses_too_many_sack_blocks() -> None:
     frame = Ack(
-        probe=False, tag=0, ack=0, window=0, echo=0, blocks=((0, 1),) * (MAX_SACK_BLOCKS + 1)
+        probe=False,
+        tag=0,
+        ack=0,
+        window=0,
+        echo=0,
+        held=0,
+        blocks=((0, 1),) * (MAX_SACK_BLOCKS + 1),
     )
     with pytest.raises(ValueError, match="SACK"):
         encode(frame)
