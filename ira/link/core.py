@@ -19,7 +19,8 @@ A HELLO or HELLO_ACK from
 
 In ``UP`` the halves exchange DATA and ACK frames tagged with both epochs; a
 frame with another tag is stale (left from an earlier session) and dropped.
-Silence for ``dead_interval_s`` moves to ``DOWN`` (``LinkDown``): nothing new
+Silence for the dead interval (``dead_interval_s``, or four of the peer's
+keepalive intervals if that is longer) moves to ``DOWN`` (``LinkDown``): nothing new
 is sent, keepalive probes go on.  Any valid frame of the session moves back to
 ``UP`` (``LinkUp``) and everything unacknowledged is resent, so an outage loses
 nothing.  ``DOWN`` for ``session_timeout_s`` tears the session down
@@ -215,6 +216,7 @@ class Link:
         self._rx_seen = False
         self._held = 0
         self._advertised_edge = 0
+        self._dead_interval_s = cfg.dead_interval_s
         self._last_rx = now
         self._last_tx = now
         self._down_since = now
@@ -415,6 +417,13 @@ class Link:
         while self._pending:
             channel, payload = self._pending.popleft()
             self._sender.enqueue(channel, payload)
+        # the peer promised a frame at least every keepalive interval: never call it
+        # dead before four of them went missing, whatever our own setting
+        # (but not past half the session timeout: a peer cannot stretch that)
+        peer_keepalive_s = h.keepalive_ms / 1000
+        self._dead_interval_s = max(
+            cfg.dead_interval_s, min(4 * peer_keepalive_s, cfg.session_timeout_s / 2)
+        )
         self.state = LinkState.UP
         self._hello_due = None
         self._last_rx = now
@@ -527,7 +536,7 @@ class Link:
         if self._hello_due is not None:
             candidates.append(self._hello_due)
         if self.state is LinkState.UP:
-            candidates.append(self._last_rx + cfg.dead_interval_s)
+            candidates.append(self._last_rx + self._dead_interval_s)
             if self._sender is not None and self._sender.rto_deadline is not None:
                 candidates.append(self._sender.rto_deadline)
         elif self.state is LinkState.DOWN:
@@ -541,8 +550,9 @@ class Link:
     def handle_timeout(self, *, now: float) -> None:
         cfg = self.config
         if self.state is LinkState.UP:
-            silent = now - self._last_rx
-            if now >= self._last_rx + cfg.dead_interval_s:
+            # (now >= last_rx + dead) does not imply (now - last_rx >= dead) in floats
+            silent = max(now - self._last_rx, self._dead_interval_s)
+            if now >= self._last_rx + self._dead_interval_s:
                 self.state = LinkState.DOWN
                 self._down_since = self._last_rx
                 self._counters.link_downs += 1
@@ -551,7 +561,7 @@ class Link:
                     self._sender.pause()
             elif self._sender is not None:
                 self._sender.on_timeout(now)
-        elif self.state is LinkState.DOWN and now >= self._last_rx + cfg.session_timeout_s:
+        if self.state is LinkState.DOWN and now >= self._last_rx + cfg.session_timeout_s:
             old = self.peer_epoch
             discarded = self._drop_session()
             self._counters.sessions_lost += 1
