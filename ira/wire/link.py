@@ -93,10 +93,12 @@ HelloBody = cs.Struct(
     "max_frame_bytes" / cs.Int32ul * "largest frame the sender accepts (CRC included, before COBS)",
     "window_bytes" / cs.Int32ul * "receive window: bytes the sender accepts beyond its ack",
     "keepalive_ms" / cs.Int16ul * "the sender sends something at least this often (ms)",
+    cs.Terminated,
 )
 
 DataBody = cs.Struct(
     "flags" / cs.Int8ul * "bits 0-1: channel (0 CONTROL, 1 BULK); other bits 0",
+    cs.Check(cs.this.flags <= DATA_CHANNEL_MASK),
     "tag" / cs.Int16ul * "(local_epoch ^ peer_epoch) & 0xFFFF: frames of other sessions are stale",
     "seq"
     / cs.Int32ul
@@ -117,35 +119,43 @@ SackBlock = cs.Struct(
 
 AckBody = cs.Struct(
     "flags" / cs.Int8ul * "bit 0: PROBE (answer with an ACK at once); other bits 0",
+    cs.Check(cs.this.flags <= ACK_FLAG_PROBE),
     "tag" / cs.Int16ul * "as in DATA",
     "ack" / cs.Int32ul * "cumulative ack",
     "window" / cs.Int16ul * "receive window above `ack`, in units of WINDOW_UNIT_BYTES",
     "echo" / cs.Int16ul * "`tx` of the last DATA frame received (0: none yet)",
     "held" / cs.Int64ul * "bit i set: transmission `echo - i` arrived and is held; clear: lost",
     "count" / cs.Rebuild(cs.Int8ul, cs.len_(cs.this.blocks)) * "number of SACK blocks",
+    cs.Check(cs.this.count <= MAX_SACK_BLOCKS),
     "blocks" / cs.Array(cs.this.count, SackBlock) * "received ranges above `ack`, lowest first",
     cs.Terminated,
 )
 
+#: a frame body: the type, then that type's fields; the cases are keyed by the
+#: integer, so the compiled schema builds like the interpreted one (an Enum field
+#: would hand the Switch a name in one and an integer in the other)
 FrameBody = cs.Struct(
-    "type" / cs.Enum(cs.Int8ul, FrameType),
+    "type" / cs.Int8ul * "frame type (FrameType); any other value is refused",
     "body"
     / cs.Switch(
         cs.this.type,
         {
-            FrameType.HELLO.name: HelloBody,
-            FrameType.HELLO_ACK.name: HelloBody,
-            FrameType.DATA.name: DataBody,
-            FrameType.ACK.name: AckBody,
+            int(FrameType.HELLO): HelloBody,
+            int(FrameType.HELLO_ACK): HelloBody,
+            int(FrameType.DATA): DataBody,
+            int(FrameType.ACK): AckBody,
         },
         default=cs.Error,
     ),
 )
 
-#: a whole frame as it is carried: the body followed by its CRC-32
+#: a whole frame as it is carried: the body followed by its CRC-32; the body is
+#: parsed from every byte but the last CRC_BYTES, so DATA's greedy payload and the
+#: Terminated of HELLO and ACK end where the CRC begins
 Frame = cs.Struct(
-    "fields" / cs.RawCopy(FrameBody),
+    "fields" / cs.RawCopy(cs.OffsettedEnd(-CRC_BYTES, FrameBody)),
     "crc" / cs.Checksum(cs.Int32ul, lambda data: crc32(data), cs.this.fields.data),
+    cs.Terminated,
 )
 
 # --- decoded frames -----------------------------------------------------------
