@@ -25,6 +25,7 @@ CORE_FILES = [
     "ira/link/config.py",
     "ira/link/events.py",
     "ira/link/simulate.py",
+    "ira/link/faults.py",
     "ira/errors.py",
 ]
 CORE_PACKAGES = ["ira/wire", "ira/busmodel", "ira/virtio"]

@@ -27,17 +27,9 @@ dropped except by an injected fault, an unplug or a board that is off.
   bytes, and no more than 256 bytes wait inside the null-modem beyond that,
   so no standing queue builds up here (the sender's pty buffer holds the rest,
   like a UART driver's transmit buffer).
-* **Faults** are independent per-position processes along each direction's
-  byte stream, drawn as geometric gaps (one random number per fault, none per
-  byte), each from its own ``random.Random`` seeded from ``seed``, the
-  direction and the fault kind.  So the same seed and the same bytes give the
-  same faults however the stream was cut into reads.
-  ``ber``: each bit flips with this probability.  ``drop``: each byte is lost
-  with this probability.  ``dup``: each byte is doubled with this
-  probability.  ``burst_rate``/``burst_bytes``: at each byte a burst starts
-  with probability ``burst_rate``; it replaces that byte and the next
-  ``burst_bytes - 1`` bytes with wrong values (each XORed with a random
-  non-zero mask), like a noise spike on the line.
+* **Faults** follow the model of ``ira.link.faults`` (bit flips, drops,
+  duplications, error bursts; seeded per direction and fault kind, so the same
+  seed and bytes give the same faults however the stream is cut into reads).
 * **Board off**: when no process has a slave open, the bytes sent toward it
   are discarded and the master is probed every 10 ms; as soon as somebody
   opens it again it carries bytes again (a board process restarting works).
@@ -51,7 +43,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import math
 import os
 import random
 import select
@@ -62,6 +53,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 
 from ira.errors import ConfigError, TransportError
+from ira.link.faults import ByteFaults, DirectionStatistics, FaultCounters, FaultModel
 
 __all__ = ["DirectionStatistics", "NullModem", "NullModemConfig", "NullModemStatistics"]
 
@@ -83,11 +75,6 @@ _IDLE_S = 0.5
 _POLLIN = select.POLLIN
 _POLLOUT = select.POLLOUT
 _POLLHUP = select.POLLHUP | select.POLLERR | select.POLLNVAL
-
-
-def _probability(name: str, value: float) -> None:
-    if not 0.0 <= value <= 1.0 or math.isnan(value):
-        raise ConfigError(f"{name} must be a probability between 0 and 1, got {value!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,43 +103,21 @@ class NullModemConfig:
     def __post_init__(self) -> None:
         if self.baud is not None and self.baud <= 0:
             raise ConfigError(f"baud must be a positive number of bits per second, got {self.baud}")
-        _probability("ber", self.ber)
-        _probability("drop", self.drop)
-        _probability("dup", self.dup)
-        _probability("burst rate", self.burst_rate)
-        if self.burst_bytes < 1:
-            raise ConfigError(f"burst length must be at least 1 byte, got {self.burst_bytes}")
+        FaultModel(self.ber, self.drop, self.dup, self.burst_rate, self.burst_bytes)  # validates
         if self.unplug_every_s is not None and not self.unplug_every_s > 0:
             raise ConfigError(f"unplug period must be positive, got {self.unplug_every_s}")
         if not self.unplug_for_s > 0:
             raise ConfigError(f"unplug duration must be positive, got {self.unplug_for_s}")
 
     @property
+    def faults(self) -> FaultModel:
+        """The byte-level fault model of each direction."""
+        return FaultModel(self.ber, self.drop, self.dup, self.burst_rate, self.burst_bytes)
+
+    @property
     def faulty(self) -> bool:
         """True when any byte-level fault is configured."""
-        return bool(self.ber or self.drop or self.dup or self.burst_rate)
-
-
-@dataclass(frozen=True, slots=True)
-class DirectionStatistics:
-    """Counters of one direction of the null-modem."""
-
-    #: bytes read from the sending end
-    bytes_in: int = 0
-    #: bytes delivered to the receiving end
-    bytes_out: int = 0
-    #: bits flipped, by ``ber`` and by bursts
-    bits_flipped: int = 0
-    #: error bursts started
-    bursts: int = 0
-    #: bytes lost by ``drop``
-    bytes_dropped: int = 0
-    #: extra bytes delivered by ``dup``
-    bytes_duplicated: int = 0
-    #: bytes lost because the cable was unplugged
-    bytes_lost_unplugged: int = 0
-    #: bytes discarded because nobody had the receiving end open
-    bytes_lost_board_off: int = 0
+        return self.faults.any
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,133 +128,6 @@ class NullModemStatistics:
     b_to_a: DirectionStatistics
     #: unplug periods started (by ``unplug()`` or the schedule)
     unplugs: int
-
-
-class _Gaps:
-    """Positions of independent events of probability ``p`` along a stream.
-
-    The gap to the next event is geometric, so one random draw serves a
-    whole gap instead of one draw per position.
-    """
-
-    def __init__(self, p: float, rng: random.Random) -> None:
-        self._p = p
-        self._rng = rng
-        self._log_q = math.log1p(-p) if p < 1.0 else 0.0
-        self._next = self._draw()
-
-    def _draw(self) -> int:
-        if self._p >= 1.0:
-            return 0
-        return int(math.log1p(-self._rng.random()) / self._log_q)
-
-    def take(self, n: int) -> list[int]:
-        """Event positions among the next ``n`` positions, relative to them."""
-        positions = []
-        pos = self._next
-        while pos < n:
-            positions.append(pos)
-            pos += 1 + self._draw()
-        self._next = pos - n
-        return positions
-
-
-@dataclass(slots=True)
-class _Counters:
-    bytes_in: int = 0
-    bytes_out: int = 0
-    bits_flipped: int = 0
-    bursts: int = 0
-    bytes_dropped: int = 0
-    bytes_duplicated: int = 0
-    bytes_lost_unplugged: int = 0
-    bytes_lost_board_off: int = 0
-
-    def snapshot(self) -> DirectionStatistics:
-        return DirectionStatistics(
-            self.bytes_in,
-            self.bytes_out,
-            self.bits_flipped,
-            self.bursts,
-            self.bytes_dropped,
-            self.bytes_duplicated,
-            self.bytes_lost_unplugged,
-            self.bytes_lost_board_off,
-        )
-
-
-class _Faults:
-    """The fault processes of one direction (see the module docstring)."""
-
-    def __init__(self, config: NullModemConfig, seed: int, label: str) -> None:
-        def gaps(kind: str, p: float) -> _Gaps | None:
-            return _Gaps(p, random.Random(f"{seed}/{label}/{kind}")) if p > 0 else None
-
-        self._flips = gaps("ber", config.ber)
-        self._drops = gaps("drop", config.drop)
-        self._dups = gaps("dup", config.dup)
-        self._bursts = gaps("burst", config.burst_rate)
-        self._burst_rng = random.Random(f"{seed}/{label}/burst-values")
-        self._burst_bytes = config.burst_bytes
-        self._burst_left = 0
-
-    def apply(self, data: bytes, counters: _Counters) -> bytes:
-        n = len(data)
-        buf: bytearray | None = None
-        if self._flips is not None:
-            flips = self._flips.take(8 * n)
-            if flips:
-                buf = bytearray(data)
-                for bit in flips:
-                    buf[bit >> 3] ^= 1 << (bit & 7)
-                counters.bits_flipped += len(flips)
-        if self._bursts is not None:
-            starts = self._bursts.take(n)
-            if starts or self._burst_left:
-                if buf is None:
-                    buf = bytearray(data)
-                self._corrupt(buf, starts, counters)
-        out = bytes(buf) if buf is not None else data
-        drops = self._drops.take(n) if self._drops is not None else []
-        dups = self._dups.take(n) if self._dups is not None else []
-        if not drops and not dups:
-            return out
-        dropped = set(drops)
-        pieces = []
-        last = 0
-        for pos in sorted(dropped.union(dups)):
-            pieces.append(out[last:pos])
-            if pos in dropped:
-                counters.bytes_dropped += 1
-            else:
-                pieces.append(out[pos : pos + 1])
-                pieces.append(out[pos : pos + 1])
-                counters.bytes_duplicated += 1
-            last = pos + 1
-        pieces.append(out[last:])
-        return b"".join(pieces)
-
-    def _corrupt(self, buf: bytearray, starts: list[int], counters: _Counters) -> None:
-        rng = self._burst_rng
-        n = len(buf)
-        counters.bursts += len(starts)
-        pos = 0
-        stops = iter(starts)
-        next_start = next(stops, n)
-        while pos < n:
-            if pos == next_start:
-                self._burst_left = self._burst_bytes
-                next_start = next(stops, n)
-            if self._burst_left == 0:
-                pos = next_start
-                continue
-            end = min(n, pos + self._burst_left, next_start)
-            for i in range(pos, end):
-                mask = rng.randrange(1, 256)
-                buf[i] ^= mask
-                counters.bits_flipped += mask.bit_count()
-            self._burst_left -= end - pos
-            pos = end
 
 
 class _Bucket:
@@ -331,13 +169,13 @@ class _Direction:
     label: str
     src: _End
     dst: _End
-    faults: _Faults | None
+    faults: ByteFaults | None
     bucket: _Bucket | None
     limit: int
     pending: bytearray = field(default_factory=bytearray)
     #: the destination took less than offered: wait for the poller, not the clock
     blocked: bool = False
-    counters: _Counters = field(default_factory=_Counters)
+    counters: FaultCounters = field(default_factory=FaultCounters)
 
 
 def _open_end(label: str) -> _End:
@@ -511,7 +349,7 @@ class NullModem:
         label = f"{src.label}->{dst.label}"
         config = self.config
         assert self.seed is not None
-        faults = _Faults(config, self.seed, label) if config.faulty else None
+        faults = ByteFaults(config.faults, self.seed, label) if config.faulty else None
         now = time.monotonic()
         if config.baud is None:
             return _Direction(label, src, dst, faults, None, _CHUNK_BYTES)

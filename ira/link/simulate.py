@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from ira.link.core import Link
 from ira.link.events import LinkEvent
+from ira.link.faults import ByteFaults, FaultCounters, FaultModel
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,12 @@ class SimulatedLine:
         self.outages: list[tuple[float, float]] = []
         self.bytes_carried = 0
         self.faults_injected = 0
+        #: counters of the byte faults injected (stream mode)
+        self.fault_counters = FaultCounters()
+        model = FaultModel(faults.ber, faults.drop, faults.dup)
+        self._byte_faults = (
+            ByteFaults(model, rng.getrandbits(64), "line") if model.any and not packet else None
+        )
 
     def _in_outage(self, t: float) -> bool:
         return any(start <= t < end for start, end in self.outages)
@@ -102,31 +109,14 @@ class SimulatedLine:
         return data
 
     def _stream_faults(self, data: bytes) -> bytes:
-        f, rng = self.faults, self._rng
-        if not (f.ber or f.drop or f.dup):
+        if self._byte_faults is None:
             return data
-        out = bytearray()
-        # draw the gap to the next fault instead of a random number per byte
-        p_any = 1 - (1 - f.ber) ** 8 * (1 - f.drop) * (1 - f.dup)
-        pos = 0
-        while pos < len(data):
-            gap = _geometric(rng, p_any)
-            if pos + gap >= len(data):
-                out += data[pos:]
-                break
-            out += data[pos : pos + gap]
-            pos += gap
-            byte = data[pos]
-            pos += 1
-            self.faults_injected += 1
-            kind = rng.random() * p_any
-            if kind < f.drop:
-                continue
-            if kind < f.drop + f.dup:
-                out += bytes((byte, byte))
-                continue
-            out.append(byte ^ (1 << rng.randrange(8)))
-        return bytes(out)
+        counters = self.fault_counters
+        before = counters.bits_flipped + counters.bytes_dropped + counters.bytes_duplicated
+        out = self._byte_faults.apply(data, counters)
+        after = counters.bits_flipped + counters.bytes_dropped + counters.bytes_duplicated
+        self.faults_injected += after - before
+        return out
 
     def next_arrival(self) -> float | None:
         return self._queue[0].at if self._queue else None
@@ -136,17 +126,6 @@ class SimulatedLine:
         while self._queue and self._queue[0].at <= now:
             out.append(heapq.heappop(self._queue).data)
         return out
-
-
-def _geometric(rng: random.Random, p: float) -> int:
-    """Number of clean bytes before the next faulty one."""
-    if p <= 0:
-        return 1 << 62
-    if p >= 1:
-        return 0
-    import math
-
-    return int(math.log(1.0 - rng.random()) / math.log(1.0 - p))
 
 
 class LinkPair:
