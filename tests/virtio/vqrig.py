@@ -90,7 +90,10 @@ class Rig:
         self.slots: dict[int, int] = {}
 
     def can_add(self, spec: ChainSpec) -> bool:
-        needed = 1 if spec.indirect else len(spec.readable) + len(spec.writable)
+        buffers = len(spec.readable) + len(spec.writable)
+        if spec.indirect and buffers > self.queue_size:  # no table longer than the queue
+            return False
+        needed = 1 if spec.indirect else buffers
         return bool(self._free_slots) and self.driver.num_free >= needed
 
     def add(self, token: int, spec: ChainSpec) -> int:
