@@ -2,14 +2,22 @@
 
 Sans-I/O.  Modules, one concern each:
 
-``ring``     the split virtqueue's memory layout, flags, ``vring_need_event``, faults
-``memory``   windows as memory: descriptor addresses, bounds and writers, barriers
-``driver``   ``VirtqueueDriver``: add chains, publish (kick decision), collect used
-``device``   ``VirtqueueDevice``: pop checked chains, read/write them, push, publish
+``ring``       the split virtqueue's memory layout, flags, ``vring_need_event``, faults
+``memory``     windows as memory: descriptor addresses, bounds and writers, barriers
+``driver``     ``VirtqueueDriver``: add chains, publish (kick decision), collect used
+``device``     ``VirtqueueDevice``: pop checked chains, read/write them, push, publish
+``features``   feature bits, device status bits, the host's ``FeaturePolicy``
+``status``     the device status state machine (its transition table)
+``calls``      the DEVCALL interface of a ``virtio`` bus device
+``transport``  ``VirtioDevice``: the board side, base class of virtio device models
+``host``       ``VirtioHostDriver``/``VirtioBinding``: the host side, initialisation (§3.1.1)
+``entropy``    virtio-rng, device and host driver, proving the transport
 """
 
 from ira.virtio.device import Chain, Segment, VirtqueueDevice
 from ira.virtio.driver import Buffer, UsedBuffer, VirtqueueDriver
+from ira.virtio.features import DeviceStatus, Feature, FeaturePolicy, Negotiation
+from ira.virtio.host import BindingState, VirtioBinding, VirtioClient, VirtioHostDriver
 from ira.virtio.memory import Memory, MemoryMap, Region, WindowMemory, make_addr, split_addr
 from ira.virtio.ring import (
     MAX_QUEUE_SIZE,
@@ -21,20 +29,30 @@ from ira.virtio.ring import (
     split_layout,
     vring_need_event,
 )
+from ira.virtio.transport import VirtioDevice
 
 __all__ = [
     "MAX_QUEUE_SIZE",
+    "BindingState",
     "Buffer",
     "Chain",
+    "DeviceStatus",
     "Fault",
+    "Feature",
+    "FeaturePolicy",
     "Memory",
     "MemoryMap",
+    "Negotiation",
     "QueueAddresses",
     "QueueBroken",
     "QueueLayout",
     "Region",
     "Segment",
     "UsedBuffer",
+    "VirtioBinding",
+    "VirtioClient",
+    "VirtioDevice",
+    "VirtioHostDriver",
     "VirtqueueDevice",
     "VirtqueueDriver",
     "WindowMemory",

@@ -198,6 +198,11 @@ class VirtqueueDevice:
         """Chains popped and not yet pushed back."""
         return len(self._held)
 
+    @property
+    def unpublished(self) -> int:
+        """Chains pushed since the last ``publish()``."""
+        return (self._used_idx - self._published_idx) & _U16_MASK
+
     def statistics(self) -> dict[str, int]:
         return dict(self._counts)
 

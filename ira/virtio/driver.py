@@ -161,6 +161,11 @@ class VirtqueueDriver(Generic[T]):
         """The fault that broke the queue, if any."""
         return self._broken
 
+    @property
+    def unpublished(self) -> int:
+        """Chains added since the last ``publish()``."""
+        return (self._avail_idx - self._published_idx) & _U16_MASK
+
     def statistics(self) -> dict[str, int]:
         return dict(self._counts)
 

@@ -1,0 +1,501 @@
+"""virtio over the bus, host side: drivers for ``virtio`` bus devices (DESIGN §5).
+
+``VirtioHostDriver`` is a bus ``Driver`` for the type ``virtio``.  When such a
+device appears it reads its virtio device id (the ``virtio_device_id``
+attribute) and, if a ``VirtioClient`` is registered for that id, binds them
+with a ``VirtioBinding`` that initialises the device as virtio 1.2 §3.1.1
+says, one DEVCALL at a time:
+
+1. open the device and reset it (status 0, read back as 0);
+2. ACKNOWLEDGE, then DRIVER;
+3. read the offered features, selector by selector; apply the host's
+   ``FeaturePolicy`` and the client's supported set; write the driver
+   features (if a required feature is missing: FAILED);
+4. set FEATURES_OK and check, in the status re-read with the reply, that the
+   device kept it (else FAILED);
+5. attach the event window; for each queue learn its maximum size, attach a
+   window holding its rings (its signal is the queue's notifications), set
+   the queue up and enable it; attach the client's data windows;
+6. set DRIVER_OK.
+
+The sequence is a generator that yields each request and is resumed with its
+outcome, so the binding stays sans-I/O: the bus's events drive it.  Every
+negotiation is kept (``negotiation``) for tools to show.  After DRIVER_OK
+the client adds chains to ``binding.queues[i]`` and calls ``kick(i)``; used
+buffers arrive through ``VirtioClient.used``.  A DEVICE_NEEDS_RESET (seen
+through the event window) or a broken queue moves the binding to
+NEEDS_RESET; ``reinitialise()`` closes the device (a reset on the board) and
+runs the sequence again.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass
+
+from ira.busmodel.bus import Bus
+from ira.busmodel.drivers import Driver
+from ira.busmodel.events import (
+    CallCompleted,
+    CallFailed,
+    DeviceEvent,
+    DeviceInfo,
+    DeviceOpened,
+    SignalReceived,
+    WindowAttached,
+)
+from ira.busmodel.window import Window
+from ira.errors import DevcallError, LocalProtocolError
+from ira.virtio.calls import (
+    DEVICE_ID_ATTR,
+    EVENT,
+    EVENT_BYTES,
+    EVENT_SHM,
+    U8,
+    U16,
+    U32,
+    U32_PAIR,
+    QueueSetup,
+    VirtioFunc,
+)
+from ira.virtio.driver import UsedBuffer, VirtqueueDriver
+from ira.virtio.features import (
+    FEATURE_WORDS,
+    TRANSPORT_FEATURES,
+    DeviceStatus,
+    Feature,
+    FeaturePolicy,
+    Negotiation,
+    feature_word,
+)
+from ira.virtio.memory import MemoryMap, WindowMemory
+from ira.virtio.ring import QueueAddresses, QueueBroken, split_layout
+
+log = logging.getLogger(__name__)
+S = DeviceStatus
+
+
+class BindingState(enum.Enum):
+    INITIALISING = "initialising"
+    READY = "ready"
+    NEEDS_RESET = "needs_reset"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSpec:
+    """A data window the client wants attached: ``device_writable`` bytes go device-side."""
+
+    name: str
+    size_bytes: int
+    device_writable: bool = False
+
+
+class VirtioClient:
+    """A host-side driver for one virtio device type; override what is needed."""
+
+    #: features this driver can use (device-type bits and transport bits)
+    supported_features: int = TRANSPORT_FEATURES
+    #: the queue sizes wanted (each is cut to what the device allows)
+    queue_sizes: tuple[int, ...] = ()
+    #: data windows to attach before DRIVER_OK
+    windows: tuple[WindowSpec, ...] = ()
+
+    def ready(self, binding: VirtioBinding, *, now: float) -> None:
+        """DRIVER_OK is set: queues and windows are usable."""
+
+    def used(self, binding: VirtioBinding, index: int, used: list[UsedBuffer[object]]) -> None:
+        """Chains came back on queue ``index``."""
+
+    def config_changed(self, binding: VirtioBinding) -> None:
+        """The device's configuration generation moved."""
+
+    def failed(self, binding: VirtioBinding, reason: str) -> None:
+        """Initialisation failed, or the device needs a reset."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    func: VirtioFunc
+    payload: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class _Attach:
+    shm_id: int
+    window: Window
+    signal: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    status: int
+    payload: bytes
+
+
+_Step = _Call | _Attach
+_Sequence = Generator[_Step, _Reply, None]
+
+
+class _InitFailed(Exception):
+    """Initialisation gave up; the message says why."""
+
+
+class VirtioBinding:
+    """One virtio device bound to one client (see the module docstring)."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        device: DeviceInfo,
+        client: VirtioClient,
+        *,
+        policy: FeaturePolicy,
+        now: float,
+        timeout_s: float | None = None,
+    ) -> None:
+        self.bus = bus
+        self.device = device
+        self.client = client
+        self.policy = policy
+        self.timeout_s = timeout_s
+        self.state = BindingState.INITIALISING
+        self.handle: int | None = None
+        self.negotiation: Negotiation | None = None
+        self.queues: list[VirtqueueDriver[object]] = []
+        self.windows: dict[str, Window] = {}
+        self.memory = MemoryMap()
+        self.generation = 0
+        self.reason = ""
+        self._ring_windows: dict[int, int] = {}  # window id -> queue index
+        self._event_window: Window | None = None
+        self._pending: int | None = None  # call id the sequence waits for
+        self._sequence: _Sequence | None = None
+        self._now = now
+        self._open(now)
+
+    # -- for clients ------------------------------------------------------------
+
+    def kick(self, index: int) -> bool:
+        """Publish queue ``index``'s new chains and notify the device; True if any."""
+        queue = self.queues[index]
+        if self.state is not BindingState.READY or not queue.unpublished:
+            return False
+        try:
+            queue.publish()
+        except QueueBroken as exc:
+            self._needs_reset(f"queue {index}: {exc}")
+            return False
+        window = self._ring_window(index)
+        if window.signal is not None:
+            window.signal.notify()
+        return True
+
+    def reinitialise(self, *, now: float) -> list[object]:
+        """Reset the device and initialise it again, in fresh windows; returns the lost tokens.
+
+        The old windows are detached; the sequence restarts at the reset
+        (status 0) on the same handle, or at the open if there is none.
+        """
+        lost = [token for queue in self.queues for token in queue.detach()]
+        windows = [m.window for m in self.memory if isinstance(m, WindowMemory)]
+        if self._event_window is not None:
+            windows.append(self._event_window)
+        if self.handle is not None and self.bus.is_open(self.handle):
+            for window in windows:
+                if not window.closed:
+                    self.bus.detach(window, now=now, timeout_s=self.timeout_s)
+        handle = self.handle
+        self._forget()
+        self.state = BindingState.INITIALISING
+        self.reason = ""
+        if handle is None or not self.bus.is_open(handle):
+            self._open(now)
+        else:
+            self.handle = handle
+            self._sequence = self._initialise()
+            self._advance(None, now)
+        return lost
+
+    # -- bus events ---------------------------------------------------------------
+
+    def handle_event(self, event: DeviceEvent, *, now: float) -> None:
+        if isinstance(event, SignalReceived):
+            self._signalled(event.window_id)
+            return
+        if not isinstance(event, DeviceOpened | CallCompleted | CallFailed | WindowAttached):
+            return
+        if event.call_id != self._pending:
+            return
+        self._pending = None
+        if self.handle is None and not isinstance(event, DeviceOpened):
+            self._sequence = None
+            self._fail(f"open failed: {getattr(event, 'error', event)}")
+        elif isinstance(event, DeviceOpened):
+            self.handle = event.handle
+            self._advance(None, now)
+        elif isinstance(event, CallCompleted):
+            self._advance(_Reply(event.status, event.payload), now)
+        elif isinstance(event, WindowAttached):
+            self._advance(_Reply(0, b""), now)
+        elif isinstance(event.error, DevcallError):
+            self._advance(_Reply(event.error.status, b""), now)
+        else:
+            self._fail(f"request failed: {event.error}")
+
+    def removed(self) -> None:
+        """The device is gone (DEVDROP, session reset): nothing of it is usable."""
+        for queue in self.queues:
+            queue.detach()
+        self._forget()
+        self.state = BindingState.FAILED
+        self.reason = "device removed"
+
+    # -- the initialisation sequence (§3.1.1) -------------------------------------
+
+    def _open(self, now: float) -> None:
+        self._sequence = self._initialise()
+        self._pending = self.bus.open(self.device.device_id, now=now, timeout_s=self.timeout_s)
+
+    def _advance(self, reply: _Reply | None, now: float) -> None:
+        assert self._sequence is not None
+        self._now = now
+        try:
+            step = next(self._sequence) if reply is None else self._sequence.send(reply)
+        except StopIteration:
+            self._sequence = None
+            return
+        except _InitFailed as exc:
+            self._sequence = None
+            self._fail(str(exc))
+            return
+        assert self.handle is not None
+        if isinstance(step, _Call):
+            self._pending = self.bus.call(
+                self.handle, step.func, step.payload, now=now, timeout_s=self.timeout_s
+            )
+        else:
+            self._pending = self.bus.attach(
+                self.handle,
+                step.shm_id,
+                step.window,
+                now=now,
+                signal=step.signal,
+                timeout_s=self.timeout_s,
+            )
+
+    def _initialise(self) -> _Sequence:
+        reply = yield _Call(VirtioFunc.SET_STATUS, U8.pack(0))
+        status = self._status_of(reply, "reset")
+        if status != 0:
+            raise _InitFailed(f"status {status:#x} after reset")
+        for bits in (S.ACKNOWLEDGE, S.ACKNOWLEDGE | S.DRIVER):
+            reply = yield _Call(VirtioFunc.SET_STATUS, U8.pack(bits))
+            self._status_of(reply, bits.name or "status")
+        offered = 0
+        for select in range(FEATURE_WORDS):
+            reply = yield _Call(VirtioFunc.DEVICE_FEATURES, U32.pack(select))
+            offered |= self._u32(reply, "device features") << (32 * select)
+        supported = self.client.supported_features
+        accepted = self.policy.accept(offered, supported)
+        allowed = offered & self.policy.allowed
+        if not self.policy.acceptable(accepted):
+            self.negotiation = Negotiation(offered, allowed, supported, accepted, False)
+            yield from self._give_up(S.ACKNOWLEDGE | S.DRIVER)
+            raise _InitFailed("a required feature is missing")
+        for select in range(FEATURE_WORDS):
+            word = feature_word(accepted, select)
+            reply = yield _Call(VirtioFunc.SET_DRIVER_FEATURES, U32_PAIR.pack(select, word))
+            self._ok(reply, "driver features")
+        reply = yield _Call(
+            VirtioFunc.SET_STATUS, U8.pack(S.ACKNOWLEDGE | S.DRIVER | S.FEATURES_OK)
+        )
+        status = self._status_of(reply, "FEATURES_OK")
+        kept = bool(status & S.FEATURES_OK)
+        self.negotiation = Negotiation(offered, allowed, supported, accepted, kept)
+        if not kept:
+            yield from self._give_up(S(status))
+            raise _InitFailed("the device refused the features")
+        yield from self._setup_windows(accepted)
+        reply = yield _Call(VirtioFunc.SET_STATUS, U8.pack(S(status) | S.DRIVER_OK))
+        status = self._status_of(reply, "DRIVER_OK")
+        if not status & S.DRIVER_OK or status & S.DEVICE_NEEDS_RESET:
+            raise _InitFailed(f"status {status:#x} after DRIVER_OK")
+        self.state = BindingState.READY
+        log.info("virtio device %d ready: %s", self.device.device_id, self.negotiation.describe())
+        self.client.ready(self, now=self._now)
+
+    def _setup_windows(self, features: int) -> Generator[_Step, _Reply, None]:
+        event = self.bus.create_window(EVENT_BYTES, device_offset=0, device_length=EVENT_BYTES)
+        yield _Attach(EVENT_SHM, event, True)
+        self._event_window = event
+        sizes: list[int] = []
+        for index, wanted in enumerate(self.client.queue_sizes):
+            reply = yield _Call(VirtioFunc.QUEUE_MAX, U16.pack(index))
+            self._ok(reply, "queue max")
+            (largest,) = U16.unpack(reply.payload)
+            if largest == 0:
+                raise _InitFailed(f"the device has no queue {index}")
+            size = min(wanted, largest)
+            lay = split_layout(size)
+            ring = self.bus.create_window(
+                lay.size_bytes, device_offset=lay.used_offset, device_length=lay.used_bytes
+            )
+            yield _Attach(1 + index, ring, True)
+            self.memory.add(WindowMemory(ring))
+            self._ring_windows[ring.window_id] = index
+            addrs = QueueAddresses.in_window(ring.window_id, lay)
+            setup = QueueSetup(index, size, ring.window_id, addrs.desc, addrs.avail, addrs.used)
+            self._ok((yield _Call(VirtioFunc.QUEUE_SET, setup.encode())), "queue setup")
+            self._ok((yield _Call(VirtioFunc.QUEUE_ENABLE, U16.pack(index))), "queue enable")
+            sizes.append(size)
+        for n, spec in enumerate(self.client.windows):
+            length = spec.size_bytes if spec.device_writable else 0
+            window = self.bus.create_window(spec.size_bytes, device_offset=0, device_length=length)
+            yield _Attach(1 + len(sizes) + n, window, False)
+            self.memory.add(WindowMemory(window))
+            self.windows[spec.name] = window
+        for index, size in enumerate(sizes):
+            addrs = QueueAddresses.in_window(self._ring_window(index).window_id, split_layout(size))
+            self.queues.append(
+                VirtqueueDriver(
+                    self.memory,
+                    size,
+                    addrs,
+                    event_idx=bool(features & Feature.EVENT_IDX.mask),
+                    indirect=bool(features & Feature.INDIRECT_DESC.mask),
+                )
+            )
+
+    def _give_up(self, status: DeviceStatus) -> Generator[_Step, _Reply, None]:
+        yield _Call(VirtioFunc.SET_STATUS, U8.pack(status | S.FAILED))
+
+    # -- replies --------------------------------------------------------------------
+
+    @staticmethod
+    def _ok(reply: _Reply, what: str) -> None:
+        if reply.status < 0:
+            raise _InitFailed(f"{what}: status {reply.status}")
+
+    def _status_of(self, reply: _Reply, what: str) -> int:
+        self._ok(reply, what)
+        if len(reply.payload) != U8.size:
+            raise _InitFailed(f"{what}: a status reply of {len(reply.payload)} bytes")
+        status: int = U8.unpack(reply.payload)[0]
+        return status
+
+    def _u32(self, reply: _Reply, what: str) -> int:
+        self._ok(reply, what)
+        if len(reply.payload) != U32.size:
+            raise _InitFailed(f"{what}: a reply of {len(reply.payload)} bytes")
+        value: int = U32.unpack(reply.payload)[0]
+        return value
+
+    # -- notifications --------------------------------------------------------------
+
+    def _signalled(self, window_id: int) -> None:
+        event = self._event_window
+        if event is not None and window_id == event.window_id:
+            generation, status = EVENT.unpack(event.read(0, EVENT.size))
+            if status & S.DEVICE_NEEDS_RESET and self.state is BindingState.READY:
+                self._needs_reset("the device set DEVICE_NEEDS_RESET")
+            if generation != self.generation:
+                self.generation = generation
+                self.client.config_changed(self)
+            return
+        index = self._ring_windows.get(window_id)
+        if index is None or self.state is not BindingState.READY:
+            return
+        try:
+            used = self.queues[index].collect()
+        except QueueBroken as exc:
+            self._needs_reset(f"queue {index}: {exc}")
+            return
+        if used:
+            self.client.used(self, index, used)
+
+    # -- state ------------------------------------------------------------------------
+
+    def _ring_window(self, index: int) -> Window:
+        for window_id, i in self._ring_windows.items():
+            if i == index:
+                memory = self.memory.get(window_id)
+                assert isinstance(memory, WindowMemory)
+                return memory.window
+        raise LocalProtocolError(f"no queue {index}")
+
+    def _needs_reset(self, reason: str) -> None:
+        self.state = BindingState.NEEDS_RESET
+        self.reason = reason
+        log.info("virtio device %d needs a reset: %s", self.device.device_id, reason)
+        self.client.failed(self, reason)
+
+    def _fail(self, reason: str) -> None:
+        self.state = BindingState.FAILED
+        self.reason = reason
+        log.info("virtio device %d failed: %s", self.device.device_id, reason)
+        self.client.failed(self, reason)
+
+    def _forget(self) -> None:
+        self.queues = []
+        self.windows = {}
+        self.memory = MemoryMap()
+        self._ring_windows = {}
+        self._event_window = None
+        self._pending = None
+        self._sequence = None
+        self.handle = None
+
+
+class VirtioHostDriver(Driver):
+    """The bus driver for ``virtio`` devices: binds each to the client for its device id."""
+
+    def __init__(
+        self,
+        clients: Mapping[int, Callable[[], VirtioClient]],
+        *,
+        policy: FeaturePolicy | None = None,
+        timeout_s: float | None = None,
+    ) -> None:
+        self.clients = dict(clients)
+        self.policy = policy or FeaturePolicy()
+        self.timeout_s = timeout_s
+        self.bindings: dict[int, VirtioBinding] = {}
+
+    def probe(self, bus: Bus, device: DeviceInfo, *, now: float) -> None:
+        attrs = dict(device.attrs)
+        try:
+            virtio_id = int(attrs.get(DEVICE_ID_ATTR, ""))
+        except ValueError:
+            return
+        make = self.clients.get(virtio_id)
+        if make is None:
+            return
+        self.bindings[device.device_id] = VirtioBinding(
+            bus, device, make(), policy=self.policy, now=now, timeout_s=self.timeout_s
+        )
+
+    def remove(self, bus: Bus, device: DeviceInfo, *, now: float) -> None:
+        binding = self.bindings.pop(device.device_id, None)
+        if binding is not None:
+            binding.removed()
+
+    def handle_event(self, bus: Bus, event: DeviceEvent, *, now: float) -> None:
+        binding = self.bindings.get(event.device_id)
+        if binding is not None:
+            binding.handle_event(event, now=now)
+
+    def negotiations(self) -> dict[int, Negotiation]:
+        """The negotiated features of every bound device, by bus device id."""
+        return {
+            device_id: b.negotiation
+            for device_id, b in self.bindings.items()
+            if b.negotiation is not None
+        }
+
+
+def bindings_ready(driver: VirtioHostDriver) -> Sequence[VirtioBinding]:
+    """The bindings that reached DRIVER_OK."""
+    return [b for b in driver.bindings.values() if b.state is BindingState.READY]
