@@ -367,7 +367,7 @@ class VirtqueueDevice:
         self._check_usable()
         if self._used_idx == self._published_idx:
             return False
-        self.memory.barrier()  # buffers and used elements before used.idx (§2.7.8.1)
+        self.memory.barrier()  # buffers and used elements before used.idx (§2.7.8.2)
         old, new = self._published_idx, self._used_idx
         self._write_used(RING_IDX, new)
         self._published_idx = new

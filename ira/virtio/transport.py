@@ -168,7 +168,7 @@ class VirtioDevice(Device):
     def interrupt(self, index: int) -> bool:
         """Publish what was pushed on queue ``index`` and notify the driver; True if any."""
         q = self._queues[index]
-        if q.ring is None or q.setup is None or not q.ring.unpublished:
+        if not self.live or q.ring is None or q.setup is None or not q.ring.unpublished:
             return False
         try:
             wanted = q.ring.publish()

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from linkrig import NOISY, BusOverLink
 
-from ira.busmodel import Bus, Connector, DriverRegistry, Window
+from ira.busmodel import Bus, Connector, DriverRegistry, Handle, Window
 from ira.busmodel.events import (
     CallCompleted,
     CallFailed,
@@ -484,3 +484,31 @@ def test_needs_reset_then_reinitialise() -> None:
     client.received.clear()
     client.request(binding, 100)
     assert host.net.run_until(lambda: len(client.received) == 100, timeout_s=30.0)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([*VirtioFunc, 0, 99]),
+            st.one_of(
+                st.binary(max_size=40),
+                st.integers(0, 0xFF).map(lambda v: bytes([v])),
+                st.tuples(st.integers(0, 5), st.integers(0, 2**32 - 1)).map(
+                    lambda t: struct.pack("<II", *t)
+                ),
+            ),
+        ),
+        max_size=40,
+    )
+)
+def test_any_call_sequence_only_gets_statuses(calls: list[tuple[int, bytes]]) -> None:
+    """Whatever a host sends, the device answers with a status and never raises."""
+    echo = Echo()
+    handle = Handle(handle_id=1, device_id=1, version=1)
+    assert echo.open(handle, now=0.0) == Status.OK
+    for func, payload in calls:
+        status, reply = echo.call(handle, func, payload, now=0.0)
+        assert isinstance(status, int) and isinstance(reply, bytes)
+        assert status >= 0 or reply in (b"",) or func == VirtioFunc.SET_STATUS
+        assert not echo.status & ~0xFF
