@@ -53,7 +53,7 @@ def need_event_reference(event: int, new: int, old: int) -> bool:
 u16 = st.integers(0, 0xFFFF)
 
 
-@settings(max_examples=5000, deadline=None)
+@settings(max_examples=max(1500, int(os.environ.get("IRA_FUZZ_EXAMPLES", "0"))), deadline=None)
 @given(event=u16, new=u16, old=u16)
 def test_vring_need_event_agrees_with_the_reference(event: int, new: int, old: int) -> None:
     assert vring_need_event(event, new, old) == need_event_reference(event, new, old)
