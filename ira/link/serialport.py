@@ -190,7 +190,10 @@ class SerialTransport:
         self._error: TransportError | None = None
         # calls in progress, so that close() never pulls the port from under them
         self._busy = 0
-        self._state = threading.Condition()
+        # _enter/_leave take the plain lock (every recv and send does, so it must be
+        # cheap); waits for room, for output and for idle at close use the condition
+        self._lock = threading.Lock()
+        self._state = threading.Condition(self._lock)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -273,7 +276,7 @@ class SerialTransport:
     # -- bookkeeping -------------------------------------------------------
 
     def _enter(self) -> None:
-        with self._state:
+        with self._lock:
             if self._closed:
                 raise LinkClosed(f"serial port {self.name} is closed")
             if self._error is not None:
@@ -281,10 +284,10 @@ class SerialTransport:
             self._busy += 1
 
     def _leave(self) -> None:
-        with self._state:
+        with self._lock:
             self._busy -= 1
-            if self._busy == 0:
-                self._state.notify_all()
+            if self._closed and self._busy == 0:
+                self._state.notify_all()  # close() waits for the calls in progress
 
     def _check_open(self) -> None:
         if self._closed:
