@@ -24,7 +24,11 @@ def encode_frames(frames: list[bytes]) -> bytes:
     The chunk starts with a delimiter too, so that whatever noise the line
     carried before it ends at that delimiter instead of spoiling the first frame.
     """
-    return DELIMITER + DELIMITER.join([cobs.encode(f) for f in frames]) + DELIMITER
+    if not frames:
+        return DELIMITER + DELIMITER
+    # one join (one copy of the chunk), with empty ends for the outer delimiters
+    encode = cobs.encode
+    return DELIMITER.join([b"", *[encode(f) for f in frames], b""])
 
 
 @dataclass(slots=True)
