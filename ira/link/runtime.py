@@ -13,6 +13,14 @@ write when writable (never blocking on a write while the peer waits for us to
 read), wake for the core's next deadline.  Transports without a descriptor get
 a reader thread that only hands bytes over.
 
+The loop is built for a Python process where every thread shares one
+interpreter lock: ``send`` and ``post`` append to one queue (in call order)
+and write to the wake-up pipe only when the loop sleeps; what a read brought
+is answered (ACKs, replies, events) in the same turn; a big read is followed
+by another before ``select`` is asked; the cores run only when something may
+have changed for them; and at most one chunk of output waits behind the one
+being written, so a batch of frames is cut only shortly before it can go out.
+
 The runtime is a context manager: threads start on entry and are joined on
 exit, and the first worker exception is re-raised to the caller.
 """
@@ -41,6 +49,7 @@ from ira.link.events import (
     LinkDown,
     LinkEvent,
     LinkUp,
+    MessageReceived,
     PeerRestarted,
     SessionLost,
     SessionStarted,
@@ -53,8 +62,13 @@ T = TypeVar("T")
 
 #: the loop wakes at least this often even with no deadline (to notice stop requests)
 MAX_WAIT_S = 0.5
-#: largest single read
-READ_BYTES = 1 << 16
+#: bytes offered to one write of a stream transport, between these bounds (see _flush)
+MIN_WRITE_BYTES = 1 << 12
+MAX_WRITE_BYTES = 1 << 16
+#: a read of at least this many bytes is followed by another without ``select``
+READ_AGAIN_BYTES = 1 << 10
+#: most reads before the cores run (a busy line must not starve timers and writes)
+READS_PER_TURN = 16
 
 
 class Upper(Protocol):
@@ -92,23 +106,28 @@ class LinkRuntime:
                 f"{'packet' if transport.packet else 'stream'} transport"
             )
         self.transport = transport
+        self._fd = transport.fileno()
         self.core = Link(cfg, rng=rng or random.Random(), now=time.monotonic())
         self.upper = upper
         self._on_event = on_event
         self._on_upper_event = on_upper_event
         #: link events for callers that read them (when no upper core consumes them)
-        self.events: queue.Queue[LinkEvent] = queue.Queue()
-        self._commands: deque[Callable[[], None]] = deque()
+        self.events: queue.SimpleQueue[LinkEvent] = queue.SimpleQueue()
+        #: sends (payload, channel) and calls, in the order they were made
+        self._inbox: deque[tuple[bytes, Channel] | Callable[[], None]] = deque()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self._wake_pending = False
+        #: the loop is about to sleep or sleeps in select (see _wake)
+        self._sleeping = False
+        self._next_deadline: float | None = None
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self._threads: list[threading.Thread] = []
         self._rx: deque[bytes] = deque()
         self._out: deque[bytes] = deque()
         self._out_offset = 0
+        self._write_bytes = MAX_WRITE_BYTES
         self._log = logging.LoggerAdapter(log, {"link": transport.name})
 
     # --- lifecycle ----------------------------------------------------------------
@@ -132,7 +151,7 @@ class LinkRuntime:
             target=self._guard(self._loop), name=f"ira-link {self.transport.name}"
         )
         self._threads.append(loop)
-        if self.transport.fileno() is None:
+        if self._fd is None:
             reader = threading.Thread(
                 target=self._guard(self._reader), name=f"ira-rx {self.transport.name}"
             )
@@ -143,6 +162,7 @@ class LinkRuntime:
 
     def stop(self) -> None:
         self._stop.set()
+        self._sleeping = True
         self._wake()
         for t in self._threads:
             if t is not threading.current_thread():
@@ -171,6 +191,7 @@ class LinkRuntime:
                 if self._error is None:
                     self._error = exc
                 self._stop.set()
+                self._sleeping = True
                 self._wake()
 
         return run
@@ -178,17 +199,27 @@ class LinkRuntime:
     # --- calls from other threads ---------------------------------------------------
 
     def _wake(self) -> None:
-        if self._wake_w >= 0 and not self._wake_pending:
-            self._wake_pending = True
-            with contextlib.suppress(BlockingIOError, OSError):
+        """Wake the loop if it sleeps (or is about to) in ``select``.
+
+        Callers first append their work, then call this; the loop first sets
+        ``_sleeping``, then looks for work once more before it sleeps.  So
+        either the loop sees the work or the caller sees it sleeping: one
+        pipe write per sleep at most, none while the loop is busy.
+        """
+        if self._sleeping:
+            self._sleeping = False
+            with contextlib.suppress(OSError):  # full (a wake-up is pending) or closed
                 os.write(self._wake_w, b"\x01")
 
-    def post(self, fn: Callable[[], None]) -> None:
-        """Run ``fn`` on the loop thread soon."""
+    def _check_running(self) -> None:
         if self._stop.is_set():
             self.raise_if_failed()
             raise LinkClosed(f"{self.transport.name}: the link runtime is stopped")
-        self._commands.append(fn)
+
+    def post(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the loop thread soon."""
+        self._check_running()
+        self._inbox.append(fn)
         self._wake()
 
     def call(self, fn: Callable[[], T], timeout_s: float = 10.0) -> T:
@@ -205,8 +236,10 @@ class LinkRuntime:
         return future.result(timeout=timeout_s)
 
     def send(self, payload: bytes, channel: Channel = Channel.CONTROL) -> None:
-        """Queue a message to the peer (thread-safe)."""
-        self.post(lambda: self.core.send_message(payload, channel))
+        """Queue a message to the peer (thread-safe; in order with ``post``)."""
+        self._check_running()
+        self._inbox.append((payload, channel))
+        self._wake()
 
     def statistics(self) -> LinkStatistics:
         return self.call(self.core.statistics)
@@ -230,57 +263,106 @@ class LinkRuntime:
                 self._wake()
 
     def _loop(self) -> None:
-        transport = self.transport
-        fd = transport.fileno()
+        """One turn: read, run the cores, write; sleep in ``select`` only when idle.
+
+        What the reads of a turn brought is answered (ACKs, replies) in that turn.
+        A big read is followed by another at once, without asking ``select``: on a
+        busy line more has usually arrived, and a read that finds nothing costs
+        less than a ``select``.  The cores run only when something may have
+        changed for them: bytes arrived, a call or a timer is due, or a chunk of
+        output was written out (room for the next).
+        """
+        fd = self._fd
+        stop = self._stop
         core = self.core
-        while not self._stop.is_set():
+        transport = self.transport
+        inbox, rx = self._inbox, self._rx
+        wake_r = self._wake_r
+        rlist = [wake_r] if fd is None else [wake_r, fd]
+        wlist = [] if fd is None else [fd]
+        readable = False
+        wrote_chunk = False
+        deadline: float | None = None
+        while not stop.is_set():
             now = time.monotonic()
-            self._service(now)
-            deadline = self._deadline()
-            wait = MAX_WAIT_S if deadline is None else min(MAX_WAIT_S, max(0.0, deadline - now))
-            rlist = [self._wake_r] if fd is None else [self._wake_r, fd]
-            wlist = [fd] if fd is not None and self._out else []
-            readable, writable, _ = select.select(rlist, wlist, [], wait)
-            if self._wake_r in readable:
-                self._wake_pending = False
+            # a chunk went out (room for the next), or output waits on a transport
+            # that has no descriptor to wait on (the turn's flush waits a little)
+            fresh = wrote_chunk or (fd is None and bool(self._out))
+            wrote_chunk = False
+            if readable:
+                for _ in range(READS_PER_TURN):
+                    data = transport.recv(0)
+                    if data:
+                        core.receive_data(data, now=now)
+                        fresh = True
+                    if len(data) < READ_AGAIN_BYTES:
+                        readable = False
+                        break
+            if fresh or inbox or rx or deadline is None or deadline <= now:
+                while rx:
+                    core.receive_data(rx.popleft(), now=now)
+                deadline = self._turn(now)
+                if readable:
+                    continue
+            # sleep, unless work arrived meanwhile (see _wake)
+            self._sleeping = True
+            if inbox or rx or stop.is_set():
+                self._sleeping = False
+                continue
+            if fd is None and self._out:
+                wait = 0.0  # the turn's flush waits for room itself
+            elif deadline is None:
+                wait = MAX_WAIT_S
+            else:
+                wait = min(MAX_WAIT_S, max(0.0, deadline - now))
+            ready_r, ready_w, _ = select.select(rlist, wlist if self._out else (), (), wait)
+            self._sleeping = False
+            if ready_r and ready_r[0] == wake_r:
                 with contextlib.suppress(BlockingIOError):
-                    os.read(self._wake_r, 4096)
-            now = time.monotonic()
-            if fd is not None and fd in readable:
-                data = transport.recv(0)
-                if data:
-                    core.receive_data(data, now=now)
-            while self._rx:
-                core.receive_data(self._rx.popleft(), now=now)
-            if writable:
-                self._flush()
+                    os.read(wake_r, 4096)
+                readable = len(ready_r) > 1
+            else:
+                readable = bool(ready_r)
+            wrote_chunk = self._flush() if ready_w else False
 
     def _deadline(self) -> float | None:
-        deadlines = [self.core.next_deadline()]
+        deadline = self.core.next_deadline()
         if self.upper is not None:
-            deadlines.append(self.upper.next_deadline())
-        present = [d for d in deadlines if d is not None]
-        return min(present) if present else None
+            upper = self.upper.next_deadline()
+            if upper is not None and (deadline is None or upper < deadline):
+                return upper
+        return deadline
 
-    def _service(self, now: float) -> None:
-        """Run commands, timers and events until quiet, then write what is due."""
+    def _turn(self, now: float) -> float | None:
+        """Run sends, calls, timers and events, write what is due; return the next deadline."""
         core = self.core
-        while self._commands:
-            self._commands.popleft()()
-        deadline = core.next_deadline()
-        if deadline is not None and deadline <= now:
-            core.handle_timeout(now=now)
+        inbox = self._inbox
+        while inbox:
+            item = inbox.popleft()
+            if isinstance(item, tuple):
+                core.send_message(item[0], item[1])
+            else:
+                item()
         upper = self.upper
-        if upper is not None:
-            deadline = upper.next_deadline()
-            if deadline is not None and deadline <= now:
-                upper.handle_timeout(now=now)
+        deadline = self._next_deadline
+        if deadline is not None and deadline <= now:
+            due = core.next_deadline()
+            if due is not None and due <= now:
+                core.handle_timeout(now=now)
+            if upper is not None:
+                due = upper.next_deadline()
+                if due is not None and due <= now:
+                    upper.handle_timeout(now=now)
+        # events for callers go out after this turn's writes: the waiting thread
+        # then finds the GIL free sooner
+        ready: list[LinkEvent] = []
         while (event := core.next_event()) is not None:
-            self._log_event(event)
+            if type(event) is not MessageReceived:
+                self._log_event(event)
             if upper is not None:
                 upper.handle_link_event(event, now=now)
             else:
-                self.events.put(event)
+                ready.append(event)
             if self._on_event is not None:
                 self._on_event(event)
         if upper is not None:
@@ -289,30 +371,60 @@ class LinkRuntime:
                     self._on_upper_event(upper_event)
             for channel, message in upper.messages_to_send():
                 core.send_message(message, channel)
-        if not self._out:
+        out = self._out
+        if out and self._fd is None:
+            self._flush()  # no descriptor to wait on: try again each turn
+        if len(out) <= 1:
+            # at most one chunk waits behind the one being written: the line never
+            # runs dry between batches, and frames are cut only shortly before they
+            # can go out (control messages overtake bulk data not yet cut)
             chunks = core.data_to_send(now=now)
             if chunks:
-                self._out.extend(chunks)
+                out.extend(chunks)
                 self._flush()
+        self._next_deadline = deadline = self._deadline()
+        for event in ready:
+            self.events.put(event)
+        return deadline
 
-    def _flush(self) -> None:
-        """Write as much of the output as the transport takes now."""
+    def _flush(self) -> bool:
+        """Write as much of the output as the transport takes now.
+
+        Returns True when at least one chunk (one packet) went out completely.
+        """
         transport = self.transport
-        timeout = 0.0 if transport.fileno() is not None else 0.1
-        while self._out:
-            head = self._out[0]
-            if transport.packet:
-                if transport.send(head, timeout) == 0:
-                    return
-                self._out.popleft()
-                continue
-            n = transport.send(head[self._out_offset :] if self._out_offset else head, timeout)
+        out = self._out
+        timeout = 0.0 if self._fd is not None else 0.1
+        done = False
+        if transport.packet:
+            while out:
+                if transport.send(out[0], timeout) == 0:
+                    break
+                out.popleft()
+                done = True
+            return done
+        while out:
+            head = out[0]
+            offset = self._out_offset
+            size = self._write_bytes
+            piece = head if offset == 0 and len(head) <= size else head[offset : offset + size]
+            n = transport.send(piece, timeout)
             if n == 0:
-                return
-            self._out_offset += n
-            if self._out_offset >= len(head):
-                self._out.popleft()
-                self._out_offset = 0
+                break
+            # offer about twice what the transport took last time: a pty takes a few
+            # KiB, a socket more; copying much more than that into each offered
+            # slice would cost more than the write
+            if n < len(piece):
+                self._write_bytes = max(MIN_WRITE_BYTES, 2 * n)
+            elif len(piece) == size:
+                self._write_bytes = min(MAX_WRITE_BYTES, 2 * size)
+            offset += n
+            if offset >= len(head):
+                out.popleft()
+                offset = 0
+                done = True
+            self._out_offset = offset
+        return done
 
     def _log_event(self, event: LinkEvent) -> None:
         match event:

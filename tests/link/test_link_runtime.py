@@ -1,0 +1,190 @@
+"""The link runtime over real transports: order, wake-ups, partial writes, stop and errors."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import statistics
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from ira.errors import LinkClosed
+from ira.link.events import Channel, LinkEvent, MessageReceived
+from ira.link.mem import mem_pair
+from ira.link.runtime import LinkRuntime
+from ira.link.transport import Transport
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class NoDescriptor:
+    """A stream transport with no descriptor that is often momentarily full.
+
+    Every other ``send`` takes nothing (as a pyserial port whose writer buffer
+    is full returns 0 after its timeout), the others at most ``limit`` bytes.
+    The runtime then reads with a reader thread and must come back, unprompted
+    by any descriptor, for the rest of every chunk it writes.
+    """
+
+    packet = False
+
+    def __init__(self, inner: Transport, limit: int) -> None:
+        self._inner = inner
+        self._limit = limit
+        self._full = False
+        self.name = f"nodesc:{inner.name}"
+
+    def fileno(self) -> int | None:
+        return None
+
+    def recv(self, timeout_s: float | None) -> bytes:
+        return self._inner.recv(timeout_s)
+
+    def send(self, data: bytes, timeout_s: float | None) -> int:
+        self._full = not self._full
+        if self._full:
+            return 0
+        return self._inner.send(data[: self._limit], timeout_s)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def _mem_packet() -> tuple[Transport, Transport]:
+    return mem_pair(packet=True)
+
+
+def _mem_stream() -> tuple[Transport, Transport]:
+    return mem_pair(packet=False)
+
+
+def _no_descriptor() -> tuple[Transport, Transport]:
+    a, b = mem_pair(packet=False)
+    return NoDescriptor(a, 1000), NoDescriptor(b, 1000)
+
+
+PAIRS: dict[str, Callable[[], tuple[Transport, Transport]]] = {
+    "mem-packet": _mem_packet,
+    "mem-stream": _mem_stream,
+    "no-descriptor": _no_descriptor,
+}
+
+
+@contextlib.contextmanager
+def running(
+    ta: Transport, tb: Transport, on_event_b: Callable[[LinkEvent], None] | None = None
+) -> Iterator[tuple[LinkRuntime, LinkRuntime]]:
+    """Both runtimes started; stopped together, so neither sees the other hang up."""
+    a = LinkRuntime(ta, rng=random.Random(1))
+    b = LinkRuntime(tb, rng=random.Random(2), on_event=on_event_b)
+    a.start()
+    b.start()
+    try:
+        yield a, b
+        a.raise_if_failed()
+        b.raise_if_failed()
+    finally:
+        a.stop()
+        b.stop()
+
+
+@pytest.fixture(params=sorted(PAIRS))
+def runtimes(request: pytest.FixtureRequest) -> Iterator[tuple[LinkRuntime, LinkRuntime]]:
+    with running(*PAIRS[request.param]()) as pair:
+        yield pair
+
+
+def next_message(rt: LinkRuntime, timeout_s: float = 10.0) -> MessageReceived:
+    deadline = time.monotonic() + timeout_s
+    while (remaining := deadline - time.monotonic()) > 0:
+        event = rt.next_event(remaining)
+        if isinstance(event, MessageReceived):
+            return event
+    raise AssertionError("no message within the timeout")
+
+
+def test_messages_of_every_size_arrive_whole_and_in_order(
+    runtimes: tuple[LinkRuntime, LinkRuntime],
+) -> None:
+    a, b = runtimes
+    rng = random.Random(7)
+    sent = [
+        (rng.choice(list(Channel)), rng.randbytes(rng.choice((0, 1, 63, 1500, 40_000, 200_000))))
+        for _ in range(60)
+    ]
+    for channel, payload in sent:
+        a.send(payload, channel)
+    received = [next_message(b) for _ in sent]
+    for channel in Channel:
+        assert [m.payload for m in received if m.channel == channel] == [
+            p for c, p in sent if c == channel
+        ]
+
+
+def test_sends_and_calls_run_in_the_order_they_were_made(
+    runtimes: tuple[LinkRuntime, LinkRuntime],
+) -> None:
+    a, _ = runtimes
+    queued: list[int] = []
+
+    def record() -> None:
+        queued.append(a.core.statistics().messages_queued)
+
+    a.call(lambda: None)  # the session is not needed: messages queue before it
+    for _ in range(3):
+        a.post(record)
+        a.send(b"x")
+    a.call(record)
+    assert [q - queued[0] for q in queued] == [0, 1, 2, 3]
+
+
+def test_a_message_sent_while_the_loop_sleeps_goes_out_at_once() -> None:
+    """Each round trip needs two wake-ups of a sleeping loop; a missed one costs a timer."""
+    b_holder: list[LinkRuntime] = []
+
+    def echo(event: LinkEvent) -> None:  # on B's loop thread
+        if isinstance(event, MessageReceived):
+            b_holder[0].core.send_message(event.payload, event.channel)
+
+    with running(*mem_pair(packet=False), on_event_b=echo) as (a, b):
+        b_holder.append(b)
+        a.send(b"up")
+        next_message(a)
+        samples = []
+        for _ in range(50):
+            start = time.monotonic()
+            a.send(b"ping")
+            assert next_message(a).payload == b"ping"
+            samples.append(time.monotonic() - start)
+    # the keepalive timer (0.25 s) would hide a lost wake-up; the median would show it
+    assert statistics.median(samples) < 0.05
+
+
+def test_stop_returns_at_once_and_later_sends_raise() -> None:
+    ta, tb = mem_pair(packet=True)
+    rt = LinkRuntime(ta, rng=random.Random(1))
+    rt.start()
+    time.sleep(0.05)  # the loop sleeps in select
+    start = time.monotonic()
+    rt.stop()
+    assert time.monotonic() - start < 0.25
+    with pytest.raises(LinkClosed):
+        rt.send(b"late")
+    tb.close()
+
+
+def test_an_error_on_the_loop_thread_is_raised_to_the_caller() -> None:
+    class Boom(Exception):
+        pass
+
+    def explode(event: LinkEvent) -> None:
+        raise Boom("from the loop thread")
+
+    ta, tb = mem_pair(packet=True)
+    rt = LinkRuntime(ta, rng=random.Random(1), on_event=explode)
+    with pytest.raises(Boom), rt, LinkRuntime(tb, rng=random.Random(2)):
+        deadline = time.monotonic() + 10.0
+        while rt.error is None and time.monotonic() < deadline:
+            time.sleep(0.01)  # the session comes up: SessionStarted reaches the callback
