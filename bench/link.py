@@ -3,9 +3,20 @@
 * efficiency: payload goodput of 1,500-byte messages over the null-modem throttled to
   115200 and 921600 baud, divided by the line rate (baud/10 bytes per second);
 * throughput: goodput of 64 KiB messages over the unthrottled null-modem, divided by
-  the raw throughput of the same pty pair (raw bytes, pyserial-opened ends, same process);
+  the raw throughput of a pty pair of the same kind (raw bytes in 64 KiB writes,
+  pyserial-opened ends, same process);
 * latency: median round trip of a 64-byte message, divided by the median raw
-  pyserial ping-pong on the same pty pair.
+  pyserial ping-pong of 64 bytes on a pty pair of the same kind.
+
+Fairness: the baseline and the link run the same amount of harness code.  The raw
+writer sends one random 64 KiB chunk over and over and the reader counts bytes; the
+link sender sends one random 64 KiB payload (behind an 8-byte sequence number) over
+and over and the receiver checks each message's number and bytes with ``memcmp``
+(``ira linktest`` instead derives every message from a seeded generator, which costs
+more per byte than the link does).  Both clocks start once both ends are open (the
+link's also once its session is up).  The two kinds of run alternate, and so do
+blocks of raw and link pings, so that both see the same machine: latency on a shared
+machine drifts 2-3x within minutes.
 
 Usage: ``python bench/link.py [--json] [--quick]``
 """
@@ -17,15 +28,27 @@ import contextlib
 import json
 import os
 import statistics
+import struct
 import threading
 import time
+from types import TracebackType
 
 from ira.cli.linktest import measure
-from ira.link.events import Channel, MessageReceived
+from ira.link.events import Channel, LinkEvent, MessageReceived
 from ira.link.nullmodem import NullModem, NullModemConfig
 from ira.link.runtime import LinkRuntime
 from ira.link.serialport import open_serial
 from ira.link.transport import Transport
+
+#: bytes of one raw write and of one link message in the throughput runs
+CHUNK_BYTES = 65536
+#: the link sender keeps at most this many bytes queued beyond what was received
+AHEAD_BYTES = 1 << 20
+#: the throughput runs alternate raw and link this many times
+THROUGHPUT_ROUNDS = 3
+#: the pings alternate raw and link blocks this many times
+PING_BLOCKS = 10
+_SEQ = struct.Struct("<Q")
 
 
 def _read_exactly(t: Transport, n: int) -> None:
@@ -41,62 +64,125 @@ def _write_all(t: Transport, data: bytes) -> None:
         view = view[n:]
 
 
+def _raw_ends(stack: contextlib.ExitStack) -> tuple[Transport, Transport]:
+    """Both ends of a fresh unthrottled null-modem, opened and seen open by it.
+
+    Bytes sent toward an end the null-modem has not yet seen open are discarded,
+    so a baseline that starts at once can lose its first bytes and wait forever.
+    """
+    nm = stack.enter_context(NullModem(NullModemConfig()))
+    a, b = open_serial(nm.path_a), open_serial(nm.path_b)
+    stack.callback(b.close)
+    stack.callback(a.close)
+    nm.wait_until_open()
+    return a, b
+
+
 def raw_throughput(total: int) -> float:
     """Bytes per second of raw data through the unthrottled null-modem."""
-    with NullModem(NullModemConfig()) as nm:
-        a, b = open_serial(nm.path_a), open_serial(nm.path_b)
-        try:
-            chunk = os.urandom(65536)
+    with contextlib.ExitStack() as stack:
+        a, b = _raw_ends(stack)
+        chunk = os.urandom(CHUNK_BYTES)
+        count = max(1, total // len(chunk))
 
-            def writer() -> None:
-                for _ in range(total // len(chunk)):
-                    _write_all(a, chunk)
+        def writer() -> None:
+            for _ in range(count):
+                _write_all(a, chunk)
 
-            start = time.perf_counter()
-            t = threading.Thread(target=writer)
-            t.start()
-            _read_exactly(b, total // len(chunk) * len(chunk))
-            t.join()
-            return total / (time.perf_counter() - start)
-        finally:
-            a.close()
-            b.close()
+        start = time.perf_counter()
+        t = threading.Thread(target=writer)
+        t.start()
+        _read_exactly(b, count * len(chunk))
+        t.join()
+        return count * len(chunk) / (time.perf_counter() - start)
 
 
-def raw_ping(count: int) -> float:
-    """Median seconds of a 64-byte raw ping-pong (echo thread on the far end)."""
-    with NullModem(NullModemConfig()) as nm:
-        a, b = open_serial(nm.path_a), open_serial(nm.path_b)
-        stop = threading.Event()
+def _wait_for(rt: LinkRuntime, kind: type[LinkEvent]) -> LinkEvent:
+    while True:
+        event = rt.next_event(5.0)
+        if event is None:
+            rt.raise_if_failed()
+            raise SystemExit(f"benchmark: no {kind.__name__} within 5 s")
+        if isinstance(event, kind):
+            return event
+
+
+def link_throughput(total: int) -> float:
+    """Payload bytes per second of 64 KiB messages through two link runtimes."""
+    with NullModem(NullModemConfig()) as nm, contextlib.ExitStack() as stack:
+        a = stack.enter_context(LinkRuntime(open_serial(nm.path_a)))
+        b = stack.enter_context(LinkRuntime(open_serial(nm.path_b)))
+        a.send(b"up", Channel.BULK)
+        _wait_for(b, MessageReceived)
+        body = os.urandom(CHUNK_BYTES - _SEQ.size)
+        count = max(1, total // CHUNK_BYTES)
+        sent = received = 0
+        start = time.perf_counter()
+        while received < count:
+            while sent < count and (sent - received) * CHUNK_BYTES < AHEAD_BYTES:
+                a.send(_SEQ.pack(sent) + body, Channel.BULK)
+                sent += 1
+            event = _wait_for(b, MessageReceived)
+            assert isinstance(event, MessageReceived)
+            payload = event.payload
+            if not (payload.startswith(_SEQ.pack(received)) and payload.endswith(body)):
+                raise SystemExit(f"benchmark: message {received} arrived spoiled or out of order")
+            received += 1
+        elapsed = time.perf_counter() - start
+        a.raise_if_failed()
+        b.raise_if_failed()
+        return count * CHUNK_BYTES / elapsed
+
+
+class RawPingPong:
+    """A pty pair with an echo thread on end B: ``ping()`` times one 64-byte round trip."""
+
+    def __init__(self) -> None:
+        self._stack = contextlib.ExitStack()
+        self._stop = threading.Event()
+        self._msg = os.urandom(64)
+
+    def __enter__(self) -> RawPingPong:
+        self._a, b = _raw_ends(self._stack)
 
         def echo() -> None:
-            while not stop.is_set():
+            while not self._stop.is_set():
                 data = b.recv(0.1)
                 if data:
                     _write_all(b, data)
 
-        t = threading.Thread(target=echo)
+        t = threading.Thread(target=echo, name="raw-echo")
         t.start()
-        msg = os.urandom(64)
-        samples = []
-        try:
-            for _ in range(count):
-                start = time.perf_counter()
-                _write_all(a, msg)
-                _read_exactly(a, 64)
-                samples.append(time.perf_counter() - start)
-        finally:
-            stop.set()
-            t.join()
-            a.close()
-            b.close()
-        return statistics.median(samples)
+        self._stack.callback(t.join)
+        self._stack.callback(self._stop.set)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stack.close()
+
+    def ping(self) -> float:
+        start = time.perf_counter()
+        _write_all(self._a, self._msg)
+        _read_exactly(self._a, len(self._msg))
+        return time.perf_counter() - start
 
 
-def link_ping(count: int) -> float:
-    """Median seconds of a 64-byte message round trip through two link runtimes."""
-    with NullModem(NullModemConfig()) as nm, contextlib.ExitStack() as stack:
-        a = stack.enter_context(LinkRuntime(open_serial(nm.path_a)))
+class LinkPingPong:
+    """Two link runtimes; B echoes each message on its loop thread: ``ping()`` times one."""
+
+    def __init__(self) -> None:
+        self._stack = contextlib.ExitStack()
+        self._msg = os.urandom(64)
+
+    def __enter__(self) -> LinkPingPong:
+        stack = self._stack
+        nm = stack.enter_context(NullModem(NullModemConfig()))
+        self._a = stack.enter_context(LinkRuntime(open_serial(nm.path_a)))
         b_holder: list[LinkRuntime] = []
 
         def bounce(event: object) -> None:  # on B's loop thread: echo at once
@@ -105,19 +191,57 @@ def link_ping(count: int) -> float:
 
         b = stack.enter_context(LinkRuntime(open_serial(nm.path_b), on_event=bounce))
         b_holder.append(b)
-        msg = os.urandom(64)
-        samples = []
-        # let the session come up
-        a.send(msg)
-        while not isinstance(a.next_event(5.0), MessageReceived):
-            pass
-        for _ in range(count):
-            start = time.perf_counter()
-            a.send(msg, Channel.CONTROL)
-            while not isinstance(a.next_event(5.0), MessageReceived):
-                pass
-            samples.append(time.perf_counter() - start)
-        return statistics.median(samples)
+        self.ping()  # the session comes up
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stack.close()
+
+    def ping(self) -> float:
+        start = time.perf_counter()
+        self._a.send(self._msg, Channel.CONTROL)
+        _wait_for(self._a, MessageReceived)
+        return time.perf_counter() - start
+
+
+def raw_ping(count: int) -> float:
+    """Median seconds of a 64-byte raw ping-pong (echo thread on the far end)."""
+    with RawPingPong() as pair:
+        return statistics.median(pair.ping() for _ in range(count))
+
+
+def link_ping(count: int) -> float:
+    """Median seconds of a 64-byte message round trip through two link runtimes."""
+    with LinkPingPong() as pair:
+        return statistics.median(pair.ping() for _ in range(count))
+
+
+def latency(count: int) -> tuple[float, float]:
+    """Median raw and link round trips, measured in alternating blocks."""
+    raw: list[float] = []
+    link: list[float] = []
+    block = max(1, count // PING_BLOCKS)
+    with RawPingPong() as raw_pair, LinkPingPong() as link_pair:
+        for _ in range(PING_BLOCKS):
+            raw.extend(raw_pair.ping() for _ in range(block))
+            link.extend(link_pair.ping() for _ in range(block))
+    return statistics.median(raw), statistics.median(link)
+
+
+def throughput(total: int) -> tuple[float, float]:
+    """Median raw and link throughput, measured in alternating runs."""
+    raw: list[float] = []
+    link: list[float] = []
+    share = total // THROUGHPUT_ROUNDS
+    for _ in range(THROUGHPUT_ROUNDS):
+        raw.append(raw_throughput(share))
+        link.append(link_throughput(share))
+    return statistics.median(raw), statistics.median(link)
 
 
 def goodput(baud: int | None, total: int, size: int) -> float:
@@ -141,13 +265,11 @@ def main() -> None:
     for baud, seconds in ((115200, 20), (921600, 10)):
         line = baud / 10
         results[f"efficiency_{baud}"] = goodput(baud, int(line * seconds / q), 1500) / line
-    raw = raw_throughput((64 << 20) // q)
-    link = goodput(None, (64 << 20) // q, 65536)
+    raw, link = throughput((64 << 20) // q)
     results["raw_pty_bytes_per_s"] = raw
     results["link_bytes_per_s"] = link
     results["throughput_ratio"] = link / raw
-    raw_rtt = raw_ping(2000 // q)
-    link_rtt = link_ping(2000 // q)
+    raw_rtt, link_rtt = latency(2000 // q)
     results["raw_ping_s"] = raw_rtt
     results["link_ping_s"] = link_rtt
     results["latency_ratio"] = link_rtt / raw_rtt
