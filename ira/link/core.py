@@ -86,6 +86,7 @@ from ira.wire.link import (
 )
 
 _MOD = 1 << 32
+_MAX_CHANNEL = max(Channel)
 #: the ``held`` bitmap of an ACK covers this many transmissions
 HELD_MASK = (1 << 64) - 1
 #: SACK ranges this end puts in an ACK (at most MAX_SACK_BLOCKS)
@@ -305,7 +306,7 @@ class Link:
 
     def _on_data(self, d: Data, sender: Sender, receiver: Receiver, now: float) -> None:
         self._apply_ack(sender, d.ack, d.window, (), d.echo, None, now)
-        if d.channel > max(Channel):
+        if d.channel > _MAX_CHANNEL:
             self._counters.malformed += 1
             return
         seq = _unwrap(d.seq, receiver.rcv_nxt)

@@ -87,10 +87,14 @@ class _WindowedExtreme:
             self.current = value
 
     def value(self) -> float | None:
-        candidates = [v for v in (self.current, self.previous) if v is not None]
-        if not candidates:
-            return None
-        return max(candidates) if self.want_max else min(candidates)
+        current, previous = self.current, self.previous
+        if current is None:
+            return previous
+        if previous is None:
+            return current
+        if self.want_max:
+            return current if current > previous else previous
+        return current if current < previous else previous
 
 
 @dataclass(slots=True)
@@ -211,9 +215,6 @@ class Sender:
         floor = max(INITIAL_CWND_SEGMENTS * seg, int(bw * CWND_FLOOR_S), CWND_FLOOR_BYTES)
         return max(floor, int(2 * bw * rtt) + seg)
 
-    def _room(self) -> int:
-        return min(self.cwnd - self.pipe_bytes, self.peer_right_edge - self.snd_nxt)
-
     # --- producing segments -----------------------------------------------------
 
     def segments_to_send(self, now: float) -> list[Segment]:
@@ -222,6 +223,7 @@ class Sender:
             return []
         out: list[Segment] = []
         seg_size = self.segment_bytes
+        cwnd = self.cwnd
         # lost segments go out at once, whatever the window: losses are found exactly
         # (by echo), a serial link has no competing flows to protect, and segments
         # the peer holds above a truncated SACK list would otherwise fill the pipe
@@ -234,11 +236,15 @@ class Sender:
                 self._transmit(piece, now, retransmission=True)
                 out.append(piece)
         while True:
-            room = self._room()
+            room = min(cwnd - self.pipe_bytes, self.peer_right_edge - self.snd_nxt)
             if room <= 0:
                 break
             channel = self._next_channel()
             if channel is None:
+                break
+            if room < seg_size and self.pipe_bytes and self._queues[channel].queued_bytes > room:
+                # silly-window avoidance: a runt frame costs its whole header; wait for
+                # the ACK that opens room for a full one (something is in flight)
                 break
             seg = self._cut(channel, min(seg_size, room))
             self.snd_nxt = seg.end

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import enum
 import struct
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -213,7 +214,13 @@ DATA_HEADER_BYTES = _DATA.size
 ACK_MIN_BYTES = _ACK.size
 
 
-_crc_func: Callable[[bytes | bytearray | memoryview], int] = crcmod.predefined.mkCrcFun("crc-32")
+#: crcmod's CRC-32, the reference the fast one is tested against
+reference_crc32: Callable[[bytes | bytearray | memoryview], int] = crcmod.predefined.mkCrcFun(
+    "crc-32"
+)
+#: the same CRC from the standard library: ~10x faster on 64 KiB and it releases the
+#: interpreter lock, so the link thread does not stall the others while it runs
+_crc_func = zlib.crc32
 
 
 def crc32(data: bytes | bytearray | memoryview) -> int:

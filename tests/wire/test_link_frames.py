@@ -503,3 +503,11 @@ def test_ack_with_unknown_flags(flags: int) -> None:
     body[1] = flags
     with pytest.raises(RemoteProtocolError, match="flags"):
         decode(seal(bytes(body)))
+
+
+@given(st.binary(max_size=4096))
+def test_fast_crc_is_crcmods_crc32(data: bytes) -> None:
+    from ira.wire.link import crc32, reference_crc32
+
+    assert crc32(data) == reference_crc32(data)
+    assert crc32(b"123456789") == 0xCBF43926  # the CRC-32 check value
