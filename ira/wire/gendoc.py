@@ -32,7 +32,7 @@ from ira.wire import MessageSpec, WireSpec
 
 #: every wire module documented in docs/PROTOCOL.md, in order; a module that
 #: does not exist yet, or has no ``SPEC`` yet, is skipped (with a warning)
-WIRE_MODULES = ("ira.wire.link", "ira.wire.bus", "ira.wire.venet")
+WIRE_MODULES = ("ira.wire.link", "ira.wire.bus", "ira.wire.virtio", "ira.wire.venet")
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md"
 
