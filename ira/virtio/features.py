@@ -21,11 +21,23 @@ import enum
 from dataclasses import dataclass
 
 from ira.errors import LocalProtocolError
+from ira.wire.virtio import FEATURE_WORDS, DeviceStatus
+
+__all__ = [
+    "FEATURE_WORDS",
+    "FEATURE_WORD_BITS",
+    "TRANSPORT_FEATURES",
+    "DeviceStatus",
+    "Feature",
+    "FeaturePolicy",
+    "Negotiation",
+    "feature_names",
+    "feature_word",
+    "with_feature_word",
+]
 
 #: bits of one feature word (one selector)
 FEATURE_WORD_BITS = 32
-#: feature selectors the transport answers; bits past 32 * FEATURE_WORDS are 0
-FEATURE_WORDS = 4
 
 
 class Feature(enum.IntEnum):
@@ -50,17 +62,6 @@ class Feature(enum.IntEnum):
 
 #: the device-independent features this transport implements
 TRANSPORT_FEATURES = Feature.VERSION_1.mask | Feature.INDIRECT_DESC.mask | Feature.EVENT_IDX.mask
-
-
-class DeviceStatus(enum.IntFlag):
-    """The device status field (virtio 1.2 §2.1)."""
-
-    ACKNOWLEDGE = 1
-    DRIVER = 2
-    DRIVER_OK = 4
-    FEATURES_OK = 8
-    DEVICE_NEEDS_RESET = 64
-    FAILED = 128
 
 
 def feature_word(features: int, select: int) -> int:

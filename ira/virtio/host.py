@@ -47,18 +47,25 @@ from ira.busmodel.events import (
     WindowAttached,
 )
 from ira.busmodel.window import Window
-from ira.errors import DevcallError, LocalProtocolError
+from ira.errors import DevcallError, LocalProtocolError, RemoteProtocolError
 from ira.virtio.calls import (
     DEVICE_ID_ATTR,
-    EVENT,
     EVENT_BYTES,
     EVENT_SHM,
-    U8,
-    U16,
-    U32,
-    U32_PAIR,
-    QueueSetup,
-    VirtioFunc,
+    DeviceFeatures,
+    FeaturesReply,
+    QueueEnable,
+    QueueMax,
+    QueueMaxReply,
+    QueueSet,
+    Reply,
+    Request,
+    SetDriverFeatures,
+    SetStatus,
+    StatusReply,
+    decode_event,
+    decode_reply,
+    encode,
 )
 from ira.virtio.driver import UsedBuffer, VirtqueueDriver
 from ira.virtio.features import (
@@ -118,8 +125,7 @@ class VirtioClient:
 
 @dataclass(frozen=True, slots=True)
 class _Call:
-    func: VirtioFunc
-    payload: bytes = b""
+    request: Request
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +139,8 @@ class _Attach:
 class _Reply:
     status: int
     payload: bytes
+    #: the function of the call answered (None: an attach)
+    func: int | None = None
 
 
 _Step = _Call | _Attach
@@ -172,6 +180,7 @@ class VirtioBinding:
         self._ring_windows: dict[int, int] = {}  # window id -> queue index
         self._event_window: Window | None = None
         self._pending: int | None = None  # call id the sequence waits for
+        self._pending_func: int | None = None  # its function, when it is a DEVCALL
         self._sequence: _Sequence | None = None
         self._now = now
         self._open(now)
@@ -230,6 +239,7 @@ class VirtioBinding:
         if event.call_id != self._pending:
             return
         self._pending = None
+        func, self._pending_func = self._pending_func, None
         if self.handle is None and not isinstance(event, DeviceOpened):
             self._sequence = None
             self._fail(f"open failed: {getattr(event, 'error', event)}")
@@ -237,11 +247,11 @@ class VirtioBinding:
             self.handle = event.handle
             self._advance(None, now)
         elif isinstance(event, CallCompleted):
-            self._advance(_Reply(event.status, event.payload), now)
+            self._advance(_Reply(event.status, event.payload, func), now)
         elif isinstance(event, WindowAttached):
             self._advance(_Reply(0, b""), now)
         elif isinstance(event.error, DevcallError):
-            self._advance(_Reply(event.error.status, b""), now)
+            self._advance(_Reply(event.error.status, b"", func), now)
         else:
             self._fail(f"request failed: {event.error}")
 
@@ -273,8 +283,13 @@ class VirtioBinding:
             return
         assert self.handle is not None
         if isinstance(step, _Call):
+            self._pending_func = step.request.func
             self._pending = self.bus.call(
-                self.handle, step.func, step.payload, now=now, timeout_s=self.timeout_s
+                self.handle,
+                step.request.func,
+                encode(step.request),
+                now=now,
+                timeout_s=self.timeout_s,
             )
         else:
             self._pending = self.bus.attach(
@@ -287,17 +302,17 @@ class VirtioBinding:
             )
 
     def _initialise(self) -> _Sequence:
-        reply = yield _Call(VirtioFunc.SET_STATUS, U8.pack(0))
+        reply = yield _Call(SetStatus(0))
         status = self._status_of(reply, "reset")
         if status != 0:
             raise _InitFailed(f"status {status:#x} after reset")
         for bits in (S.ACKNOWLEDGE, S.ACKNOWLEDGE | S.DRIVER):
-            reply = yield _Call(VirtioFunc.SET_STATUS, U8.pack(bits))
+            reply = yield _Call(SetStatus(bits))
             self._status_of(reply, bits.name or "status")
         offered = 0
         for select in range(FEATURE_WORDS):
-            reply = yield _Call(VirtioFunc.DEVICE_FEATURES, U32.pack(select))
-            offered |= self._u32(reply, "device features") << (32 * select)
+            reply = yield _Call(DeviceFeatures(select))
+            offered |= self._features_of(reply, "device features") << (32 * select)
         supported = self.client.supported_features
         accepted = self.policy.accept(offered, supported)
         allowed = offered & self.policy.allowed
@@ -307,11 +322,9 @@ class VirtioBinding:
             raise _InitFailed("a required feature is missing")
         for select in range(FEATURE_WORDS):
             word = feature_word(accepted, select)
-            reply = yield _Call(VirtioFunc.SET_DRIVER_FEATURES, U32_PAIR.pack(select, word))
-            self._ok(reply, "driver features")
-        reply = yield _Call(
-            VirtioFunc.SET_STATUS, U8.pack(S.ACKNOWLEDGE | S.DRIVER | S.FEATURES_OK)
-        )
+            reply = yield _Call(SetDriverFeatures(select, word))
+            self._decoded(reply, "driver features")
+        reply = yield _Call(SetStatus(S.ACKNOWLEDGE | S.DRIVER | S.FEATURES_OK))
         status = self._status_of(reply, "FEATURES_OK")
         kept = bool(status & S.FEATURES_OK)
         self.negotiation = Negotiation(offered, allowed, supported, accepted, kept)
@@ -319,7 +332,7 @@ class VirtioBinding:
             yield from self._give_up(S(status))
             raise _InitFailed("the device refused the features")
         yield from self._setup_windows(accepted)
-        reply = yield _Call(VirtioFunc.SET_STATUS, U8.pack(S(status) | S.DRIVER_OK))
+        reply = yield _Call(SetStatus(S(status) | S.DRIVER_OK))
         status = self._status_of(reply, "DRIVER_OK")
         if not status & S.DRIVER_OK or status & S.DEVICE_NEEDS_RESET:
             raise _InitFailed(f"status {status:#x} after DRIVER_OK")
@@ -333,9 +346,8 @@ class VirtioBinding:
         self._event_window = event
         sizes: list[int] = []
         for index, wanted in enumerate(self.client.queue_sizes):
-            reply = yield _Call(VirtioFunc.QUEUE_MAX, U16.pack(index))
-            self._ok(reply, "queue max")
-            (largest,) = U16.unpack(reply.payload)
+            reply = yield _Call(QueueMax(index))
+            largest = self._queue_max_of(reply, "queue max")
             if largest == 0:
                 raise _InitFailed(f"the device has no queue {index}")
             size = min(wanted, largest)
@@ -347,9 +359,9 @@ class VirtioBinding:
             self.memory.add(WindowMemory(ring))
             self._ring_windows[ring.window_id] = index
             addrs = QueueAddresses.in_window(ring.window_id, lay)
-            setup = QueueSetup(index, size, ring.window_id, addrs.desc, addrs.avail, addrs.used)
-            self._ok((yield _Call(VirtioFunc.QUEUE_SET, setup.encode())), "queue setup")
-            self._ok((yield _Call(VirtioFunc.QUEUE_ENABLE, U16.pack(index))), "queue enable")
+            setup = QueueSet(index, size, ring.window_id, addrs.desc, addrs.avail, addrs.used)
+            self._decoded((yield _Call(setup)), "queue setup")
+            self._decoded((yield _Call(QueueEnable(index))), "queue enable")
             sizes.append(size)
         for n, spec in enumerate(self.client.windows):
             length = spec.size_bytes if spec.device_writable else 0
@@ -370,36 +382,49 @@ class VirtioBinding:
             )
 
     def _give_up(self, status: DeviceStatus) -> Generator[_Step, _Reply, None]:
-        yield _Call(VirtioFunc.SET_STATUS, U8.pack(status | S.FAILED))
+        yield _Call(SetStatus(status | S.FAILED))
 
     # -- replies --------------------------------------------------------------------
 
     @staticmethod
-    def _ok(reply: _Reply, what: str) -> None:
+    def _decoded(reply: _Reply, what: str) -> Reply:
+        """The decoded reply payload; gives up on a negative status or a malformed payload."""
         if reply.status < 0:
             raise _InitFailed(f"{what}: status {reply.status}")
+        assert reply.func is not None
+        try:
+            return decode_reply(reply.func, reply.payload)
+        except RemoteProtocolError as exc:
+            raise _InitFailed(f"{what}: {exc}") from None
 
     def _status_of(self, reply: _Reply, what: str) -> int:
-        self._ok(reply, what)
-        if len(reply.payload) != U8.size:
-            raise _InitFailed(f"{what}: a status reply of {len(reply.payload)} bytes")
-        status: int = U8.unpack(reply.payload)[0]
-        return status
+        decoded = self._decoded(reply, what)
+        assert isinstance(decoded, StatusReply)
+        return decoded.status
 
-    def _u32(self, reply: _Reply, what: str) -> int:
-        self._ok(reply, what)
-        if len(reply.payload) != U32.size:
-            raise _InitFailed(f"{what}: a reply of {len(reply.payload)} bytes")
-        value: int = U32.unpack(reply.payload)[0]
-        return value
+    def _features_of(self, reply: _Reply, what: str) -> int:
+        decoded = self._decoded(reply, what)
+        assert isinstance(decoded, FeaturesReply)
+        return decoded.bits
+
+    def _queue_max_of(self, reply: _Reply, what: str) -> int:
+        decoded = self._decoded(reply, what)
+        assert isinstance(decoded, QueueMaxReply)
+        return decoded.size
 
     # -- notifications --------------------------------------------------------------
 
     def _signalled(self, window_id: int) -> None:
         event = self._event_window
         if event is not None and window_id == event.window_id:
-            generation, status = EVENT.unpack(event.read(0, EVENT.size))
-            if status & S.DEVICE_NEEDS_RESET and self.state is BindingState.READY:
+            try:
+                record = decode_event(event.read(0, EVENT_BYTES))
+            except RemoteProtocolError as exc:
+                if self.state is BindingState.READY:
+                    self._needs_reset(f"event window: {exc}")
+                return
+            generation = record.generation
+            if record.status & S.DEVICE_NEEDS_RESET and self.state is BindingState.READY:
                 self._needs_reset("the device set DEVICE_NEEDS_RESET")
             if generation != self.generation:
                 self.generation = generation
@@ -445,6 +470,7 @@ class VirtioBinding:
         self._ring_windows = {}
         self._event_window = None
         self._pending = None
+        self._pending_func = None
         self._sequence = None
         self.handle = None
 

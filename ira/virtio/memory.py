@@ -7,6 +7,7 @@ names a window and an offset in it::
 
     addr = window_id << 32 | offset        (both unsigned 32-bit)
 
+(``make_addr``/``split_addr``, specified in ``ira.wire.virtio``).
 The same encoding is used for the queue's own parts (descriptor table,
 available ring, used ring), which may be in one window or three.
 
@@ -29,22 +30,20 @@ from typing import Protocol
 
 from ira.busmodel.window import Window
 from ira.errors import LocalProtocolError
+from ira.wire.virtio import ADDR_OFFSET_BITS, make_addr, split_addr
 
-#: low bits of ``addr`` holding the offset; the window id is above them
-ADDR_OFFSET_BITS = 32
+__all__ = [
+    "ADDR_OFFSET_BITS",
+    "Memory",
+    "MemoryMap",
+    "Region",
+    "RegionView",
+    "WindowMemory",
+    "make_addr",
+    "split_addr",
+]
+
 _U32 = 0xFFFFFFFF
-
-
-def make_addr(window_id: int, offset: int) -> int:
-    """The descriptor ``addr`` of ``offset`` in window ``window_id``."""
-    if not 0 <= window_id <= _U32 or not 0 <= offset <= _U32:
-        raise LocalProtocolError(f"window {window_id} offset {offset} does not fit an address")
-    return window_id << ADDR_OFFSET_BITS | offset
-
-
-def split_addr(addr: int) -> tuple[int, int]:
-    """``(window_id, offset)`` of a descriptor ``addr``."""
-    return addr >> ADDR_OFFSET_BITS & _U32, addr & _U32
 
 
 class Memory(Protocol):

@@ -52,9 +52,8 @@ from dataclasses import dataclass
 
 from ira.errors import LocalProtocolError, RemoteProtocolError
 from ira.virtio.memory import Memory, MemoryMap, make_addr
+from ira.wire.virtio import MAX_QUEUE_SIZE as MAX_QUEUE_SIZE
 
-#: the largest queue size (§2.7)
-MAX_QUEUE_SIZE = 32768
 #: one descriptor, in bytes (§2.7.5)
 DESC_BYTES = 16
 #: minimum alignment of each part (§2.7.1)

@@ -46,24 +46,43 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import assert_never
 
 from ira.busmodel.device import Attachment, Device, Handle
 from ira.busmodel.window import Side
 from ira.errors import LocalProtocolError, RemoteProtocolError
 from ira.virtio.calls import (
     DEVICE_ID_ATTR,
-    EVENT,
     EVENT_BYTES,
     EVENT_SHM,
-    U8,
-    U16,
-    U32,
-    U32_PAIR,
+    MAX_QUEUE_SIZE,
     VIRTIO_TYPE,
-    QueueSetup,
+    ConfigRead,
+    ConfigReadReply,
+    ConfigWrite,
+    DeviceFeatures,
+    DriverFeatures,
+    EmptyReply,
+    EventRecord,
+    FeaturesReply,
+    GenerationReply,
+    GetGeneration,
+    GetStatus,
+    QueueCount,
+    QueueCountReply,
+    QueueEnable,
+    QueueMax,
+    QueueMaxReply,
+    QueueSet,
+    Reply,
+    Request,
+    Reset,
+    SetDriverFeatures,
+    SetStatus,
+    StatusReply,
     VirtioFunc,
-    unpack,
-    unpack_prefix,
+    decode_request,
+    encode,
 )
 from ira.virtio.device import VirtqueueDevice
 from ira.virtio.features import (
@@ -75,7 +94,7 @@ from ira.virtio.features import (
     with_feature_word,
 )
 from ira.virtio.memory import MemoryMap, WindowMemory
-from ira.virtio.ring import MAX_QUEUE_SIZE, QueueAddresses, QueueBroken
+from ira.virtio.ring import QueueAddresses, QueueBroken
 from ira.virtio.status import StatusWrite, decide
 from ira.wire.bus import Status
 
@@ -86,7 +105,7 @@ S = DeviceStatus
 @dataclass(slots=True, eq=False)
 class _Queue:
     max_size: int
-    setup: QueueSetup | None = None
+    setup: QueueSet | None = None
     ring: VirtqueueDevice | None = None
 
 
@@ -119,21 +138,6 @@ class VirtioDevice(Device):
         self._signalled: dict[int, Callable[[], None]] = {}
         self._event: Attachment | None = None
         self._counts: Counter[str] = Counter()
-        self._calls: dict[int, Callable[[bytes], tuple[int, bytes]]] = {
-            VirtioFunc.DEVICE_FEATURES: self._device_features,
-            VirtioFunc.DRIVER_FEATURES: self._get_driver_features,
-            VirtioFunc.SET_DRIVER_FEATURES: self._set_driver_features,
-            VirtioFunc.STATUS: self._get_status,
-            VirtioFunc.SET_STATUS: self._set_status,
-            VirtioFunc.CONFIG_READ: self._config_read,
-            VirtioFunc.CONFIG_WRITE: self._config_write,
-            VirtioFunc.GENERATION: lambda p: self._fixed(p, U32.pack(self._generation)),
-            VirtioFunc.QUEUE_COUNT: lambda p: self._fixed(p, U16.pack(len(self._queues))),
-            VirtioFunc.QUEUE_MAX: self._queue_max,
-            VirtioFunc.QUEUE_SET: self._queue_set,
-            VirtioFunc.QUEUE_ENABLE: self._queue_enable,
-            VirtioFunc.RESET: lambda p: self._fixed(p, b"", reset=True),
-        }
 
     # -- for device authors -------------------------------------------------
 
@@ -277,53 +281,72 @@ class VirtioDevice(Device):
     def call(self, handle: Handle, func: int, payload: bytes, *, now: float) -> tuple[int, bytes]:
         if handle is not self._handle:
             return Status.EBADF, b""
-        run = self._calls.get(func)
-        if run is None:
-            return Status.ENOSYS, b""
-        self._counts[f"call_{VirtioFunc(func).name.lower()}"] += 1
         try:
-            return run(payload)
+            name = VirtioFunc(func).name
+        except ValueError:
+            return Status.ENOSYS, b""
+        self._counts[f"call_{name.lower()}"] += 1
+        try:
+            request = decode_request(func, payload)
         except RemoteProtocolError:
             self._counts["bad_calls"] += 1
             return Status.EINVAL, b""
+        status, reply = self._run(request)
+        return status, (b"" if reply is None else encode(reply))
 
     # -- DEVCALLs ---------------------------------------------------------------
 
-    def _fixed(self, payload: bytes, reply: bytes, *, reset: bool = False) -> tuple[int, bytes]:
-        if payload:
-            raise RemoteProtocolError("this call takes no payload")
-        if reset:
-            self._reset()
-        return Status.OK, reply
+    def _run(self, request: Request) -> tuple[int, Reply | None]:
+        """Carry out one decoded request: a status and the reply (None: empty payload)."""
+        match request:
+            case DeviceFeatures(select=select):
+                return Status.OK, FeaturesReply(feature_word(self.device_features, select))
+            case DriverFeatures(select=select):
+                return Status.OK, FeaturesReply(feature_word(self._driver_features, select))
+            case SetDriverFeatures():
+                return self._set_driver_features(request)
+            case GetStatus():
+                return Status.OK, StatusReply(self._status)
+            case SetStatus():
+                return self._set_status(request.status)
+            case ConfigRead():
+                return self._config_read(request)
+            case ConfigWrite():
+                return self._config_write(request)
+            case GetGeneration():
+                return Status.OK, GenerationReply(self._generation)
+            case QueueCount():
+                return Status.OK, QueueCountReply(len(self._queues))
+            case QueueMax(queue=index):
+                size = self._queues[index].max_size if index < len(self._queues) else 0
+                return Status.OK, QueueMaxReply(size)
+            case QueueSet():
+                return self._queue_set(request), EmptyReply()
+            case QueueEnable():
+                return self._queue_enable(request.queue), EmptyReply()
+            case Reset():
+                self._reset()
+                return Status.OK, EmptyReply()
+            case _:
+                assert_never(request)
 
-    def _device_features(self, payload: bytes) -> tuple[int, bytes]:
-        (select,) = unpack(U32, payload)
-        return Status.OK, U32.pack(feature_word(self.device_features, select))
-
-    def _get_driver_features(self, payload: bytes) -> tuple[int, bytes]:
-        (select,) = unpack(U32, payload)
-        return Status.OK, U32.pack(feature_word(self._driver_features, select))
-
-    def _set_driver_features(self, payload: bytes) -> tuple[int, bytes]:
-        select, word = unpack(U32_PAIR, payload)
+    def _set_driver_features(self, request: SetDriverFeatures) -> tuple[int, Reply | None]:
         if not self._status & S.DRIVER or self._status & (S.FEATURES_OK | S.FAILED):
-            return Status.EPERM, b""
-        if select >= FEATURE_WORDS:
-            return (Status.OK if word == 0 else Status.EINVAL), b""
-        self._driver_features = with_feature_word(self._driver_features, select, word)
-        return Status.OK, b""
+            return Status.EPERM, None
+        if request.select >= FEATURE_WORDS:
+            return (Status.OK if request.bits == 0 else Status.EINVAL), EmptyReply()
+        self._driver_features = with_feature_word(
+            self._driver_features, request.select, request.bits
+        )
+        return Status.OK, EmptyReply()
 
-    def _get_status(self, payload: bytes) -> tuple[int, bytes]:
-        return self._fixed(payload, U8.pack(self._status))
-
-    def _set_status(self, payload: bytes) -> tuple[int, bytes]:
-        (requested,) = unpack(U8, payload)
+    def _set_status(self, requested: int) -> tuple[int, Reply | None]:
         match decide(self._status, requested):
             case StatusWrite.RESET:
                 self._reset()
             case StatusWrite.REFUSE:
                 self._counts["status_refused"] += 1
-                return Status.EINVAL, U8.pack(self._status)
+                return Status.EINVAL, StatusReply(self._status)
             case StatusWrite.ACCEPT:
                 self._set_bits(requested)
             case StatusWrite.CHECK_FEATURES:
@@ -336,25 +359,20 @@ class VirtioDevice(Device):
             case StatusWrite.GO_LIVE:
                 self._set_bits(requested)
                 self._go_live()
-        return Status.OK, U8.pack(self._status)
+        return Status.OK, StatusReply(self._status)
 
-    def _config_read(self, payload: bytes) -> tuple[int, bytes]:
-        offset, length = unpack(U32_PAIR, payload)
-        if offset + length > len(self._config):
-            return Status.ERANGE, b""
-        return Status.OK, U32.pack(self._generation) + bytes(self._config[offset : offset + length])
+    def _config_read(self, request: ConfigRead) -> tuple[int, Reply | None]:
+        end = request.offset + request.length
+        if end > len(self._config):
+            return Status.ERANGE, None
+        data = bytes(self._config[request.offset : end])
+        return Status.OK, ConfigReadReply(self._generation, data)
 
-    def _config_write(self, payload: bytes) -> tuple[int, bytes]:
-        (offset,), data = unpack_prefix(U32, payload)
-        if offset + len(data) > len(self._config):
-            return Status.ERANGE, b""
-        status = self.config_written(offset, data)
-        return status, (U32.pack(self._generation) if status >= 0 else b"")
-
-    def _queue_max(self, payload: bytes) -> tuple[int, bytes]:
-        (index,) = unpack(U16, payload)
-        size = self._queues[index].max_size if index < len(self._queues) else 0
-        return Status.OK, U16.pack(size)
+    def _config_write(self, request: ConfigWrite) -> tuple[int, Reply | None]:
+        if request.offset + len(request.data) > len(self._config):
+            return Status.ERANGE, None
+        status = self.config_written(request.offset, request.data)
+        return status, (GenerationReply(self._generation) if status >= 0 else None)
 
     def _queue_state_error(self, index: int) -> int | None:
         if index >= len(self._queues):
@@ -365,29 +383,27 @@ class VirtioDevice(Device):
             return Status.EPERM  # enabled: only a reset changes it
         return None
 
-    def _queue_set(self, payload: bytes) -> tuple[int, bytes]:
-        setup = QueueSetup.decode(payload)
+    def _queue_set(self, setup: QueueSet) -> int:
         error = self._queue_state_error(setup.queue)
         if error is not None:
-            return error, b""
+            return error
         q = self._queues[setup.queue]
         size = setup.size
         if not 1 <= size <= q.max_size or size & (size - 1):
-            return Status.EINVAL, b""
+            return Status.EINVAL
         notify = self._attachment(setup.notify_window)
         if notify is None or notify.signal is None:
-            return Status.EINVAL, b""
+            return Status.EINVAL
         q.setup = setup
-        return Status.OK, b""
+        return Status.OK
 
-    def _queue_enable(self, payload: bytes) -> tuple[int, bytes]:
-        (index,) = unpack(U16, payload)
+    def _queue_enable(self, index: int) -> int:
         error = self._queue_state_error(index)
         if error is not None:
-            return error, b""
+            return error
         q = self._queues[index]
         if q.setup is None:
-            return Status.EPERM, b""
+            return Status.EPERM
         s = q.setup
         try:
             q.ring = VirtqueueDevice(
@@ -398,8 +414,8 @@ class VirtioDevice(Device):
                 indirect=bool(self._features & Feature.INDIRECT_DESC.mask),
             )
         except LocalProtocolError:
-            return Status.EINVAL, b""
-        return Status.OK, b""
+            return Status.EINVAL
+        return Status.OK
 
     # -- state ------------------------------------------------------------------
 
@@ -464,7 +480,7 @@ class VirtioDevice(Device):
         att = self._event
         if att is None or att.window.closed:
             return
-        att.window.write(0, EVENT.pack(self._generation, self._status))
+        att.window.write(0, encode(EventRecord(self._generation, self._status)))
         if notify and att.signal is not None:
             att.signal.notify()
         else:

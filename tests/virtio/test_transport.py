@@ -27,12 +27,14 @@ from ira.link.simulate import LineFaults
 from ira.virtio import Buffer, QueueAddresses, VirtqueueDriver, WindowMemory, split_layout
 from ira.virtio.calls import (
     DEVICE_ID_ATTR,
-    EVENT,
     EVENT_BYTES,
     EVENT_SHM,
     VIRTIO_TYPE,
-    QueueSetup,
+    EventRecord,
+    QueueSet,
     VirtioFunc,
+    decode_event,
+    encode,
 )
 from ira.virtio.device import VirtqueueDevice
 from ira.virtio.entropy import CHUNK_BYTES, ENTROPY_ID, Entropy, EntropyClient
@@ -132,14 +134,14 @@ class Raw:
             )
         return self.status(S.ACKNOWLEDGE | S.DRIVER | S.FEATURES_OK)
 
-    def ring(self, index: int, size: int) -> tuple[Window, QueueSetup]:
+    def ring(self, index: int, size: int) -> tuple[Window, QueueSet]:
         lay = split_layout(size)
         window = self.net.host.create_window(
             lay.size_bytes, device_offset=lay.used_offset, device_length=lay.used_bytes
         )
         self.attach(10 + index, window, signal=True)
         a = QueueAddresses.in_window(window.window_id, lay)
-        return window, QueueSetup(index, size, window.window_id, a.desc, a.avail, a.used)
+        return window, QueueSet(index, size, window.window_id, a.desc, a.avail, a.used)
 
 
 def u32(value: int) -> bytes:
@@ -267,7 +269,7 @@ def test_config_reads_carry_the_generation() -> None:
         Status.OK,
         u32(1) + b"\xaa\xbb",
     )
-    assert EVENT.unpack(event.read(0, EVENT.size)) == (1, 0)
+    assert decode_event(event.read(0, EVENT_BYTES)) == EventRecord(1, 0)
 
 
 def test_the_event_window_must_be_the_devices_and_signalled() -> None:
@@ -292,26 +294,26 @@ def test_queue_setup_rules() -> None:
     assert raw.call(VirtioFunc.QUEUE_MAX, struct.pack("<H", 0)) == (Status.OK, struct.pack("<H", 8))
     assert raw.call(VirtioFunc.QUEUE_MAX, struct.pack("<H", 7)) == (Status.OK, struct.pack("<H", 0))
     _, setup = raw.ring(0, 8)
-    assert raw.call(VirtioFunc.QUEUE_SET, setup.encode())[0] == Status.EPERM  # before FEATURES_OK
+    assert raw.call(VirtioFunc.QUEUE_SET, encode(setup))[0] == Status.EPERM  # before FEATURES_OK
     raw.to_features_ok()
     bad = [
-        (QueueSetup(5, 8, setup.notify_window, setup.desc, setup.avail, setup.used), Status.ERANGE),
+        (QueueSet(5, 8, setup.notify_window, setup.desc, setup.avail, setup.used), Status.ERANGE),
         (
-            QueueSetup(0, 16, setup.notify_window, setup.desc, setup.avail, setup.used),
+            QueueSet(0, 16, setup.notify_window, setup.desc, setup.avail, setup.used),
             Status.EINVAL,
         ),
-        (QueueSetup(0, 3, setup.notify_window, setup.desc, setup.avail, setup.used), Status.EINVAL),
-        (QueueSetup(0, 8, 999, setup.desc, setup.avail, setup.used), Status.EINVAL),
+        (QueueSet(0, 3, setup.notify_window, setup.desc, setup.avail, setup.used), Status.EINVAL),
+        (QueueSet(0, 8, 999, setup.desc, setup.avail, setup.used), Status.EINVAL),
     ]
     for wrong, status in bad:
-        assert raw.call(VirtioFunc.QUEUE_SET, wrong.encode())[0] == status
+        assert raw.call(VirtioFunc.QUEUE_SET, encode(wrong))[0] == status
     assert raw.call(VirtioFunc.QUEUE_ENABLE, struct.pack("<H", 0))[0] == Status.EPERM  # not set up
-    misaligned = QueueSetup(0, 8, setup.notify_window, setup.desc + 8, setup.avail, setup.used)
-    assert raw.call(VirtioFunc.QUEUE_SET, misaligned.encode())[0] == Status.OK
+    misaligned = QueueSet(0, 8, setup.notify_window, setup.desc + 8, setup.avail, setup.used)
+    assert raw.call(VirtioFunc.QUEUE_SET, encode(misaligned))[0] == Status.OK
     assert raw.call(VirtioFunc.QUEUE_ENABLE, struct.pack("<H", 0))[0] == Status.EINVAL
-    assert raw.call(VirtioFunc.QUEUE_SET, setup.encode())[0] == Status.OK
+    assert raw.call(VirtioFunc.QUEUE_SET, encode(setup))[0] == Status.OK
     assert raw.call(VirtioFunc.QUEUE_ENABLE, struct.pack("<H", 0))[0] == Status.OK
-    assert raw.call(VirtioFunc.QUEUE_SET, setup.encode())[0] == Status.EPERM  # enabled
+    assert raw.call(VirtioFunc.QUEUE_SET, encode(setup))[0] == Status.EPERM  # enabled
     assert raw.status(S.ACKNOWLEDGE | S.DRIVER | S.FEATURES_OK | S.DRIVER_OK) & S.DRIVER_OK
     assert raw.call(VirtioFunc.QUEUE_ENABLE, struct.pack("<H", 1))[0] == Status.EPERM  # live
 
@@ -343,7 +345,7 @@ def test_no_buffer_is_used_before_driver_ok() -> None:
     raw = Raw(echo)
     raw.to_features_ok()
     window, setup = raw.ring(0, 8)
-    assert raw.call(VirtioFunc.QUEUE_SET, setup.encode())[0] == Status.OK
+    assert raw.call(VirtioFunc.QUEUE_SET, encode(setup))[0] == Status.OK
     assert raw.call(VirtioFunc.QUEUE_ENABLE, struct.pack("<H", 0))[0] == Status.OK
     driver = driver_for(raw, window, 8, event_idx=True, indirect=True)
     assert window.signal is not None
@@ -363,7 +365,7 @@ def test_a_broken_queue_needs_a_reset() -> None:
     raw.attach(EVENT_SHM, event, signal=True)
     raw.to_features_ok()
     window, setup = raw.ring(0, 8)
-    raw.call(VirtioFunc.QUEUE_SET, setup.encode())
+    raw.call(VirtioFunc.QUEUE_SET, encode(setup))
     raw.call(VirtioFunc.QUEUE_ENABLE, struct.pack("<H", 0))
     raw.status(S.ACKNOWLEDGE | S.DRIVER | S.FEATURES_OK | S.DRIVER_OK)
     lay = split_layout(8)
@@ -378,7 +380,7 @@ def test_a_broken_queue_needs_a_reset() -> None:
         lambda: any(e.window_id == event.window_id for e in raw.net.events(SignalReceived)),
         timeout_s=5.0,
     )
-    assert EVENT.unpack(event.read(0, EVENT.size))[1] & S.DEVICE_NEEDS_RESET
+    assert decode_event(event.read(0, EVENT_BYTES)).status & S.DEVICE_NEEDS_RESET
     assert raw.call(VirtioFunc.RESET)[0] == Status.OK
     assert raw.status() == 0
 
