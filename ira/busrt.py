@@ -34,6 +34,7 @@ from ira.busmodel.config import BusConfig, ConnectorConfig
 from ira.busmodel.connector import Connector
 from ira.busmodel.device import Device
 from ira.busmodel.devices.echo import EchoFunc
+from ira.busmodel.drivers import DriverRegistry
 from ira.busmodel.events import (
     BusEvent,
     BusReady,
@@ -68,10 +69,19 @@ from ira.link.config import LinkConfig
 from ira.link.events import LinkDown, LinkUp, PeerRestarted, SessionLost
 from ira.link.runtime import LinkRuntime
 from ira.link.transport import Transport, open_transport
+from ira.virtio.calls import VIRTIO_TYPE
+from ira.virtio.entropy import ENTROPY_ID, EntropyClient
+from ira.virtio.features import FeaturePolicy
+from ira.virtio.host import VirtioClient, VirtioDeviceInfo, VirtioHostDriver
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: host-side virtio clients by virtio device id (``VirtioHostDriver``)
+VirtioClients = Mapping[int, Callable[[], VirtioClient]]
+#: the virtio clients every host binds (``HostClient(virtio_clients=...)`` adds to them)
+VIRTIO_CLIENTS: VirtioClients = {ENTROPY_ID: EntropyClient}
 
 #: how long a caller waits beyond a request's own timeout before giving up on the loop
 _GRACE_S = 2.0
@@ -253,13 +263,24 @@ class HostClient:
         bus_config: BusConfig | None = None,
         on_event: HostListener | None = None,
         rng: random.Random | None = None,
+        virtio_clients: VirtioClients | None = None,
+        virtio_policy: FeaturePolicy | None = None,
     ) -> None:
+        """``virtio_clients``: drivers for the board's ``virtio`` devices, by virtio id,
+        besides (or instead of) those of ``VIRTIO_CLIENTS``; ``virtio_policy``: what
+        features they may accept (default: whatever is offered, VERSION_1 required)."""
         self.name = link if isinstance(link, str) else link.name
         self._link = link
         self._link_config = link_config
         self._rng = rng
         self._on_event = on_event
-        self.bus = Bus(bus_config)
+        #: the driver of ``virtio`` devices (its bindings belong to the loop thread)
+        self.virtio = VirtioHostDriver(
+            {**VIRTIO_CLIENTS, **(virtio_clients or {})}, policy=virtio_policy
+        )
+        drivers = DriverRegistry()
+        drivers.register(VIRTIO_TYPE, self.virtio)
+        self.bus = Bus(bus_config, drivers=drivers)
         self._runtime: LinkRuntime | None = None
         self._cond = threading.Condition()
         # guarded by _cond:
@@ -267,6 +288,7 @@ class HostClient:
         self._ready = False
         self._sessions = 0
         self._refused: int | None = None
+        self._changes = 0  # bus events seen (wait_until re-checks at each)
         # loop thread only:
         self._pending: dict[int, Future[object]] = {}
         # caller side (guarded by _cond): echo handle and the session it was opened in
@@ -351,6 +373,43 @@ class HostClient:
             return self._cond.wait_for(
                 lambda: predicate([self._devices[k] for k in sorted(self._devices)]), timeout_s
             )
+
+    def wait_until(self, check: Callable[[], T], timeout_s: float) -> T:
+        """Run ``check`` on the loop thread now and after every bus event until it returns
+        something other than None; returns its last value (None after ``timeout_s``)."""
+        runtime = self.runtime
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self._cond:
+                seen = self._changes
+            value = runtime.call(check)
+            remaining = deadline - time.monotonic()
+            if value is not None or remaining <= 0:
+                return value
+            self._wait_for_change(seen, remaining)
+            runtime.raise_if_failed()
+
+    def _wait_for_change(self, seen: int, timeout_s: float) -> None:
+        """Wait for a bus event after the first ``seen`` ones (or the loop's failure)."""
+        runtime = self.runtime
+        with self._cond:
+            self._cond.wait_for(
+                lambda: self._changes != seen or runtime.error is not None, timeout_s
+            )
+
+    def virtio_devices(self, timeout_s: float = 5.0) -> list[VirtioDeviceInfo]:
+        """Wait for discovery and for every ``virtio`` device's initialisation to end; returns
+        what the host knows of each (virtio id, state, negotiated features), by device id.
+        A device still initialising after ``timeout_s`` is returned as it is."""
+        deadline = time.monotonic() + timeout_s
+        self.wait_ready(timeout_s)
+
+        def settled() -> list[VirtioDeviceInfo] | None:
+            infos = self.virtio.devices()
+            return infos if all(info.settled for info in infos) else None
+
+        found = self.wait_until(settled, max(0.0, deadline - time.monotonic()))
+        return found if found is not None else self.runtime.call(self.virtio.devices)
 
     def find(self, device_type: str) -> DeviceInfo:
         """The first device of ``device_type`` (waits for discovery)."""
@@ -451,6 +510,9 @@ class HostClient:
             future.set_result(value)
 
     def _bus_event(self, event: object) -> None:
+        with self._cond:
+            self._changes += 1
+            self._cond.notify_all()
         match event:
             case CallCompleted():
                 self._complete(
@@ -534,10 +596,12 @@ class HostService:
 
 
 __all__ = [
+    "VIRTIO_CLIENTS",
     "BoardService",
     "CallResult",
     "HostClient",
     "HostListener",
     "HostService",
     "ProfileChange",
+    "VirtioClients",
 ]

@@ -19,6 +19,10 @@
     name = "counter-b"
     options = {}                # per-type options (the stock devices take none)
 
+    [[device]]
+    type = "virtio-rng"         # virtio entropy (ira.virtio.entropy): `ira virtio rng LINK`
+    options = { seed = 1 }      # optional: repeatable bytes; default: the OS's entropy
+
 Each device is known by its ``name`` (default: its type), which must be unique
 in the profile.  Reloading a profile on a running board (``ira board serve``
 does it on SIGHUP) removes the devices whose name is gone or whose entry
@@ -31,6 +35,7 @@ the key.
 
 from __future__ import annotations
 
+import random
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -39,6 +44,7 @@ from pathlib import Path
 from ira.busmodel.device import Device
 from ira.busmodel.devices import BoardInfo, CountingDevice, Echo, RingLoopback
 from ira.errors import ConfigError
+from ira.virtio.entropy import Entropy
 
 #: the board name when a profile names none
 DEFAULT_BOARD = "ira-board"
@@ -88,12 +94,22 @@ def _board_info(spec: DeviceSpec, ctx: DeviceContext) -> Device:
     return BoardInfo(ctx.board, started_at=ctx.started_at, link_statistics=ctx.link_statistics)
 
 
+def _virtio_rng(spec: DeviceSpec, ctx: DeviceContext) -> Device:
+    seed = dict(spec.options).get("seed")
+    if seed is None:
+        return Entropy(random.SystemRandom())
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ConfigError(f"{spec.name}: options.seed must be an integer")
+    return Entropy(random.Random(seed))
+
+
 #: device type -> (factory, allowed option names)
 DEVICE_TYPES: dict[str, tuple[DeviceFactory, frozenset[str]]] = {
     "board-info": (_board_info, frozenset()),
     "echo": (lambda spec, ctx: Echo(), frozenset()),
     "counter": (lambda spec, ctx: CountingDevice(), frozenset()),
     "ring-loopback": (lambda spec, ctx: RingLoopback(), frozenset()),
+    "virtio-rng": (_virtio_rng, frozenset({"seed"})),
 }
 
 #: what a board exposes when no profile is given

@@ -3,7 +3,11 @@
 ``serve`` follows the boards on every LINK in one process and prints a line
 each time a device appears or goes, a link goes down or up, or a board
 restarts; it runs until SIGINT or SIGTERM.  ``list`` waits for discovery and
-prints one row per device: id, type, ABI version, attributes.
+prints one row per device: id, type, ABI version, attributes; a ``virtio`` device (its virtio
+id is the ``virtio_device_id`` attribute) is initialised first, and the row
+adds the features negotiated (``features=...``), its state if it did not
+reach DRIVER_OK, or ``virtio_driver=none`` when no host driver knows its id
+(with ``--json``: a ``virtio`` object).
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from types import FrameType
 from ira.busmodel.events import BusEvent, BusReady, DeviceAdded, DeviceInfo, DeviceRemoved
 from ira.busrt import HostClient, HostService
 from ira.link.events import LinkDown, LinkUp, PeerRestarted, SessionLost
+from ira.virtio.features import feature_names
+from ira.virtio.host import BindingState, VirtioDeviceInfo
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -85,18 +91,52 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _virtio_json(info: VirtioDeviceInfo) -> dict[str, object]:
+    n = info.negotiation
+    return {
+        "id": info.virtio_id,
+        "state": "unbound" if info.state is None else info.state.value,
+        "features": feature_names(n.accepted) if n is not None and n.features_ok else [],
+        "offered": feature_names(n.offered) if n is not None else [],
+        "features_ok": n is not None and n.features_ok,
+        "reason": info.reason,
+    }
+
+
+def _virtio_text(info: VirtioDeviceInfo) -> str:
+    """What the host made of a virtio device, as attributes (its virtio id is the board's)."""
+    n = info.negotiation
+    if info.state is None:
+        return "virtio_driver=none"
+    state = "" if info.state is BindingState.READY else f"virtio_state={info.state.value} "
+    if n is None or not n.features_ok:
+        return f"{state}features=-".strip()
+    return f"{state}features={','.join(feature_names(n.accepted)) or '-'}"
+
+
 def run_list(args: argparse.Namespace) -> int:
     with HostClient(args.link) as client:
         devices = client.list_devices(timeout_s=args.timeout)
+        virtio = {v.device_id: v for v in client.virtio_devices(timeout_s=args.timeout)}
     if args.json:
-        rows = [
-            {"id": d.device_id, "type": d.type, "version": d.version, "attributes": dict(d.attrs)}
-            for d in devices
-        ]
+        rows: list[dict[str, object]] = []
+        for d in devices:
+            row: dict[str, object] = {
+                "id": d.device_id,
+                "type": d.type,
+                "version": d.version,
+                "attributes": dict(d.attrs),
+            }
+            if d.device_id in virtio:
+                row["virtio"] = _virtio_json(virtio[d.device_id])
+            rows.append(row)
         print(json.dumps(rows, indent=2))
         return 0
     width = max([len("TYPE"), *(len(d.type) for d in devices)])
     print(f"{'ID':>4}  {'TYPE':<{width}}  {'VERSION':>7}  ATTRIBUTES")
     for d in devices:
-        print(f"{d.device_id:>4}  {d.type:<{width}}  {d.version:>7}  {_attrs(d)}".rstrip())
+        attrs = _attrs(d)
+        if d.device_id in virtio:
+            attrs = f"{attrs} {_virtio_text(virtio[d.device_id])}"
+        print(f"{d.device_id:>4}  {d.type:<{width}}  {d.version:>7}  {attrs}".rstrip())
     return 0

@@ -24,6 +24,7 @@ SUBCOMMANDS = (
     "ira.cli.board",
     "ira.cli.host",
     "ira.cli.ping",
+    "ira.cli.virtio",
 )
 
 

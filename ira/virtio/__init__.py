@@ -17,7 +17,13 @@ Sans-I/O.  Modules, one concern each:
 from ira.virtio.device import Chain, Segment, VirtqueueDevice
 from ira.virtio.driver import Buffer, UsedBuffer, VirtqueueDriver
 from ira.virtio.features import DeviceStatus, Feature, FeaturePolicy, Negotiation
-from ira.virtio.host import BindingState, VirtioBinding, VirtioClient, VirtioHostDriver
+from ira.virtio.host import (
+    BindingState,
+    VirtioBinding,
+    VirtioClient,
+    VirtioDeviceInfo,
+    VirtioHostDriver,
+)
 from ira.virtio.memory import Memory, MemoryMap, Region, WindowMemory, make_addr, split_addr
 from ira.virtio.ring import (
     MAX_QUEUE_SIZE,
@@ -52,6 +58,7 @@ __all__ = [
     "VirtioBinding",
     "VirtioClient",
     "VirtioDevice",
+    "VirtioDeviceInfo",
     "VirtioHostDriver",
     "VirtqueueDevice",
     "VirtqueueDriver",

@@ -92,6 +92,27 @@ class BindingState(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class VirtioDeviceInfo:
+    """What the host knows of one ``virtio`` bus device (a snapshot, for tools)."""
+
+    #: the bus device id
+    device_id: int
+    #: the virtio device id (virtio 1.2 §5: 1 network, 4 entropy, ...)
+    virtio_id: int
+    #: the binding's state; None when no client drives this virtio device id
+    state: BindingState | None = None
+    #: the feature negotiation, once the offer was read
+    negotiation: Negotiation | None = None
+    #: why the binding failed or needs a reset
+    reason: str = ""
+
+    @property
+    def settled(self) -> bool:
+        """Initialisation is over, or never started (no client)."""
+        return self.state is not BindingState.INITIALISING
+
+
+@dataclass(frozen=True, slots=True)
 class WindowSpec:
     """A data window the client wants attached: ``device_writable`` bytes go device-side."""
 
@@ -489,6 +510,8 @@ class VirtioHostDriver(Driver):
         self.policy = policy or FeaturePolicy()
         self.timeout_s = timeout_s
         self.bindings: dict[int, VirtioBinding] = {}
+        #: the virtio device id of every ``virtio`` device present, by bus device id
+        self.virtio_ids: dict[int, int] = {}
 
     def probe(self, bus: Bus, device: DeviceInfo, *, now: float) -> None:
         attrs = dict(device.attrs)
@@ -496,6 +519,7 @@ class VirtioHostDriver(Driver):
             virtio_id = int(attrs.get(DEVICE_ID_ATTR, ""))
         except ValueError:
             return
+        self.virtio_ids[device.device_id] = virtio_id
         make = self.clients.get(virtio_id)
         if make is None:
             return
@@ -504,6 +528,7 @@ class VirtioHostDriver(Driver):
         )
 
     def remove(self, bus: Bus, device: DeviceInfo, *, now: float) -> None:
+        self.virtio_ids.pop(device.device_id, None)
         binding = self.bindings.pop(device.device_id, None)
         if binding is not None:
             binding.removed()
@@ -520,6 +545,19 @@ class VirtioHostDriver(Driver):
             for device_id, b in self.bindings.items()
             if b.negotiation is not None
         }
+
+    def devices(self) -> list[VirtioDeviceInfo]:
+        """Every ``virtio`` device present, by bus device id, with its binding's state."""
+        infos = []
+        for device_id, virtio_id in sorted(self.virtio_ids.items()):
+            b = self.bindings.get(device_id)
+            if b is None:
+                infos.append(VirtioDeviceInfo(device_id, virtio_id))
+            else:
+                infos.append(
+                    VirtioDeviceInfo(device_id, virtio_id, b.state, b.negotiation, b.reason)
+                )
+        return infos
 
 
 def bindings_ready(driver: VirtioHostDriver) -> Sequence[VirtioBinding]:
