@@ -13,7 +13,9 @@ says, one DEVCALL at a time:
    features (if a required feature is missing: FAILED);
 4. set FEATURES_OK and check, in the status re-read with the reply, that the
    device kept it (else FAILED);
-5. attach the event window; for each queue learn its maximum size, attach a
+5. read the client's part of the configuration space (``config_bytes``), with
+   its generation, into ``binding.config`` (step 7's device-specific setup);
+   attach the event window; for each queue learn its maximum size, attach a
    window holding its rings (its signal is the queue's notifications), set
    the queue up and enable it; attach the client's data windows;
 6. set DRIVER_OK.
@@ -22,7 +24,10 @@ The sequence is a generator that yields each request and is resumed with its
 outcome, so the binding stays sans-I/O: the bus's events drive it.  Every
 negotiation is kept (``negotiation``) for tools to show.  After DRIVER_OK
 the client adds chains to ``binding.queues[i]`` and calls ``kick(i)``; used
-buffers arrive through ``VirtioClient.used``.  A DEVICE_NEEDS_RESET (seen
+buffers arrive through ``VirtioClient.used``.  When the configuration
+generation moves (the event window says so) the configuration is read again
+and ``VirtioClient.config_changed`` runs with the new bytes in
+``binding.config``.  A DEVICE_NEEDS_RESET (seen
 through the event window) or a broken queue moves the binding to
 NEEDS_RESET; ``reinitialise()`` closes the device (a reset on the board) and
 runs the sequence again.
@@ -52,6 +57,8 @@ from ira.virtio.calls import (
     DEVICE_ID_ATTR,
     EVENT_BYTES,
     EVENT_SHM,
+    ConfigRead,
+    ConfigReadReply,
     DeviceFeatures,
     FeaturesReply,
     QueueEnable,
@@ -130,6 +137,8 @@ class VirtioClient:
     queue_sizes: tuple[int, ...] = ()
     #: data windows to attach before DRIVER_OK
     windows: tuple[WindowSpec, ...] = ()
+    #: bytes of configuration space to read (from offset 0) before DRIVER_OK and after changes
+    config_bytes: int = 0
 
     def ready(self, binding: VirtioBinding, *, now: float) -> None:
         """DRIVER_OK is set: queues and windows are usable."""
@@ -138,10 +147,13 @@ class VirtioClient:
         """Chains came back on queue ``index``."""
 
     def config_changed(self, binding: VirtioBinding) -> None:
-        """The device's configuration generation moved."""
+        """The device's configuration generation moved (``binding.config`` is re-read)."""
 
     def failed(self, binding: VirtioBinding, reason: str) -> None:
         """Initialisation failed, or the device needs a reset."""
+
+    def removed(self, binding: VirtioBinding) -> None:
+        """The device is gone (DEVDROP, session reset); nothing of the binding is usable."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,12 +209,15 @@ class VirtioBinding:
         self.windows: dict[str, Window] = {}
         self.memory = MemoryMap()
         self.generation = 0
+        #: the first ``client.config_bytes`` of the configuration space, as last read
+        self.config = b""
         self.reason = ""
         self._ring_windows: dict[int, int] = {}  # window id -> queue index
         self._event_window: Window | None = None
         self._pending: int | None = None  # call id the sequence waits for
         self._pending_func: int | None = None  # its function, when it is a DEVCALL
         self._sequence: _Sequence | None = None
+        self._config_stale = False
         self._now = now
         self._open(now)
 
@@ -253,7 +268,7 @@ class VirtioBinding:
 
     def handle_event(self, event: DeviceEvent, *, now: float) -> None:
         if isinstance(event, SignalReceived):
-            self._signalled(event.window_id)
+            self._signalled(event.window_id, now)
             return
         if not isinstance(event, DeviceOpened | CallCompleted | CallFailed | WindowAttached):
             return
@@ -283,6 +298,7 @@ class VirtioBinding:
         self._forget()
         self.state = BindingState.FAILED
         self.reason = "device removed"
+        self.client.removed(self)
 
     # -- the initialisation sequence (§3.1.1) -------------------------------------
 
@@ -297,6 +313,8 @@ class VirtioBinding:
             step = next(self._sequence) if reply is None else self._sequence.send(reply)
         except StopIteration:
             self._sequence = None
+            if self.state is BindingState.READY and self._config_outdated():
+                self._reread_config(now)
             return
         except _InitFailed as exc:
             self._sequence = None
@@ -352,6 +370,7 @@ class VirtioBinding:
         if not kept:
             yield from self._give_up(S(status))
             raise _InitFailed("the device refused the features")
+        yield from self._read_config()
         yield from self._setup_windows(accepted)
         reply = yield _Call(SetStatus(S(status) | S.DRIVER_OK))
         status = self._status_of(reply, "DRIVER_OK")
@@ -405,6 +424,41 @@ class VirtioBinding:
     def _give_up(self, status: DeviceStatus) -> Generator[_Step, _Reply, None]:
         yield _Call(SetStatus(status | S.FAILED))
 
+    def _read_config(self) -> Generator[_Step, _Reply, None]:
+        size = self.client.config_bytes
+        if not size:
+            return
+        self._config_stale = False
+        reply = self._decoded((yield _Call(ConfigRead(0, size))), "config read")
+        assert isinstance(reply, ConfigReadReply)
+        if len(reply.data) != size:
+            raise _InitFailed(f"config read: {len(reply.data)} bytes, not {size}")
+        self.generation = reply.generation
+        self.config = reply.data
+
+    def _config_changed(self) -> Generator[_Step, _Reply, None]:
+        yield from self._read_config()
+        self.client.config_changed(self)
+
+    def _config_outdated(self) -> bool:
+        """A change was signalled meanwhile, or the event window shows another generation."""
+        event = self._event_window
+        if not self.client.config_bytes or event is None:
+            return False
+        try:
+            generation = decode_event(event.read(0, EVENT_BYTES)).generation
+        except RemoteProtocolError:
+            return self._config_stale
+        return self._config_stale or generation != self.generation
+
+    def _reread_config(self, now: float) -> None:
+        """Read the configuration again, now or when the running sequence ends."""
+        if self._sequence is not None:
+            self._config_stale = True
+            return
+        self._sequence = self._config_changed()
+        self._advance(None, now)
+
     # -- replies --------------------------------------------------------------------
 
     @staticmethod
@@ -435,7 +489,7 @@ class VirtioBinding:
 
     # -- notifications --------------------------------------------------------------
 
-    def _signalled(self, window_id: int) -> None:
+    def _signalled(self, window_id: int, now: float) -> None:
         event = self._event_window
         if event is not None and window_id == event.window_id:
             try:
@@ -448,8 +502,11 @@ class VirtioBinding:
             if record.status & S.DEVICE_NEEDS_RESET and self.state is BindingState.READY:
                 self._needs_reset("the device set DEVICE_NEEDS_RESET")
             if generation != self.generation:
-                self.generation = generation
-                self.client.config_changed(self)
+                if not self.client.config_bytes:
+                    self.generation = generation
+                    self.client.config_changed(self)
+                elif self.state in (BindingState.INITIALISING, BindingState.READY):
+                    self._reread_config(now)
             return
         index = self._ring_windows.get(window_id)
         if index is None or self.state is not BindingState.READY:
@@ -491,8 +548,8 @@ class VirtioBinding:
         self._ring_windows = {}
         self._event_window = None
         self._pending = None
-        self._pending_func = None
         self._sequence = None
+        self._config_stale = False
         self.handle = None
 
 
