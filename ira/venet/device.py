@@ -1,0 +1,305 @@
+"""virtio-net, the board's side: a network device on the virtio transport (virtio 1.2 §5.1).
+
+Sans-I/O: the device moves frames between its two virtqueues and a
+``NetPort`` (``ira.venet.netspec``) it is given, on the thread that owns the
+board's connector; the port does the I/O.
+
+Theory of operation
+-------------------
+
+*Configuration* (§5.1.4): ``mac`` is the MAC the driver gives its interface
+(the board's own interface, behind the port, has another), ``mtu`` the
+port's MTU (VIRTIO_NET_F_MTU, 68..65535), ``status`` LINK_UP while a port is
+attached (VIRTIO_NET_F_STATUS).  Changes move the configuration generation and
+the driver re-reads it.
+
+*Features*: MAC, MTU, STATUS and MRG_RXBUF always; the checksum and GSO
+offloads (CSUM, HOST_TSO4/6, HOST_ECN; GUEST_CSUM, GUEST_TSO4/6, GUEST_ECN)
+only when the port carries virtio-net headers, since only then can the
+board's stack take or make such frames.  A feature set that breaks §5.1.3.1
+(TSO without its checksum feature, ECN without TSO) is refused at
+FEATURES_OK.  At DRIVER_OK the port is told which offloads it may hand the
+device (``set_offloads``: what the driver accepted of GUEST_*).
+
+*receiveq* (device -> driver): frames are read from the port only while the
+driver has offered buffers: ``pull()`` (the port's ``on_readable``) and every
+notification of queue 0 take frames until the port is empty or the buffers
+run out; a frame that finds no buffer waits (one frame) and the port is left
+alone, so the backlog stays in the kernel where its queue discipline can see
+it.  With MRG_RXBUF a frame fills as many buffers as it needs and
+``num_buffers`` says how many (§5.1.6.4); without it, one chain per frame and
+``num_buffers`` is 1; a frame bigger than the chain is dropped.  What the
+board's stack hands over is checked only for what the driver agreed to: its
+length, and no offload that was not negotiated.
+
+*transmitq* (driver -> device): each chain is one frame with its header,
+checked whole (``check_received``: the wire's checks under the negotiated
+offloads and MTU) and handed to the port; every chain goes back used, with
+zero bytes written.  A malformed frame is dropped and counted by reason
+(``tx_dropped_<reason>``); the device and its interface stay up.
+
+*Carrier*: the board's interface has carrier while a driver has the device
+live, so the board's stack sends nothing into a device nobody reads (the
+port may also drop it while the link is down, ``ira.venet.service``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+from ira.venet.netspec import (
+    BASE_FEATURES,
+    DEFAULT_MTU,
+    LINK_UP,
+    NET_ID,
+    OFFLOADS,
+    RX_QUEUE,
+    TX_QUEUE,
+    F,
+    NetConfig,
+    NetPort,
+    Offloads,
+    check_mtu,
+    check_received,
+    features_consistent,
+    with_num_buffers,
+)
+from ira.venet.vnethdr import Drop
+from ira.virtio.device import Chain, VirtqueueDevice
+from ira.virtio.features import TRANSPORT_FEATURES
+from ira.virtio.ring import QueueBroken
+from ira.virtio.transport import VirtioDevice
+from ira.wire.venet import PLAIN_HEADER, VNET_HDR_BYTES
+
+log = logging.getLogger(__name__)
+
+#: byte offset of ``status`` and of ``mtu`` in the configuration space
+_STATUS_AT, _MTU_AT = 6, 10
+#: the largest size of each queue
+QUEUE_SIZE = 256
+
+
+class VirtioNetDevice(VirtioDevice):
+    """The board's network device (see the module docstring)."""
+
+    virtio_id = NET_ID
+    queue_sizes = (QUEUE_SIZE, QUEUE_SIZE)
+
+    def __init__(
+        self,
+        mac: bytes,
+        *,
+        mtu: int = DEFAULT_MTU,
+        port: NetPort | None = None,
+        offloads: bool = True,
+    ) -> None:
+        """``mac``: the driver's MAC; ``mtu``: used until a port gives its own;
+        ``offloads``: offer checksum/GSO offloads when the port carries headers."""
+        if len(mac) != 6:
+            raise ValueError("a MAC is 6 bytes")
+        super().__init__(NetConfig(mac, 0, check_mtu(mtu)).encode())
+        self._offer_offloads = offloads
+        self.device_features = TRANSPORT_FEATURES | BASE_FEATURES
+        self._port: NetPort | None = None
+        self._mtu = mtu
+        self._to_driver = Offloads()
+        self._from_driver = Offloads()
+        self._mergeable = False
+        #: a frame read from the port that waits for receive buffers
+        self._waiting: bytes | None = None
+        #: receive chains popped and not yet pushed: the start of a merged frame, or a spare
+        self._held: list[Chain] = []
+        self._net: Counter[str] = Counter()
+        if port is not None:
+            self.attach_port(port)
+
+    # -- the port -------------------------------------------------------------
+
+    @property
+    def port(self) -> NetPort | None:
+        return self._port
+
+    @property
+    def mtu(self) -> int:
+        return self._mtu
+
+    @property
+    def mac(self) -> bytes:
+        return NetConfig.decode(self.config).mac
+
+    def attach_port(self, port: NetPort) -> None:
+        """Bridge to ``port``: its MTU becomes the device's, LINK_UP is set."""
+        self._port = port
+        self._waiting = None
+        offloads = OFFLOADS if self._offer_offloads and port.vnet_hdr else 0
+        self.device_features = TRANSPORT_FEATURES | BASE_FEATURES | offloads
+        port.connect(self.pull)
+        mtu = check_mtu(port.mtu)
+        if mtu != self._mtu:
+            self._mtu = mtu
+            self.set_config(_MTU_AT, mtu.to_bytes(2, "little"))
+        self._set_link_status(LINK_UP)
+        self._update_carrier()
+        if self.live:
+            self.pull()
+
+    def detach_port(self) -> None:
+        """No network behind the device any more: LINK_UP is cleared."""
+        if self._port is not None:
+            self._port.set_carrier(False)
+        self._port = None
+        self._waiting = None
+        self._set_link_status(0)
+
+    def pull(self) -> None:
+        """Frames wait in the port: move them to the driver while it has buffers."""
+        ring = self.queue(RX_QUEUE)
+        if ring is None:
+            return
+        try:
+            self._fill(ring)
+        except QueueBroken as exc:
+            self._net[f"queue_broken_{exc.fault}"] += 1
+            self.needs_reset(f"queue {RX_QUEUE}: {exc}")
+            return
+        self.interrupt(RX_QUEUE)
+
+    def statistics(self) -> dict[str, int]:
+        counts = super().statistics()
+        counts.update(self._net)
+        return counts
+
+    # -- VirtioDevice hooks -----------------------------------------------------
+
+    def accept_features(self, features: int) -> bool:
+        if not features_consistent(features):
+            return False
+        port = self._port
+        return not features & OFFLOADS or (port is not None and port.vnet_hdr)
+
+    def driver_ok(self) -> None:
+        features = self.features
+        self._to_driver = Offloads.to_driver(features)
+        self._from_driver = Offloads.to_device(features)
+        self._mergeable = bool(features & F.MRG_RXBUF.mask)
+        self._held = []
+        self._waiting = None
+        if self._port is not None and self._port.vnet_hdr:
+            self._port.set_offloads(self._to_driver)
+        log.info("virtio-net %s live (mtu %d)", self.mac.hex(":"), self.mtu)
+        self._update_carrier()
+
+    def device_reset(self) -> None:
+        self._held = []
+        self._waiting = None
+        self._to_driver = self._from_driver = Offloads()
+        self._update_carrier()
+
+    def needs_reset(self, reason: str) -> None:
+        super().needs_reset(reason)
+        self._update_carrier()
+
+    def queue_notified(self, index: int, queue: VirtqueueDevice) -> None:
+        if index == RX_QUEUE:
+            self._fill(queue)
+        elif index == TX_QUEUE:
+            self._transmit(queue)
+
+    # -- receiveq: frames to the driver --------------------------------------------
+
+    def _fill(self, ring: VirtqueueDevice) -> None:
+        while True:
+            frame = self._waiting if self._waiting is not None else self._read()
+            if frame is None:
+                return
+            self._waiting = frame
+            if not self._place(ring, frame):
+                self._net["rx_waits"] += 1
+                return
+            self._waiting = None
+
+    def _read(self) -> bytes | None:
+        """The next frame from the port that the driver may get, with its header."""
+        port = self._port
+        if port is None:
+            return None
+        while (raw := port.read_frame()) is not None:
+            frame = raw if port.vnet_hdr else PLAIN_HEADER + raw
+            reason = self._to_driver.refuse(frame, self._mtu)
+            if reason is None:
+                return frame
+            self._net[f"rx_dropped_{reason.value}"] += 1
+        return None
+
+    def _place(self, ring: VirtqueueDevice, frame: bytes) -> bool:
+        """Write ``frame`` into receive buffers; False if there are not enough yet."""
+        if self._mergeable:
+            room = sum(c.writable_bytes for c in self._held)
+            while room < len(frame):
+                chain = ring.pop()
+                if chain is None:
+                    return False
+                if chain.writable_bytes < VNET_HDR_BYTES:
+                    self._net["rx_bad_buffers"] += 1
+                    ring.push(chain, 0)  # §5.1.6.3: every buffer holds at least a header
+                    continue
+                self._held.append(chain)
+                room += chain.writable_bytes
+            chains, self._held = self._held, []
+        else:
+            chain = self._held.pop() if self._held else ring.pop()
+            if chain is None:
+                return False
+            if chain.writable_bytes < len(frame):
+                self._held = [chain]  # kept for the next frame
+                self._net["rx_dropped_buffer_too_small"] += 1
+                return True
+            chains = [chain]
+        data = with_num_buffers(frame, len(chains))
+        at = 0
+        for chain in chains:
+            size = min(chain.writable_bytes, len(data) - at)
+            ring.write(chain, data[at : at + size])
+            ring.push(chain, size)
+            at += size
+        self._net["rx_frames"] += 1
+        self._net["rx_bytes"] += len(frame) - VNET_HDR_BYTES
+        return True
+
+    # -- transmitq: frames from the driver ---------------------------------------
+
+    def _transmit(self, ring: VirtqueueDevice) -> None:
+        limit = self._from_driver.max_frame_bytes(self.mtu)
+        while (chain := ring.pop()) is not None:
+            reason: Drop | None = Drop.OVERSIZE
+            frame = b""
+            if chain.readable_bytes <= limit:
+                frame = ring.read(chain)
+                reason = check_received(frame, self._from_driver, self.mtu)
+            ring.push(chain, 0)
+            if reason is not None:
+                self._net[f"tx_dropped_{reason.value}"] += 1
+                continue
+            self._deliver(frame)
+
+    def _deliver(self, frame: bytes) -> None:
+        port = self._port
+        if port is None:
+            self._net["tx_dropped_no_port"] += 1
+            return
+        if port.write_frame(frame if port.vnet_hdr else frame[VNET_HDR_BYTES:]):
+            self._net["tx_frames"] += 1
+            self._net["tx_bytes"] += len(frame) - VNET_HDR_BYTES
+        else:
+            self._net["tx_dropped_by_port"] += 1
+
+    # -- state ------------------------------------------------------------------
+
+    def _set_link_status(self, status: int) -> None:
+        if NetConfig.decode(self.config).status != status:
+            self.set_config(_STATUS_AT, status.to_bytes(2, "little"))
+
+    def _update_carrier(self) -> None:
+        if self._port is not None:
+            self._port.set_carrier(self.live)

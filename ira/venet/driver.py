@@ -1,0 +1,366 @@
+"""virtio-net, the host's side: the driver of a network device (virtio 1.2 §5.1.5-§5.1.6).
+
+Sans-I/O: ``VirtioNetClient`` is a ``VirtioClient`` (``ira.virtio.host``); it
+runs on the thread that owns the host's bus and moves frames between the
+device's queues and a ``NetPort`` that it asks for once the device is ready.
+
+Theory of operation
+-------------------
+
+*Initialisation*: the binding negotiates features (offloads only when the
+port will carry virtio-net headers) and reads the configuration space.  At
+DRIVER_OK the client opens its port with the device's MAC and MTU
+(``open_port(InterfaceSettings)``: the host's interface appears when the
+device is discovered), tells it which offloads it may hand over (what the
+device accepted: CSUM, HOST_TSO4/6, HOST_ECN), offers receive buffers and
+starts taking frames.
+
+*Memory*: two data windows.  ``rx`` is the device's to write, cut into
+fixed slots: 4 KiB pages with MRG_RXBUF (a frame takes as many as it needs,
+``num_buffers`` says how many), else slots that hold the largest frame the
+device may send.  ``tx`` is the driver's, used as a FIFO: each frame is
+written whole at the next free offset, one descriptor per frame, and the
+space comes back when the device returns the chain.
+
+*transmitq*: frames are read from the port only while the bytes in flight
+stay under ``tx_inflight_bytes`` and the window has room, so a slow link
+does not grow a queue of its own; the rest waits in the kernel.
+
+*receiveq*: a frame is reassembled from its buffers (``num_buffers`` is
+checked against what is outstanding), checked whole (``check_received``:
+the wire's checks under the negotiated offloads and MTU; malformed frames
+are dropped and counted by reason, ``rx_dropped_<reason>``) and handed to
+the port; the buffers are offered again at once.
+
+*Carrier*: the interface has carrier while the device is ready and its
+STATUS says LINK_UP (the port also drops it while the link is down,
+``ira.venet.service``); it loses it when the device is removed (DEVDROP,
+board restart) and regains it when a new binding becomes ready on the same
+interface.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ira.errors import ConfigError
+from ira.venet.netspec import (
+    BASE_FEATURES,
+    CONFIG_BYTES,
+    DEFAULT_MTU,
+    OFFLOADS,
+    RX_QUEUE,
+    TX_QUEUE,
+    F,
+    NetConfig,
+    NetPort,
+    Offloads,
+    check_received,
+    with_num_buffers,
+)
+from ira.venet.vnethdr import Drop
+from ira.virtio.driver import Buffer, UsedBuffer
+from ira.virtio.features import TRANSPORT_FEATURES
+from ira.virtio.host import BindingState, VirtioBinding, VirtioClient, WindowSpec
+from ira.wire.venet import HEADER, PLAIN_HEADER, VNET_HDR_BYTES
+
+log = logging.getLogger(__name__)
+
+#: the receive buffer size with MRG_RXBUF
+PAGE_BYTES = 4096
+#: the size of each queue asked for
+QUEUE_SIZE = 256
+
+
+@dataclass(frozen=True, slots=True)
+class NetDriverConfig:
+    """How the host's driver sizes its memory and its queue."""
+
+    #: the device-written window that receive buffers live in
+    rx_window_bytes: int = 512 * 1024
+    #: the driver-written window that frames to send are copied into
+    tx_window_bytes: int = 512 * 1024
+    #: frames sent and not yet returned by the device, at most this many bytes
+    tx_inflight_bytes: int = 256 * 1024
+    #: accept checksum/GSO offloads (only ever when the port carries headers)
+    offloads: bool = True
+
+    def __post_init__(self) -> None:
+        if self.rx_window_bytes < 2 * 65536 or self.tx_window_bytes < 2 * 65536:
+            raise ConfigError("the rx and tx windows need at least 128 KiB each")
+        if self.tx_inflight_bytes < 65536 + 64:
+            raise ConfigError("tx_inflight_bytes must hold at least one 64 KiB frame")
+
+
+@dataclass(frozen=True, slots=True)
+class InterfaceSettings:
+    """What the host's interface is set up with once the device is known."""
+
+    #: the MAC the device gave (VIRTIO_NET_F_MAC), or None: keep the interface's own
+    mac: bytes | None
+    mtu: int
+
+
+class TxFifo:
+    """Space in the tx window, handed out in order and taken back in any order."""
+
+    def __init__(self, size_bytes: int) -> None:
+        self.size_bytes = size_bytes
+        self._live: deque[list[int]] = deque()  # [start, end, done] oldest first
+        self._by_start: dict[int, list[int]] = {}
+        self.used_bytes = 0
+
+    def alloc(self, length: int) -> int | None:
+        """The offset of ``length`` free contiguous bytes, or None."""
+        start = self._place(length)
+        if start is None:
+            return None
+        entry = [start, start + length, 0]
+        self._live.append(entry)
+        self._by_start[start] = entry
+        self.used_bytes += length
+        return start
+
+    def _place(self, length: int) -> int | None:
+        live = self._live
+        if not live:
+            return 0 if length <= self.size_bytes else None
+        tail, head = live[0][0], live[-1][1]
+        if head <= tail:  # wrapped: free between the newest end and the oldest start
+            return head if tail - head >= length else None
+        if self.size_bytes - head >= length:  # free at the end, then before the oldest
+            return head
+        return 0 if length <= tail else None
+
+    def free(self, start: int) -> None:
+        entry = self._by_start.pop(start)
+        entry[2] = 1
+        self.used_bytes -= entry[1] - entry[0]
+        while self._live and self._live[0][2]:
+            self._live.popleft()
+
+
+class VirtioNetClient(VirtioClient):
+    """The host's driver for one network device (see the module docstring)."""
+
+    queue_sizes = (QUEUE_SIZE, QUEUE_SIZE)
+    config_bytes = CONFIG_BYTES
+
+    def __init__(
+        self,
+        open_port: Callable[[InterfaceSettings], NetPort],
+        *,
+        vnet_hdr: bool,
+        config: NetDriverConfig | None = None,
+    ) -> None:
+        """``open_port`` gives the interface once the device is ready; ``vnet_hdr``:
+        the port it gives carries virtio-net headers (so offloads can be accepted)."""
+        cfg = config or NetDriverConfig()
+        self.config = cfg
+        self._open_port = open_port
+        offloads = OFFLOADS if cfg.offloads and vnet_hdr else 0
+        self.supported_features = TRANSPORT_FEATURES | BASE_FEATURES | offloads
+        self.windows = (
+            WindowSpec("rx", cfg.rx_window_bytes, device_writable=True),
+            WindowSpec("tx", cfg.tx_window_bytes),
+        )
+        self.port: NetPort | None = None
+        self.settings: InterfaceSettings | None = None
+        self._binding: VirtioBinding | None = None
+        self._link_status = True
+        self._to_device = Offloads()
+        self._from_device = Offloads()
+        self._mergeable = False
+        self._mtu = DEFAULT_MTU
+        self._slot_bytes = PAGE_BYTES
+        self._free_slots: list[int] = []
+        self._parts: list[bytes] = []  # buffers of a merged frame so far
+        self._parts_wanted = 0
+        self._fifo = TxFifo(cfg.tx_window_bytes)
+        self._waiting: bytes | None = None
+        self._counts: Counter[str] = Counter()
+
+    # -- state --------------------------------------------------------------------
+
+    @property
+    def is_ready(self) -> bool:
+        b = self._binding
+        return b is not None and b.state is BindingState.READY
+
+    @property
+    def carrier(self) -> bool:
+        return self.is_ready and self._link_status
+
+    def statistics(self) -> dict[str, int]:
+        counts = dict(self._counts)
+        counts["tx_inflight_bytes"] = self._fifo.used_bytes
+        return counts
+
+    # -- VirtioClient hooks ---------------------------------------------------------
+
+    def ready(self, binding: VirtioBinding, *, now: float) -> None:
+        """DRIVER_OK: open the interface, offer receive buffers, start sending."""
+        negotiation = binding.negotiation
+        assert negotiation is not None
+        features = negotiation.accepted
+        config = NetConfig.decode(binding.config)
+        self._binding = binding
+        self._to_device = Offloads.to_device(features)
+        self._from_device = Offloads.to_driver(features)
+        self._mergeable = bool(features & F.MRG_RXBUF.mask)
+        self._mtu = config.mtu if features & F.MTU.mask else DEFAULT_MTU
+        self._link_status = config.link_up if features & F.STATUS.mask else True
+        self.settings = InterfaceSettings(config.mac if features & F.MAC.mask else None, self._mtu)
+        if self._mergeable:
+            self._slot_bytes = PAGE_BYTES
+        else:
+            largest = self._from_device.max_frame_bytes(self._mtu)
+            self._slot_bytes = -(-largest // PAGE_BYTES) * PAGE_BYTES
+        slots = self.config.rx_window_bytes // self._slot_bytes
+        self._free_slots = list(range(min(slots, binding.queues[RX_QUEUE].queue_size)))
+        self._parts, self._parts_wanted = [], 0
+        self._fifo = TxFifo(self.config.tx_window_bytes)
+        self._waiting = None
+        port = self._open_port(self.settings)
+        self.port = port
+        if port.vnet_hdr:
+            port.set_offloads(self._to_device)
+        port.connect(self.pull)
+        self._offer_rx(binding)
+        self._update_carrier()
+        self.pull()
+
+    def config_changed(self, binding: VirtioBinding) -> None:
+        if binding is not self._binding or binding.negotiation is None:
+            return
+        config = NetConfig.decode(binding.config)
+        if binding.negotiation.accepted & F.STATUS.mask:
+            self._link_status = config.link_up
+        if config.mtu != self._mtu and binding.negotiation.accepted & F.MTU.mask:
+            log.info(
+                "virtio-net: the device's MTU is now %d; the interface keeps %d",
+                config.mtu,
+                self._mtu,
+            )
+        self._update_carrier()
+
+    def failed(self, binding: VirtioBinding, reason: str) -> None:
+        self._counts["failures"] += 1
+        self._update_carrier()
+
+    def removed(self, binding: VirtioBinding) -> None:
+        self._binding = None
+        self._waiting = None
+        self._update_carrier()
+
+    def used(self, binding: VirtioBinding, index: int, used: list[UsedBuffer[object]]) -> None:
+        if index == RX_QUEUE:
+            self._received(binding, used)
+        elif index == TX_QUEUE:
+            for u in used:
+                assert isinstance(u.token, int)
+                self._fifo.free(u.token)
+            self.pull()
+
+    # -- transmitq --------------------------------------------------------------------
+
+    def pull(self) -> None:
+        """Frames wait in the port: send them while there is room."""
+        binding = self._binding
+        if binding is None or binding.state is not BindingState.READY:
+            return
+        queue = binding.queues[TX_QUEUE]
+        window = binding.windows["tx"]
+        limit = self.config.tx_inflight_bytes
+        while True:
+            frame = self._waiting if self._waiting is not None else self._read()
+            if frame is None:
+                break
+            inflight = self._fifo.used_bytes
+            room = not inflight or inflight + len(frame) <= limit
+            at = self._fifo.alloc(len(frame)) if room and queue.num_free else None
+            if at is None:
+                self._waiting = frame
+                self._counts["tx_waits"] += 1
+                break
+            self._waiting = None
+            window.write(at, frame)
+            queue.add([Buffer.at(window.window_id, at, len(frame))], [], at)
+            self._counts["tx_frames"] += 1
+            self._counts["tx_bytes"] += len(frame) - VNET_HDR_BYTES
+        binding.kick(TX_QUEUE)
+
+    def _read(self) -> bytes | None:
+        port = self.port
+        if port is None:
+            return None
+        while (raw := port.read_frame()) is not None:
+            frame = raw if port.vnet_hdr else PLAIN_HEADER + raw
+            reason = self._to_device.refuse(frame, self._mtu)
+            if reason is None:
+                return frame
+            self._counts[f"tx_dropped_{reason.value}"] += 1
+        return None
+
+    # -- receiveq ---------------------------------------------------------------------
+
+    def _offer_rx(self, binding: VirtioBinding) -> None:
+        queue = binding.queues[RX_QUEUE]
+        window = binding.windows["rx"]
+        size = self._slot_bytes
+        while self._free_slots and queue.num_free:
+            slot = self._free_slots.pop()
+            queue.add([], [Buffer.at(window.window_id, slot * size, size)], slot)
+        binding.kick(RX_QUEUE)
+
+    def _received(self, binding: VirtioBinding, used: list[UsedBuffer[object]]) -> None:
+        window = binding.windows["rx"]
+        size = self._slot_bytes
+        outstanding = binding.queues[RX_QUEUE].outstanding + len(used)
+        for u in used:
+            slot = u.token
+            assert isinstance(slot, int)
+            data = window.read(slot * size, u.written_bytes)
+            self._free_slots.append(slot)
+            outstanding -= 1
+            if self._parts_wanted:
+                self._parts.append(data)
+            else:
+                if len(data) < VNET_HDR_BYTES:
+                    self._counts[f"rx_dropped_{Drop.TRUNCATED.value}"] += 1
+                    continue
+                wanted = HEADER.unpack_from(data)[-1] if self._mergeable else 1
+                if not 1 <= wanted <= outstanding + 1:
+                    self._counts["rx_dropped_bad_num_buffers"] += 1
+                    continue
+                self._parts, self._parts_wanted = [data], wanted
+            if len(self._parts) == self._parts_wanted:
+                # num_buffers is the transport's business: the stack gets 0, as from a TAP
+                frame = b"".join([with_num_buffers(self._parts[0], 0), *self._parts[1:]])
+                self._parts, self._parts_wanted = [], 0
+                self._deliver(frame)
+        self._offer_rx(binding)
+
+    def _deliver(self, frame: bytes) -> None:
+        reason = check_received(frame, self._from_device, self._mtu)
+        if reason is not None:
+            self._counts[f"rx_dropped_{reason.value}"] += 1
+            return
+        port = self.port
+        if port is None:
+            self._counts["rx_dropped_no_port"] += 1
+            return
+        if port.write_frame(frame if port.vnet_hdr else frame[VNET_HDR_BYTES:]):
+            self._counts["rx_frames"] += 1
+            self._counts["rx_bytes"] += len(frame) - VNET_HDR_BYTES
+        else:
+            self._counts["rx_dropped_by_port"] += 1
+
+    # -- state ------------------------------------------------------------------------
+
+    def _update_carrier(self) -> None:
+        if self.port is not None:
+            self.port.set_carrier(self.carrier)

@@ -1,0 +1,454 @@
+"""virtio-net device and driver over a simulated link, with in-memory ports (sans-I/O).
+
+A board ``Connector`` with a ``VirtioNetDevice`` and a host ``Bus`` with a
+``VirtioNetClient`` run over two link cores on a simulated line (fake clock,
+seeded faults); each end's network stack is a ``MemPort``.  Nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+from collections import deque
+from collections.abc import Callable
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ira.busmodel import Bus, Connector
+from ira.busmodel.drivers import DriverRegistry
+from ira.busmodel.events import DeviceRemoved
+from ira.link.config import LinkConfig
+from ira.link.core import Link
+from ira.link.events import LinkEvent
+from ira.link.simulate import LineFaults, LinkPair
+from ira.venet.device import VirtioNetDevice
+from ira.venet.driver import InterfaceSettings, TxFifo, VirtioNetClient
+from ira.venet.netspec import (
+    GUEST_OFFLOADS,
+    NET_ID,
+    OFFLOADS,
+    F,
+    Offloads,
+    features_consistent,
+    generated_mac,
+)
+from ira.venet.vnethdr import Drop
+from ira.virtio.calls import VIRTIO_TYPE
+from ira.virtio.features import FeaturePolicy
+from ira.virtio.host import BindingState, VirtioBinding, VirtioHostDriver
+from ira.wire.venet import HEADER, VNET_HDR_BYTES, GsoType, HdrFlags
+
+CLEAN = LineFaults()
+NOISY = LineFaults(ber=2e-6, drop=2e-6, latency_s=0.002)
+MAC = bytes.fromhex("020000000042")
+ETH = bytes.fromhex("02000000004202000000000108004500")  # dst, src, IPv4, start of a header
+
+
+class MemPort:
+    """A network stack in memory: frames it "sends" are read by venet, frames written kept."""
+
+    def __init__(self, name: str, *, vnet_hdr: bool, mtu: int = 1500) -> None:
+        self.name = name
+        self.vnet_hdr = vnet_hdr
+        self.mtu = mtu
+        self.outgoing: deque[bytes] = deque()
+        self.delivered: list[bytes] = []
+        self.carrier: bool | None = None
+        self.offloads: Offloads | None = None
+        self._on_readable: Callable[[], None] | None = None
+        self._armed = True
+
+    def send(self, *frames: bytes) -> None:
+        """The stack sends frames; venet is told once, as a real port's watcher would."""
+        self.outgoing.extend(frames)
+        if self._armed and self._on_readable is not None:
+            self._armed = False
+            self._on_readable()
+
+    # -- NetPort --
+    def read_frame(self) -> bytes | None:
+        if self.outgoing:
+            return self.outgoing.popleft()
+        self._armed = True
+        return None
+
+    def write_frame(self, frame: bytes) -> bool:
+        self.delivered.append(bytes(frame))
+        return True
+
+    def connect(self, on_readable: Callable[[], None]) -> None:
+        self._on_readable = on_readable
+
+    def set_carrier(self, on: bool) -> None:
+        self.carrier = on
+
+    def set_offloads(self, offloads: Offloads) -> None:
+        self.offloads = offloads
+
+
+class Rig:
+    """A board with a network device and a host with its driver, over a simulated line."""
+
+    def __init__(
+        self,
+        *,
+        board_vnet: bool = True,
+        host_vnet: bool = True,
+        mtu: int = 1500,
+        faults: LineFaults = CLEAN,
+        policy: FeaturePolicy | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.board_port = MemPort("board", vnet_hdr=board_vnet, mtu=mtu)
+        self.host_port = MemPort("host", vnet_hdr=host_vnet)
+        self.opened: list[InterfaceSettings] = []
+        self.clients: list[VirtioNetClient] = []
+        self.device = VirtioNetDevice(MAC, port=self.board_port)
+        self.driver = VirtioHostDriver({NET_ID: self._client}, policy=policy)
+        registry = DriverRegistry()
+        registry.register(VIRTIO_TYPE, self.driver)
+        self.board = Connector()
+        self.device_id = self.board.add_device(self.device, now=0.0)
+        self.host = Bus(drivers=registry)
+        rng = random.Random(seed)
+        a = Link(LinkConfig(), rng=random.Random(rng.getrandbits(64)), now=0.0)
+        b = Link(LinkConfig(), rng=random.Random(rng.getrandbits(64)), now=0.0)
+        self.pair = LinkPair(a, b, faults, rng)
+        self.pair.on_event = self._link_event
+        self.removed = 0
+
+    def _client(self) -> VirtioNetClient:
+        def open_port(settings: InterfaceSettings) -> MemPort:
+            self.opened.append(settings)
+            self.host_port.mtu = settings.mtu
+            return self.host_port
+
+        client = VirtioNetClient(open_port, vnet_hdr=self.host_port.vnet_hdr)
+        self.clients.append(client)
+        return client
+
+    @property
+    def client(self) -> VirtioNetClient:
+        return self.clients[-1]
+
+    @property
+    def binding(self) -> VirtioBinding:
+        (binding,) = self.driver.bindings.values()
+        return binding
+
+    def _link_event(self, side: str, ev: LinkEvent) -> None:
+        core = self.board if side == "a" else self.host
+        core.handle_link_event(ev, now=self.pair.now)
+
+    def _flush(self) -> None:
+        moved = True
+        while moved:
+            moved = False
+            for channel, data in self.board.messages_to_send():
+                self.pair.a.send_message(data, channel)
+                moved = True
+            for channel, data in self.host.messages_to_send():
+                self.pair.b.send_message(data, channel)
+                moved = True
+            while (ev := self.host.next_event()) is not None:
+                self.removed += isinstance(ev, DeviceRemoved)
+            while self.board.next_event() is not None:
+                pass
+
+    def run_until(self, condition: Callable[[], bool], timeout_s: float = 30.0) -> bool:
+        limit = self.pair.now + timeout_s
+        while not condition():
+            self._flush()
+            if self.pair.now > limit or not self.pair.step():
+                return condition()
+            for core in (self.board, self.host):
+                deadline = core.next_deadline()
+                if deadline is not None and deadline <= self.pair.now:
+                    core.handle_timeout(now=self.pair.now)
+            self._flush()
+        self._flush()
+        return True
+
+    def ready(self) -> Rig:
+        assert self.run_until(lambda: bool(self.clients) and self.client.carrier), [
+            b.reason for b in self.driver.bindings.values()
+        ]
+        return self
+
+    def accepted(self) -> int:
+        negotiation = self.binding.negotiation
+        assert negotiation is not None
+        return negotiation.accepted
+
+
+def frame(payload: bytes, hdr: tuple[int, ...] = (0, 0, 0, 0, 0, 0, 0)) -> bytes:
+    return HEADER.pack(*hdr) + ETH + payload
+
+
+def tcp_gso_frame(size: int) -> bytes:
+    """A TCP/IPv4 GSO segment: partial checksum, MSS 1448."""
+    hdr = (int(HdrFlags.NEEDS_CSUM), int(GsoType.TCPV4), 66, 1448, 34, 16, 0)
+    return frame(bytes(random.Random(size).randbytes(size)), hdr)
+
+
+def bare(f: bytes) -> bytes:
+    return f[VNET_HDR_BYTES:]
+
+
+# -- negotiation and configuration ------------------------------------------------------
+
+
+def test_features_offloads_and_interface_settings() -> None:
+    rig = Rig().ready()
+    accepted = rig.accepted()
+    for feature in (F.MAC, F.MTU, F.STATUS, F.MRG_RXBUF):
+        assert accepted & feature.mask
+    assert accepted & OFFLOADS == OFFLOADS
+    assert rig.opened == [InterfaceSettings(MAC, 1500)]
+    everything = Offloads(csum=True, tso4=True, tso6=True, ecn=True)
+    assert rig.board_port.offloads == everything  # what the board's stack may hand over
+    assert rig.host_port.offloads == everything
+    assert rig.board_port.carrier and rig.host_port.carrier
+
+
+@pytest.mark.parametrize(("board_vnet", "host_vnet"), [(False, True), (True, False)])
+def test_offloads_only_when_both_ends_carry_headers(board_vnet: bool, host_vnet: bool) -> None:
+    rig = Rig(board_vnet=board_vnet, host_vnet=host_vnet).ready()
+    assert rig.accepted() & OFFLOADS == 0
+    assert rig.accepted() & F.MRG_RXBUF.mask
+    vnet_port = rig.board_port if board_vnet else rig.host_port
+    assert vnet_port.offloads == Offloads()
+
+
+def test_a_feature_set_breaking_the_dependencies_is_refused() -> None:
+    """§5.1.3.1: GUEST_TSO4 without GUEST_CSUM; the device refuses FEATURES_OK."""
+    assert not features_consistent(F.GUEST_TSO4.mask)
+    assert features_consistent(F.GUEST_TSO4.mask | F.GUEST_CSUM.mask)
+    policy = FeaturePolicy(allowed=~F.GUEST_CSUM.mask)
+    rig = Rig(policy=policy)
+    assert rig.run_until(
+        lambda: any(b.state is BindingState.FAILED for b in rig.driver.bindings.values())
+    )
+    assert rig.binding.reason == "the device refused the features"
+    assert not rig.host_port.carrier
+
+
+def test_mtu_9000_is_the_interfaces_and_bounds_plain_frames() -> None:
+    rig = Rig(mtu=9000).ready()
+    assert rig.opened == [InterfaceSettings(MAC, 9000)]
+    fits, too_big = frame(bytes(9000)), frame(bytes(9000 + 4 + 1))  # 4: a VLAN tag
+    rig.board_port.send(fits, too_big)
+    rig.host_port.send(fits, too_big)
+    assert rig.run_until(lambda: rig.board_port.delivered and rig.host_port.delivered)
+    rig.run_until(lambda: False, timeout_s=0.5)
+    assert rig.host_port.delivered == [fits] and rig.board_port.delivered == [fits]
+    assert rig.device.statistics()["rx_dropped_oversize"] == 1
+    assert rig.client.statistics()["tx_dropped_oversize"] == 1
+
+
+def test_without_the_mtu_feature_the_driver_assumes_1500() -> None:
+    rig = Rig(mtu=9000, policy=FeaturePolicy(allowed=~F.MTU.mask)).ready()
+    assert rig.opened == [InterfaceSettings(MAC, 1500)]
+
+
+# -- frames -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("board_vnet", "host_vnet"), [(True, True), (False, False), (True, False)])
+@pytest.mark.parametrize(("faults", "seed"), [(CLEAN, 0), (NOISY, 1)])
+def test_frames_cross_both_ways_in_order(
+    board_vnet: bool, host_vnet: bool, faults: LineFaults, seed: int
+) -> None:
+    rig = Rig(board_vnet=board_vnet, host_vnet=host_vnet, faults=faults, seed=seed).ready()
+    rng = random.Random(seed)
+    up = [frame(rng.randbytes(rng.randrange(46, 1500))) for _ in range(300)]
+    down = [frame(rng.randbytes(rng.randrange(46, 1500))) for _ in range(300)]
+    rig.board_port.send(*(f if board_vnet else bare(f) for f in up))
+    rig.host_port.send(*(f if host_vnet else bare(f) for f in down))
+    assert rig.run_until(
+        lambda: len(rig.host_port.delivered) == 300 and len(rig.board_port.delivered) == 300,
+        timeout_s=120.0,
+    )
+    assert rig.host_port.delivered == [f if host_vnet else bare(f) for f in up]
+    assert rig.board_port.delivered == [f if board_vnet else bare(f) for f in down]
+    assert rig.device.statistics()["rx_frames"] == rig.client.statistics()["rx_frames"] == 300
+
+
+@pytest.mark.parametrize("mergeable", [True, False], ids=["mrg_rxbuf", "big-buffers"])
+def test_gso_segments_cross_whole(mergeable: bool) -> None:
+    policy = None if mergeable else FeaturePolicy(allowed=~F.MRG_RXBUF.mask)
+    rig = Rig(policy=policy).ready()
+    assert bool(rig.accepted() & F.MRG_RXBUF.mask) is mergeable
+    segments = [tcp_gso_frame(n) for n in (65000, 100, 30000, 65483)]
+    rig.board_port.send(*segments)
+    rig.host_port.send(*segments)
+    assert rig.run_until(
+        lambda: len(rig.host_port.delivered) == 4 and len(rig.board_port.delivered) == 4
+    )
+    assert rig.host_port.delivered == segments  # num_buffers back to 0 for the stack
+    assert rig.board_port.delivered == segments
+    if mergeable:  # a 64 KiB segment takes 16 or 17 pages
+        pages = sum(-(-len(s) // 4096) for s in segments)
+        assert rig.device.statistics()["queue0_chains_pushed"] == pages == 41
+
+
+def test_a_backlog_waits_in_the_port_and_nothing_is_lost() -> None:
+    """More frames than receive buffers: the device leaves the rest in the port."""
+    rig = Rig().ready()
+    frames = [frame(struct.pack(">I", i) + bytes(1400)) for i in range(2000)]
+    rig.board_port.send(*frames)
+    assert len(rig.board_port.outgoing) > 1000  # read only as far as buffers allow
+    assert rig.run_until(lambda: len(rig.host_port.delivered) == 2000, timeout_s=120.0)
+    assert rig.host_port.delivered == frames
+    stats = rig.device.statistics()
+    assert stats["rx_waits"] > 0
+    assert not any(k.startswith("rx_dropped") for k in stats)
+
+
+def test_the_driver_bounds_its_bytes_in_flight() -> None:
+    rig = Rig().ready()
+    rig.host_port.send(*(tcp_gso_frame(60000) for _ in range(40)))
+    limit = rig.client.config.tx_inflight_bytes
+    assert rig.client.statistics()["tx_inflight_bytes"] <= limit
+    assert len(rig.host_port.outgoing) > 30
+    assert rig.run_until(lambda: len(rig.board_port.delivered) == 40)
+
+
+# -- malformed frames ---------------------------------------------------------------------
+
+NEEDS_CSUM = int(HdrFlags.NEEDS_CSUM)
+TCPV4 = int(GsoType.TCPV4)
+#: frames that pass a sender's own checks (offloads agreed) and fail the receiver's
+MALFORMED = [
+    (Drop.BAD_GSO, frame(bytes(60), (0, TCPV4, 54, 1448, 34, 16, 0))),
+    (Drop.BAD_GSO, frame(bytes(60), (NEEDS_CSUM, TCPV4, 54, 0, 34, 16, 0))),
+    (Drop.BAD_HDR_LEN, frame(bytes(60), (0, 0, 200, 0, 0, 0, 0))),
+    (Drop.BAD_CSUM, frame(bytes(60), (NEEDS_CSUM, 0, 0, 0, 70, 30, 0))),
+]
+#: frames a sender refuses to send at all
+REFUSED = [
+    (Drop.TRUNCATED, bytes(VNET_HDR_BYTES + 13)),
+    (Drop.BAD_FLAGS, frame(bytes(60), (0x04, 0, 0, 0, 0, 0, 0))),
+    (Drop.BAD_GSO_TYPE, frame(bytes(60), (NEEDS_CSUM, 3, 42, 1448, 34, 6, 0))),
+]
+
+
+def _counts(stats: dict[str, int], prefix: str) -> dict[str, int]:
+    return {k.removeprefix(prefix): v for k, v in stats.items() if k.startswith(prefix)}
+
+
+def test_malformed_frames_are_dropped_counted_and_the_link_stays_up() -> None:
+    rig = Rig().ready()
+    good = frame(b"after the bad ones" + bytes(40))
+    bad = [f for _, f in MALFORMED + REFUSED]
+    rig.board_port.send(*bad, good)
+    rig.host_port.send(*bad, good)
+    assert rig.run_until(lambda: rig.host_port.delivered and rig.board_port.delivered)
+    assert rig.host_port.delivered == [good] and rig.board_port.delivered == [good]
+    expected_rx: dict[str, int] = {}
+    for reason, _ in MALFORMED:
+        expected_rx[reason.value] = expected_rx.get(reason.value, 0) + 1
+    refused = {reason.value: 1 for reason, _ in REFUSED}
+    # board -> host: the device refuses some, the driver drops the rest
+    assert _counts(rig.device.statistics(), "rx_dropped_") == refused
+    assert _counts(rig.client.statistics(), "rx_dropped_") == expected_rx
+    # host -> board: the driver refuses some, the device drops the rest
+    assert _counts(rig.client.statistics(), "tx_dropped_") == refused
+    assert _counts(rig.device.statistics(), "tx_dropped_") == expected_rx
+    assert rig.device.live and rig.client.carrier and rig.board_port.carrier
+
+
+def test_offloads_not_agreed_are_refused_by_the_sender() -> None:
+    """GUEST_* masked: the board's stack may not hand the driver partial checksums or GSO."""
+    rig = Rig(policy=FeaturePolicy(allowed=~GUEST_OFFLOADS)).ready()
+    assert rig.board_port.offloads == Offloads()
+    partial = frame(bytes(60), (NEEDS_CSUM, 0, 0, 0, 34, 16, 0))
+    rig.board_port.send(partial, tcp_gso_frame(3000), frame(bytes(60)))
+    assert rig.run_until(lambda: len(rig.host_port.delivered) == 1)
+    assert _counts(rig.device.statistics(), "rx_dropped_") == {"bad_flags": 2}
+    # the other direction keeps its offloads
+    rig.host_port.send(tcp_gso_frame(3000))
+    assert rig.run_until(lambda: len(rig.board_port.delivered) == 1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.binary(min_size=0, max_size=200), min_size=1, max_size=20))
+def test_whatever_the_stack_hands_over_only_frames_or_counts_come_out(
+    junk: list[bytes],
+) -> None:
+    rig = Rig().ready()
+    rig.board_port.send(*junk)
+    rig.host_port.send(*junk)
+    rig.run_until(lambda: False, timeout_s=1.0)
+    rx = rig.client.statistics().get("rx_frames", 0)
+    tx = rig.device.statistics().get("tx_frames", 0)
+    assert rx == len(rig.host_port.delivered) and tx == len(rig.board_port.delivered)
+    dropped = sum(_counts(rig.device.statistics(), "rx_dropped_").values()) + sum(
+        _counts(rig.client.statistics(), "rx_dropped_").values()
+    )
+    assert rx + dropped == len(junk)
+    assert rig.device.live and rig.client.carrier
+
+
+# -- carrier, status, hotswap ------------------------------------------------------------
+
+
+def test_link_status_follows_the_port() -> None:
+    rig = Rig().ready()
+    rig.device.detach_port()  # no network behind the device: LINK_UP cleared
+    assert rig.run_until(lambda: not rig.host_port.carrier)
+    assert rig.client.is_ready
+    rig.device.attach_port(rig.board_port)
+    assert rig.run_until(lambda: bool(rig.host_port.carrier))
+    rig.board_port.send(frame(bytes(50)))
+    assert rig.run_until(lambda: len(rig.host_port.delivered) == 1)
+
+
+def test_carrier_goes_with_the_device_and_comes_back_with_a_new_one() -> None:
+    rig = Rig().ready()
+    rig.board.remove_device(rig.device_id, now=rig.pair.now)
+    assert rig.run_until(lambda: rig.removed == 1)
+    assert rig.host_port.carrier is False
+    assert rig.board_port.carrier is False  # nobody drives the device
+    again = VirtioNetDevice(MAC, port=rig.board_port)
+    rig.board.add_device(again, now=rig.pair.now)
+    assert rig.run_until(lambda: len(rig.clients) == 2 and rig.clients[1].carrier)
+    assert rig.host_port.carrier and rig.board_port.carrier
+    rig.board_port.send(frame(b"hello again" + bytes(40)))
+    assert rig.run_until(lambda: len(rig.host_port.delivered) == 1)
+
+
+def test_the_generated_mac_is_stable_unicast_and_local() -> None:
+    mac = generated_mac("bb-1", "net0")
+    assert mac == generated_mac("bb-1", "net0") != generated_mac("bb-2", "net0")
+    assert mac[0] & 0x03 == 0x02
+
+
+# -- the tx window ------------------------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(1, 70000), st.integers(0, 64)), max_size=200))
+def test_the_tx_fifo_never_overlaps(ops: list[tuple[bool, int, int]]) -> None:
+    fifo = TxFifo(256 * 1024)
+    live: dict[int, int] = {}
+    for alloc, length, pick in ops:
+        if alloc or not live:
+            start = fifo.alloc(length)
+            if start is None:
+                assert live or length > fifo.size_bytes
+                continue
+            assert start >= 0 and start + length <= fifo.size_bytes
+            for other, size in live.items():
+                assert start + length <= other or other + size <= start
+            live[start] = length
+        else:
+            start = sorted(live)[pick % len(live)]
+            fifo.free(start)
+            del live[start]
+        assert fifo.used_bytes == sum(live.values())
+    for start in list(live):
+        fifo.free(start)
+    assert fifo.used_bytes == 0 and fifo.alloc(fifo.size_bytes) == 0
