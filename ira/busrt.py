@@ -69,6 +69,7 @@ from ira.link.config import LinkConfig
 from ira.link.events import LinkDown, LinkUp, PeerRestarted, SessionLost
 from ira.link.runtime import LinkRuntime
 from ira.link.transport import Transport, open_transport
+from ira.venet.netspec import NetPort
 from ira.virtio.calls import VIRTIO_TYPE
 from ira.virtio.entropy import ENTROPY_ID, EntropyClient
 from ira.virtio.features import FeaturePolicy
@@ -122,9 +123,12 @@ class BoardService:
         connector_config: ConnectorConfig | None = None,
         on_event: Callable[[ConnectorEvent], None] | None = None,
         rng: random.Random | None = None,
+        net_port: Callable[[DeviceSpec], NetPort | None] | None = None,
     ) -> None:
+        """``net_port``: the network interface for the profile's ``virtio-net`` devices."""
         self.name = link if isinstance(link, str) else link.name
         self._link = link
+        self._net_port = net_port
         self._profile = profile
         self._link_config = link_config
         self._rng = rng
@@ -210,6 +214,7 @@ class BoardService:
             board=profile.board,
             started_at=self._started_at,
             link_statistics=lambda: _link_numbers(runtime),
+            net_port=self._net_port,
         )
         removed: list[str] = []
         for name, (spec, board, device_id) in list(self._installed.items()):
@@ -566,12 +571,23 @@ class HostService:
         link_config: LinkConfig | None = None,
         bus_config: BusConfig | None = None,
         on_event: HostListener | None = None,
+        virtio_clients: Sequence[VirtioClients | None] | None = None,
     ) -> None:
+        """``virtio_clients``: one mapping per link (see ``HostClient``)."""
         if not links:
             raise LocalProtocolError("a host service needs at least one link")
+        per_link = list(virtio_clients or [None] * len(links))
+        if len(per_link) != len(links):
+            raise LocalProtocolError("virtio_clients needs one entry per link")
         self.clients = [
-            HostClient(link, link_config=link_config, bus_config=bus_config, on_event=on_event)
-            for link in links
+            HostClient(
+                link,
+                link_config=link_config,
+                bus_config=bus_config,
+                on_event=on_event,
+                virtio_clients=clients,
+            )
+            for link, clients in zip(links, per_link, strict=True)
         ]
         self._stack = contextlib.ExitStack()
 

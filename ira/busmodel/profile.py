@@ -20,6 +20,11 @@
     options = {}                # per-type options (the stock devices take none)
 
     [[device]]
+    type = "virtio-net"         # a network interface on each end (ira.venet)
+    options = { mtu = 9000 }    # mac (the host's; default derived from the board's
+                                # name), mtu (68..65535, default 1500), offloads
+
+    [[device]]
     type = "virtio-rng"         # virtio entropy (ira.virtio.entropy): `ira virtio rng LINK`
     options = { seed = 1 }      # optional: repeatable bytes; default: the OS's entropy
 
@@ -44,6 +49,8 @@ from pathlib import Path
 from ira.busmodel.device import Device
 from ira.busmodel.devices import BoardInfo, CountingDevice, Echo, RingLoopback
 from ira.errors import ConfigError
+from ira.venet.device import VirtioNetDevice
+from ira.venet.netspec import DEFAULT_MTU, NetPort, generated_mac, parse_mac
 from ira.virtio.entropy import Entropy
 
 #: the board name when a profile names none
@@ -85,6 +92,8 @@ class DeviceContext:
     started_at: float
     #: the link core's statistics, for board-info
     link_statistics: Callable[[], Mapping[str, int | float]] | None = None
+    #: the network interface a ``virtio-net`` device bridges to, if the board has one
+    net_port: Callable[[DeviceSpec], NetPort | None] | None = None
 
 
 DeviceFactory = Callable[[DeviceSpec, DeviceContext], Device]
@@ -92,6 +101,27 @@ DeviceFactory = Callable[[DeviceSpec, DeviceContext], Device]
 
 def _board_info(spec: DeviceSpec, ctx: DeviceContext) -> Device:
     return BoardInfo(ctx.board, started_at=ctx.started_at, link_statistics=ctx.link_statistics)
+
+
+def _virtio_net(spec: DeviceSpec, ctx: DeviceContext) -> Device:
+    options = dict(spec.options)
+    mac, mtu, offloads = (
+        options.get("mac"),
+        options.get("mtu", DEFAULT_MTU),
+        options.get("offloads", True),
+    )
+    if not isinstance(mtu, int) or isinstance(mtu, bool):
+        raise ConfigError(f"{spec.name}: options.mtu must be an integer")
+    if not isinstance(offloads, bool):
+        raise ConfigError(f"{spec.name}: options.offloads must be true or false")
+    if mac is not None and not isinstance(mac, str):
+        raise ConfigError(f"{spec.name}: options.mac must be a string like 02:00:00:00:00:01")
+    return VirtioNetDevice(
+        generated_mac(ctx.board, spec.name) if mac is None else parse_mac(mac),
+        mtu=mtu,
+        port=ctx.net_port(spec) if ctx.net_port is not None else None,
+        offloads=offloads,
+    )
 
 
 def _virtio_rng(spec: DeviceSpec, ctx: DeviceContext) -> Device:
@@ -109,6 +139,7 @@ DEVICE_TYPES: dict[str, tuple[DeviceFactory, frozenset[str]]] = {
     "echo": (lambda spec, ctx: Echo(), frozenset()),
     "counter": (lambda spec, ctx: CountingDevice(), frozenset()),
     "ring-loopback": (lambda spec, ctx: RingLoopback(), frozenset()),
+    "virtio-net": (_virtio_net, frozenset({"mac", "mtu", "offloads"})),
     "virtio-rng": (_virtio_rng, frozenset({"seed"})),
 }
 

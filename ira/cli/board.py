@@ -1,4 +1,4 @@
-"""``ira board serve LINK [--profile FILE]``: expose a profile's devices over a link.
+"""``ira board serve LINK [--profile FILE] [--tap NAME --ip CIDR [--mtu N]]``: a board.
 
 The board runs until SIGINT or SIGTERM.  Hotswap by hand: edit the profile and
 send SIGHUP (``kill -HUP PID``; the PID is printed at start).  The board
@@ -7,20 +7,29 @@ is gone or changed are removed (the host sees DEVDROP), new entries are added
 (DEVADD); the others keep running untouched.  A profile that does not parse
 is reported on one line and the running devices are kept.  Without
 ``--profile`` the board exposes board-info, echo, counter and ring-loopback.
+
+With ``--tap NAME`` the board creates a TAP interface (address ``--ip``, MTU
+``--mtu``) and bridges it to its ``virtio-net`` device (one named ``net0`` is
+added when the profile has none): the host's interface appears when the host
+discovers the device.  The board's interface has carrier while a host drives
+the device and the link is up.  ``--no-offload`` sends plain frames (no
+virtio-net headers, no checksum or segmentation offloads).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
 import threading
 from types import FrameType
 
-from ira.busmodel.profile import DEFAULT_PROFILE, Profile, load_profile
+from ira.busmodel.profile import DEFAULT_PROFILE, DeviceSpec, Profile, load_profile
 from ira.busrt import BoardService, ProfileChange
 from ira.errors import ConfigError
+from ira.venet.service import BoardNet, tap_settings
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -39,7 +48,28 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     serve.add_argument("link", metavar="LINK", help="link spec, e.g. /dev/ttyUSB0 or a pty path")
     serve.add_argument("--profile", metavar="FILE", help="board profile (TOML)")
+    add_net_arguments(serve)
+    serve.add_argument(
+        "--mtu", type=int, metavar="N", help="MTU of the TAP and the device (68-65535; 1500)"
+    )
     serve.set_defaults(func=run_serve)
+
+
+def add_net_arguments(parser: argparse.ArgumentParser, *, per_link: bool = False) -> None:
+    """``--tap``, ``--ip`` and ``--no-offload`` (repeated once per link when ``per_link``)."""
+    action = "append" if per_link else "store"
+    each = " (once per LINK, in order)" if per_link else ""
+    parser.add_argument(
+        "--tap", action=action, metavar="NAME", help=f"create TAP interface NAME{each}"
+    )
+    parser.add_argument(
+        "--ip", action=action, metavar="CIDR", help=f"its address, e.g. 10.0.0.1/24{each}"
+    )
+    parser.add_argument(
+        "--no-offload",
+        action="store_true",
+        help="plain frames: no virtio-net headers, no checksum/GSO offloads",
+    )
 
 
 def _describe(change: ProfileChange) -> str:
@@ -47,12 +77,31 @@ def _describe(change: ProfileChange) -> str:
     return " ".join(parts) or "no change"
 
 
-def _load(path: str | None) -> Profile:
-    return DEFAULT_PROFILE if path is None else load_profile(path)
+def _load(path: str | None, *, net: bool) -> Profile:
+    """The profile, with a ``virtio-net`` device ``net0`` added if ``net`` and it has none."""
+    profile = DEFAULT_PROFILE if path is None else load_profile(path)
+    if net and not any(spec.type == "virtio-net" for spec in profile.devices):
+        spec = DeviceSpec(name="net0", type="virtio-net")
+        profile = Profile(profile.board, (*profile.devices, spec))
+    return profile
+
+
+def _net_mtu(profile: Profile, mtu: int | None) -> int | None:
+    """``--mtu``, else the profile's network device's ``mtu`` option."""
+    if mtu is not None:
+        return mtu
+    for spec in profile.devices:
+        if spec.type == "virtio-net":
+            value = dict(spec.options).get("mtu")
+            return value if isinstance(value, int) and not isinstance(value, bool) else None
+    return None
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    profile = _load(args.profile)
+    if args.tap is None and (args.ip is not None or args.mtu is not None):
+        raise ConfigError("--ip and --mtu configure the interface of --tap NAME: give --tap too")
+    net_wanted = args.tap is not None
+    profile = _load(args.profile, net=net_wanted)
     stop = threading.Event()
     reload = threading.Event()
 
@@ -72,13 +121,35 @@ def run_serve(args: argparse.Namespace) -> int:
         )
     }
     try:
-        with BoardService(args.link, profile) as board:
+        with contextlib.ExitStack() as stack:
+            net: BoardNet | None = None
+            if net_wanted:
+                settings = tap_settings(
+                    args.tap, args.ip, _net_mtu(profile, args.mtu), offloads=not args.no_offload
+                )
+                # the TAP exists before the link; its frames go to the board's loop thread
+                net = BoardNet.with_tap(settings, profile.board, lambda fn: board.runtime.post(fn))
+                stack.callback(net.close)
+            board = BoardService(
+                args.link,
+                profile,
+                on_event=None if net is None else net.on_event,
+                net_port=None if net is None else net.port_for,
+            )
+            stack.enter_context(board)
             names = ", ".join(spec.name for spec in profile.devices) or "none"
             print(
                 f"board {profile.board} serving on {args.link} (pid {os.getpid()}; "
                 f"SIGHUP reloads the profile): {names}",
                 flush=True,
             )
+            if net is not None:
+                port = net.loop_port
+                print(
+                    f"interface {port.name} {args.ip or '(no address)'} mtu {port.mtu}"
+                    f"{'' if port.vnet_hdr else ' (no offloads)'}",
+                    flush=True,
+                )
             while True:
                 stop.wait(0.5)
                 board.runtime.raise_if_failed()
@@ -86,7 +157,7 @@ def run_serve(args: argparse.Namespace) -> int:
                     reload.clear()
                     stop.clear()
                     try:
-                        change = board.apply_profile(_load(args.profile))
+                        change = board.apply_profile(_load(args.profile, net=net_wanted))
                     except ConfigError as exc:
                         print(f"ira board: reload refused: {exc}", file=sys.stderr, flush=True)
                         continue

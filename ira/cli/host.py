@@ -1,9 +1,14 @@
-"""``ira host serve LINK...`` and ``ira host list LINK [--json]``: the host side.
+"""``ira host serve LINK... [--tap NAME --ip CIDR]...`` and ``ira host list LINK [--json]``.
 
 ``serve`` follows the boards on every LINK in one process and prints a line
 each time a device appears or goes, a link goes down or up, or a board
-restarts; it runs until SIGINT or SIGTERM.  ``list`` waits for discovery and
-prints one row per device: id, type, ABI version, attributes; a ``virtio`` device (its virtio
+restarts; it runs until SIGINT or SIGTERM.  With ``--tap NAME`` (and
+``--ip CIDR``), given once per LINK in the same order, the board's
+``virtio-net`` device on that link gets an interface here: it appears when
+the device is discovered (with the MAC and MTU the device gives), loses
+carrier when the device is dropped or the link goes down, and regains it
+after rediscovery.  ``list`` waits for discovery and prints one row per
+device: id, type, ABI version, attributes; a ``virtio`` device (its virtio
 id is the ``virtio_device_id`` attribute) is initialised first, and the row
 adds the features negotiated (``features=...``), its state if it did not
 reach DRIVER_OK, or ``virtio_driver=none`` when no host driver knows its id
@@ -13,14 +18,19 @@ reach DRIVER_OK, or ``virtio_driver=none`` when no host driver knows its id
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
 
 from ira.busmodel.events import BusEvent, BusReady, DeviceAdded, DeviceInfo, DeviceRemoved
-from ira.busrt import HostClient, HostService
+from ira.busrt import HostClient, HostService, VirtioClients
+from ira.cli.board import add_net_arguments
+from ira.errors import ConfigError
 from ira.link.events import LinkDown, LinkUp, PeerRestarted, SessionLost
+from ira.venet.service import HostNet, tap_settings
 from ira.virtio.features import feature_names
 from ira.virtio.host import BindingState, VirtioDeviceInfo
 
@@ -35,6 +45,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True)
     serve = verbs.add_parser("serve", help="follow the devices of boards on one or more links")
     serve.add_argument("links", nargs="+", metavar="LINK", help="link specs")
+    add_net_arguments(serve, per_link=True)
     serve.set_defaults(func=run_serve)
     lst = verbs.add_parser("list", help="print the devices of the board on LINK")
     lst.add_argument("link", metavar="LINK", help="link spec")
@@ -69,20 +80,56 @@ def describe(event: BusEvent) -> str | None:
     return None
 
 
+def _nets(args: argparse.Namespace) -> list[HostNet | None]:
+    """One ``HostNet`` per link (None where no ``--tap`` applies)."""
+    taps: list[str] = args.tap or []
+    ips: list[str | None] = args.ip or []
+    if not taps:
+        if ips:
+            raise ConfigError("--ip gives the address of a --tap NAME: give --tap too")
+        return [None] * len(args.links)
+    if len(taps) != len(args.links):
+        raise ConfigError(f"{len(args.links)} links need {len(args.links)} --tap, not {len(taps)}")
+    if ips and len(ips) != len(taps):
+        raise ConfigError(f"give --ip once per --tap ({len(taps)}), or not at all")
+    return [
+        HostNet.with_tap(tap_settings(tap, ip, offloads=not args.no_offload))
+        for tap, ip in zip(taps, ips or [None] * len(taps), strict=True)
+    ]
+
+
+def _poster(client: HostClient) -> Callable[[Callable[[], None]], None]:
+    """Runs a function on the client's loop thread (its runtime exists once it is started)."""
+    return lambda fn: client.runtime.post(fn)
+
+
 def run_serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
+    nets = _nets(args)
+    by_link: dict[str, HostNet] = {}
 
     def on_stop(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
     def on_event(client: HostClient, event: BusEvent) -> None:
+        net = by_link.get(client.name)
+        if net is not None:
+            net.on_event(event)
         line = describe(event)
         if line is not None:
             print(f"{client.name}: {line}", flush=True)
 
+    clients: list[VirtioClients | None] = [None if n is None else n.clients() for n in nets]
     previous = {sig: signal.signal(sig, on_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with HostService(args.links, on_event=on_event) as service:
+        with contextlib.ExitStack() as stack:
+            service = HostService(args.links, on_event=on_event, virtio_clients=clients)
+            for client, net in zip(service.clients, nets, strict=True):
+                if net is not None:
+                    by_link[client.name] = net
+                    net.bind(_poster(client))
+                    stack.callback(net.close)
+            stack.enter_context(service)
             while not stop.wait(0.5):
                 service.raise_if_failed()
     finally:

@@ -1,0 +1,382 @@
+"""venet on real links: TAPs and endpoints served on a link runtime's thread.
+
+The device (``ira.venet.device``) and the driver (``ira.venet.driver``) are
+sans-I/O and run on the thread that owns the bus core.  This module gives
+them their ``NetPort``:
+
+``LoopPort``
+    adapts a frame port (a ``Tap`` or a ``FrameEndpoint``) to ``NetPort``.  A
+    watcher thread waits until the port's descriptor is readable and then
+    posts the consumer's ``on_readable`` to the runtime, once: it waits again
+    only after a ``read_frame`` came back empty (as NAPI re-enables its
+    interrupt), so a consumer that stops reading because the peer has no
+    buffers leaves the frames in the kernel and costs nothing.  Carrier is
+    the consumer's wish *and* the link being up (``link_changed``).
+    Offloads are set with ``TUNSETOFFLOAD`` on a TAP.
+
+``BoardNet``
+    the board's interface: a port created before the devices, handed to the
+    ``virtio-net`` devices of the profile (``port_for``), carrier following
+    the link's events (``on_event``).
+
+``HostNet``
+    the host's interface on one link: created when the first network device
+    becomes ready (with the MAC and MTU it gives), kept across
+    rediscoveries (the next ready device reuses it), carrier off while no
+    device is ready or the link is down.
+
+``TapFactory`` makes the TAPs (in a network namespace when asked);
+``tap_settings`` turns ``--tap/--ip/--mtu`` into one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import select
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from ira.busmodel.events import BusReady, HostRegistered
+from ira.busmodel.profile import DeviceSpec
+from ira.errors import LinkClosed, TransportError
+from ira.link.events import LinkDown, LinkUp, PeerRestarted
+from ira.venet.driver import InterfaceSettings, NetDriverConfig, VirtioNetClient
+from ira.venet.netspec import NET_ID, NetPort, Offloads, format_mac, generated_mac
+from ira.venet.port import FramePort, PortStatistics
+from ira.venet.tap import Offload, Tap, TapConfig
+from ira.virtio.host import VirtioClient
+
+log = logging.getLogger(__name__)
+
+#: ``TUNSETOFFLOAD`` from <linux/if_tun.h>
+_TUNSETOFFLOAD = 0x400454D0
+
+Post = Callable[[Callable[[], None]], None]
+"""Runs a function on the thread that owns the bus core (``LinkRuntime.post``)."""
+
+
+def tap_offloads(offloads: Offloads) -> Offload:
+    """The ``TUNSETOFFLOAD`` bits that let the kernel hand over frames with ``offloads``."""
+    bits = Offload.NONE
+    if offloads.csum:
+        bits |= Offload.CSUM
+        if offloads.tso4:
+            bits |= Offload.TSO4
+        if offloads.tso6:
+            bits |= Offload.TSO6
+        if offloads.ecn and (offloads.tso4 or offloads.tso6):
+            bits |= Offload.TSO_ECN
+    return bits
+
+
+class LoopPort:
+    """A frame port served on a runtime's thread (see the module docstring)."""
+
+    def __init__(self, port: FramePort, post: Post) -> None:
+        self.port = port
+        self._post = post
+        self._on_readable: Callable[[], None] | None = None
+        self._armed = threading.Event()
+        self._armed.set()
+        self._stop = threading.Event()
+        self._wanted = False
+        self._link_up = True
+        self._carrier: bool | None = None
+        self._thread = threading.Thread(
+            target=self._watch, name=f"ira-port {port.name}", daemon=True
+        )
+        self._thread.start()
+
+    # -- NetPort --------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.port.name
+
+    @property
+    def vnet_hdr(self) -> bool:
+        return self.port.vnet_hdr
+
+    @property
+    def mtu(self) -> int:
+        return self.port.mtu
+
+    def read_frame(self) -> bytes | None:
+        frame = self.port.read_frame()
+        if frame is None:
+            self._armed.set()
+        return frame
+
+    def write_frame(self, frame: bytes) -> bool:
+        return self.port.write_frame(frame)
+
+    def connect(self, on_readable: Callable[[], None]) -> None:
+        self._on_readable = on_readable
+
+    def set_carrier(self, on: bool) -> None:
+        self._wanted = on
+        self._apply_carrier()
+
+    def set_offloads(self, offloads: Offloads) -> None:
+        if not isinstance(self.port, Tap):
+            return  # an endpoint hands over whatever its peer wrote
+        bits = tap_offloads(offloads)
+        try:
+            fcntl.ioctl(self.port.fileno(), _TUNSETOFFLOAD, int(bits))
+        except OSError as exc:
+            raise TransportError(f"offloads {bits!r} on {self.name}: {exc.strerror}") from exc
+
+    # -- for the glue ------------------------------------------------------------
+
+    @property
+    def carrier(self) -> bool:
+        return bool(self._carrier)
+
+    def link_changed(self, up: bool) -> None:
+        """The link went down or came back: no carrier while it is down."""
+        self._link_up = up
+        self._apply_carrier()
+
+    def statistics(self) -> PortStatistics:
+        return self.port.statistics()
+
+    def close(self) -> None:
+        """Stop watching and close the port (a TAP disappears).  Idempotent."""
+        self._stop.set()
+        self._armed.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=2)
+        self.port.close()
+
+    def _apply_carrier(self) -> None:
+        carrier = self._wanted and self._link_up
+        if carrier != self._carrier:
+            self._carrier = carrier
+            self.port.set_carrier(carrier)
+            log.info("%s: carrier %s", self.name, "on" if carrier else "off")
+
+    def _watch(self) -> None:
+        fd = self.port.fileno()
+        while not self._stop.is_set():
+            if not self._armed.wait(0.25) or self._stop.is_set():
+                continue
+            try:
+                readable, _, _ = select.select([fd], [], [], 0.25)
+            except (OSError, ValueError):
+                return  # closed under us
+            if not readable:
+                continue
+            self._armed.clear()
+            try:
+                self._post(self._readable)
+            except LinkClosed:
+                return
+
+    def _readable(self) -> None:
+        if self._on_readable is not None:
+            self._on_readable()
+
+
+# -- TAPs -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TapSettings:
+    """An interface ira creates for one end (``--tap NAME --ip CIDR --mtu N``)."""
+
+    name: str
+    addresses: tuple[str, ...] = ()
+    #: None: the device's (host) or 1500 (board)
+    mtu: int | None = None
+    #: carry virtio-net headers and offer checksum/GSO offloads
+    offloads: bool = True
+    #: the network namespace to create it in (None: this process's)
+    netns: str | os.PathLike[str] | None = None
+
+
+def tap_settings(
+    name: str, ip: str | None, mtu: int | None = None, *, offloads: bool = True
+) -> TapSettings:
+    return TapSettings(name, (ip,) if ip else (), mtu, offloads)
+
+
+def open_tap(settings: TapSettings, *, mac: bytes | None, mtu: int | None) -> Tap:
+    """Create the TAP of ``settings`` (carrier off until a device is live)."""
+    return Tap(
+        TapConfig(
+            name=settings.name,
+            netns=settings.netns,
+            mtu=mtu,
+            addresses=settings.addresses,
+            mac=None if mac is None else format_mac(mac),
+            carrier=False,
+            vnet_hdr=settings.offloads,
+        )
+    )
+
+
+# -- the board ------------------------------------------------------------------------
+
+
+class BoardNet:
+    """The board's network interface, handed to its ``virtio-net`` devices."""
+
+    def __init__(self, port: FramePort, post: Post) -> None:
+        self.loop_port = LoopPort(port, post)
+        self._given: str | None = None
+
+    @classmethod
+    def with_tap(cls, settings: TapSettings, board: str, post: Post) -> BoardNet:
+        """A TAP named by ``settings``, its own MAC derived from the board's name."""
+        tap = open_tap(settings, mac=generated_mac(board, "board"), mtu=settings.mtu or 1500)
+        return cls(tap, post)
+
+    def port_for(self, spec: DeviceSpec) -> NetPort | None:
+        """The port for a network device: the first one to ask gets it, later ones none."""
+        if self._given not in (None, spec.name):
+            log.warning("%s: only one network device gets %s", spec.name, self.loop_port.name)
+            return None
+        self._given = spec.name
+        return self.loop_port
+
+    def on_event(self, event: object) -> None:
+        """A board event (link down/up, host registered): the carrier follows the link."""
+        match event:
+            case LinkDown():
+                self.loop_port.link_changed(False)
+            case LinkUp() | PeerRestarted() | HostRegistered():
+                self.loop_port.link_changed(True)
+            case _:
+                pass
+
+    def statistics(self) -> PortStatistics:
+        return self.loop_port.statistics()
+
+    def close(self) -> None:
+        self.loop_port.close()
+
+
+# -- the host ---------------------------------------------------------------------------
+
+
+class HostNet:
+    """The host's network interface on one link (see the module docstring)."""
+
+    def __init__(
+        self,
+        make_port: Callable[[InterfaceSettings], FramePort],
+        *,
+        vnet_hdr: bool,
+        config: NetDriverConfig | None = None,
+    ) -> None:
+        """``make_port`` creates the interface the first time a device is ready."""
+        self._make_port = make_port
+        self._vnet_hdr = vnet_hdr
+        self._config = config
+        self._post: Post | None = None
+        self.loop_port: LoopPort | None = None
+        self.client: VirtioNetClient | None = None
+        self._link_up = True
+        self._lock = threading.Lock()
+
+    @classmethod
+    def with_tap(cls, settings: TapSettings, config: NetDriverConfig | None = None) -> HostNet:
+        def make(s: InterfaceSettings) -> FramePort:
+            return open_tap(settings, mac=s.mac, mtu=settings.mtu or s.mtu)
+
+        if config is None:
+            config = NetDriverConfig(offloads=settings.offloads)
+        return cls(make, vnet_hdr=settings.offloads, config=config)
+
+    def bind(self, post: Post) -> None:
+        """Serve on the runtime that ``post`` hands functions to (before any device)."""
+        self._post = post
+
+    def clients(self) -> Mapping[int, Callable[[], VirtioClient]]:
+        """What ``VirtioHostDriver`` needs: the network device id and a client factory."""
+        return {NET_ID: self._new_client}
+
+    def on_event(self, event: object) -> None:
+        """A bus event of this link: the carrier follows the link."""
+        match event:
+            case LinkDown():
+                self._set_link(False)
+            case LinkUp() | PeerRestarted() | BusReady():
+                self._set_link(True)
+            case _:
+                pass
+
+    @property
+    def carrier(self) -> bool:
+        port = self.loop_port
+        return port is not None and port.carrier
+
+    def statistics(self) -> dict[str, int]:
+        """The driver's and the port's counters (call on the runtime's thread)."""
+        counts: dict[str, int] = {}
+        if self.client is not None:
+            counts.update(self.client.statistics())
+        if self.loop_port is not None:
+            stats = self.loop_port.statistics()
+            counts["port_frames_read"] = stats.frames_read
+            counts["port_frames_written"] = stats.frames_written
+            counts.update({f"port_dropped_{k.value}": v for k, v in stats.dropped.items()})
+        return counts
+
+    def close(self) -> None:
+        with self._lock:
+            port, self.loop_port = self.loop_port, None
+        if port is not None:
+            port.close()
+
+    def _set_link(self, up: bool) -> None:
+        self._link_up = up
+        if self.loop_port is not None:
+            self.loop_port.link_changed(up)
+
+    def _new_client(self) -> VirtioClient:
+        if self.client is not None and self.client.is_ready:
+            log.warning("a second network device on this link gets no interface")
+            return VirtioClient()  # binds, moves nothing
+        self.client = VirtioNetClient(self._open, vnet_hdr=self._vnet_hdr, config=self._config)
+        return self.client
+
+    def _open(self, settings: InterfaceSettings) -> NetPort:
+        """The interface for a device that became ready: created once, then reused."""
+        if self._post is None:
+            raise TransportError("HostNet.bind() was not called before the device appeared")
+        port = self.loop_port
+        if port is None:
+            frame_port = self._make_port(settings)
+            with self._lock:
+                port = self.loop_port = LoopPort(frame_port, self._post)
+            port.link_changed(self._link_up)
+            log.info("interface %s up for the board's network device", port.name)
+        else:
+            _reconfigure(port.port, settings)
+        return port
+
+
+def _reconfigure(port: FramePort, settings: InterfaceSettings) -> None:
+    """Give an interface that outlived its device the new device's MAC and MTU."""
+    mac = None if settings.mac is None else format_mac(settings.mac)
+    if isinstance(port, Tap) and mac is not None and port.mac != mac:
+        port.set_mac(mac)
+    if port.mtu != settings.mtu:
+        with contextlib.suppress(TransportError):
+            port.set_mtu(settings.mtu)
+
+
+__all__ = [
+    "BoardNet",
+    "HostNet",
+    "LoopPort",
+    "TapSettings",
+    "open_tap",
+    "tap_offloads",
+    "tap_settings",
+]
