@@ -28,6 +28,7 @@ from typing import Protocol
 
 from ira.errors import ConfigError
 from ira.venet.vnethdr import Drop, FramePolicy, check_frame
+from ira.virtio.features import Feature
 from ira.wire.venet import (
     ETH_HLEN,
     GSO_ECN,
@@ -105,6 +106,22 @@ _REQUIRES: dict[NetFeature, int] = {
     F.HOST_TSO6: F.CSUM.mask,
     F.HOST_ECN: F.HOST_TSO4.mask | F.HOST_TSO6.mask,
 }
+
+
+def feature_list(features: int) -> list[str]:
+    """Names of the network and transport feature bits in ``features``."""
+    names = []
+    for bit in range(features.bit_length()):
+        if features >> bit & 1:
+            for enum in (NetFeature, Feature):
+                try:
+                    names.append(enum(bit).name)
+                    break
+                except ValueError:
+                    continue
+            else:
+                names.append(f"bit{bit}")
+    return names
 
 
 def features_consistent(features: int) -> bool:
