@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench fuzz soak clean deps
+.PHONY: run test lint typecheck bench hil fuzz soak clean deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ typecheck: $(STAMP)
 ## bench: benchmarks (ratios measured in one run); see docs/PERFORMANCE.md
 bench: $(STAMP)
 	$(BIN)/python bench/link.py
+	$(BIN)/python bench/bus.py
+
+## hil: the hardware-in-the-loop suite: a virtual null-modem per test, or the rig named by
+## IRA_LINK_A / IRA_LINK_B (see docs/HIL.md); HIL_ARGS are passed to pytest
+hil: $(STAMP)
+	$(BIN)/pytest -q hil_tests $(HIL_ARGS)
 
 ## fuzz: longer fuzzing of every decoder
 fuzz: $(STAMP)

@@ -1,0 +1,111 @@
+"""The hardware-in-the-loop suite's options, the ``rig`` fixture and its variants.
+
+``--link-a``/``--link-b`` (or ``IRA_LINK_A``/``IRA_LINK_B``) name a real rig;
+without them every test gets its own virtual null-modem.  Tests marked
+``slow`` (the ``long`` and ``noisy-115200`` variants) are skipped unless the
+run asks for them: ``make soak`` (``IRA_SOAK=1``) or ``-m slow``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from rig import (
+    NOISY_LINE,
+    VARIANTS,
+    Rig,
+    RigSettings,
+    Variant,
+    backstop_timeout_s,
+)
+
+from ira.link.nullmodem import NullModem
+
+_HERE = Path(__file__).resolve().parent
+_SETTINGS = pytest.StashKey[RigSettings]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("ira-hil", "ira hardware-in-the-loop rig")
+    group.addoption(
+        "--link-a",
+        metavar="SPEC",
+        help="the board's end of the rig, e.g. /dev/ttyUSB0 (default: $IRA_LINK_A)",
+    )
+    group.addoption(
+        "--link-b",
+        metavar="SPEC",
+        help="the host's end of the rig, e.g. /dev/ttyUSB1 (default: $IRA_LINK_B)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_SETTINGS] = RigSettings.load(
+        config.getoption("--link-a"), config.getoption("--link-b"), os.environ
+    )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"ira rig: {config.stash[_SETTINGS].describe()}"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "rig" in metafunc.fixturenames:
+        metafunc.parametrize("rig", VARIANTS, indirect=True)
+
+
+def _soak_requested(config: pytest.Config) -> bool:
+    return bool(os.environ.get("IRA_SOAK")) or "slow" in (config.option.markexpr or "")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    settings = config.stash[_SETTINGS]
+    soak = _soak_requested(config)
+    for item in items:
+        if _HERE not in item.path.parents:
+            continue
+        callspec = getattr(item, "callspec", None)
+        variant = callspec.params.get("rig") if callspec is not None else None
+        if isinstance(variant, Variant) and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(backstop_timeout_s(settings, variant)))
+        if item.get_closest_marker("slow") is not None and not soak:
+            item.add_marker(pytest.mark.skip(reason="soak variant: run by make soak (IRA_SOAK=1)"))
+
+
+@pytest.fixture
+def rig(request: pytest.FixtureRequest) -> Iterator[Rig]:
+    """The two ends under test; a fresh virtual null-modem unless real links are given."""
+    settings = request.config.stash[_SETTINGS]
+    variant = request.param
+    assert isinstance(variant, Variant)
+    rate = settings.line_bytes_per_s(variant)
+    if settings.link_a is not None and settings.link_b is not None:
+        if variant.noisy:
+            pytest.skip(
+                "the noisy-115200 variant runs on the virtual null-modem only "
+                "(a real line brings its own noise; the short variant already ran on it)"
+            )
+        yield Rig(
+            settings.link_a,
+            settings.link_b,
+            variant=variant,
+            line_bytes_per_s=rate,
+            seed=settings.seed,
+            modem=None,
+        )
+        return
+    config = NOISY_LINE if variant.noisy else settings.cable
+    with NullModem(dataclasses.replace(config, seed=settings.seed)) as modem:
+        yield Rig(
+            modem.path_a,
+            modem.path_b,
+            variant=variant,
+            line_bytes_per_s=rate,
+            seed=settings.seed,
+            modem=modem,
+            faulty=config.faulty,
+        )
