@@ -202,6 +202,8 @@ class Link:
         self._sender_stats = SenderStatistics()
         self._receiver_stats = ReceiverStatistics()
         self._sender: Sender | None = None
+        #: the sender of the last session, whose RTT estimate the next one starts from
+        self._previous_sender: Sender | None = None
         self._receiver: Receiver | None = None
         #: messages given to send_message while no session is up
         self._pending: deque[tuple[Channel, bytes]] = deque()
@@ -395,6 +397,7 @@ class Link:
         if self._sender is not None:
             discarded += self._sender.unacked_messages()
         self._counters.messages_discarded += discarded
+        self._previous_sender = self._sender or self._previous_sender
         self._sender = self._receiver = None
         self._last_rx_tx = 0
         self._rx_seen = False
@@ -413,6 +416,8 @@ class Link:
         self._sender = Sender(
             cfg, peer_frame - DATA_HEADER_BYTES - CRC_BYTES, h.window_bytes, self._sender_stats
         )
+        if self._previous_sender is not None:
+            self._sender.inherit_rtt(self._previous_sender)  # same line, new peer session
         self._receiver = Receiver(cfg.window_bytes, cfg.max_message_bytes, self._receiver_stats)
         self._receiver.backlog_bytes = self._backlog_bytes
         while self._pending:

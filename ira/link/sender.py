@@ -36,7 +36,7 @@ INITIAL_SEGMENT_BYTES = 256
 INITIAL_CWND_SEGMENTS = 4
 #: the retransmission timer backs off at most this many times over: a serial line has
 #: no competing flows to make room for, and losses there are noise, not congestion
-MAX_BACKOFF = 2
+MAX_BACKOFF = 8
 CWND_FLOOR_S = 0.05
 #: transmissions covered by the ``held`` bitmap of an ACK
 HELD_BITS = 64
@@ -170,6 +170,14 @@ class Sender:
         q.total_offset += len(chunk)
         q.message_ends.append(q.total_offset)
         self.stats.messages_queued += 1
+
+    def inherit_rtt(self, previous: Sender) -> None:
+        """Start from the round-trip estimate of an earlier session on the same line
+        (a restarted peer), so the first losses are not left to the initial timer."""
+        if previous.srtt is not None:
+            self.srtt, self.rttvar = previous.srtt, previous.rttvar
+            self._min_rtt = previous._min_rtt
+            self.rto = self._rto_value()
 
     def unwrap_tx(self, wire: int) -> int:
         """The transmission number whose low 16 bits are ``wire``, at most the latest."""
@@ -439,19 +447,28 @@ class Sender:
     # --- timers -----------------------------------------------------------------
 
     def on_timeout(self, now: float) -> None:
-        """The retransmission timer fired: what was sent a whole timeout ago and is
-        still unaccounted for is lost (its ACKs, if any, were lost too; the held
-        bitmap of the next ACK tells if a resend was needless)."""
+        """The retransmission timer fired.
+
+        The first timeout since the last progress takes what was sent a whole
+        timeout ago and is still unaccounted for as lost (its ACKs, if any, were
+        lost too; the held bitmap of the next ACK tells if a resend was needless).
+        Further timeouts without progress mean silence, not noise — a pulled cable
+        or a peer that is gone: they resend the oldest segment alone, as a probe,
+        with the timer backing off, and leave the segment size alone.
+        """
         if self.rto_deadline is None or now < self.rto_deadline:
             return
         self.stats.timeouts += 1
+        first = self._backoff == 1
         horizon = now - self.rto + 1e-9
         any_lost = False
         for seg in self._inflight:
             if not seg.sacked and not seg.lost and seg.sent_at <= horizon:
                 self._mark_lost(seg)
                 any_lost = True
-        if any_lost:
+                if not first:
+                    break
+        if any_lost and first:
             self._on_loss(now)
         self._backoff = min(self._backoff * 2, MAX_BACKOFF)
         self.rto = self._rto_value()
