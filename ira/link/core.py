@@ -204,6 +204,7 @@ class Link:
         self._sender: Sender | None = None
         #: the sender of the last session, whose RTT estimate the next one starts from
         self._previous_sender: Sender | None = None
+        self._hello_sent_at: float | None = None
         self._receiver: Receiver | None = None
         #: messages given to send_message while no session is up
         self._pending: deque[tuple[Channel, bytes]] = deque()
@@ -390,6 +391,10 @@ class Link:
             self._counters.peer_restarts += 1
             self._events.append(PeerRestarted(self.peer_epoch, h.epoch, discarded))
         self._start_session(h, common, now)
+        if h.ack and self._hello_sent_at is not None and self._sender is not None:
+            # the handshake's round trip (to the latest HELLO: if an earlier one was
+            # answered this underestimates, which costs at most a needless resend)
+            self._sender.seed_rtt(now - self._hello_sent_at)
 
     def _drop_session(self) -> int:
         discarded = len(self._pending)
@@ -446,6 +451,7 @@ class Link:
         if self._hello_due is not None and now >= self._hello_due:
             frames.append(self._hello(ack=False))
             self._hello_due = now + self._hello_interval
+            self._hello_sent_at = now
             self._hello_interval = min(
                 self._hello_interval * 2, 4 * self.config.keepalive_interval_s
             )

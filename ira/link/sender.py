@@ -36,7 +36,7 @@ INITIAL_SEGMENT_BYTES = 256
 INITIAL_CWND_SEGMENTS = 4
 #: the retransmission timer backs off at most this many times over: a serial line has
 #: no competing flows to make room for, and losses there are noise, not congestion
-MAX_BACKOFF = 8
+MAX_BACKOFF = 4
 CWND_FLOOR_S = 0.05
 #: transmissions covered by the ``held`` bitmap of an ACK
 HELD_BITS = 64
@@ -177,6 +177,12 @@ class Sender:
         if previous.srtt is not None:
             self.srtt, self.rttvar = previous.srtt, previous.rttvar
             self._min_rtt = previous._min_rtt
+            self.rto = self._rto_value()
+
+    def seed_rtt(self, sample: float) -> None:
+        """A round trip measured before the session had data (the handshake)."""
+        if self.srtt is None:
+            self._update_rtt(sample)
             self.rto = self._rto_value()
 
     def unwrap_tx(self, wire: int) -> int:
