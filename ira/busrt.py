@@ -166,12 +166,14 @@ class BoardService:
             on_upper_event=self._connector_event,
         )
         self._runtime = runtime
-        runtime.start()
+        # install the devices before the loop runs (no other thread touches the
+        # connector yet), so a host never meets this board with an empty container
         try:
-            self.apply_profile(self._profile)
+            self._apply(self._profile)
         except BaseException:
-            runtime.stop()
+            runtime.stop()  # closes the transport
             raise
+        runtime.start()
 
     def stop(self) -> None:
         """Stop the loop and close the link (the host sees the board go)."""
