@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import json
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from types import FrameType
@@ -105,6 +106,7 @@ def _poster(client: HostClient) -> Callable[[Callable[[], None]], None]:
 
 def run_serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
+    out_lock = threading.Lock()
     nets = _nets(args)
     by_link: dict[str, HostNet] = {}
 
@@ -117,7 +119,9 @@ def run_serve(args: argparse.Namespace) -> int:
             net.on_event(event)
         line = describe(event)
         if line is not None:
-            print(f"{client.name}: {line}", flush=True)
+            with out_lock:  # one link thread per link: keep their lines whole
+                sys.stdout.write(f"{client.name}: {line}\n")
+                sys.stdout.flush()
 
     clients: list[VirtioClients | None] = [None if n is None else n.clients() for n in nets]
     previous = {sig: signal.signal(sig, on_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
