@@ -141,7 +141,9 @@ class VirtioNetDevice(VirtioDevice):
             self.set_config(_MTU_AT, mtu.to_bytes(2, "little"))
         self._set_link_status(LINK_UP)
         self._update_carrier()
-        if self.live:
+        if self.live and self.features & OFFLOADS and not port.vnet_hdr:
+            self.needs_reset(f"{port.name} carries no virtio-net headers for the offloads agreed")
+        elif self.live:
             self.pull()
 
     def detach_port(self) -> None:

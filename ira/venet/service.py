@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 from ira.busmodel.events import BusReady, HostRegistered
 from ira.busmodel.profile import DeviceSpec
-from ira.errors import LinkClosed, TransportError
+from ira.errors import IraError, TransportError
 from ira.link.events import LinkDown, LinkUp, PeerRestarted
 from ira.venet.driver import InterfaceSettings, NetDriverConfig, VirtioNetClient
 from ira.venet.netspec import NET_ID, NetPort, Offloads, format_mac, generated_mac
@@ -173,8 +173,8 @@ class LoopPort:
             self._armed.clear()
             try:
                 self._post(self._readable)
-            except LinkClosed:
-                return
+            except IraError:
+                return  # the runtime stopped; its owner reports why
 
     def _readable(self) -> None:
         if self._on_readable is not None:
