@@ -38,6 +38,9 @@ INITIAL_CWND_SEGMENTS = 4
 #: no competing flows to make room for, and losses there are noise, not congestion
 MAX_BACKOFF = 4
 CWND_FLOOR_S = 0.05
+#: line rate assumed for timer allowances before one is measured (9600 baud)
+UNKNOWN_RATE_BYTES_PER_S = 960.0
+LOSS_SHARE_GAIN = 1 / 16
 #: transmissions covered by the ``held`` bitmap of an ACK
 HELD_BITS = 64
 #: noise costs goodput, not line rate: keep enough in flight that a burst of losses
@@ -58,6 +61,8 @@ class Segment:
     sent_at: float = 0.0
     #: order of the last transmission among all transmissions (frames sent together share a time)
     tx_order: int = 0
+    #: bytes in flight ahead of this segment when it was sent (it waits behind them)
+    ahead_bytes: int = 0
     #: bytes that had passed the line (delivered or lost), and when, as this segment was sent
     delivered_at_send: int = 0
     delivered_time_at_send: float = 0.0
@@ -150,6 +155,8 @@ class Sender:
         self._backoff = 1
         self.rto_deadline: float | None = None
         self._tx_counter = 0
+        #: moving share of transmissions the line spoiled (from the held bitmaps)
+        self._loss_share = 0.0
         self._latest_rtt = 0.0
         self._delivered = 0
         self._delivered_time = 0.0
@@ -310,6 +317,7 @@ class Sender:
 
     def _transmit(self, seg: Segment, now: float, *, retransmission: bool) -> None:
         seg.sent_at = now
+        seg.ahead_bytes = self.pipe_bytes
         self._tx_counter += 1
         seg.tx_order = self._tx_counter
         seg.delivered_at_send = self._delivered
@@ -370,6 +378,7 @@ class Sender:
 
     def _delivered_seg(self, seg: Segment, now: float, echo: int | None) -> None:
         size = len(seg.payload)
+        self._loss_share -= LOSS_SHARE_GAIN * self._loss_share
         if not seg.lost:
             self.pipe_bytes -= size
         seg.lost = False
@@ -411,6 +420,7 @@ class Sender:
                 progressed = True
             elif not seg.lost:
                 self._mark_lost(seg)
+                self._loss_share += LOSS_SHARE_GAIN * (1 - self._loss_share)
                 any_lost = True
         if any_lost:
             self._on_loss(now)
@@ -464,17 +474,25 @@ class Sender:
         """
         if self.rto_deadline is None or now < self.rto_deadline:
             return
+        # a segment's timer runs from when the line could have carried it: behind
+        # the bytes in flight ahead of it (a 1,500-byte frame takes 130 ms at 115200
+        # baud, far longer than a round trip measured with small frames)
+        # (the delivery rate undercounts a noisy line by the frames it spoils)
+        rate = (self._bw.value() or UNKNOWN_RATE_BYTES_PER_S) / (1 - min(self._loss_share, 0.75))
+        due = [
+            (seg.sent_at + self.rto + (seg.ahead_bytes + len(seg.payload)) / rate, seg)
+            for seg in self._inflight
+            if not seg.sacked and not seg.lost
+        ]
+        expired = [seg for at, seg in due if at <= now + 1e-9]
+        if not expired:
+            self.rto_deadline = min((at for at, _ in due), default=None)
+            return
         self.stats.timeouts += 1
         first = self._backoff == 1
-        horizon = now - self.rto + 1e-9
-        any_lost = False
-        for seg in self._inflight:
-            if not seg.sacked and not seg.lost and seg.sent_at <= horizon:
-                self._mark_lost(seg)
-                any_lost = True
-                if not first:
-                    break
-        if any_lost and first:
+        for seg in expired if first else expired[:1]:
+            self._mark_lost(seg)
+        if first:
             self._on_loss(now)
         self._backoff = min(self._backoff * 2, MAX_BACKOFF)
         self.rto = self._rto_value()

@@ -332,13 +332,6 @@ def soak(request: pytest.FixtureRequest) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(150)
-@pytest.mark.xfail(
-    strict=False,
-    reason="link layer: an RTT measured on the idle line (~13 ms) and rto_min 50 ms are below "
-    "a frame's serialisation time at 115200 baud; under bulk load spurious timeouts resend "
-    "most segments and goodput collapses (with LinkConfig(rto_min_s=0.3) 256 KiB cross at "
-    "0.91 of the line rate)",
-)
 def test_115200_baud_with_bit_errors(soak: None, tmp_path: Path) -> None:
     with rig(tmp_path, baud=115200, ber=1e-5) as r:
         out = ping(r.host_ns, BOARD_IP, count=5)
