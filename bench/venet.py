@@ -1,0 +1,192 @@
+"""venet benchmarks: TCP and ping across two network namespaces joined by the null-modem.
+
+Every figure is a ratio measured in one run (root needed: TAPs and namespaces):
+
+* ``efficiency_115200``: TCP goodput (payload bytes per second, from the first byte
+  sent to the receiver's end of stream) of a 256 KiB transfer through ira over the
+  null-modem throttled to 115200 baud, divided by the line rate (baud/10 bytes per
+  second);
+* ``goodput_ratio``: TCP goodput of a few MiB through ira over the unthrottled
+  null-modem, divided by that of the C peer on a null-modem of the same kind: Debian's
+  ``vde2`` (a ``vde_switch -tap`` in each namespace, their ``vde_plug``s joined through
+  the pty pair; VDE has no CRC and no retransmission);
+* ``ping_ratio``: median ping round trip over the unthrottled null-modem, ira ÷ VDE.
+
+ira runs as the tests run it (``tests/venet/test_virtio_net_root.py``: ``ira board
+serve`` and ``ira host serve`` in two namespaces, separate processes); the TCP
+transfer and the pings are that module's helpers, the same for both.  The runs of ira
+and VDE alternate, so both see the same machine; medians are reported.
+
+Usage: ``python bench/venet.py [--json] [--quick]`` (root; VDE: ``apt-get install vde2``)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from ira.cli.loopback import missing_for_namespaces
+from ira.link.nullmodem import NullModem, NullModemConfig
+from ira.venet.netns import NetNs, remove_stale
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "venet"))
+import test_virtio_net_root as root_rig  # type: ignore[import-not-found]
+import venetrig  # type: ignore[import-not-found]
+
+BOARD_IP: str = root_rig.BOARD_IP
+HOST_IP: str = root_rig.HOST_IP
+TAP: str = root_rig.TAP
+#: ira and VDE alternate this many times on the unthrottled null-modem
+ROUNDS = 3
+#: pings per round
+PINGS = 20
+_TIME = re.compile(r"time=([\d.]+) ms")
+
+
+def _ping_times(ns: NetNs, address: str, count: int) -> list[float]:
+    """Round trips in seconds of ``count`` pings (the tests' ``ping``: none may be lost)."""
+    out: str = venetrig.ping(ns, address, count=count)
+    return [float(m[1]) / 1000 for m in _TIME.finditer(out)]
+
+
+def _goodput(client: NetNs, server: NetNs, size: int, timeout_s: float) -> float:
+    """TCP payload bytes per second from ``client`` to the board's address in ``server``."""
+    payload = os.urandom(size)
+    count, digest, elapsed = root_rig.transfer(
+        client, server, BOARD_IP, payload, timeout_s=timeout_s
+    )
+    if (count, digest) != (size, root_rig.sha256(payload)):
+        raise SystemExit(f"benchmark: {count} of {size} bytes arrived, or spoiled")
+    return size / float(elapsed)
+
+
+@contextlib.contextmanager
+def ira_pair(tmp: Path, baud: int | None = None) -> Iterator[tuple[NetNs, NetNs]]:
+    """(board, host) namespaces with ira serving a TAP in each, the host with carrier."""
+    with root_rig.rig(tmp, baud=baud) as r:
+        yield r.board_ns, r.host_ns
+
+
+def _kill_pidfile(pidfile: Path) -> None:
+    with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
+        os.kill(int(pidfile.read_text().strip()), signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def vde_pair(tmp: Path) -> Iterator[tuple[NetNs, NetNs]]:
+    """(board, host) namespaces bridged by VDE over an unthrottled null-modem.
+
+    In each namespace a daemonised ``vde_switch -tap`` (its own control directory
+    under ``tmp``) owns the TAP; a ``vde_plug`` to that switch has the pty slave of
+    its null-modem end as stdin and stdout, so the two switches are cabled through
+    the pty pair as ira's ends are.
+    """
+    with contextlib.ExitStack() as stack:
+        nm = stack.enter_context(NullModem(NullModemConfig()))
+        pair: list[NetNs] = []
+        for label, path, ip in (("a", nm.path_a, BOARD_IP), ("b", nm.path_b, HOST_IP)):
+            ns = stack.enter_context(NetNs())
+            sock, pidfile = tmp / f"vde-{label}.ctl", tmp / f"vde-{label}.pid"
+            mgmt = tmp / f"vde-{label}.mgmt"
+            switch = ["vde_switch", "--tap", TAP, "--sock", str(sock), "--mgmt", str(mgmt)]
+            ns.run([*switch, "--daemon", "--pidfile", str(pidfile)])
+            stack.callback(_kill_pidfile, pidfile)  # before the namespace goes
+            ns.run(["ip", "addr", "add", f"{ip}/24", "dev", TAP])
+            ns.run(["ip", "link", "set", TAP, "up"])
+            fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
+            stack.callback(os.close, fd)
+            ns.popen(["vde_plug", f"vde://{sock}"], stdin=fd, stdout=fd)
+            pair.append(ns)
+        deadline = time.monotonic() + 10
+        while pair[1].run(["ping", "-n", "-c", "1", "-W", "1", BOARD_IP], check=False).returncode:
+            if time.monotonic() > deadline:
+                raise SystemExit("benchmark: no ping across VDE within 10 s")
+        yield pair[0], pair[1]
+
+
+def vde_missing() -> str | None:
+    """Why the VDE baseline cannot run here, or ``None``."""
+    for tool in ("vde_switch", "vde_plug"):
+        if shutil.which(tool) is None:
+            return f"{tool} is missing: apt-get install vde2"
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="smaller transfers, one round")
+    args = parser.parse_args()
+    missing = missing_for_namespaces()
+    if missing is not None:
+        raise SystemExit(f"bench/venet.py needs {missing}")
+    no_vde = vde_missing()
+    if no_vde is not None:
+        print(f"bench/venet.py: the VDE baseline is unavailable: {no_vde}", file=sys.stderr)
+    remove_stale()
+    q = 4 if args.quick else 1
+    rounds = 1 if args.quick else ROUNDS
+    results: dict[str, float | str] = {}
+    with tempfile.TemporaryDirectory(prefix="ira-bench-venet-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        line = 115200 / 10
+        with ira_pair(tmp, baud=115200) as (board, host):
+            slow = _goodput(host, board, (256 << 10) // q, 120.0)
+        results["ira_115200_bytes_per_s"] = slow
+        results["efficiency_115200"] = slow / line
+        size = (8 << 20) // q
+        goodput: dict[str, list[float]] = {"ira": [], "vde": []}
+        rtts: dict[str, list[float]] = {"ira": [], "vde": []}
+        kinds = ("ira", "vde") if no_vde is None else ("ira",)
+        for _ in range(rounds):
+            for kind in kinds:
+                pair = ira_pair(tmp) if kind == "ira" else vde_pair(tmp)
+                with pair as (board, host):
+                    rtts[kind] += _ping_times(host, BOARD_IP, PINGS // q)
+                    goodput[kind].append(_goodput(host, board, size, 60.0))
+        for kind in kinds:
+            results[f"{kind}_bytes_per_s"] = statistics.median(goodput[kind])
+            results[f"{kind}_ping_s"] = statistics.median(rtts[kind])
+        if no_vde is None:
+            results["goodput_ratio"] = float(results["ira_bytes_per_s"]) / float(
+                results["vde_bytes_per_s"]
+            )
+            results["ping_ratio"] = float(results["ira_ping_s"]) / float(results["vde_ping_s"])
+        else:
+            results["vde_unavailable"] = no_vde
+    if args.json:
+        print(json.dumps(results, sort_keys=True))
+        return
+    print(
+        f"TCP at 115200 baud: {slow:.0f} B/s of {line:.0f} = "
+        f"{results['efficiency_115200']:.3f} (target >= 0.95)"
+    )
+    ira_bps, ira_rtt = float(results["ira_bytes_per_s"]), float(results["ira_ping_s"])
+    if no_vde is not None:
+        print(f"TCP unthrottled: ira {ira_bps / 1e6:.2f} MB/s; VDE baseline unavailable ({no_vde})")
+        print(f"ping unthrottled: ira {ira_rtt * 1e3:.3f} ms; VDE baseline unavailable")
+        return
+    vde_bps, vde_rtt = float(results["vde_bytes_per_s"]), float(results["vde_ping_s"])
+    print(
+        f"TCP unthrottled: ira {ira_bps / 1e6:.2f} MB/s vs VDE {vde_bps / 1e6:.2f} MB/s "
+        f"= {results['goodput_ratio']:.2f} (target >= 1.0)"
+    )
+    print(
+        f"ping unthrottled: ira {ira_rtt * 1e3:.3f} ms vs VDE {vde_rtt * 1e3:.3f} ms "
+        f"= {results['ping_ratio']:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
