@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/link.py
 	$(BIN)/python bench/bus.py
 	$(BIN)/python bench/virtio.py
+	$(BIN)/python bench/venet.py
 
 ## hil: the hardware-in-the-loop suite: a virtual null-modem per test, or the rig named by
 ## IRA_LINK_A / IRA_LINK_B (see docs/HIL.md); HIL_ARGS are passed to pytest
