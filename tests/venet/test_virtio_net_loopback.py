@@ -18,8 +18,9 @@ from ira.venet.netns import list_netns
 QUICK = ["loopback", "--bytes", "256K", "--tcp-bytes", "1M", "-c", "3"]
 
 
-def _ira_namespaces() -> list[str]:
-    return [n for n in list_netns() if n.startswith("ira-")]
+def _namespaces_of(pid: int) -> list[str]:
+    """The namespaces a process named (``ira-<pid>-<n>``): other ira runs may be going on."""
+    return [n for n in list_netns() if n.startswith(f"ira-{pid}-")]
 
 
 def test_without_root_an_in_process_frame_exchange_stands_in(
@@ -37,22 +38,23 @@ def test_without_root_an_in_process_frame_exchange_stands_in(
 @pytest.mark.root
 def test_as_root_ping_and_tcp_cross_two_namespaces() -> None:
     require_root_support(ping=True)
-    before = _ira_namespaces()
-    done = subprocess.run(
-        [sys.executable, "-m", "ira", *QUICK], capture_output=True, text=True, timeout=120
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ira", *QUICK],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    assert done.returncode == 0, done.stdout + done.stderr
-    out = done.stdout
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out + err
     assert "3 packets transmitted, 3 received, 0% packet loss" in out
     assert "SHA-256 matches" in out
     assert "summary" in out and "link (host end):" in out
-    assert _ira_namespaces() == before
+    assert _namespaces_of(proc.pid) == []
 
 
 @pytest.mark.root
 def test_sigint_in_the_middle_leaves_nothing_behind() -> None:
     require_root_support(ping=True)
-    before = _ira_namespaces()
     proc = subprocess.Popen(
         [sys.executable, "-m", "ira", "loopback", "--tcp-bytes", "512M"],
         stdout=subprocess.PIPE,
@@ -68,6 +70,6 @@ def test_sigint_in_the_middle_leaves_nothing_behind() -> None:
     os.kill(proc.pid, signal.SIGINT)
     rest = proc.stdout.read()
     assert proc.wait(timeout=30) == 130, rest
-    assert _ira_namespaces() == before
+    assert _namespaces_of(proc.pid) == []
     links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
     assert " ira0" not in links
