@@ -59,11 +59,11 @@ from ira.virtio.ring import (
     QueueBroken,
     avail_entry_offset,
     avail_event_offset,
+    peer_wants_notification,
     read_u16,
     resolve_parts,
     used_entry_offset,
     used_event_offset,
-    vring_need_event,
 )
 
 _U16_MASK = 0xFFFF
@@ -372,12 +372,15 @@ class VirtqueueDevice:
         self._write_used(RING_IDX, new)
         self._published_idx = new
         self.memory.barrier()
-        if self.event_idx:
-            event = read_u16(self._avail_mem, self._used_event_at)
-            notify = vring_need_event(event, new, old)
-        else:
-            flags = read_u16(self._avail_mem, self._avail_at + RING_FLAGS)
-            notify = not flags & VRING_AVAIL_F_NO_INTERRUPT
+        notify = peer_wants_notification(
+            self._avail_mem,
+            event_idx=self.event_idx,
+            event_at=self._used_event_at,
+            flags_at=self._avail_at + RING_FLAGS,
+            suppress_flag=VRING_AVAIL_F_NO_INTERRUPT,
+            old_idx=old,
+            new_idx=new,
+        )
         self._counts["publishes"] += 1
         self._counts["notifications" if notify else "notifications_suppressed"] += 1
         return notify

@@ -58,11 +58,11 @@ from ira.virtio.ring import (
     QueueBroken,
     avail_entry_offset,
     avail_event_offset,
+    peer_wants_notification,
     read_u16,
     resolve_parts,
     used_entry_offset,
     used_event_offset,
-    vring_need_event,
 )
 
 T = TypeVar("T")
@@ -259,12 +259,15 @@ class VirtqueueDriver(Generic[T]):
         self._write_avail(RING_IDX, new)
         self._published_idx = new
         self._memory.barrier()
-        if self.event_idx:
-            event = read_u16(self._used_mem, self._avail_event_at)
-            notify = vring_need_event(event, new, old)
-        else:
-            flags = read_u16(self._used_mem, self._used_at + RING_FLAGS)
-            notify = not flags & VRING_USED_F_NO_NOTIFY
+        notify = peer_wants_notification(
+            self._used_mem,
+            event_idx=self.event_idx,
+            event_at=self._avail_event_at,
+            flags_at=self._used_at + RING_FLAGS,
+            suppress_flag=VRING_USED_F_NO_NOTIFY,
+            old_idx=old,
+            new_idx=new,
+        )
         self._counts["publishes"] += 1
         self._counts["kicks" if notify else "kicks_suppressed"] += 1
         return notify

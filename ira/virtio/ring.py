@@ -237,6 +237,25 @@ def vring_need_event(event_idx: int, new_idx: int, old_idx: int) -> bool:
     return (new_idx - event_idx - 1) & _U16_MASK < (new_idx - old_idx) & _U16_MASK
 
 
+def peer_wants_notification(
+    peer: Memory,
+    *,
+    event_idx: bool,
+    event_at: int,
+    flags_at: int,
+    suppress_flag: int,
+    old_idx: int,
+    new_idx: int,
+) -> bool:
+    """The publishing side's notification decision after moving its index from
+    ``old_idx`` to ``new_idx`` (§2.7.10, §2.7.13): with EVENT_IDX the peer's event
+    index (``used_event`` or ``avail_event`` at ``event_at``) decides, otherwise its
+    ring flags (NO_INTERRUPT or NO_NOTIFY, ``suppress_flag``) at ``flags_at``."""
+    if event_idx:
+        return vring_need_event(read_u16(peer, event_at), new_idx, old_idx)
+    return not read_u16(peer, flags_at) & suppress_flag
+
+
 @dataclass(frozen=True, slots=True)
 class QueueAddresses:
     """The addresses of a queue's three parts (virtio 1.x gives each its own, §2.7)."""
