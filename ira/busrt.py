@@ -27,7 +27,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TypeVar
+from typing import Self, TypeVar
 
 from ira.busmodel.bus import Bus
 from ira.busmodel.config import BusConfig, ConnectorConfig
@@ -67,7 +67,7 @@ from ira.errors import (
 )
 from ira.link.config import LinkConfig
 from ira.link.events import LinkDown, LinkUp, PeerRestarted, SessionLost
-from ira.link.runtime import LinkRuntime
+from ira.link.runtime import LinkRuntime, Upper
 from ira.link.transport import Transport, open_transport
 from ira.venet.netspec import NetPort
 from ira.virtio.calls import VIRTIO_TYPE
@@ -111,37 +111,25 @@ class ProfileChange:
     removed: tuple[str, ...]
 
 
-class BoardService:
-    """A board: the devices of a profile, exposed over one link."""
+class _LinkService:
+    """What a board service and a host client share: one link, one loop thread
+    (a ``LinkRuntime`` driving the link core and the service's bus core)."""
+
+    _role = "service"
 
     def __init__(
         self,
         link: str | Transport,
-        profile: Profile = DEFAULT_PROFILE,
-        *,
-        link_config: LinkConfig | None = None,
-        connector_config: ConnectorConfig | None = None,
-        on_event: Callable[[ConnectorEvent], None] | None = None,
-        rng: random.Random | None = None,
-        net_port: Callable[[DeviceSpec], NetPort | None] | None = None,
+        link_config: LinkConfig | None,
+        rng: random.Random | None,
     ) -> None:
-        """``net_port``: the network interface for the profile's ``virtio-net`` devices."""
         self.name = link if isinstance(link, str) else link.name
         self._link = link
-        self._net_port = net_port
-        self._profile = profile
         self._link_config = link_config
         self._rng = rng
-        self._on_event = on_event
-        self.connector = Connector(connector_config)
         self._runtime: LinkRuntime | None = None
-        self._started_at = time.monotonic()
-        #: device name -> (spec, board name it was built for, device id); loop thread only
-        self._installed: dict[str, tuple[DeviceSpec, str, int]] = {}
 
-    # -- lifecycle ------------------------------------------------------
-
-    def __enter__(self) -> BoardService:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -156,16 +144,62 @@ class BoardService:
             runtime.__exit__(exc_type, exc, tb)
 
     def start(self) -> None:
-        transport = _open(self._link)
-        self._started_at = time.monotonic()
-        runtime = LinkRuntime(
-            transport,
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop the loop and close the link (the peer sees this end go)."""
+        if self._runtime is not None:
+            self._runtime.stop()
+
+    @property
+    def runtime(self) -> LinkRuntime:
+        if self._runtime is None:
+            raise LocalProtocolError(f"{self.name}: the {self._role} is not started")
+        return self._runtime
+
+    def _new_runtime(self, upper: Upper, on_upper_event: Callable[[object], None]) -> LinkRuntime:
+        """Open the link and build (not start) the runtime that drives ``upper``."""
+        self._runtime = LinkRuntime(
+            _open(self._link),
             self._link_config,
-            upper=self.connector,
+            upper=upper,
             rng=self._rng,
-            on_upper_event=self._connector_event,
+            on_upper_event=on_upper_event,
         )
-        self._runtime = runtime
+        return self._runtime
+
+
+class BoardService(_LinkService):
+    """A board: the devices of a profile, exposed over one link."""
+
+    def __init__(
+        self,
+        link: str | Transport,
+        profile: Profile = DEFAULT_PROFILE,
+        *,
+        link_config: LinkConfig | None = None,
+        connector_config: ConnectorConfig | None = None,
+        on_event: Callable[[ConnectorEvent], None] | None = None,
+        rng: random.Random | None = None,
+        net_port: Callable[[DeviceSpec], NetPort | None] | None = None,
+    ) -> None:
+        """``net_port``: the network interface for the profile's ``virtio-net`` devices."""
+        super().__init__(link, link_config, rng)
+        self._net_port = net_port
+        self._profile = profile
+        self._on_event = on_event
+        self.connector = Connector(connector_config)
+        self._started_at = time.monotonic()
+        #: device name -> (spec, board name it was built for, device id); loop thread only
+        self._installed: dict[str, tuple[DeviceSpec, str, int]] = {}
+
+    _role = "board service"
+
+    # -- lifecycle ------------------------------------------------------
+
+    def start(self) -> None:
+        self._started_at = time.monotonic()
+        runtime = self._new_runtime(self.connector, self._connector_event)
         # install the devices before the loop runs (no other thread touches the
         # connector yet), so a host never meets this board with an empty container
         try:
@@ -174,17 +208,6 @@ class BoardService:
             runtime.stop()  # closes the transport
             raise
         runtime.start()
-
-    def stop(self) -> None:
-        """Stop the loop and close the link (the host sees the board go)."""
-        if self._runtime is not None:
-            self._runtime.stop()
-
-    @property
-    def runtime(self) -> LinkRuntime:
-        if self._runtime is None:
-            raise LocalProtocolError(f"{self.name}: the board service is not started")
-        return self._runtime
 
     # -- devices --------------------------------------------------------
 
@@ -259,7 +282,7 @@ class CallResult:
 HostListener = Callable[["HostClient", BusEvent], None]
 
 
-class HostClient:
+class HostClient(_LinkService):
     """The host side of one link: discovery and blocking requests to the board's devices."""
 
     def __init__(
@@ -276,10 +299,7 @@ class HostClient:
         """``virtio_clients``: drivers for the board's ``virtio`` devices, by virtio id,
         besides (or instead of) those of ``VIRTIO_CLIENTS``; ``virtio_policy``: what
         features they may accept (default: whatever is offered, VERSION_1 required)."""
-        self.name = link if isinstance(link, str) else link.name
-        self._link = link
-        self._link_config = link_config
-        self._rng = rng
+        super().__init__(link, link_config, rng)
         self._on_event = on_event
         #: the driver of ``virtio`` devices (its bindings belong to the loop thread)
         self.virtio = VirtioHostDriver(
@@ -288,7 +308,6 @@ class HostClient:
         drivers = DriverRegistry()
         drivers.register(VIRTIO_TYPE, self.virtio)
         self.bus = Bus(bus_config, drivers=drivers)
-        self._runtime: LinkRuntime | None = None
         self._cond = threading.Condition()
         # guarded by _cond:
         self._devices: dict[int, DeviceInfo] = {}
@@ -301,42 +320,12 @@ class HostClient:
         # caller side (guarded by _cond): echo handle and the session it was opened in
         self._echo: tuple[int, int] | None = None
 
+    _role = "host client"
+
     # -- lifecycle ------------------------------------------------------
 
-    def __enter__(self) -> HostClient:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        runtime = self._runtime
-        if runtime is not None:
-            runtime.__exit__(exc_type, exc, tb)
-
     def start(self) -> None:
-        transport = _open(self._link)
-        self._runtime = LinkRuntime(
-            transport,
-            self._link_config,
-            upper=self.bus,
-            rng=self._rng,
-            on_upper_event=self._bus_event,
-        )
-        self._runtime.start()
-
-    def stop(self) -> None:
-        if self._runtime is not None:
-            self._runtime.stop()
-
-    @property
-    def runtime(self) -> LinkRuntime:
-        if self._runtime is None:
-            raise LocalProtocolError(f"{self.name}: the host client is not started")
-        return self._runtime
+        self._new_runtime(self.bus, self._bus_event).start()
 
     # -- discovery ------------------------------------------------------
 
