@@ -63,6 +63,7 @@ from ira.venet.netspec import (
     check_mtu,
     check_received,
     features_consistent,
+    next_outgoing_frame,
     with_num_buffers,
 )
 from ira.venet.vnethdr import Drop
@@ -70,7 +71,7 @@ from ira.virtio.device import Chain, VirtqueueDevice
 from ira.virtio.features import TRANSPORT_FEATURES
 from ira.virtio.ring import QueueBroken
 from ira.virtio.transport import VirtioDevice
-from ira.wire.venet import PLAIN_HEADER, VNET_HDR_BYTES
+from ira.wire.venet import VNET_HDR_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -223,16 +224,7 @@ class VirtioNetDevice(VirtioDevice):
 
     def _read(self) -> bytes | None:
         """The next frame from the port that the driver may get, with its header."""
-        port = self._port
-        if port is None:
-            return None
-        while (raw := port.read_frame()) is not None:
-            frame = raw if port.vnet_hdr else PLAIN_HEADER + raw
-            reason = self._to_driver.refuse(frame, self._mtu)
-            if reason is None:
-                return frame
-            self._net[f"rx_dropped_{reason.value}"] += 1
-        return None
+        return next_outgoing_frame(self._port, self._to_driver, self._mtu, self._net, "rx")
 
     def _place(self, ring: VirtqueueDevice, frame: bytes) -> bool:
         """Write ``frame`` into receive buffers; False if there are not enough yet."""

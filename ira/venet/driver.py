@@ -59,13 +59,14 @@ from ira.venet.netspec import (
     NetPort,
     Offloads,
     check_received,
+    next_outgoing_frame,
     with_num_buffers,
 )
 from ira.venet.vnethdr import Drop
 from ira.virtio.driver import Buffer, UsedBuffer
 from ira.virtio.features import TRANSPORT_FEATURES
 from ira.virtio.host import BindingState, VirtioBinding, VirtioClient, WindowSpec
-from ira.wire.venet import HEADER, PLAIN_HEADER, VNET_HDR_BYTES
+from ira.wire.venet import HEADER, VNET_HDR_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -294,16 +295,8 @@ class VirtioNetClient(VirtioClient):
         binding.kick(TX_QUEUE)
 
     def _read(self) -> bytes | None:
-        port = self.port
-        if port is None:
-            return None
-        while (raw := port.read_frame()) is not None:
-            frame = raw if port.vnet_hdr else PLAIN_HEADER + raw
-            reason = self._to_device.refuse(frame, self._mtu)
-            if reason is None:
-                return frame
-            self._counts[f"tx_dropped_{reason.value}"] += 1
-        return None
+        """The next frame from the port that the device may get, with its header."""
+        return next_outgoing_frame(self.port, self._to_device, self._mtu, self._counts, "tx")
 
     # -- receiveq ---------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import struct
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -37,6 +38,7 @@ from ira.wire.venet import (
     MAX_MTU,
     MAX_PACKET_BYTES,
     MIN_MTU,
+    PLAIN_HEADER,
     VLAN_HLEN,
     VNET_HDR_BYTES,
     GsoType,
@@ -327,3 +329,22 @@ class NetPort(Protocol):
     def set_offloads(self, offloads: Offloads) -> None:
         """Allow the stack to give ``read_frame`` frames with these offloads (no others)."""
         ...
+
+
+def next_outgoing_frame(
+    port: NetPort | None, offloads: Offloads, mtu: int, dropped: Counter[str], prefix: str
+) -> bytes | None:
+    """The next frame this end's port gives that may go to the peer, with its header.
+
+    A port without virtio-net headers gets a plain one; frames the peer's offloads
+    or MTU refuse are counted in ``dropped`` as ``<prefix>_dropped_<reason>``.
+    """
+    if port is None:
+        return None
+    while (raw := port.read_frame()) is not None:
+        frame = raw if port.vnet_hdr else PLAIN_HEADER + raw
+        reason = offloads.refuse(frame, mtu)
+        if reason is None:
+            return frame
+        dropped[f"{prefix}_dropped_{reason.value}"] += 1
+    return None
