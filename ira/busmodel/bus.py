@@ -351,8 +351,7 @@ class Bus:
         }
         stats.update(sorted(self._counts.items()))
         stats["refused"] = sum(v for k, v in self._counts.items() if k.startswith("refused_"))
-        stats["messages_sent"] = sum(self._outbox.sent.values())
-        stats.update({f"sent_{k}": v for k, v in sorted(self._outbox.sent.items())})
+        stats.update(self._outbox.statistics())
         return stats
 
     # -- state ----------------------------------------------------------

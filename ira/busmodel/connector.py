@@ -190,8 +190,7 @@ class Connector:
     def statistics(self) -> dict[str, int]:
         stats = dict(self._container.statistics())
         stats.update(sorted(self._counts.items()))
-        stats["messages_sent"] = sum(self._outbox.sent.values())
-        stats.update({f"sent_{k}": v for k, v in sorted(self._outbox.sent.items())})
+        stats.update(self._outbox.statistics())
         return stats
 
     # -- state ----------------------------------------------------------

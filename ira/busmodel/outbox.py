@@ -65,5 +65,11 @@ class Outbox:
         """Forget what the old session had not handed over yet."""
         self._queue.clear()
 
+    def statistics(self) -> dict[str, int]:
+        """Messages sent, in all and by message type (``sent_<TYPE>``)."""
+        stats = {"messages_sent": sum(self.sent.values())}
+        stats.update({f"sent_{k}": v for k, v in sorted(self.sent.items())})
+        return stats
+
     def __len__(self) -> int:
         return len(self._queue)
