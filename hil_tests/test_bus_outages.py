@@ -67,7 +67,7 @@ def _back_at(events: list[tuple[float, BusEvent]]) -> float | None:
     """When the host had every device back after dropping them all, or None (not yet).
 
     Back means: every stock device removed, then the bus ready again and every
-    stock device added after the last removal (in the replay, or just after it).
+    stock device added after the last removal, in the registration replay.
     """
     removals = [i for i, (_, e) in enumerate(events) if isinstance(e, DeviceRemoved)]
     removed = sorted(e.device.type for _, e in events if isinstance(e, DeviceRemoved))
@@ -75,7 +75,9 @@ def _back_at(events: list[tuple[float, BusEvent]]) -> float | None:
         return None
     after = events[removals[-1] + 1 :]
     ready = [t for t, e in after if isinstance(e, BusReady)]
-    added = [(t, e.device.type) for t, e in after if isinstance(e, DeviceAdded)]
+    # a restarted board installs its devices before its link runs, so every device
+    # must come back in the registration replay, not as a later hot add
+    added = [(t, e.device.type) for t, e in after if isinstance(e, DeviceAdded) and e.replayed]
     if not ready or sorted(dtype for _, dtype in added) != sorted(STOCK_TYPES):
         return None
     return max(ready[0], *(t for t, _ in added))
