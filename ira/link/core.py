@@ -64,7 +64,7 @@ from ira.link.events import (
     SessionStarted,
 )
 from ira.link.framing import StreamDeframer, encode_frames
-from ira.link.receiver import Receiver, ReceiverStatistics
+from ira.link.receiver import Fate, Receiver, ReceiverStatistics
 from ira.link.sender import Sender, SenderStatistics
 from ira.wire.link import (
     CRC_BYTES,
@@ -313,15 +313,15 @@ class Link:
             self._counters.malformed += 1
             return
         seq = _unwrap(d.seq, receiver.rcv_nxt)
-        fresh = receiver.on_segment(seq, Channel(d.channel), d.payload)
-        self._note_transmission(d.tx, held=not receiver.refused)
+        fate = receiver.on_segment(seq, Channel(d.channel), d.payload)
+        self._note_transmission(d.tx, held=fate is not Fate.REFUSED)
         for channel, message in receiver.delivered:
             self._events.append(MessageReceived(channel, message))
             self._backlog_bytes += _stream_bytes(message)
         receiver.delivered.clear()
         receiver.backlog_bytes = self._backlog_bytes
         self._unacked_segments += 1
-        if not fresh or receiver.has_gaps or self._unacked_segments >= 2:
+        if fate is not Fate.NEW or receiver.has_gaps or self._unacked_segments >= 2:
             self._ack_due = now  # tell the sender at once what we hold
         elif self._ack_due is None:
             self._ack_due = now + self.config.ack_delay_s

@@ -6,7 +6,7 @@ after garbage the decoder resynchronises at the next delimiter.  Packet
 transports carry frames as they are and need none of this.
 
 Message lengths inside a channel's byte stream use LEB128 varints
-(``encode_varint`` / ``VarintReader``).
+(``encode_varint`` here; the receiver's reassembler reads them).
 """
 
 from __future__ import annotations

@@ -17,12 +17,24 @@ by the layer above, so a slow consumer slows the sender.
 from __future__ import annotations
 
 import bisect
+import enum
 from collections import deque
 from dataclasses import dataclass
 
 from ira.errors import RemoteProtocolError
 from ira.link.events import Channel
 from ira.link.framing import MAX_VARINT_BYTES
+
+
+class Fate(enum.Enum):
+    """What ``Receiver.on_segment`` did with a segment."""
+
+    #: new bytes, held (delivered or in the reorder buffer)
+    NEW = "new"
+    #: nothing new: already held or delivered (still held, so not to be resent)
+    DUPLICATE = "duplicate"
+    #: dropped for lack of room: not held, the sender must resend it
+    REFUSED = "refused"
 
 
 @dataclass(slots=True)
@@ -113,8 +125,6 @@ class Receiver:
         self.delivered: deque[tuple[Channel, bytes]] = deque()
         #: bytes of messages handed on but not yet taken by the layer above (set by the core)
         self.backlog_bytes = 0
-        #: the last on_segment dropped its segment for lack of room
-        self.refused = False
         self.stats = stats if stats is not None else ReceiverStatistics()
 
     @property
@@ -129,37 +139,31 @@ class Receiver:
     def has_gaps(self) -> bool:
         return bool(self._ooo)
 
-    def on_segment(self, seq: int, channel: Channel, payload: bytes) -> bool:
-        """Take one DATA segment; False when it was a duplicate or out of window.
-
-        ``refused`` tells the two apart afterwards: True when the segment was
-        dropped for lack of room (so it is *not* held and must be resent).
-        """
-        self.refused = False
+    def on_segment(self, seq: int, channel: Channel, payload: bytes) -> Fate:
+        """Take one DATA segment and say what became of it."""
         end = seq + len(payload)
         if end <= self.rcv_nxt or not payload:
             self.stats.duplicate += 1
-            return False
+            return Fate.DUPLICATE
         if end > self.rcv_nxt + self._window - self.backlog_bytes or (
             seq > self.rcv_nxt and self.ooo_bytes + len(payload) > self._window
         ):
             self.stats.out_of_window += 1
-            self.refused = True
-            return False
+            return Fate.REFUSED
         self.stats.segments_received += 1
         if seq > self.rcv_nxt:
             idx = bisect.bisect_left(self._ooo_seqs, seq)
             if idx < len(self._ooo) and self._ooo_seqs[idx] == seq:
                 if len(self._ooo[idx][2]) >= len(payload):
                     self.stats.duplicate += 1
-                    return False
+                    return Fate.DUPLICATE
                 self.ooo_bytes -= len(self._ooo[idx][2])
                 self._ooo[idx] = (seq, channel, payload)
             else:
                 self._ooo_seqs.insert(idx, seq)
                 self._ooo.insert(idx, (seq, channel, payload))
             self.ooo_bytes += len(payload)
-            return True
+            return Fate.NEW
         self._deliver(seq, channel, payload)
         while self._ooo and self._ooo_seqs[0] <= self.rcv_nxt:
             del self._ooo_seqs[0]
@@ -167,7 +171,7 @@ class Receiver:
             self.ooo_bytes -= len(opayload)
             if oseq + len(opayload) > self.rcv_nxt:
                 self._deliver(oseq, och, opayload)
-        return True
+        return Fate.NEW
 
     def _deliver(self, seq: int, channel: Channel, payload: bytes) -> None:
         if seq < self.rcv_nxt:
