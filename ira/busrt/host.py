@@ -1,24 +1,9 @@
-"""The bus model over real links: a board service and host clients, thread-safe.
-
-``BoardService`` runs a ``Connector`` (the board's container of devices, built
-from a ``Profile``) over one link; ``HostClient`` runs a ``Bus`` over one link
-and offers blocking calls; ``HostService`` runs one ``HostClient`` per link in
-one process.  Each link is one ``LinkRuntime``: its loop thread owns the link
-core and the bus-model core, so neither needs locks.  The methods here may be
-called from any thread: they hand a function to the loop thread
-(``runtime.call``/``post``) and wait on a future, which the loop completes
-when the bus reports the outcome (``CallCompleted``, ``DeviceOpened``,
-``CallFailed``).  Every wait has a timeout.
-
-Both services are context managers: the loop starts on entry and is stopped on
-exit, and an exception that stopped the loop is re-raised to the caller.
-"""
+"""The host side over real links: ``HostClient`` runs a ``Bus`` on one ``LinkRuntime`` and
+offers blocking requests; ``HostService`` runs one ``HostClient`` per link in one process."""
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import logging
 import random
 import threading
 import time
@@ -27,12 +12,10 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import TypeVar
 
 from ira.busmodel.bus import Bus
-from ira.busmodel.config import BusConfig, ConnectorConfig
-from ira.busmodel.connector import Connector
-from ira.busmodel.device import Device
+from ira.busmodel.config import BusConfig
 from ira.busmodel.devices.echo import EchoFunc
 from ira.busmodel.drivers import DriverRegistry
 from ira.busmodel.events import (
@@ -40,24 +23,16 @@ from ira.busmodel.events import (
     BusReady,
     CallCompleted,
     CallFailed,
-    ConnectorEvent,
     DeviceAdded,
     DeviceInfo,
     DeviceOpened,
     DeviceRemoved,
-    HostRegistered,
     RegistrationRefused,
     SignalReceived,
     WindowAttached,
     WindowDetached,
 )
-from ira.busmodel.profile import (
-    DEFAULT_PROFILE,
-    DeviceContext,
-    DeviceSpec,
-    Profile,
-    build_device,
-)
+from ira.busrt.base import LinkService
 from ira.errors import (
     DevcallTimeout,
     IraError,
@@ -67,15 +42,11 @@ from ira.errors import (
 )
 from ira.link.config import LinkConfig
 from ira.link.events import LinkDown, LinkUp, PeerRestarted, SessionLost
-from ira.link.runtime import LinkRuntime, Upper
-from ira.link.transport import Transport, open_transport
-from ira.venet.netspec import NetPort
+from ira.link.transport import Transport
 from ira.virtio.calls import VIRTIO_TYPE
 from ira.virtio.entropy import ENTROPY_ID, EntropyClient
 from ira.virtio.features import FeaturePolicy
 from ira.virtio.host import VirtioClient, VirtioDeviceInfo, VirtioHostDriver
-
-log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -86,188 +57,6 @@ VIRTIO_CLIENTS: VirtioClients = {ENTROPY_ID: EntropyClient}
 
 #: how long a caller waits beyond a request's own timeout before giving up on the loop
 _GRACE_S = 2.0
-
-
-def _open(link: str | Transport) -> Transport:
-    return open_transport(link) if isinstance(link, str) else link
-
-
-def _link_numbers(runtime: LinkRuntime) -> Mapping[str, int | float]:
-    """The link core's numeric statistics (call on the loop thread)."""
-    stats = dataclasses.asdict(runtime.core.statistics())
-    return {
-        k: v for k, v in stats.items() if isinstance(v, int | float) and not isinstance(v, bool)
-    }
-
-
-# -- board ------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ProfileChange:
-    """What applying a profile did, by device name."""
-
-    added: tuple[str, ...]
-    removed: tuple[str, ...]
-
-
-class _LinkService:
-    """What a board service and a host client share: one link, one loop thread
-    (a ``LinkRuntime`` driving the link core and the service's bus core)."""
-
-    _role = "service"
-
-    def __init__(
-        self,
-        link: str | Transport,
-        link_config: LinkConfig | None,
-        rng: random.Random | None,
-    ) -> None:
-        self.name = link if isinstance(link, str) else link.name
-        self._link = link
-        self._link_config = link_config
-        self._rng = rng
-        self._runtime: LinkRuntime | None = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        runtime = self._runtime
-        if runtime is not None:
-            runtime.__exit__(exc_type, exc, tb)
-
-    def start(self) -> None:
-        raise NotImplementedError
-
-    def stop(self) -> None:
-        """Stop the loop and close the link (the peer sees this end go)."""
-        if self._runtime is not None:
-            self._runtime.stop()
-
-    @property
-    def runtime(self) -> LinkRuntime:
-        if self._runtime is None:
-            raise LocalProtocolError(f"{self.name}: the {self._role} is not started")
-        return self._runtime
-
-    def _new_runtime(self, upper: Upper, on_upper_event: Callable[[object], None]) -> LinkRuntime:
-        """Open the link and build (not start) the runtime that drives ``upper``."""
-        self._runtime = LinkRuntime(
-            _open(self._link),
-            self._link_config,
-            upper=upper,
-            rng=self._rng,
-            on_upper_event=on_upper_event,
-        )
-        return self._runtime
-
-
-class BoardService(_LinkService):
-    """A board: the devices of a profile, exposed over one link."""
-
-    def __init__(
-        self,
-        link: str | Transport,
-        profile: Profile = DEFAULT_PROFILE,
-        *,
-        link_config: LinkConfig | None = None,
-        connector_config: ConnectorConfig | None = None,
-        on_event: Callable[[ConnectorEvent], None] | None = None,
-        rng: random.Random | None = None,
-        net_port: Callable[[DeviceSpec], NetPort | None] | None = None,
-    ) -> None:
-        """``net_port``: the network interface for the profile's ``virtio-net`` devices."""
-        super().__init__(link, link_config, rng)
-        self._net_port = net_port
-        self._profile = profile
-        self._on_event = on_event
-        self.connector = Connector(connector_config)
-        self._started_at = time.monotonic()
-        #: device name -> (spec, board name it was built for, device id); loop thread only
-        self._installed: dict[str, tuple[DeviceSpec, str, int]] = {}
-
-    _role = "board service"
-
-    # -- lifecycle ------------------------------------------------------
-
-    def start(self) -> None:
-        self._started_at = time.monotonic()
-        runtime = self._new_runtime(self.connector, self._connector_event)
-        # install the devices before the loop runs (no other thread touches the
-        # connector yet), so a host never meets this board with an empty container
-        try:
-            self._apply(self._profile)
-        except BaseException:
-            runtime.stop()  # closes the transport
-            raise
-        runtime.start()
-
-    # -- devices --------------------------------------------------------
-
-    @property
-    def profile(self) -> Profile:
-        return self._profile
-
-    def apply_profile(self, profile: Profile) -> ProfileChange:
-        """Make the container match ``profile`` (hotswap); returns what changed."""
-        change = self.runtime.call(lambda: self._apply(profile))
-        self._profile = profile
-        return change
-
-    def devices(self) -> dict[str, int]:
-        """Device name -> device id, of the devices the profile put in the container."""
-        return self.runtime.call(lambda: {n: e[2] for n, e in self._installed.items()})
-
-    def call(self, fn: Callable[[Connector], T]) -> T:
-        """Run ``fn(connector)`` on the loop thread (to reach device models safely)."""
-        return self.runtime.call(lambda: fn(self.connector))
-
-    def statistics(self) -> dict[str, int]:
-        return self.runtime.call(self.connector.statistics)
-
-    def _apply(self, profile: Profile) -> ProfileChange:
-        now = time.monotonic()
-        runtime = self.runtime
-        ctx = DeviceContext(
-            board=profile.board,
-            started_at=self._started_at,
-            link_statistics=lambda: _link_numbers(runtime),
-            net_port=self._net_port,
-        )
-        removed: list[str] = []
-        for name, (spec, board, device_id) in list(self._installed.items()):
-            wanted = profile.device(name)
-            stale_board = spec.type == "board-info" and board != profile.board
-            if wanted != spec or stale_board:
-                self.connector.remove_device(device_id, now=now)
-                del self._installed[name]
-                removed.append(name)
-        added: list[str] = []
-        for spec in profile.devices:
-            if spec.name in self._installed:
-                continue
-            device: Device = build_device(spec, ctx)
-            device_id = self.connector.add_device(device, now=now)
-            self._installed[spec.name] = (spec, profile.board, device_id)
-            added.append(spec.name)
-        return ProfileChange(tuple(added), tuple(removed))
-
-    def _connector_event(self, event: object) -> None:
-        # the connector and the link runtime log these themselves
-        match event:
-            case HostRegistered() | LinkDown() | LinkUp() | PeerRestarted() | SessionLost():
-                if self._on_event is not None:
-                    self._on_event(event)
-
-
-# -- host -------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,7 +71,7 @@ class CallResult:
 HostListener = Callable[["HostClient", BusEvent], None]
 
 
-class HostClient(_LinkService):
+class HostClient(LinkService):
     """The host side of one link: discovery and blocking requests to the board's devices."""
 
     def __init__(
@@ -600,15 +389,3 @@ class HostService:
     def raise_if_failed(self) -> None:
         for client in self.clients:
             client.runtime.raise_if_failed()
-
-
-__all__ = [
-    "VIRTIO_CLIENTS",
-    "BoardService",
-    "CallResult",
-    "HostClient",
-    "HostListener",
-    "HostService",
-    "ProfileChange",
-    "VirtioClients",
-]
