@@ -5,6 +5,14 @@ of that message, little-endian, nothing after it.  ``decode`` turns bytes into
 one of the frozen dataclasses below (or raises ``RemoteProtocolError``);
 ``encode`` does the reverse (or raises ``LocalProtocolError``).
 
+The construct schemas below are the specification (docs/PROTOCOL.md is
+generated from them).  DEVCALL and DEVCALL_REPLY, which every call carries,
+are encoded and decoded on the hot path by precompiled ``struct`` codecs
+(``encode_devcall``, ``encode_devcall_reply`` and the fast branch of
+``decode``); tests/wire/test_bus_messages.py holds them to the schemas byte
+for byte, on golden vectors and generated inputs (``schema_encode``,
+``schema_decode``).
+
 What the wire rejects and what it leaves to the bus model: the decoder rejects
 whatever it cannot represent or that would cost memory to parse (unknown tags,
 unknown flag bits, lengths over the limits below, truncated or trailing
@@ -562,8 +570,8 @@ def _why(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def encode(msg: Message) -> bytes:
-    """Encode one bus message; ``LocalProtocolError`` if it breaks a limit or a field range."""
+def schema_encode(msg: Message) -> bytes:
+    """Encode through the (compiled) construct schema: the reference for the fast codecs."""
     tag = _TAGS.get(type(msg))
     if tag is None:
         raise LocalProtocolError(f"not a bus message: {type(msg).__name__}")
@@ -574,13 +582,104 @@ def encode(msg: Message) -> bytes:
     return data
 
 
-def decode(data: bytes) -> Message:
-    """Decode one whole bus message; ``RemoteProtocolError`` if it is not one."""
+def schema_decode(data: bytes) -> Message:
+    """Decode through the (compiled) construct schema: the reference for the fast codecs."""
     try:
         parsed = MESSAGE_COMPILED.parse(data)
         return _from_body(Tag(parsed.tag), parsed.body)
     except _PARSE_ERRORS as exc:
         raise RemoteProtocolError(f"malformed bus message: {_why(exc)}") from exc
+
+
+# ---------------------------------------------------------------------------
+# Fast codecs: DEVCALL and DEVCALL_REPLY (the per-call hot path)
+# ---------------------------------------------------------------------------
+
+#: DEVCALL up to its payload: tag, call_id, handle, func, flags, payload_len
+_DEVCALL_HEAD = struct.Struct("<BIIIII")
+#: DEVCALL_REPLY up to its payload: tag, call_id, status, payload_len
+_DEVCALL_REPLY_HEAD = struct.Struct("<BIiI")
+_DEVCALL_TAG = int(Tag.DEVCALL)
+_DEVCALL_REPLY_TAG = int(Tag.DEVCALL_REPLY)
+
+
+def encode_devcall(call_id: int, handle: int, func: int, flags: int, payload: bytes) -> bytes:
+    """DEVCALL's bytes, as ``encode(DevCall(...))`` gives them, without building the message."""
+    try:
+        length = len(payload)
+        head = _DEVCALL_HEAD.pack(_DEVCALL_TAG, call_id, handle, func, flags, length)
+        data = head + payload
+    except (struct.error, TypeError) as exc:
+        raise LocalProtocolError(f"cannot encode DEVCALL: {_why(exc)}") from exc
+    if flags & _CALL_FLAGS_RESERVED:
+        raise LocalProtocolError(f"cannot encode DEVCALL: reserved flag bits in {flags:#x}")
+    if length > MAX_CALL_PAYLOAD_BYTES:
+        raise LocalProtocolError(
+            f"cannot encode DEVCALL: payload of {length} bytes exceeds {MAX_CALL_PAYLOAD_BYTES}"
+        )
+    return data
+
+
+def encode_devcall_reply(call_id: int, status: int, payload: bytes) -> bytes:
+    """DEVCALL_REPLY's bytes, as ``encode(DevCallReply(...))`` gives them."""
+    try:
+        length = len(payload)
+        data = _DEVCALL_REPLY_HEAD.pack(_DEVCALL_REPLY_TAG, call_id, status, length) + payload
+    except (struct.error, TypeError) as exc:
+        raise LocalProtocolError(f"cannot encode DEVCALL_REPLY: {_why(exc)}") from exc
+    if length > MAX_CALL_PAYLOAD_BYTES:
+        raise LocalProtocolError(
+            f"cannot encode DEVCALL_REPLY: payload of {length} bytes exceeds "
+            f"{MAX_CALL_PAYLOAD_BYTES}"
+        )
+    return data
+
+
+def _decode_devcall(data: bytes) -> DevCall:
+    end = _DEVCALL_HEAD.size
+    if len(data) < end:
+        raise RemoteProtocolError(f"malformed bus message: DEVCALL of {len(data)} bytes")
+    _, call_id, handle, func, flags, length = _DEVCALL_HEAD.unpack_from(data)
+    if flags & _CALL_FLAGS_RESERVED:
+        raise RemoteProtocolError(f"malformed bus message: DEVCALL flags {flags:#x}")
+    if length > MAX_CALL_PAYLOAD_BYTES or len(data) != end + length:
+        raise RemoteProtocolError(
+            f"malformed bus message: DEVCALL of {len(data)} bytes with a {length}-byte payload"
+        )
+    return DevCall(call_id, handle, func, flags, bytes(data[end:]))
+
+
+def _decode_devcall_reply(data: bytes) -> DevCallReply:
+    end = _DEVCALL_REPLY_HEAD.size
+    if len(data) < end:
+        raise RemoteProtocolError(f"malformed bus message: DEVCALL_REPLY of {len(data)} bytes")
+    _, call_id, status, length = _DEVCALL_REPLY_HEAD.unpack_from(data)
+    if length > MAX_CALL_PAYLOAD_BYTES or len(data) != end + length:
+        raise RemoteProtocolError(
+            f"malformed bus message: DEVCALL_REPLY of {len(data)} bytes "
+            f"with a {length}-byte payload"
+        )
+    return DevCallReply(call_id, status, bytes(data[end:]))
+
+
+def encode(msg: Message) -> bytes:
+    """Encode one bus message; ``LocalProtocolError`` if it breaks a limit or a field range."""
+    if isinstance(msg, DevCall):
+        return encode_devcall(msg.call_id, msg.handle, msg.func, msg.flags, msg.payload)
+    if isinstance(msg, DevCallReply):
+        return encode_devcall_reply(msg.call_id, msg.status, msg.payload)
+    return schema_encode(msg)
+
+
+def decode(data: bytes) -> Message:
+    """Decode one whole bus message; ``RemoteProtocolError`` if it is not one."""
+    if data:
+        tag = data[0]
+        if tag == _DEVCALL_TAG:
+            return _decode_devcall(data)
+        if tag == _DEVCALL_REPLY_TAG:
+            return _decode_devcall_reply(data)
+    return schema_decode(data)
 
 
 def decode_uncompiled(data: bytes) -> Message:

@@ -44,6 +44,10 @@ from ira.wire.bus import (
     decode,
     decode_uncompiled,
     encode,
+    encode_devcall,
+    encode_devcall_reply,
+    schema_decode,
+    schema_encode,
 )
 
 FUZZ_EXAMPLES = int(os.environ.get("IRA_FUZZ_EXAMPLES", "6000"))
@@ -338,3 +342,101 @@ def test_fuzz_random_bytes(data: bytes) -> None:
     except RemoteProtocolError:
         return
     assert encode(msg) == data
+
+
+# ---------------------------------------------------------------------------
+# The fast DEVCALL codecs against the construct schema (the specification)
+# ---------------------------------------------------------------------------
+
+CALL_GOLDEN = [case for case in GOLDEN if isinstance(case[0], DevCall | DevCallReply)]
+
+
+def _fast_encode(msg: DevCall | DevCallReply) -> bytes:
+    if isinstance(msg, DevCall):
+        return encode_devcall(msg.call_id, msg.handle, msg.func, msg.flags, msg.payload)
+    return encode_devcall_reply(msg.call_id, msg.status, msg.payload)
+
+
+def _encoded_or_error(encoder: object, msg: object) -> object:
+    try:
+        return encoder(msg)  # type: ignore[operator]
+    except LocalProtocolError:
+        return LocalProtocolError
+
+
+@pytest.mark.parametrize("case", CALL_GOLDEN, ids=_ids)
+def test_fast_call_codecs_match_the_schema_on_golden_vectors(
+    case: tuple[DevCall | DevCallReply, str],
+) -> None:
+    msg, text = case
+    data = _hex(text)
+    assert _fast_encode(msg) == schema_encode(msg) == data
+    assert decode(data) == schema_decode(data) == msg
+    assert type(decode(data).payload) is bytes  # type: ignore[union-attr]
+
+
+any_int = st.one_of(u32, s32, st.integers(-(1 << 40), 1 << 40))
+call_payloads = st.one_of(
+    st.binary(max_size=300),
+    st.sampled_from([MAX_CALL_PAYLOAD_BYTES, MAX_CALL_PAYLOAD_BYTES + 1]).map(bytes),
+)
+any_calls: st.SearchStrategy[DevCall | DevCallReply] = st.one_of(
+    st.builds(DevCall, any_int, any_int, any_int, any_int, call_payloads),
+    st.builds(DevCall, u32, u32, u32, st.sampled_from([0, 1, 2, 1 << 31]), call_payloads),
+    st.builds(DevCallReply, any_int, any_int, call_payloads),
+    st.builds(DevCallReply, u32, s32, call_payloads),
+)
+
+
+@settings(max_examples=2000, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(any_calls)
+def test_fast_call_encoders_match_the_schema(msg: DevCall | DevCallReply) -> None:
+    expected = _encoded_or_error(schema_encode, msg)
+    assert _encoded_or_error(_fast_encode, msg) == expected
+    assert _encoded_or_error(encode, msg) == expected
+
+
+@st.composite
+def _call_bytes(draw: st.DrawFn) -> bytes:
+    """DEVCALL/DEVCALL_REPLY bytes: valid, or with the length, flags or size disturbed."""
+    tag = draw(st.sampled_from([Tag.DEVCALL, Tag.DEVCALL_REPLY]))
+    head = 17 if tag is Tag.DEVCALL else 9  # bytes before payload_len
+    body = bytearray(draw(st.binary(min_size=head - 1, max_size=head - 1)))
+    if tag is Tag.DEVCALL and draw(st.booleans()):
+        body[12:16] = draw(st.sampled_from([0, 1, 2, 3, 1 << 31])).to_bytes(4, "little")
+    payload = draw(st.binary(max_size=40))
+    length = draw(
+        st.one_of(
+            st.just(len(payload)),
+            st.integers(0, 64),
+            st.sampled_from([MAX_CALL_PAYLOAD_BYTES, MAX_CALL_PAYLOAD_BYTES + 1, 0xFFFFFFFF]),
+        )
+    )
+    data = bytes([tag]) + bytes(body) + length.to_bytes(4, "little") + payload
+    cut = draw(st.integers(0, len(data)))
+    return data if draw(st.booleans()) else data[:cut]
+
+
+def _decoded_or_error(decoder: object, data: bytes) -> object:
+    try:
+        return decoder(data)  # type: ignore[operator]
+    except RemoteProtocolError:
+        return RemoteProtocolError
+
+
+@settings(max_examples=FUZZ_EXAMPLES, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.one_of(_call_bytes(), fuzz_inputs))
+def test_fast_call_decoder_accepts_exactly_what_the_schema_accepts(data: bytes) -> None:
+    expected = _decoded_or_error(schema_decode, data)
+    assert _decoded_or_error(decode, data) == expected
+    assert _decoded_or_error(decode, memoryview(data)) == expected
+
+
+def test_fast_call_decoder_on_a_full_payload() -> None:
+    for msg in (
+        DevCall(1, 2, 3, 1, bytes(range(256)) * (MAX_CALL_PAYLOAD_BYTES // 256)),
+        DevCallReply(1, -5, bytes(MAX_CALL_PAYLOAD_BYTES)),
+    ):
+        data = schema_encode(msg)
+        assert _fast_encode(msg) == data
+        assert decode(data) == msg
