@@ -177,7 +177,7 @@ class VirtioNetClient(VirtioClient):
         self._mergeable = False
         self._mtu = DEFAULT_MTU
         self._slot_bytes = PAGE_BYTES
-        self._free_slots: list[int] = []
+        self._free_slots: deque[int] = deque()  # FIFO, like the queue's descriptors
         self._parts: list[bytes] = []  # buffers of a merged frame so far
         self._parts_wanted = 0
         self._fifo = TxFifo(cfg.tx_window_bytes)
@@ -221,7 +221,10 @@ class VirtioNetClient(VirtioClient):
             largest = self._from_device.max_frame_bytes(self._mtu)
             self._slot_bytes = -(-largest // PAGE_BYTES) * PAGE_BYTES
         slots = self.config.rx_window_bytes // self._slot_bytes
-        self._free_slots = list(range(min(slots, binding.queues[RX_QUEUE].queue_size)))
+        # Slots are offered in FIFO order, as the queue hands out descriptors: with
+        # buffers used in order each descriptor names the same slot lap after lap,
+        # so re-offering a buffer rewrites ring bytes that need not be sent again.
+        self._free_slots = deque(range(min(slots, binding.queues[RX_QUEUE].queue_size)))
         self._parts, self._parts_wanted = [], 0
         self._fifo = TxFifo(self.config.tx_window_bytes)
         self._waiting = None
@@ -305,7 +308,7 @@ class VirtioNetClient(VirtioClient):
         window = binding.windows["rx"]
         size = self._slot_bytes
         while self._free_slots and queue.num_free:
-            slot = self._free_slots.pop()
+            slot = self._free_slots.popleft()
             queue.add([], [Buffer.at(window.window_id, slot * size, size)], slot)
         binding.kick(RX_QUEUE)
 

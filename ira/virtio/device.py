@@ -367,11 +367,11 @@ class VirtqueueDevice:
         self._check_usable()
         if self._used_idx == self._published_idx:
             return False
-        self.memory.barrier()  # buffers and used elements before used.idx (§2.7.8.2)
         old, new = self._published_idx, self._used_idx
         self._write_used(RING_IDX, new)
         self._published_idx = new
-        self.memory.barrier()
+        # buffers, then used elements with used.idx in one update (§2.7.8.2)
+        self.memory.barrier(last=(self._used_mem,))
         notify = peer_wants_notification(
             self._avail_mem,
             event_idx=self.event_idx,

@@ -36,7 +36,7 @@ reset, when the device will never use them.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic, NoReturn, TypeVar
@@ -130,7 +130,11 @@ class VirtqueueDriver(Generic[T]):
         self._used_event_at = self._avail_at + used_event_offset(queue_size)
         self._avail_event_at = self._used_at + avail_event_offset(queue_size)
         base &= _U16_MASK
-        self._free = list(range(queue_size - 1, -1, -1))  # a stack: descriptor 0 first
+        # Free descriptors in FIFO order: when the device uses chains in the order
+        # they were made available (virtio-net does), each head lands in the ring
+        # slot of its own number and rewrites the same bytes every lap, which a
+        # replicated window does not send again (``ira.virtio.memory``).
+        self._free: deque[int] = deque(range(queue_size))
         self._in_flight: dict[int, _InFlight[T]] = {}
         self._avail_idx = base  # shadow of avail.idx, including chains not yet published
         self._published_idx = base  # avail.idx as the device can see it
@@ -204,7 +208,7 @@ class VirtqueueDriver(Generic[T]):
                 raise LocalProtocolError(
                     f"{len(buffers)} descriptors needed, {len(self._free)} free"
                 )
-            descriptors = [self._free.pop() for _ in buffers]
+            descriptors = [self._free.popleft() for _ in buffers]
             for i, (b, index) in enumerate(zip(buffers, descriptors, strict=True)):
                 last = i == len(buffers) - 1
                 flags = (DescFlags.WRITE if i >= n_readable else 0) | (
@@ -239,7 +243,7 @@ class VirtqueueDriver(Generic[T]):
             flags = (DescFlags.WRITE if i >= n_readable else 0) | (0 if last else DescFlags.NEXT)
             entries.append(Descriptor(b.addr, b.length, flags, 0 if last else i + 1).encode())
         self._memory.write(table.addr, b"".join(entries))
-        head = self._free.pop()
+        head = self._free.popleft()
         self._write_desc(head, Descriptor(table.addr, table.length, DescFlags.INDIRECT, 0))
         self._counts["indirect_chains"] += 1
         return head
@@ -249,16 +253,20 @@ class VirtqueueDriver(Generic[T]):
 
         §2.7.13 steps 4-7: a write barrier, the avail.idx update, a barrier,
         then the suppression check (§2.7.10) on used.flags or avail_event.
+        The two barriers are one ``MemoryMap.barrier`` that flushes the ring's
+        window last: buffers, then ring entries and index in one update, so
+        the device can never see the index before what it exposes.
         """
         self._check_usable()
         added = (self._avail_idx - self._published_idx) & _U16_MASK
         if not added:
             return False
-        self._memory.barrier()
         old, new = self._published_idx, self._avail_idx
         self._write_avail(RING_IDX, new)
         self._published_idx = new
-        self._memory.barrier()
+        # Steps 4-6 as one barrier: the buffers' windows first, then the ring with
+        # its entries and the index together (applied whole by the peer).
+        self._memory.barrier(last=(self._desc_mem, self._avail_mem))
         notify = peer_wants_notification(
             self._used_mem,
             event_idx=self.event_idx,
@@ -307,7 +315,7 @@ class VirtqueueDriver(Generic[T]):
                     f"used len {length} for a chain of {entry.writable_bytes} writable bytes",
                 )
             del self._in_flight[head]
-            self._free.extend(reversed(entry.descriptors))
+            self._free.extend(entry.descriptors)
             self._last_used = (self._last_used + 1) & _U16_MASK
             used.append(UsedBuffer(entry.token, length))
         if used:

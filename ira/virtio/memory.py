@@ -21,6 +21,20 @@ against the bounds and the writer of its window.
 
 ``Region`` is plain memory shared by a driver and a device in one process
 (tests, experiments); ``WindowMemory`` adapts a bus ``Window`` replica.
+
+Over a link every byte written is a byte on the line, so ``WindowMemory``
+writes only the bytes that change: a write is trimmed to the span from the
+first to the last byte that differs from the replica (the replica holds
+this side's own bytes exactly as the peer will see them once flushed, since
+nobody else may write them), and a write that changes nothing is dropped.
+A ring entry rewritten with the value it already has (a descriptor naming
+the same buffer again, a head in the slot it was in a lap ago) costs
+nothing (buffer contents are only checked for being unchanged whole).
+``MemoryMap.barrier(last=...)`` flushes the named windows after
+every other one: the rings use it so that one barrier sends the buffers
+first and then the ring entries with the index that exposes them, in one
+update (a replicated window applies an update whole, so the peer sees both
+or neither).
 """
 
 from __future__ import annotations
@@ -44,6 +58,8 @@ __all__ = [
 ]
 
 _U32 = 0xFFFFFFFF
+#: writes up to this long (ring entries, descriptors) are trimmed to the bytes that change
+_TRIM_BYTES = 64
 
 
 class Memory(Protocol):
@@ -162,7 +178,21 @@ class WindowMemory:
         return self.window.read(offset, size)
 
     def write(self, offset: int, data: bytes) -> None:
-        self.window.write(offset, data)
+        """Write the bytes of ``data`` that differ from the replica (see the module docstring)."""
+        window = self.window
+        if not window.writable_by(window.side, offset, len(data)):
+            window.write(offset, data)  # refused there, with the reason
+        current = window.read(offset, len(data))
+        if current == data:
+            return
+        if len(data) > _TRIM_BYTES:  # a buffer's contents: rarely worth the scan
+            window.write(offset, data)
+            return
+        first = next(i for i, (a, b) in enumerate(zip(current, data, strict=True)) if a != b)
+        last = len(data)
+        while current[last - 1] == data[last - 1]:
+            last -= 1
+        window.write(offset + first, data[first:last])
 
     def writable(self, offset: int, length: int) -> bool:
         return self.window.writable_by(self.window.side, offset, length)
@@ -220,7 +250,15 @@ class MemoryMap:
         memory, offset = self.resolve(addr, len(data), write=True)
         memory.write(offset, data)
 
-    def barrier(self) -> None:
-        """Write barrier over every window: all earlier writes become visible to the peer."""
+    def barrier(self, *, last: Iterable[Memory] = ()) -> None:
+        """Write barrier over every window: all earlier writes become visible to the peer.
+
+        The windows in ``last`` are flushed after all the others, so the peer
+        sees what they expose (a ring index) no earlier than the rest.
+        """
+        late = {id(memory): memory for memory in last}
         for memory in self._memories.values():
+            if id(memory) not in late:
+                memory.flush()
+        for memory in late.values():
             memory.flush()
