@@ -73,7 +73,6 @@ from ira.wire.bus import (
     BusWelcome,
     CallFlags,
     DevAdd,
-    DevCall,
     DevCallReply,
     DevClose,
     DevDrop,
@@ -89,11 +88,21 @@ from ira.wire.bus import (
     Status,
     WindowUpdate,
     decode,
+    encode_devcall,
 )
 
 log = logging.getLogger(__name__)
 
 RESET_MESSAGE = "the session reset; the call may or may not have run"
+
+_NO_REPLY = int(CallFlags.NO_REPLY)
+
+#: the request each kind of reply answers (DEVCALL_REPLY has a handler of its own)
+_REPLY_KINDS: dict[type[object], RequestKind] = {
+    DevOpenReply: RequestKind.OPEN,
+    ShmAttachReply: RequestKind.ATTACH,
+    ShmDetachReply: RequestKind.DETACH,
+}
 
 
 def _status_name(status: int) -> str:
@@ -197,16 +206,18 @@ class Bus:
         device_id = self._proxies.device_of(handle)
         if device_id is None:
             raise LocalProtocolError(f"handle {handle:#x} is not open")
-        limit = self._welcome.max_call_payload_bytes if self._welcome else MAX_CALL_PAYLOAD_BYTES
+        welcome = self._welcome
+        limit = MAX_CALL_PAYLOAD_BYTES if welcome is None else welcome.max_call_payload_bytes
         if len(payload) > limit:
             raise LocalProtocolError(f"payload of {len(payload)} bytes exceeds {limit}")
-        flags = CallFlags.NO_REPLY if no_reply else CallFlags.NONE
-        if no_reply:
-            call_id = self._requests.new_call_id()
-        else:
-            call_id = self._request(RequestKind.CALL, device_id, now, timeout_s, func=func)
-        channel = Channel.BULK if ordered else Channel.CONTROL
-        self._outbox.send(DevCall(call_id, handle, func, int(flags), bytes(payload)), channel)
+        if not no_reply:
+            self._check_registered()
+        call_id = self._requests.new_call_id()
+        # encoded before the request is recorded: a call the wire refuses leaves nothing pending
+        data = encode_devcall(call_id, handle, func, _NO_REPLY if no_reply else 0, bytes(payload))
+        if not no_reply:
+            self._add_request(RequestKind.CALL, call_id, device_id, now, timeout_s, func=func)
+        self._outbox.send_encoded(Channel.BULK if ordered else Channel.CONTROL, data, "DevCall")
         self._counts["calls"] += 1
         return call_id
 
@@ -279,17 +290,30 @@ class Bus:
         now: float,
         timeout_s: float | None,
         *,
-        func: int = 0,
         handle: int = 0,
     ) -> int:
+        self._check_registered()
+        call_id = self._requests.new_call_id()
+        self._add_request(kind, call_id, device_id, now, timeout_s, handle=handle)
+        return call_id
+
+    def _check_registered(self) -> None:
         if self._state not in BUS_DISCOVERING:
             raise LocalProtocolError(f"the bus is not registered ({self._state.value})")
+
+    def _add_request(
+        self,
+        kind: RequestKind,
+        call_id: int,
+        device_id: int,
+        now: float,
+        timeout_s: float | None,
+        *,
+        func: int = 0,
+        handle: int = 0,
+    ) -> None:
         timeout = self.config.call_timeout_s if timeout_s is None else timeout_s
-        call_id = self._requests.new_call_id()
-        self._requests.add(
-            Request(call_id, kind, device_id, now, now + timeout, func=func, handle=handle)
-        )
-        return call_id
+        self._requests.add(Request(call_id, kind, device_id, now, now + timeout, func, handle))
 
     def _requests_window(self, call_id: int, window: Window) -> None:
         request = self._requests.peek(call_id)
@@ -366,12 +390,12 @@ class Bus:
     def _refuse(self, reason: str) -> None:
         self._counts[f"refused_{reason}"] += 1
 
-    def _emit(self, ev: BusEvent, now: float) -> None:
+    def _emit(self, ev: DeviceEvent, now: float) -> None:
+        """Report an event about one device, to the caller and to the device's driver."""
         self._events.append(ev)
-        if isinstance(ev, DeviceEvent):
-            driver = self._proxies.driver(ev.device_id)
-            if driver is not None:
-                driver.handle_event(self, ev, now=now)
+        driver = self._proxies.driver(ev.device_id)
+        if driver is not None:
+            driver.handle_event(self, ev, now=now)
 
     def _reset(self, now: float) -> None:
         """Forget the session: fail every request, drop every device."""
@@ -404,7 +428,9 @@ class Bus:
             log.debug("malformed message: %s", exc)
             self._refuse("malformed")
             return
-        match msg:
+        match msg:  # the per-call reply first: a match tries its cases in order
+            case DevCallReply():
+                self._on_call_reply(msg, now)
             case BusWelcome():
                 self._on_welcome(msg)
             case BusSynced():
@@ -413,7 +439,7 @@ class Bus:
                 self._on_devadd(msg, now)
             case DevDrop():
                 self._on_devdrop(msg, now)
-            case DevOpenReply() | DevCallReply() | ShmAttachReply() | ShmDetachReply():
+            case DevOpenReply() | ShmAttachReply() | ShmDetachReply():
                 self._on_reply(msg, now)
             case WindowUpdate():
                 self._on_window(msg)
@@ -461,36 +487,45 @@ class Bus:
             return
         self._remove_device(msg.device_id, "dropped", now)
 
-    def _on_reply(
-        self, msg: DevOpenReply | DevCallReply | ShmAttachReply | ShmDetachReply, now: float
-    ) -> None:
-        expected = {
-            DevOpenReply: RequestKind.OPEN,
-            DevCallReply: RequestKind.CALL,
-            ShmAttachReply: RequestKind.ATTACH,
-            ShmDetachReply: RequestKind.DETACH,
-        }[type(msg)]
-        request = self._requests.peek(msg.call_id)
-        if request is None or request.kind is not expected:
-            if request is None and self._requests.issued(msg.call_id):
+    def _answered(self, call_id: int, kind: RequestKind) -> Request | None:
+        """The pending request a reply of ``kind`` answers (now no longer pending), or None
+        (counted: a late reply, or one to a call never issued or of another kind)."""
+        requests = self._requests
+        request = requests.peek(call_id)
+        if request is None or request.kind is not kind:
+            if request is None and requests.issued(call_id):
                 self._counts["late_replies"] += 1
             else:
                 self._refuse("unknown_call")
+            return None
+        requests.pop(call_id)
+        return request
+
+    def _on_call_reply(self, msg: DevCallReply, now: float) -> None:
+        request = self._answered(msg.call_id, RequestKind.CALL)
+        if request is None:
             return
-        self._requests.pop(msg.call_id)
+        status = msg.status
+        if status < 0:
+            self._fail(request, status, now)
+            return
+        self._counts["calls_completed"] += 1
+        rtt = now - request.issued_at
+        ev = CallCompleted(
+            request.call_id, request.device_id, request.func, status, msg.payload, rtt
+        )
+        self._emit(ev, now)
+
+    def _on_reply(self, msg: DevOpenReply | ShmAttachReply | ShmDetachReply, now: float) -> None:
+        request = self._answered(msg.call_id, _REPLY_KINDS[type(msg)])
+        if request is None:
+            return
         if msg.status < 0:
             self._fail(request, msg.status, now)
             return
         match msg:
             case DevOpenReply(handle=handle):
                 self._on_opened(request, handle, now)
-            case DevCallReply(status=status, payload=payload):
-                self._counts["calls_completed"] += 1
-                rtt = now - request.issued_at
-                ev = CallCompleted(
-                    request.call_id, request.device_id, request.func, status, payload, rtt
-                )
-                self._emit(ev, now)
             case ShmAttachReply(signal=signal_id):
                 self._on_attached(request, signal_id, now)
             case ShmDetachReply():

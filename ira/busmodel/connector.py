@@ -20,7 +20,7 @@ Nothing the peer sends can raise out of this core.
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, deque
 
 from ira.busmodel.config import ConnectorConfig
 from ira.busmodel.container import Container
@@ -72,11 +72,13 @@ from ira.wire.bus import (
     WindowUpdate,
     decode,
     encode,
+    encode_devcall_reply,
 )
 
 log = logging.getLogger(__name__)
 
 _S32_MIN, _S32_MAX = -(1 << 31), (1 << 31) - 1
+_NO_REPLY = int(CallFlags.NO_REPLY)
 
 
 def _status_of(value: int) -> int:
@@ -91,10 +93,11 @@ class Connector:
     def __init__(self, config: ConnectorConfig | None = None) -> None:
         self.config = config or ConnectorConfig()
         self._container = Container(self.config.limits, seed=self.config.seed)
+        self._max_call_payload_bytes = self.config.limits.max_call_payload_bytes
         self._state = ConnectorState.NO_SESSION
         self._version = 0
         self._outbox = Outbox()
-        self._events: list[ConnectorEvent] = []
+        self._events: deque[ConnectorEvent] = deque()
         self._counts: Counter[str] = Counter()
 
     # -- public state ---------------------------------------------------
@@ -178,7 +181,7 @@ class Connector:
         return self._outbox.take()
 
     def next_event(self) -> ConnectorEvent | None:
-        return self._events.pop(0) if self._events else None
+        return self._events.popleft() if self._events else None
 
     def next_deadline(self) -> float | None:
         """The connector keeps no timers."""
@@ -221,19 +224,19 @@ class Connector:
             return
         if isinstance(msg, BusHello):
             self._on_hello(msg)
-        elif not self.registered:
+        elif self._state is not ConnectorState.REGISTERED:
             self._not_registered(msg, channel)
         else:
             self._dispatch(msg, channel, now)
 
     def _dispatch(self, msg: Message, channel: Channel, now: float) -> None:
-        match msg:
+        match msg:  # the call first: a match tries its cases in order
+            case DevCall():
+                self._on_call(msg, channel, now)
             case DevOpen():
                 self._on_open(msg, channel, now)
             case DevClose():
                 self._on_close(msg, now)
-            case DevCall():
-                self._on_call(msg, channel, now)
             case ShmAttach():
                 self._on_attach(msg, channel, now)
             case ShmDetach():
@@ -252,7 +255,7 @@ class Connector:
         match msg:
             case DevOpen(call_id=call_id):
                 self._outbox.send(DevOpenReply(call_id, Status.ENOTCONN, 0), channel)
-            case DevCall(call_id=call_id, flags=flags) if not flags & CallFlags.NO_REPLY:
+            case DevCall(call_id=call_id, flags=flags) if not flags & _NO_REPLY:
                 self._outbox.send(DevCallReply(call_id, Status.ENOTCONN, b""), channel)
             case ShmAttach(call_id=call_id):
                 self._outbox.send(ShmAttachReply(call_id, Status.ENOTCONN, 0), channel)
@@ -331,17 +334,19 @@ class Connector:
     def _on_call(self, msg: DevCall, channel: Channel, now: float) -> None:
         self._counts["calls"] += 1
         status, out = self._call(msg, now)
-        if not msg.flags & CallFlags.NO_REPLY:
-            self._outbox.send(DevCallReply(msg.call_id, status, out), channel)
+        if not msg.flags & _NO_REPLY:
+            reply = encode_devcall_reply(msg.call_id, status, out)
+            self._outbox.send_encoded(channel, reply, "DevCallReply")
 
     def _call(self, msg: DevCall, now: float) -> tuple[int, bytes]:
-        handle = self._container.handle(msg.handle)
-        device = None if handle is None else self._container.device(handle.device_id)
+        container = self._container
+        handle = container.handle(msg.handle)
+        device = None if handle is None else container.device(handle.device_id)
         if handle is None or device is None:
-            self._container.refuse("unknown_handle")
+            container.refuse("unknown_handle")
             return Status.EBADF, b""
-        if len(msg.payload) > self.config.limits.max_call_payload_bytes:
-            self._container.refuse("limit")
+        if len(msg.payload) > self._max_call_payload_bytes:
+            container.refuse("limit")
             return Status.EMSGSIZE, b""
         try:
             status, out = device.call(handle, msg.func, msg.payload, now=now)

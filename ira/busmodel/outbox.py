@@ -57,6 +57,12 @@ class Outbox:
     def send_bulk(self, msg: Message) -> None:
         self.send(msg, Channel.BULK)
 
+    def send_encoded(self, channel: Channel, data: bytes, kind: str) -> None:
+        """Queue a message already encoded (by a fast codec of ``ira.wire.bus``);
+        ``kind`` is its message type's name, for the counters."""
+        self._queue.append((channel, data))
+        self.sent[kind] += 1
+
     def take(self) -> list[tuple[Channel, bytes]]:
         queue, self._queue = self._queue, []
         return queue
