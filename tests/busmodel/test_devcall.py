@@ -184,6 +184,19 @@ def test_calls_on_a_closed_handle_are_local_errors() -> None:
         pair.host.call(0x1234, 0, now=0.0)
 
 
+def test_a_call_the_wire_cannot_carry_leaves_nothing_pending() -> None:
+    pair = make_pair(Echo())
+    handle = pair.open(1)
+    for func in (-1, 1 << 32):
+        with pytest.raises(LocalProtocolError):
+            pair.host.call(handle, func, now=pair.now)
+    assert pair.host.statistics()["pending_requests"] == 0
+    assert pair.host.next_deadline() is None
+    assert pair.host.messages_to_send() == []
+    ev = pair.call(handle, 0, b"still fine")
+    assert isinstance(ev, CallCompleted) and ev.payload == b"still fine"
+
+
 def test_handle_limit() -> None:
     from ira.busmodel import ConnectorConfig, ContainerLimits
 
