@@ -111,6 +111,8 @@ class VirtioNetDevice(VirtioDevice):
         self._waiting: bytes | None = None
         #: receive chains popped and not yet pushed: the start of a merged frame, or a spare
         self._held: list[Chain] = []
+        #: whether the driver's receive buffer notifications are asked for
+        self._rx_kicks = True
         self._net: Counter[str] = Counter()
         if port is not None:
             self.attach_port(port)
@@ -161,7 +163,7 @@ class VirtioNetDevice(VirtioDevice):
         if ring is None:
             return
         try:
-            self._fill(ring)
+            self._fill_and_ask(ring)
         except QueueBroken as exc:
             self._net[f"queue_broken_{exc.fault}"] += 1
             self.needs_reset(f"queue {RX_QUEUE}: {exc}")
@@ -188,6 +190,7 @@ class VirtioNetDevice(VirtioDevice):
         self._mergeable = bool(features & F.MRG_RXBUF.mask)
         self._held = []
         self._waiting = None
+        self._rx_kicks = True
         if self._port is not None and self._port.vnet_hdr:
             self._port.set_offloads(self._to_driver)
         log.info("virtio-net %s live (mtu %d)", self.mac.hex(":"), self.mtu)
@@ -196,6 +199,7 @@ class VirtioNetDevice(VirtioDevice):
     def device_reset(self) -> None:
         self._held = []
         self._waiting = None
+        self._rx_kicks = True
         self._to_driver = self._from_driver = Offloads()
         self._update_carrier()
 
@@ -205,11 +209,27 @@ class VirtioNetDevice(VirtioDevice):
 
     def queue_notified(self, index: int, queue: VirtqueueDevice) -> None:
         if index == RX_QUEUE:
-            self._fill(queue)
+            self._fill_and_ask(queue)
         elif index == TX_QUEUE:
             self._transmit(queue)
 
     # -- receiveq: frames to the driver --------------------------------------------
+
+    def _fill_and_ask(self, ring: VirtqueueDevice) -> None:
+        """Fill, and ask for the driver's notifications only while a frame waits for buffers.
+
+        Like the transmit side of the driver: while the device has buffers the
+        driver's refills need no SIGNAL each (nor an answer each); the device
+        reads the ring when a frame comes.
+        """
+        while True:
+            self._fill(ring)
+            starved = self._waiting is not None
+            if starved == self._rx_kicks:
+                return
+            self._rx_kicks = starved
+            if not self.notifications(RX_QUEUE, enabled=starved):
+                return
 
     def _fill(self, ring: VirtqueueDevice) -> None:
         while True:

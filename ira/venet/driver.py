@@ -24,7 +24,10 @@ space comes back when the device returns the chain.
 
 *transmitq*: frames are read from the port only while the bytes in flight
 stay under ``tx_inflight_bytes`` and the window has room, so a slow link
-does not grow a queue of its own; the rest waits in the kernel.
+does not grow a queue of its own; the rest waits in the kernel.  Used tx
+buffers are reclaimed at each pull; the device's notifications of them are
+asked for only while a frame waits for room (like Linux's virtio-net, which
+frees old transmit buffers on the next transmit).
 
 *receiveq*: a frame is reassembled from its buffers (``num_buffers`` is
 checked against what is outstanding), checked whole (``check_received``:
@@ -182,6 +185,7 @@ class VirtioNetClient(VirtioClient):
         self._parts_wanted = 0
         self._fifo = TxFifo(cfg.tx_window_bytes)
         self._waiting: bytes | None = None
+        self._tx_interrupts = True  # a queue's notifications start enabled
         self._counts: Counter[str] = Counter()
 
     # -- state --------------------------------------------------------------------
@@ -228,6 +232,7 @@ class VirtioNetClient(VirtioClient):
         self._parts, self._parts_wanted = [], 0
         self._fifo = TxFifo(self.config.tx_window_bytes)
         self._waiting = None
+        self._tx_interrupts = True
         port = self._open_port(self.settings)
         self.port = port
         if port.vnet_hdr:
@@ -279,6 +284,7 @@ class VirtioNetClient(VirtioClient):
         queue = binding.queues[TX_QUEUE]
         window = binding.windows["tx"]
         limit = self.config.tx_inflight_bytes
+        self._reclaim(binding)
         while True:
             frame = self._waiting if self._waiting is not None else self._read()
             if frame is None:
@@ -288,6 +294,10 @@ class VirtioNetClient(VirtioClient):
             at = self._fifo.alloc(len(frame)) if room and queue.num_free else None
             if at is None:
                 self._waiting = frame
+                if not self._tx_interrupts:  # blocked: now the device's word is needed
+                    self._tx_interrupts = True
+                    if binding.interrupts(TX_QUEUE, enabled=True) and self._reclaim(binding):
+                        continue
                 self._counts["tx_waits"] += 1
                 break
             self._waiting = None
@@ -295,7 +305,20 @@ class VirtioNetClient(VirtioClient):
             queue.add([Buffer.at(window.window_id, at, len(frame))], [], at)
             self._counts["tx_frames"] += 1
             self._counts["tx_bytes"] += len(frame) - VNET_HDR_BYTES
+        if self._waiting is None and self._tx_interrupts:
+            # Not blocked: sent frames are reclaimed here, at the next pull, so the
+            # device need not notify each one (nor the driver answer each SIGNAL).
+            self._tx_interrupts = False
+            binding.interrupts(TX_QUEUE, enabled=False)
         binding.kick(TX_QUEUE)
+
+    def _reclaim(self, binding: VirtioBinding) -> int:
+        """Take back the tx space of the frames the device has used; how many."""
+        used = binding.collect(TX_QUEUE)
+        for u in used:
+            assert isinstance(u.token, int)
+            self._fifo.free(u.token)
+        return len(used)
 
     def _read(self) -> bytes | None:
         """The next frame from the port that the device may get, with its header."""

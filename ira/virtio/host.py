@@ -238,6 +238,45 @@ class VirtioBinding:
             window.signal.notify()
         return True
 
+    def collect(self, index: int) -> list[UsedBuffer[object]]:
+        """Used buffers of queue ``index`` in the replica now, notified or not."""
+        if self.state is not BindingState.READY:
+            return []
+        try:
+            return self.queues[index].collect()
+        except QueueBroken as exc:
+            self._needs_reset(f"queue {index}: {exc}")
+            return []
+
+    def interrupts(self, index: int, *, enabled: bool) -> bool:
+        """Ask for used buffer notifications of queue ``index``, or not.
+
+        Both virtio's hint (callbacks, §2.7.7) and the bus signal's receiver
+        follow: while disabled the device sends at most one SIGNAL, which
+        waits here unanswered, so neither side spends a message per buffer;
+        enabling answers it (the device then notifies what it used meanwhile).
+        Enabling returns True if used buffers are already waiting: collect
+        them rather than wait.
+        """
+        if self.state is not BindingState.READY:
+            return False
+        queue, signal = self.queues[index], self._ring_window(index).signal
+        try:
+            if not enabled:
+                queue.disable_callbacks()
+                waiting = False
+            else:
+                waiting = queue.enable_callbacks()
+        except QueueBroken as exc:
+            self._needs_reset(f"queue {index}: {exc}")
+            return False
+        if signal is not None:
+            if enabled:
+                signal.enable()
+            else:
+                signal.disable()
+        return waiting
+
     def reinitialise(self, *, now: float) -> list[object]:
         """Reset the device and initialise it again, in fresh windows; returns the lost tokens.
 

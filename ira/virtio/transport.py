@@ -185,6 +185,35 @@ class VirtioDevice(Device):
             att.signal.notify()
         return True
 
+    def notifications(self, index: int, *, enabled: bool) -> bool:
+        """Ask for available buffer notifications of queue ``index``, or not.
+
+        Both virtio's hint (§2.7.10) and the bus signal's receiver follow:
+        while disabled the driver sends at most one SIGNAL, which waits here
+        unanswered; enabling runs the queue for it now if one came (or tells
+        the driver, which then notifies what it made available meanwhile).
+        Enabling returns True if chains are already available.
+        """
+        q = self._queues[index]
+        if not self.live or q.ring is None or q.setup is None:
+            return False
+        att = self._attachment(q.setup.notify_window)
+        try:
+            if not enabled:
+                q.ring.disable_notifications()
+                waiting = False
+            else:
+                waiting = q.ring.enable_notifications()
+        except QueueBroken as exc:
+            self._queue_broken(index, exc)
+            return False
+        if att is not None and att.signal is not None:
+            if enabled:
+                att.signal.enable()
+            else:
+                att.signal.disable()
+        return waiting
+
     def set_config(self, offset: int, data: bytes) -> None:
         """Change the configuration space; the generation moves and the driver is told."""
         if offset < 0 or offset + len(data) > len(self._config):

@@ -316,6 +316,27 @@ def test_the_driver_bounds_its_bytes_in_flight() -> None:
     assert rig.run_until(lambda: len(rig.board_port.delivered) == 40)
 
 
+def test_a_steady_stream_costs_no_signal_per_frame() -> None:
+    """Sent frames are reclaimed at the next pull and receive buffers are read when a
+    frame comes, so neither the device's used notifications of the transmitq nor the
+    driver's refill notifications of the receiveq (nor their answers) go per frame."""
+    rig = Rig().ready()
+    before_board = rig.board.statistics().get("sent_SignalNotify", 0)
+    before_host = rig.host.statistics().get("sent_SignalState", 0)
+    down = [frame(struct.pack(">I", i) + bytes(1400)) for i in range(100)]
+    up = [frame(struct.pack(">I", i) + bytes(40)) for i in range(100)]
+    for d, u in zip(down, up, strict=True):  # one frame each way at a time, like TCP
+        rig.host_port.send(d)
+        assert rig.run_until(lambda: rig.board_port.delivered[-1:] == [d])  # noqa: B023
+        rig.board_port.send(u)
+        assert rig.run_until(lambda: rig.host_port.delivered[-1:] == [u])  # noqa: B023
+    assert rig.board_port.delivered == down and rig.host_port.delivered == up
+    # one SIGNAL per receiveq frame to the host (and its answer), not two
+    assert rig.board.statistics()["sent_SignalNotify"] - before_board < 110
+    assert rig.host.statistics()["sent_SignalState"] - before_host < 110
+    assert rig.client.statistics()["tx_inflight_bytes"] < 2 * len(down[0])
+
+
 # -- malformed frames ---------------------------------------------------------------------
 
 NEEDS_CSUM = int(HdrFlags.NEEDS_CSUM)
