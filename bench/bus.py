@@ -11,6 +11,11 @@ this process over one unthrottled virtual null-modem.
 * pipelining: DEVCALLs per second to the ``counter`` device with many calls
   in flight (``HostClient.submit``/``result``); also given as calls completed
   per raw ping-pong round trip;
+* the bus's own cost: a ``Bus`` and a ``Connector`` driven against each other
+  directly (no link, no threads), 64-byte DEVCALLs to ``echo`` one at a
+  time; the time per call in each of the three steps (host: call and encode;
+  board: decode, run the device, encode the reply; host: decode the reply and
+  report ``CallCompleted``), also as a share of the raw ping-pong;
 * signals: SIGNAL messages the board sends per event that the ``counter``
   device posts through its window (shm-signal coalescing), in two cases:
   *steady*, one event per turn of the board's loop with the host idle (what
@@ -36,11 +41,20 @@ from concurrent.futures import Future
 
 from link import PING_BLOCKS, RawPingPong
 
+from ira.busmodel.bus import Bus
+from ira.busmodel.connector import Connector
 from ira.busmodel.devices.counting import CounterFunc, CounterShm, CountingDevice
-from ira.busmodel.devices.echo import EchoFunc
-from ira.busmodel.events import BusEvent, SignalReceived, WindowAttached
+from ira.busmodel.devices.echo import Echo, EchoFunc
+from ira.busmodel.events import (
+    BusEvent,
+    CallCompleted,
+    DeviceOpened,
+    SignalReceived,
+    WindowAttached,
+)
 from ira.busmodel.window import Window
 from ira.busrt import BoardService, HostClient
+from ira.link.events import Channel, MessageReceived, SessionStarted
 from ira.link.nullmodem import NullModem, NullModemConfig
 
 #: calls kept in flight by the pipelining benchmark
@@ -102,6 +116,57 @@ def latency(host: HostClient, count: int) -> tuple[float, float]:
             raw.extend(raw_pair.ping() for _ in range(block))
             calls.extend(devcall() for _ in range(block))
     return statistics.median(raw), statistics.median(calls)
+
+
+def _deliver(messages: list[tuple[Channel, bytes]], to: Bus | Connector) -> None:
+    for channel, data in messages:
+        to.handle_link_event(MessageReceived(channel, data), now=0.0)
+
+
+def sans_io(count: int) -> tuple[float, float, float]:
+    """Seconds per 64-byte DEVCALL to ``echo`` in the bus model alone, by step (best of 5)."""
+    board, host = Connector(), Bus()
+    board.add_device(Echo(), now=0.0)
+    session = SessionStarted(1, 2, 0, 4096, 1)
+    board.handle_link_event(session, now=0.0)
+    host.handle_link_event(session, now=0.0)
+    for _ in range(3):  # registration and replay
+        _deliver(host.messages_to_send(), board)
+        _deliver(board.messages_to_send(), host)
+    host.open(host.devices()[0].device_id, now=0.0)
+    _deliver(host.messages_to_send(), board)
+    _deliver(board.messages_to_send(), host)
+    opened = [ev for ev in iter(host.next_event, None) if isinstance(ev, DeviceOpened)]
+    handle = opened[0].handle
+    msg = os.urandom(64)
+    clock = time.perf_counter
+    best: tuple[float, float, float] | None = None
+    for _ in range(6):  # the first round warms up
+        send = serve = complete = 0.0
+        for _ in range(count):
+            t0 = clock()
+            host.call(handle, EchoFunc.ECHO, msg, now=1.0)
+            out = host.messages_to_send()
+            t1 = clock()
+            for channel, data in out:
+                board.handle_link_event(MessageReceived(channel, data), now=1.0)
+            while board.next_event() is not None:
+                pass
+            back = board.messages_to_send()
+            t2 = clock()
+            for channel, data in back:
+                host.handle_link_event(MessageReceived(channel, data), now=1.0)
+            event = host.next_event()
+            host.next_deadline()
+            t3 = clock()
+            if not isinstance(event, CallCompleted) or event.payload != msg:
+                raise SystemExit(f"echo answered {event!r}")
+            send, serve, complete = send + t1 - t0, serve + t2 - t1, complete + t3 - t2
+        steps = (send / count, serve / count, complete / count)
+        if best is None or sum(steps) < sum(best):
+            best = steps
+    assert best is not None
+    return best
 
 
 def pipelined(host: HostClient, handle: int, total: int) -> float:
@@ -191,6 +256,7 @@ def signals_per_event(
 def run(quick: bool) -> dict[str, float]:
     q = 4 if quick else 1
     results: dict[str, float] = {}
+    send, serve, complete = sans_io(10_000 // q)
     listener = Listener()
     with (
         NullModem(NullModemConfig()) as nm,
@@ -212,6 +278,11 @@ def run(quick: bool) -> dict[str, float]:
     results["devcall_ping_s"] = devcall_rtt
     results["latency_ratio"] = devcall_rtt / raw_rtt
     results["devcalls_per_s"] = calls_per_s
+    results["sans_io_host_send_s"] = send
+    results["sans_io_board_s"] = serve
+    results["sans_io_host_complete_s"] = complete
+    results["sans_io_devcall_s"] = send + serve + complete
+    results["sans_io_share_of_raw_ping"] = (send + serve + complete) / raw_rtt
     results["devcalls_per_raw_round_trip"] = calls_per_s * raw_rtt
     for name, figures in (("steady", steady), ("loaded", loaded)):
         for key, value in figures.items():
@@ -235,6 +306,13 @@ def main() -> None:
     print(
         f"pipelined DEVCALLs: {r['devcalls_per_s']:,.0f} per second (target >= 20,000) "
         f"= {r['devcalls_per_raw_round_trip']:.2f} calls per raw ping-pong round trip"
+    )
+    print(
+        f"bus model alone, per 64-byte DEVCALL: {r['sans_io_devcall_s'] * 1e6:.2f} us "
+        f"(host call {r['sans_io_host_send_s'] * 1e6:.2f}, "
+        f"board {r['sans_io_board_s'] * 1e6:.2f}, "
+        f"host completion {r['sans_io_host_complete_s'] * 1e6:.2f}) "
+        f"= {r['sans_io_share_of_raw_ping']:.3f} of a raw ping-pong"
     )
     for name, case in (("steady", "steady, host idle"), ("loaded", "under load")):
         print(
