@@ -87,6 +87,8 @@ from ira.wire.link import (
 
 _MOD = 1 << 32
 _MAX_CHANNEL = max(Channel)
+#: channels by their number on the wire
+_CHANNELS = tuple(sorted(Channel))
 #: the ``held`` bitmap of an ACK covers this many transmissions
 HELD_MASK = (1 << 64) - 1
 #: SACK ranges this end puts in an ACK (at most MAX_SACK_BLOCKS)
@@ -177,7 +179,7 @@ def _stream_bytes(message: bytes) -> int:
     this size, so that empty messages too close the window of a stalled consumer.
     """
     n = len(message)
-    return n + max(1, (n.bit_length() + 6) // 7)
+    return n + 1 if n < 0x80 else n + (n.bit_length() + 6) // 7
 
 
 def _unwrap(wire: int, reference: int) -> int:
@@ -220,6 +222,8 @@ class Link:
         self._rx_seen = False
         self._held = 0
         self._advertised_edge = 0
+        #: the window opening that is worth an ACK of its own
+        self._window_update_bytes = cfg.window_bytes // 4
         self._dead_interval_s = cfg.dead_interval_s
         self._last_rx = now
         self._last_tx = now
@@ -234,6 +238,7 @@ class Link:
         """Queue one message; it is delivered exactly once, in order within its channel."""
         if self.state is LinkState.CLOSED:
             raise LocalProtocolError("send_message on a closed link")
+        self._sender_stats.messages_queued += 1
         if self._sender is None:
             self._pending.append((channel, payload))
         else:
@@ -243,12 +248,12 @@ class Link:
         if not self._events:
             return None
         event = self._events.popleft()
-        if isinstance(event, MessageReceived):
-            self._backlog_bytes -= _stream_bytes(event.payload)
+        if type(event) is MessageReceived:
+            self._backlog_bytes = backlog = self._backlog_bytes - _stream_bytes(event.payload)
             receiver = self._receiver
             if receiver is not None:
-                receiver.backlog_bytes = self._backlog_bytes
-                if receiver.right_edge - self._advertised_edge >= self.config.window_bytes // 4:
+                receiver.backlog_bytes = backlog
+                if receiver.right_edge - self._advertised_edge >= self._window_update_bytes:
                     self._ack_now = True  # a window update is worth a frame
         return event
 
@@ -308,18 +313,35 @@ class Link:
                 raise
 
     def _on_data(self, d: Data, sender: Sender, receiver: Receiver, now: float) -> None:
-        self._apply_ack(sender, d.ack, d.window, (), d.echo, None, now)
-        if d.channel > _MAX_CHANNEL:
+        # the piggy-backed ack (as _apply_ack, without SACK ranges or held bitmap)
+        snd_una = sender.snd_una
+        ack = snd_una + ((d.ack - snd_una + _HALF) % _MOD) - _HALF
+        echo = d.echo
+        sender.on_ack(
+            ack,
+            ack + d.window * WINDOW_UNIT_BYTES,
+            [],
+            sender.unwrap_tx(echo) if echo else None,  # 0: nothing received yet
+            None,
+            now,
+        )
+        channel = d.channel
+        if channel > _MAX_CHANNEL:
             self._counters.malformed += 1
             return
-        seq = _unwrap(d.seq, receiver.rcv_nxt)
-        fate = receiver.on_segment(seq, Channel(d.channel), d.payload)
+        rcv_nxt = receiver.rcv_nxt
+        seq = rcv_nxt + ((d.seq - rcv_nxt + _HALF) % _MOD) - _HALF
+        fate = receiver.on_segment(seq, _CHANNELS[channel], d.payload)
         self._note_transmission(d.tx, held=fate is not Fate.REFUSED)
-        for channel, message in receiver.delivered:
-            self._events.append(MessageReceived(channel, message))
-            self._backlog_bytes += _stream_bytes(message)
-        receiver.delivered.clear()
-        receiver.backlog_bytes = self._backlog_bytes
+        delivered = receiver.delivered
+        if delivered:
+            events = self._events
+            backlog = self._backlog_bytes
+            for channel, message in delivered:
+                events.append(MessageReceived(channel, message))
+                backlog += _stream_bytes(message)
+            delivered.clear()
+            self._backlog_bytes = receiver.backlog_bytes = backlog
         self._unacked_segments += 1
         if fate is not Fate.NEW or receiver.has_gaps or self._unacked_segments >= 2:
             self._ack_due = now  # tell the sender at once what we hold
@@ -516,7 +538,9 @@ class Link:
         )
 
     def _window_field(self, receiver: Receiver) -> int:
-        units = min(0xFFFF, receiver.available // WINDOW_UNIT_BYTES)
+        units = receiver.available // WINDOW_UNIT_BYTES
+        if units > 0xFFFF:
+            units = 0xFFFF
         self._advertised_edge = receiver.rcv_nxt + units * WINDOW_UNIT_BYTES
         return units
 
@@ -541,19 +565,29 @@ class Link:
 
     def next_deadline(self) -> float | None:
         """When ``handle_timeout`` (then ``data_to_send``) must be called next."""
-        if self.state is LinkState.CLOSED:
+        state = self.state
+        if state is LinkState.UP:
+            # the common case, spelled out: it is asked after every turn of the loop
+            due = self._last_rx + self._dead_interval_s
+            keepalive = self._last_tx + self.config.keepalive_interval_s
+            if keepalive < due:
+                due = keepalive
+            sender = self._sender
+            if sender is not None and sender.rto_deadline is not None and sender.rto_deadline < due:
+                due = sender.rto_deadline
+            if self._ack_due is not None and self._ack_due < due:
+                due = self._ack_due
+            if self._hello_due is not None and self._hello_due < due:
+                due = self._hello_due
+            return due
+        if state is LinkState.CLOSED:
             return None
         cfg = self.config
         candidates: list[float] = []
         if self._hello_due is not None:
             candidates.append(self._hello_due)
-        if self.state is LinkState.UP:
-            candidates.append(self._last_rx + self._dead_interval_s)
-            if self._sender is not None and self._sender.rto_deadline is not None:
-                candidates.append(self._sender.rto_deadline)
-        elif self.state is LinkState.DOWN:
+        if state is LinkState.DOWN:
             candidates.append(self._last_rx + cfg.session_timeout_s)
-        if self.state in (LinkState.UP, LinkState.DOWN):
             candidates.append(self._last_tx + cfg.keepalive_interval_s)
             if self._ack_due is not None:
                 candidates.append(self._ack_due)

@@ -24,8 +24,9 @@ def encode_frames(frames: list[bytes]) -> bytes:
     The chunk starts with a delimiter too, so that whatever noise the line
     carried before it ends at that delimiter instead of spoiling the first frame.
     """
-    if not frames:
-        return DELIMITER + DELIMITER
+    if len(frames) == 1:
+        encoded: bytes = cobs.encode(frames[0])
+        return b"\x00" + encoded + b"\x00"
     # one join (one copy of the chunk), with empty ends for the outer delimiters
     encode = cobs.encode
     return DELIMITER.join([b"", *[encode(f) for f in frames], b""])
@@ -61,29 +62,49 @@ class StreamDeframer:
         return len(self._buffer)
 
     def feed(self, data: bytes | bytearray) -> list[bytes]:
+        pieces = data.split(b"\x00")
+        # pieces[0] continues the chunk buffered so far, pieces[-1] starts the next
+        # one; every piece between is a whole chunk (often the only frame of a read)
+        if len(pieces) == 1:
+            self._append(data)
+            return []
         frames: list[bytes] = []
+        stats = self.stats
+        decode = cobs.decode
+        first = pieces[0]
         buf = self._buffer
-        start = 0
-        n = len(data)
-        while start < n:
-            end = data.find(0, start)
-            if end < 0:
-                self._append(data[start:])
-                break
-            self._append(data[start:end])
-            start = end + 1
-            if self._skipping:
-                self._skipping = False
+        if self._skipping or buf or len(first) > self._max_chunk:
+            self._append(first)
+            if not self._skipping and buf:
+                self._decode(buf, frames)
+            buf.clear()
+            self._skipping = False
+        elif first:
+            self._decode(first, frames)
+        max_chunk = self._max_chunk
+        for i in range(1, len(pieces) - 1):
+            chunk = pieces[i]
+            if not chunk:
                 continue
-            if not buf:
+            if len(chunk) > max_chunk:
+                stats.oversize += 1
+                stats.discarded_bytes += len(chunk)
                 continue
             try:
-                frames.append(cobs.decode(buf))
-                self.stats.frames += 1
+                frames.append(decode(chunk))
             except cobs.DecodeError:
-                self.stats.malformed += 1
-            buf.clear()
+                stats.malformed += 1
+        stats.frames += len(frames)
+        last = pieces[-1]
+        if last:
+            self._append(last)
         return frames
+
+    def _decode(self, chunk: bytes | bytearray, frames: list[bytes]) -> None:
+        try:
+            frames.append(cobs.decode(chunk))
+        except cobs.DecodeError:
+            self.stats.malformed += 1
 
     def _append(self, piece: bytes | bytearray) -> None:
         if self._skipping:

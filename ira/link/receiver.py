@@ -58,7 +58,17 @@ class _Reassembler:
         self._skip = 0  # bytes of an oversize message still to discard
         self._max = max_message_bytes
 
-    def feed(self, data: bytes, out: deque[bytes], stats: ReceiverStatistics) -> None:
+    def feed(self, data: bytes, out: list[bytes], stats: ReceiverStatistics) -> None:
+        if not self._buf and self._need is None and not self._skip and data:
+            n = data[0]
+            if n < 0x80 and n < len(data) and n <= self._max:
+                # the common case: a short message starts the segment, nothing pending
+                end = 1 + n
+                out.append(data[1:end])
+                stats.messages_delivered += 1
+                if end == len(data):
+                    return
+                data = data[end:]
         if self._skip:
             n = min(self._skip, len(data))
             self._skip -= n
@@ -178,10 +188,12 @@ class Receiver:
             payload = payload[self.rcv_nxt - seq :]
         self.rcv_nxt += len(payload)
         self.stats.payload_bytes_received += len(payload)
-        out: deque[bytes] = deque()
+        out: list[bytes] = []
         self._reassemblers[channel].feed(payload, out, self.stats)
-        for message in out:
-            self.delivered.append((channel, message))
+        if len(out) == 1:
+            self.delivered.append((channel, out[0]))
+        else:
+            self.delivered.extend((channel, message) for message in out)
 
     def sack_blocks(self, limit: int) -> list[tuple[int, int]]:
         """Merged ranges held above ``rcv_nxt``, lowest first, at most ``limit``."""

@@ -1,12 +1,15 @@
 """The runtime: drives one link core (and optionally the layer above it) over a transport.
 
-One thread owns all protocol state: the link core and, when given, an *upper*
-core (the bus connector or bus) that consumes link events and produces
-messages.  Other threads talk to it only through ``call`` (run a function on
-the loop thread and wait for its result), ``send`` and the event queue, so the
-cores need no locks.  With ``on_upper_event`` the loop drains the upper core's
-own events (``next_event()``) into that callback, on the loop thread, before
-it sends the upper core's messages; without it they stay in the core.
+One thread at a time runs the protocol state: the link core and, when given,
+an *upper* core (the bus connector or bus) that consumes link events and
+produces messages.  That thread holds the runtime's owner lock: the loop
+thread, except while it sleeps in ``select``.  Other threads talk to the
+cores only through ``send``, ``post`` and ``call`` (run a function with the
+cores and wait for its result) and the event queue, so the cores need no
+locks of their own.  With ``on_upper_event`` the loop drains the upper core's
+own events (``next_event()``) into that callback before it sends the upper
+core's messages; without it they stay in the core.  With ``on_event`` link
+events go to that callback instead of the queue.
 
 Selectable transports are served by one ``select`` loop: read when readable,
 write when writable (never blocking on a write while the peer waits for us to
@@ -14,12 +17,20 @@ read), wake for the core's next deadline.  Transports without a descriptor get
 a reader thread that only hands bytes over.
 
 The loop is built for a Python process where every thread shares one
-interpreter lock: ``send`` and ``post`` append to one queue (in call order)
-and write to the wake-up pipe only when the loop sleeps; what a read brought
-is answered (ACKs, replies, events) in the same turn; a big read is followed
-by another before ``select`` is asked; the cores run only when something may
-have changed for them; and at most one chunk of output waits behind the one
-being written, so a batch of frames is cut only shortly before it can go out.
+interpreter lock, and where handing work from one thread to another costs as
+much as the work: ``send`` and ``post`` append to one queue (in call order);
+a caller that finds the loop asleep takes the owner lock and runs the turn
+itself — the message is on the wire before ``send`` returns, and the loop is
+woken only if it must keep an earlier deadline or write what the transport
+did not take — otherwise the loop is woken through its pipe if it sleeps.
+What a read brought is answered (ACKs, replies, events) in the same turn; a
+big read is followed by another before ``select`` is asked; the cores run only
+when something may have changed for them; and at most one chunk of output
+waits behind the one being written, so a batch of frames is cut only shortly
+before it can go out.  Callbacks (``on_event``, ``on_upper_event``, ``post``ed
+functions) therefore run on the loop thread or on a calling thread, never two
+at once; they must not wait for the runtime (``call`` from a callback would
+wait for itself).
 
 The runtime is a context manager: threads start on entry and are joined on
 exit, and the first worker exception is re-raised to the caller.
@@ -111,7 +122,8 @@ class LinkRuntime:
         self.upper = upper
         self._on_event = on_event
         self._on_upper_event = on_upper_event
-        #: link events for callers that read them (when no upper core consumes them)
+        #: link events for callers that read them (when neither an upper core nor
+        #: ``on_event`` consumes them)
         self.events: queue.SimpleQueue[LinkEvent] = queue.SimpleQueue()
         #: sends (payload, channel) and calls, in the order they were made
         self._inbox: deque[tuple[bytes, Channel] | Callable[[], None]] = deque()
@@ -120,6 +132,10 @@ class LinkRuntime:
         os.set_blocking(self._wake_w, False)
         #: the loop is about to sleep or sleeps in select (see _wake)
         self._sleeping = False
+        #: held by whichever thread runs the cores: the loop, or a caller that found it asleep
+        self._owner = threading.Lock()
+        #: the deadline the sleeping loop will wake for (see _run_inline)
+        self._sleep_deadline: float | None = None
         self._next_deadline: float | None = None
         self._stop = threading.Event()
         self._error: BaseException | None = None
@@ -188,13 +204,17 @@ class LinkRuntime:
             try:
                 target()
             except BaseException as exc:  # the runtime boundary: re-raised in the caller
-                if self._error is None:
-                    self._error = exc
-                self._stop.set()
-                self._sleeping = True
-                self._wake()
+                self._fail(exc)
 
         return run
+
+    def _fail(self, exc: BaseException) -> None:
+        """The cores raised: the runtime stops, and ``exc`` is what its users see."""
+        if self._error is None:
+            self._error = exc
+        self._stop.set()
+        self._sleeping = True
+        self._wake()
 
     # --- calls from other threads ---------------------------------------------------
 
@@ -216,11 +236,38 @@ class LinkRuntime:
             self.raise_if_failed()
             raise LinkClosed(f"{self.transport.name}: the link runtime is stopped")
 
+    def _submit(self, item: tuple[bytes, Channel] | Callable[[], None]) -> None:
+        self._inbox.append(item)
+        if self._sleeping and self._owner.acquire(blocking=False):
+            try:
+                self._run_inline()
+            except BaseException as exc:  # as on the loop thread: the runtime stops
+                self._fail(exc)
+                raise
+            finally:
+                self._owner.release()
+        else:
+            self._wake()
+
+    def _run_inline(self) -> None:
+        """Run a turn on the calling thread while the loop sleeps in ``select``.
+
+        The loop is woken only when it must do something the turn left to it:
+        write output the transport did not take, or keep a deadline earlier
+        than the one it sleeps toward.
+        """
+        if self._stop.is_set() or not self._sleeping:
+            self._wake()
+            return
+        deadline = self._turn(time.monotonic())
+        sleeping = self._sleep_deadline
+        if self._out or (deadline is not None and (sleeping is None or deadline < sleeping)):
+            self._wake()
+
     def post(self, fn: Callable[[], None]) -> None:
-        """Run ``fn`` on the loop thread soon."""
+        """Run ``fn`` with the cores soon: on the loop thread, or on this one if the loop sleeps."""
         self._check_running()
-        self._inbox.append(fn)
-        self._wake()
+        self._submit(fn)
 
     def call(self, fn: Callable[[], T], timeout_s: float = 10.0) -> T:
         """Run ``fn`` on the loop thread and return its result."""
@@ -238,8 +285,7 @@ class LinkRuntime:
     def send(self, payload: bytes, channel: Channel = Channel.CONTROL) -> None:
         """Queue a message to the peer (thread-safe; in order with ``post``)."""
         self._check_running()
-        self._inbox.append((payload, channel))
-        self._wake()
+        self._submit((payload, channel))
 
     def statistics(self) -> LinkStatistics:
         return self.call(self.core.statistics)
@@ -273,13 +319,23 @@ class LinkRuntime:
         output was written out (room for the next).
         """
         fd = self._fd
+        wake_r = self._wake_r
+        rlist = [wake_r] if fd is None else [wake_r, fd]
+        wlist = [] if fd is None else [fd]
+        owner = self._owner
+        owner.acquire()
+        try:
+            self._run_loop(fd, rlist, wlist)
+        finally:
+            owner.release()
+
+    def _run_loop(self, fd: int | None, rlist: list[int], wlist: list[int]) -> None:
         stop = self._stop
         core = self.core
         transport = self.transport
         inbox, rx = self._inbox, self._rx
         wake_r = self._wake_r
-        rlist = [wake_r] if fd is None else [wake_r, fd]
-        wlist = [] if fd is None else [fd]
+        owner = self._owner
         readable = False
         wrote_chunk = False
         deadline: float | None = None
@@ -315,8 +371,14 @@ class LinkRuntime:
                 wait = MAX_WAIT_S
             else:
                 wait = min(MAX_WAIT_S, max(0.0, deadline - now))
-            ready_r, ready_w, _ = select.select(rlist, wlist if self._out else (), (), wait)
+            self._sleep_deadline = deadline
+            owner.release()
+            try:
+                ready_r, ready_w, _ = select.select(rlist, wlist if self._out else (), (), wait)
+            finally:
+                owner.acquire()
             self._sleeping = False
+            deadline = self._next_deadline
             if ready_r and ready_r[0] == wake_r:
                 with contextlib.suppress(BlockingIOError):
                     os.read(wake_r, 4096)
@@ -356,15 +418,16 @@ class LinkRuntime:
         # events for callers go out after this turn's writes: the waiting thread
         # then finds the GIL free sooner
         ready: list[LinkEvent] = []
+        on_event = self._on_event
         while (event := core.next_event()) is not None:
             if type(event) is not MessageReceived:
                 self._log_event(event)
             if upper is not None:
                 upper.handle_link_event(event, now=now)
-            else:
+            if on_event is not None:
+                on_event(event)
+            elif upper is None:
                 ready.append(event)
-            if self._on_event is not None:
-                self._on_event(event)
         if upper is not None:
             if self._on_upper_event is not None:
                 while (upper_event := upper.next_event()) is not None:

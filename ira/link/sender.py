@@ -49,30 +49,53 @@ CWND_FLOOR_BYTES = 2048
 #: the bandwidth and minimum-RTT filters forget samples older than about this
 BW_WINDOW_S = 1.0
 MIN_RTT_WINDOW_S = 10.0
+#: the one-byte length prefixes of messages shorter than 128 bytes
+_SMALL_PREFIX = [bytes((n,)) for n in range(0x80)]
 
 
-@dataclass(slots=True, eq=False)
 class Segment:
-    seq: int
-    channel: Channel
-    #: offset of the first payload byte in its channel's stream
-    chan_start: int
-    payload: bytes
-    sent_at: float = 0.0
-    #: order of the last transmission among all transmissions (frames sent together share a time)
-    tx_order: int = 0
-    #: bytes in flight ahead of this segment when it was sent (it waits behind them)
-    ahead_bytes: int = 0
-    #: bytes that had passed the line (delivered or lost), and when, as this segment was sent
-    delivered_at_send: int = 0
-    delivered_time_at_send: float = 0.0
-    retransmitted: bool = False
-    sacked: bool = False
-    lost: bool = False
+    """A piece of one channel's stream at a place in the link's sequence space."""
 
-    @property
-    def end(self) -> int:
-        return self.seq + len(self.payload)
+    __slots__ = (
+        "ahead_bytes",
+        "chan_start",
+        "channel",
+        "delivered_at_send",
+        "delivered_time_at_send",
+        "end",
+        "lost",
+        "payload",
+        "retransmitted",
+        "sacked",
+        "sent_at",
+        "seq",
+        "tx_order",
+    )
+
+    def __init__(self, seq: int, channel: Channel, chan_start: int, payload: bytes) -> None:
+        self.seq = seq
+        #: sequence number after the last byte
+        self.end = seq + len(payload)
+        self.channel = channel
+        #: offset of the first payload byte in its channel's stream
+        self.chan_start = chan_start
+        self.payload = payload
+        self.sent_at = 0.0
+        #: order of the last transmission among all transmissions (frames sent
+        #: together share a time)
+        self.tx_order = 0
+        #: bytes in flight ahead of this segment when it was sent (it waits behind them)
+        self.ahead_bytes = 0
+        #: bytes that had passed the line (delivered or lost), and when, as this
+        #: segment was sent
+        self.delivered_at_send = 0
+        self.delivered_time_at_send = 0.0
+        self.retransmitted = False
+        self.sacked = False
+        self.lost = False
+
+    def __repr__(self) -> str:
+        return f"<Segment {self.channel.name} {self.seq}..{self.end}>"
 
 
 @dataclass(slots=True)
@@ -85,11 +108,16 @@ class _WindowedExtreme:
     previous: float | None = None
     bucket_start: float = 0.0
 
-    def update(self, value: float, now: float) -> None:
+    def update(self, value: float, now: float) -> bool:
+        """Take a sample; True when ``value()`` may have changed."""
         if now - self.bucket_start >= self.window_s:
-            self.previous, self.current, self.bucket_start = self.current, None, now
-        if self.current is None or (value > self.current) == self.want_max:
+            self.previous, self.current, self.bucket_start = self.current, value, now
+            return True
+        current = self.current
+        if current is None or (value > current) == self.want_max:
             self.current = value
+            return True
+        return False
 
     def value(self) -> float | None:
         current, previous = self.current, self.previous
@@ -104,6 +132,8 @@ class _WindowedExtreme:
 
 @dataclass(slots=True)
 class SenderStatistics:
+    #: messages given to the link (counted by the session core: also those that
+    #: waited for a session)
     messages_queued: int = 0
     messages_acked: int = 0
     segments_sent: int = 0
@@ -166,17 +196,21 @@ class Sender:
         self._clean_bytes = 0
         self._last_loss_time = -1e9
         self.stats = stats if stats is not None else SenderStatistics()
+        #: segment size and congestion window, recomputed when their inputs change
+        self._segment_bytes = 0
+        self._cwnd = 0
+        self._pace()
 
     # --- queueing -------------------------------------------------------------
 
     def enqueue(self, channel: Channel, payload: bytes) -> None:
         q = self._queues[channel]
-        chunk = encode_varint(len(payload)) + payload
+        n = len(payload)
+        chunk = (_SMALL_PREFIX[n] if n < 0x80 else encode_varint(n)) + payload
         q.chunks.append(chunk)
         q.queued_bytes += len(chunk)
         q.total_offset += len(chunk)
         q.message_ends.append(q.total_offset)
-        self.stats.messages_queued += 1
 
     def inherit_rtt(self, previous: Sender) -> None:
         """Start from the round-trip estimate of an earlier session on the same line
@@ -185,6 +219,7 @@ class Sender:
             self.srtt, self.rttvar = previous.srtt, previous.rttvar
             self._min_rtt = previous._min_rtt
             self.rto = self._rto_value()
+            self._pace()
 
     def seed_rtt(self, sample: float) -> None:
         """A round trip measured before the session had data (the handshake)."""
@@ -218,33 +253,42 @@ class Sender:
 
     @property
     def segment_bytes(self) -> int:
+        """Largest segment to cut now."""
+        return self._segment_bytes
+
+    @property
+    def cwnd(self) -> int:
+        """Most bytes in flight."""
+        return self._cwnd
+
+    def _pace(self) -> None:
+        """Recompute segment size and congestion window (their inputs changed)."""
         size = self._loss_segment
         bw = self._bw.value()
         if bw is not None:
             size = min(size, max(256, int(bw * self._config.frame_latency_s)))
-        return max(min(self._config.min_segment_bytes, self._max_payload), size)
-
-    @property
-    def cwnd(self) -> int:
-        seg = self.segment_bytes
-        bw, rtt = self._bw.value(), self._min_rtt.value()
+        seg = max(min(self._config.min_segment_bytes, self._max_payload), size)
+        self._segment_bytes = seg
+        rtt = self._min_rtt.value()
         if bw is None or rtt is None:
-            return INITIAL_CWND_SEGMENTS * seg
+            self._cwnd = INITIAL_CWND_SEGMENTS * seg
+            return
         # on a noisy line small frames and lost acks need more in flight than the
         # bandwidth-delay product of the fastest round trip: keep a floor of
         # CWND_FLOOR_S of the line rate
         floor = max(INITIAL_CWND_SEGMENTS * seg, int(bw * CWND_FLOOR_S), CWND_FLOOR_BYTES)
-        return max(floor, int(2 * bw * rtt) + seg)
+        self._cwnd = max(floor, int(2 * bw * rtt) + seg)
 
     # --- producing segments -----------------------------------------------------
 
     def segments_to_send(self, now: float) -> list[Segment]:
         """Segments to put on the wire now: lost ones first, then new data, control first."""
-        if not self._lost and not self._control.queued_bytes and not self._bulk.queued_bytes:
+        control, bulk = self._control, self._bulk
+        if not self._lost and not control.queued_bytes and not bulk.queued_bytes:
             return []
         out: list[Segment] = []
-        seg_size = self.segment_bytes
-        cwnd = self.cwnd
+        seg_size = self._segment_bytes
+        cwnd = self._cwnd
         # lost segments go out at once, whatever the window: losses are found exactly
         # (by echo), a serial link has no competing flows to protect, and segments
         # the peer holds above a truncated SACK list would otherwise fill the pipe
@@ -257,17 +301,23 @@ class Sender:
                 self._transmit(piece, now, retransmission=True)
                 out.append(piece)
         while True:
-            room = min(cwnd - self.pipe_bytes, self.peer_right_edge - self.snd_nxt)
+            room = cwnd - self.pipe_bytes
+            window = self.peer_right_edge - self.snd_nxt
+            if window < room:
+                room = window
             if room <= 0:
                 break
-            channel = self._next_channel()
-            if channel is None:
+            if control.queued_bytes:
+                q, channel = control, Channel.CONTROL
+            elif bulk.queued_bytes:
+                q, channel = bulk, Channel.BULK
+            else:
                 break
-            if room < seg_size and self.pipe_bytes and self._queues[channel].queued_bytes > room:
+            if room < seg_size and self.pipe_bytes and q.queued_bytes > room:
                 # silly-window avoidance: a runt frame costs its whole header; wait for
                 # the ACK that opens room for a full one (something is in flight)
                 break
-            seg = self._cut(channel, min(seg_size, room))
+            seg = self._cut(q, channel, seg_size if seg_size < room else room)
             self.snd_nxt = seg.end
             self._inflight.append(seg)
             self._transmit(seg, now, retransmission=False)
@@ -276,29 +326,38 @@ class Sender:
             self.rto_deadline = now + self.rto
         return out
 
-    def _next_channel(self) -> Channel | None:
-        if self._control.queued_bytes:
-            return Channel.CONTROL
-        if self._bulk.queued_bytes:
-            return Channel.BULK
-        return None
-
-    def _cut(self, channel: Channel, size: int) -> Segment:
-        q = self._queues[channel]
-        parts: list[bytes] = []
+    def _cut(self, q: _ChannelQueue, channel: Channel, size: int) -> Segment:
+        chunks = q.chunks
         start = q.next_offset
-        while size > 0 and q.chunks:
-            head = q.chunks[0]
-            take = min(size, len(head) - q.head_offset)
-            parts.append(head[q.head_offset : q.head_offset + take])
-            q.head_offset += take
-            size -= take
-            if q.head_offset == len(head):
-                q.chunks.popleft()
-                q.head_offset = 0
-        payload = parts[0] if len(parts) == 1 else b"".join(parts)
-        q.next_offset += len(payload)
-        q.queued_bytes -= len(payload)
+        head = chunks[0]
+        offset = q.head_offset
+        if offset == 0 and len(head) >= size:
+            # the common case: the segment is the head message, or the start of it
+            payload = head if len(head) == size else head[:size]
+        else:
+            payload = head[offset : offset + size]
+        offset += len(payload)
+        if offset == len(head):
+            chunks.popleft()
+            offset = 0
+            if len(payload) < size and chunks:
+                # room left: later (small) messages share the segment
+                parts = [payload]
+                size -= len(payload)
+                while size > 0 and chunks:
+                    head = chunks[0]
+                    piece = head if len(head) <= size else head[:size]
+                    parts.append(piece)
+                    size -= len(piece)
+                    if len(piece) == len(head):
+                        chunks.popleft()
+                    else:
+                        offset = len(piece)
+                payload = b"".join(parts)
+        q.head_offset = offset
+        n = len(payload)
+        q.next_offset = start + n
+        q.queued_bytes -= n
         return Segment(self.snd_nxt, channel, start, payload)
 
     def _split(self, seg: Segment, size: int) -> list[Segment]:
@@ -316,20 +375,22 @@ class Sender:
         return pieces
 
     def _transmit(self, seg: Segment, now: float, *, retransmission: bool) -> None:
+        n = len(seg.payload)
         seg.sent_at = now
         seg.ahead_bytes = self.pipe_bytes
-        self._tx_counter += 1
-        seg.tx_order = self._tx_counter
-        seg.delivered_at_send = self._delivered
-        seg.delivered_time_at_send = self._delivered_time if self._delivered else now
+        self._tx_counter = seg.tx_order = self._tx_counter + 1
+        delivered = self._delivered
+        seg.delivered_at_send = delivered
+        seg.delivered_time_at_send = self._delivered_time if delivered else now
         seg.lost = False
-        self.pipe_bytes += len(seg.payload)
-        self.stats.segments_sent += 1
-        self.stats.payload_bytes_sent += len(seg.payload)
+        self.pipe_bytes += n
+        stats = self.stats
+        stats.segments_sent += 1
+        stats.payload_bytes_sent += n
         if retransmission:
             seg.retransmitted = True
-            self.stats.segments_retransmitted += 1
-            self.stats.bytes_retransmitted += len(seg.payload)
+            stats.segments_retransmitted += 1
+            stats.bytes_retransmitted += n
 
     # --- acknowledgements ---------------------------------------------------------
 
@@ -348,17 +409,20 @@ class Sender:
         ``echo`` the last transmission it received and ``held`` (ACK frames only)
         the bitmap of the transmissions before it that it holds.
         """
-        if ack > self.snd_nxt or ack < self.snd_una:
-            ack = self.snd_una if ack < self.snd_una else self.snd_nxt
-        self.peer_right_edge = max(self.peer_right_edge, right_edge)
-        progressed = ack > self.snd_una
+        snd_una = self.snd_una
+        if ack > self.snd_nxt or ack < snd_una:
+            ack = snd_una if ack < snd_una else self.snd_nxt
+        if right_edge > self.peer_right_edge:
+            self.peer_right_edge = right_edge
+        progressed = ack > snd_una
         inflight = self._inflight
         while inflight and inflight[0].end <= ack:
             seg = inflight.popleft()
             if not seg.sacked:
                 self._delivered_seg(seg, now, echo)
             self._advance_channel(seg)
-        self.snd_una = max(self.snd_una, ack)
+        if progressed:
+            self.snd_una = ack
         if sacks:
             for seg in inflight:
                 if seg.sacked:
@@ -379,28 +443,33 @@ class Sender:
     def _delivered_seg(self, seg: Segment, now: float, echo: int | None) -> None:
         size = len(seg.payload)
         self._loss_share -= LOSS_SHARE_GAIN * self._loss_share
-        if not seg.lost:
+        if seg.lost:
+            seg.lost = False
+        else:
             self.pipe_bytes -= size
-        seg.lost = False
-        self._delivered += size
+        self._delivered = delivered = self._delivered + size
         self._delivered_time = now
         interval = now - seg.delivered_time_at_send
-        if interval > 0:
-            self._bw.update((self._delivered - seg.delivered_at_send) / interval, now)
+        if interval > 0 and self._bw.update((delivered - seg.delivered_at_send) / interval, now):
+            self._pace()
         self._clean_bytes += size
         if self._clean_bytes >= 4 * self._loss_segment:
             self._clean_bytes = 0
             self._loss_segment = min(self._max_payload, self._loss_segment * 2)
+            self._pace()
         if seg.tx_order == echo:
             # the peer acknowledged on receiving exactly this transmission: a clean
             # sample (no retransmission ambiguity, no lost-ACK delay in it)
             self._update_rtt(now - seg.sent_at)
 
     def _advance_channel(self, seg: Segment) -> None:
-        q = self._queues[seg.channel]
-        q.acked_offset = max(q.acked_offset, seg.chan_start + len(seg.payload))
-        while q.message_ends and q.message_ends[0] <= q.acked_offset:
-            q.message_ends.popleft()
+        q = self._control if seg.channel is Channel.CONTROL else self._bulk
+        acked = seg.chan_start + len(seg.payload)
+        if acked > q.acked_offset:
+            q.acked_offset = acked
+        ends = q.message_ends
+        while ends and ends[0] <= acked:
+            ends.popleft()
             self.stats.messages_acked += 1
 
     def _apply_held(self, echo: int, held: int, now: float) -> bool:
@@ -437,6 +506,7 @@ class Sender:
         if now - self._last_loss_time > rtt:
             self._last_loss_time = now
             self._loss_segment = max(self._config.min_segment_bytes, self._loss_segment // 2)
+            self._pace()
 
     def _update_rtt(self, sample: float) -> None:
         self._latest_rtt = sample
@@ -447,18 +517,23 @@ class Sender:
         else:
             self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - sample)
             self.srtt = 0.875 * self.srtt + 0.125 * sample
-        self._min_rtt.update(sample, self._delivered_time)
+        if self._min_rtt.update(sample, self._delivered_time):
+            self._pace()
 
     def _rto_value(self) -> float:
         cfg = self._config
-        # RTT samples are exact (echoed transmissions), so the variance is real; the
-        # floor of twice the smoothed RTT keeps a growing queue from firing it
-        base = (
-            cfg.rto_initial_s
-            if self.srtt is None
-            else max(2 * self.srtt, self.srtt + 4 * self.rttvar) + cfg.ack_delay_s
-        )
-        return min(cfg.rto_max_s, max(cfg.rto_min_s, base) * self._backoff)
+        srtt = self.srtt
+        if srtt is None:
+            base = cfg.rto_initial_s
+        else:
+            # RTT samples are exact (echoed transmissions), so the variance is real;
+            # the floor of twice the smoothed RTT keeps a growing queue from firing it
+            spread = 4 * self.rttvar
+            base = (srtt + spread if spread > srtt else 2 * srtt) + cfg.ack_delay_s
+        if base < cfg.rto_min_s:
+            base = cfg.rto_min_s
+        rto = base * self._backoff
+        return rto if rto < cfg.rto_max_s else cfg.rto_max_s
 
     # --- timers -----------------------------------------------------------------
 

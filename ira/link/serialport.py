@@ -322,6 +322,15 @@ class SerialTransport:
         return data
 
     def _fd_send(self, fd: int, data: bytes, timeout_s: float | None) -> int:
+        if len(data) <= _WRITE_BYTES:
+            try:
+                return os.write(fd, data)  # the common case: there is room
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                raise self._io_error(exc) from exc
+            if timeout_s == 0:
+                return 0
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         view = memoryview(data)[:_WRITE_BYTES]
         while True:

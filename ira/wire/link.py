@@ -41,7 +41,7 @@ import enum
 import struct
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import construct as cs
 import crcmod.predefined
@@ -160,10 +160,11 @@ Frame = cs.Struct(
 )
 
 # --- decoded frames -----------------------------------------------------------
+# Named tuples rather than frozen dataclasses: as immutable, and three times
+# cheaper to build, which counts twice per frame on the hot path.
 
 
-@dataclass(frozen=True, slots=True)
-class Hello:
+class Hello(NamedTuple):
     """HELLO (``ack=False``) or HELLO_ACK (``ack=True``)."""
 
     ack: bool
@@ -177,8 +178,7 @@ class Hello:
     keepalive_ms: int
 
 
-@dataclass(frozen=True, slots=True)
-class Data:
+class Data(NamedTuple):
     channel: int
     tag: int
     seq: int
@@ -189,8 +189,7 @@ class Data:
     payload: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Ack:
+class Ack(NamedTuple):
     probe: bool
     tag: int
     ack: int
@@ -218,19 +217,18 @@ ACK_MIN_BYTES = _ACK.size
 reference_crc32: Callable[[bytes | bytearray | memoryview], int] = crcmod.predefined.mkCrcFun(
     "crc-32"
 )
-#: the same CRC from the standard library: ~10x faster on 64 KiB and it releases the
-#: interpreter lock, so the link thread does not stall the others while it runs
-_crc_func = zlib.crc32
-
-
-def crc32(data: bytes | bytearray | memoryview) -> int:
-    """CRC-32 (IEEE 802.3) of ``data``, as every frame carries it."""
-    return _crc_func(data)
+#: CRC-32 (IEEE 802.3) of some bytes, as every frame carries it: the standard
+#: library's, ~10x faster than crcmod's on 64 KiB and it releases the interpreter
+#: lock, so the link thread does not stall the others while it runs
+crc32: Callable[[bytes | bytearray | memoryview], int] = zlib.crc32
+#: the CRC-32 of any frame whose CRC is right (body and CRC together): the CRC's
+#: residue, so checking a frame needs neither a slice nor an unpack
+CRC_RESIDUE = 0x2144DF1C
 
 
 def seal(body: bytes) -> bytes:
     """Append the CRC to a frame body."""
-    return body + _CRC.pack(crc32(body))
+    return body + _CRC.pack(zlib.crc32(body))
 
 
 def encode_hello(h: Hello) -> bytes:
@@ -291,12 +289,9 @@ def check_crc(frame: bytes | bytearray) -> memoryview:
     """Return the frame body when its CRC is right; raise ``BadCrc`` otherwise."""
     if len(frame) < 1 + CRC_BYTES:
         raise BadCrc(f"frame of {len(frame)} bytes is too short")
-    view = memoryview(frame)
-    body = view[:-CRC_BYTES]
-    (expected,) = _CRC.unpack_from(frame, len(frame) - CRC_BYTES)
-    if crc32(body) != expected:
+    if zlib.crc32(frame) != CRC_RESIDUE:
         raise BadCrc("CRC mismatch")
-    return body
+    return memoryview(frame)[:-CRC_BYTES]
 
 
 def decode_body(body: memoryview | bytes) -> LinkFrame:

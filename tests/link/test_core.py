@@ -118,7 +118,7 @@ def tag_of(link: Link) -> int:
 
 def data_frame(**fields: object) -> bytes:
     """A DATA frame; fields not given are 0 (or empty)."""
-    values: dict[str, object] = {f.name: 0 for f in dataclasses.fields(Data)}
+    values: dict[str, object] = dict.fromkeys(Data._fields, 0)
     values["payload"] = b""
     values.update(fields)
     return encode(Data(**values))  # type: ignore[arg-type]

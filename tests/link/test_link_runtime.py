@@ -5,12 +5,15 @@ from __future__ import annotations
 import contextlib
 import random
 import statistics
+import threading
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from ira.errors import LinkClosed
+from ira.link import runtime as runtime_module
+from ira.link.config import LinkConfig
 from ira.link.events import Channel, LinkEvent, MessageReceived
 from ira.link.mem import mem_pair
 from ira.link.runtime import LinkRuntime
@@ -160,6 +163,91 @@ def test_a_message_sent_while_the_loop_sleeps_goes_out_at_once() -> None:
             samples.append(time.monotonic() - start)
     # the keepalive timer (0.25 s) would hide a lost wake-up; the median would show it
     assert statistics.median(samples) < 0.05
+
+
+class Watched:
+    """A transport that records which thread wrote, and can swallow the next write."""
+
+    def __init__(self, inner: Transport) -> None:
+        self._inner = inner
+        self.packet = inner.packet
+        self.name = f"watched:{inner.name}"
+        self.writers: list[str] = []
+        self.swallow_next = False
+
+    def fileno(self) -> int | None:
+        return self._inner.fileno()
+
+    def recv(self, timeout_s: float | None) -> bytes:
+        return self._inner.recv(timeout_s)
+
+    def send(self, data: bytes, timeout_s: float | None) -> int:
+        self.writers.append(threading.current_thread().name)
+        if self.swallow_next:  # as a line that loses the frame
+            self.swallow_next = False
+            return len(data)
+        return self._inner.send(data, timeout_s)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def _idle(a: LinkRuntime, b: LinkRuntime) -> None:
+    """Both sessions up and nothing owed: the loops sleep until a keepalive."""
+    a.send(b"up")
+    next_message(b)
+    time.sleep(0.1)  # past the delayed ACK
+
+
+def test_a_send_to_an_idle_link_is_written_by_the_calling_thread() -> None:
+    ta, tb = mem_pair(packet=True)
+    watched = Watched(ta)
+    with running(watched, tb) as (a, b):
+        _idle(a, b)
+        del watched.writers[:]
+        a.send(b"now")
+        # on the wire before send returned, without a hand-off to the loop thread
+        assert watched.writers == [threading.current_thread().name]
+        assert next_message(b).payload == b"now"
+
+
+def test_a_message_sent_by_a_caller_is_still_resent_by_the_timer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The loop slept toward a keepalive; the caller's send made an earlier deadline."""
+    monkeypatch.setattr(runtime_module, "MAX_WAIT_S", 10.0)  # no periodic wake to hide behind
+    config = LinkConfig(packet=True, keepalive_interval_s=2.0, dead_interval_s=6.0)
+    ta, tb = mem_pair(packet=True)
+    watched = Watched(ta)
+    a = LinkRuntime(watched, config, rng=random.Random(1))
+    b = LinkRuntime(tb, config, rng=random.Random(2))
+    with a, b:
+        _idle(a, b)
+        watched.swallow_next = True
+        start = time.monotonic()
+        a.send(b"lost once")
+        assert next_message(b).payload == b"lost once"
+        # the retransmission timer (rto_min_s 50 ms and the round trip), not the
+        # keepalive 2 s later
+        assert time.monotonic() - start < 1.0
+        assert a.statistics().retransmission_timeouts == 1
+
+
+def test_an_error_in_a_callback_run_by_a_caller_stops_the_runtime() -> None:
+    class Boom(Exception):
+        pass
+
+    def explode() -> None:
+        raise Boom("from a posted function")
+
+    ta, tb = mem_pair(packet=True)
+    a = LinkRuntime(ta, rng=random.Random(1))
+    with pytest.raises(Boom), a, LinkRuntime(tb, rng=random.Random(2)) as b:
+        _idle(a, b)
+        with pytest.raises(Boom):
+            a.post(explode)  # run at once on this thread: the loop sleeps
+        assert isinstance(a.error, Boom)
+        a.send(b"after")  # the runtime stopped: raises what stopped it
 
 
 def test_stop_returns_at_once_and_later_sends_raise() -> None:
