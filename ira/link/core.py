@@ -298,14 +298,16 @@ class Link:
             try:
                 if isinstance(frame, Hello):
                     self._on_hello(frame, now)
-                elif frame.tag != self._tag or self._sender is None or self._receiver is None:
+                    continue
+                sender, receiver = self._sender, self._receiver
+                if frame.tag != self._tag or sender is None or receiver is None:
                     c.stale += 1
-                elif isinstance(frame, Data):
-                    self._heard(now)
-                    self._on_data(frame, self._sender, self._receiver, now)
+                    continue
+                self._heard(now)
+                if isinstance(frame, Data):
+                    self._on_data(frame, sender, receiver, now)
                 else:
-                    self._heard(now)
-                    self._on_ack(frame, self._sender, now)
+                    self._on_ack(frame, sender, now)
             except RemoteProtocolError:
                 # the peer broke the protocol (a CRC-valid frame, so not noise): the
                 # session cannot be trusted any more, nothing goes in or out after this

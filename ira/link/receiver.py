@@ -58,13 +58,20 @@ class _Reassembler:
         self._skip = 0  # bytes of an oversize message still to discard
         self._max = max_message_bytes
 
-    def feed(self, data: bytes, out: list[bytes], stats: ReceiverStatistics) -> None:
+    def feed(
+        self,
+        data: bytes,
+        channel: Channel,
+        out: deque[tuple[Channel, bytes]],
+        stats: ReceiverStatistics,
+    ) -> None:
+        """Take the channel's next bytes; append the messages they complete to ``out``."""
         if not self._buf and self._need is None and not self._skip and data:
             n = data[0]
             if n < 0x80 and n < len(data) and n <= self._max:
                 # the common case: a short message starts the segment, nothing pending
                 end = 1 + n
-                out.append(data[1:end])
+                out.append((channel, data[1:end]))
                 stats.messages_delivered += 1
                 if end == len(data):
                     return
@@ -96,7 +103,7 @@ class _Reassembler:
             need = self._need
             if len(buf) - pos < need:
                 break
-            out.append(bytes(buf[pos : pos + need]))
+            out.append((channel, bytes(buf[pos : pos + need])))
             stats.messages_delivered += 1
             pos += need
             self._need = None
@@ -151,17 +158,20 @@ class Receiver:
 
     def on_segment(self, seq: int, channel: Channel, payload: bytes) -> Fate:
         """Take one DATA segment and say what became of it."""
-        end = seq + len(payload)
-        if end <= self.rcv_nxt or not payload:
-            self.stats.duplicate += 1
+        n = len(payload)
+        end = seq + n
+        rcv_nxt = self.rcv_nxt
+        stats = self.stats
+        if end <= rcv_nxt or not n:
+            stats.duplicate += 1
             return Fate.DUPLICATE
-        if end > self.rcv_nxt + self._window - self.backlog_bytes or (
-            seq > self.rcv_nxt and self.ooo_bytes + len(payload) > self._window
+        if end > rcv_nxt + self._window - self.backlog_bytes or (
+            seq > rcv_nxt and self.ooo_bytes + n > self._window
         ):
-            self.stats.out_of_window += 1
+            stats.out_of_window += 1
             return Fate.REFUSED
-        self.stats.segments_received += 1
-        if seq > self.rcv_nxt:
+        stats.segments_received += 1
+        if seq > rcv_nxt:
             idx = bisect.bisect_left(self._ooo_seqs, seq)
             if idx < len(self._ooo) and self._ooo_seqs[idx] == seq:
                 if len(self._ooo[idx][2]) >= len(payload):
@@ -175,6 +185,8 @@ class Receiver:
             self.ooo_bytes += len(payload)
             return Fate.NEW
         self._deliver(seq, channel, payload)
+        if not self._ooo:
+            return Fate.NEW
         while self._ooo and self._ooo_seqs[0] <= self.rcv_nxt:
             del self._ooo_seqs[0]
             oseq, och, opayload = self._ooo.pop(0)
@@ -184,16 +196,14 @@ class Receiver:
         return Fate.NEW
 
     def _deliver(self, seq: int, channel: Channel, payload: bytes) -> None:
-        if seq < self.rcv_nxt:
-            payload = payload[self.rcv_nxt - seq :]
-        self.rcv_nxt += len(payload)
-        self.stats.payload_bytes_received += len(payload)
-        out: list[bytes] = []
-        self._reassemblers[channel].feed(payload, out, self.stats)
-        if len(out) == 1:
-            self.delivered.append((channel, out[0]))
-        else:
-            self.delivered.extend((channel, message) for message in out)
+        rcv_nxt = self.rcv_nxt
+        if seq < rcv_nxt:
+            payload = payload[rcv_nxt - seq :]
+        n = len(payload)
+        self.rcv_nxt = rcv_nxt + n
+        stats = self.stats
+        stats.payload_bytes_received += n
+        self._reassemblers[channel].feed(payload, channel, self.delivered, stats)
 
     def sack_blocks(self, limit: int) -> list[tuple[int, int]]:
         """Merged ranges held above ``rcv_nxt``, lowest first, at most ``limit``."""

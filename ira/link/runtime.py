@@ -442,12 +442,18 @@ class LinkRuntime:
             # runs dry between batches, and frames are cut only shortly before they
             # can go out (control messages overtake bulk data not yet cut)
             chunks = core.data_to_send(now=now)
+            # the bookkeeping before the write: once the peer has its frame, this
+            # thread competes with the peer's threads for the interpreter lock
+            self._next_deadline = deadline = self._deadline()
             if chunks:
                 out.extend(chunks)
                 self._flush()
-        self._next_deadline = deadline = self._deadline()
-        for event in ready:
-            self.events.put(event)
+        else:
+            self._next_deadline = deadline = self._deadline()
+        if ready:
+            put = self.events.put
+            for event in ready:
+                put(event)
         return deadline
 
     def _flush(self) -> bool:

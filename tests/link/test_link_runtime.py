@@ -77,11 +77,14 @@ PAIRS: dict[str, Callable[[], tuple[Transport, Transport]]] = {
 
 @contextlib.contextmanager
 def running(
-    ta: Transport, tb: Transport, on_event_b: Callable[[LinkEvent], None] | None = None
+    ta: Transport,
+    tb: Transport,
+    on_event_b: Callable[[LinkEvent], None] | None = None,
+    config: LinkConfig | None = None,
 ) -> Iterator[tuple[LinkRuntime, LinkRuntime]]:
     """Both runtimes started; stopped together, so neither sees the other hang up."""
-    a = LinkRuntime(ta, rng=random.Random(1))
-    b = LinkRuntime(tb, rng=random.Random(2), on_event=on_event_b)
+    a = LinkRuntime(ta, config, rng=random.Random(1))
+    b = LinkRuntime(tb, config, rng=random.Random(2), on_event=on_event_b)
     a.start()
     b.start()
     try:
@@ -219,9 +222,7 @@ def test_a_message_sent_by_a_caller_is_still_resent_by_the_timer(
     config = LinkConfig(packet=True, keepalive_interval_s=2.0, dead_interval_s=6.0)
     ta, tb = mem_pair(packet=True)
     watched = Watched(ta)
-    a = LinkRuntime(watched, config, rng=random.Random(1))
-    b = LinkRuntime(tb, config, rng=random.Random(2))
-    with a, b:
+    with running(watched, tb, config=config) as (a, b):
         _idle(a, b)
         watched.swallow_next = True
         start = time.monotonic()
