@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 from venetrig import require_root_support
@@ -61,12 +62,24 @@ def test_an_exception_in_the_block_still_cleans_up() -> None:
     assert proc.poll() is not None
 
 
+def inside(ns: NetNs, pids: set[int], timeout_s: float = 10.0) -> bool:
+    """Whether every one of ``pids`` is (or soon is) a process inside ``ns``."""
+    deadline = time.monotonic() + timeout_s
+    while not pids <= set(ns.pids()):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def test_processes_inside_are_stopped_on_exit() -> None:
     with NetNs() as ns:
         tracked = ns.popen(["sleep", "60"])
         # a process the namespace did not start itself, left running inside
         stray = subprocess.Popen(ns.command(["sleep", "60"]))
-        assert {tracked.pid, stray.pid} <= set(ns.pids())
+        # Popen returns once the child exists, not once `ip netns exec` has entered
+        # the namespace: wait until both are inside before leaving the block
+        assert inside(ns, {tracked.pid, stray.pid})
     assert tracked.poll() is not None
     assert stray.wait(timeout=5) != 0
 
