@@ -168,7 +168,10 @@ def format_mac(mac: bytes) -> str:
 
 
 def parse_mac(text: str) -> bytes:
-    """``02:00:00:00:00:01`` as 6 bytes; ``ConfigError`` if malformed, multicast or zero."""
+    """``02:00:00:00:00:01`` as 6 bytes; ``ConfigError`` if malformed, multicast or zero.
+
+    The one parser of MACs that people write (profiles, ``TapConfig``).
+    """
     parts = text.split(":")
     try:
         mac = bytes(int(p, 16) for p in parts) if all(len(p) == 2 for p in parts) else b""
@@ -176,7 +179,8 @@ def parse_mac(text: str) -> bytes:
         mac = b""
     if len(mac) != 6 or mac[0] & 1 or mac == bytes(6):
         raise ConfigError(
-            f"bad MAC {text!r}: six hex pairs of a unicast address, e.g. 02:00:00:00:00:01"
+            f"bad MAC {text!r}: write a unicast MAC as six colon-separated hex pairs with "
+            "an even first byte, not all zero, e.g. 02:00:00:00:00:01"
         )
     return mac
 

@@ -42,6 +42,7 @@ from types import TracebackType
 
 from ira.errors import ConfigError, TransportError
 from ira.venet.netns import run_in_netns
+from ira.venet.netspec import parse_mac
 from ira.venet.port import Buffer, PortCounters, PortStatistics
 from ira.venet.vnethdr import Drop, FramePolicy
 from ira.wire.venet import MAX_MTU, MAX_PACKET_BYTES, MIN_MTU, VNET_HDR_BYTES
@@ -171,20 +172,6 @@ def parse_cidr(cidr: str) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
         return ipaddress.ip_interface(cidr)
     except ValueError as exc:
         raise ConfigError(f"bad address {cidr!r}: {exc}") from exc
-
-
-def parse_mac(mac: str) -> bytes:
-    """``02:00:00:00:00:01`` as 6 bytes; ``ConfigError`` if malformed, multicast or zero."""
-    parts = mac.split(":")
-    try:
-        raw = bytes(int(p, 16) for p in parts) if all(len(p) == 2 for p in parts) else b""
-    except ValueError:
-        raw = b""
-    if len(raw) != 6:
-        raise ConfigError(f"bad MAC {mac!r}: write six hex pairs, e.g. 02:00:00:00:00:01")
-    if raw[0] & 1 or raw == bytes(6):
-        raise ConfigError(f"MAC {mac} is multicast or zero: use a unicast one (e.g. 02:...)")
-    return raw
 
 
 def _ifreq(name: str, payload: bytes = b"") -> bytes:

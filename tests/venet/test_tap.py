@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 from venetrig import missing_root_support, require_root_support
 
+from ira.busmodel.profile import DeviceContext, DeviceSpec, build_device
 from ira.errors import ConfigError, TransportError
 from ira.venet import tap as tap_module
 from ira.venet.netns import NetNs
+from ira.venet.netspec import parse_mac
 from ira.venet.tap import TAP_MAX_MTU, TCP_OFFLOADS, Offload, Tap, TapConfig
 from ira.venet.vnethdr import Drop
 from ira.wire.venet import VNET_HDR_BYTES
@@ -39,13 +41,30 @@ from ira.wire.venet import VNET_HDR_BYTES
         ({"addresses": ("192.0.2.300/24",)}, "bad address"),
         ({"addresses": ("192.0.2.1/24", "198.51.100.1/24")}, "at most one IPv4"),
         ({"mac": "02:00:00:00:01"}, "bad MAC"),
-        ({"mac": "01:00:5e:00:00:01"}, "multicast or zero"),
-        ({"mac": "00:00:00:00:00:00"}, "multicast or zero"),
+        ({"mac": "01:00:5e:00:00:01"}, "bad MAC .* unicast"),
+        ({"mac": "00:00:00:00:00:00"}, "bad MAC .* not all zero"),
     ],
 )
 def test_bad_configurations_are_refused(fields: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         TapConfig(**fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "mac", ["02:00:00:00:01", "02-00-00-00-00-01", "01:00:5e:00:00:01", "0:0:0:0:0:0"]
+)
+def test_a_bad_mac_gets_one_message_wherever_it_is_written(mac: str) -> None:
+    with pytest.raises(ConfigError) as in_tap:
+        TapConfig(mac=mac)
+    spec = DeviceSpec("net0", "virtio-net", (("mac", mac),))
+    with pytest.raises(ConfigError) as in_profile:
+        build_device(spec, DeviceContext(board="b", started_at=0.0))
+    assert str(in_tap.value) == str(in_profile.value)
+    assert str(in_tap.value) == (
+        f"bad MAC {mac!r}: write a unicast MAC as six colon-separated hex pairs with "
+        "an even first byte, not all zero, e.g. 02:00:00:00:00:01"
+    )
+    assert parse_mac("02:AB:00:00:00:01") == bytes.fromhex("02ab00000001")
 
 
 def test_good_configurations_are_accepted() -> None:
