@@ -7,11 +7,12 @@ one of the frozen dataclasses below (or raises ``RemoteProtocolError``);
 
 The construct schemas below are the specification (docs/PROTOCOL.md is
 generated from them).  DEVCALL and DEVCALL_REPLY, which every call carries,
-are encoded and decoded on the hot path by precompiled ``struct`` codecs
-(``encode_devcall``, ``encode_devcall_reply`` and the fast branch of
-``decode``); tests/wire/test_bus_messages.py holds them to the schemas byte
-for byte, on golden vectors and generated inputs (``schema_encode``,
-``schema_decode``).
+and WINDOW, SIGNAL and SIGNAL_STATE, which every frame of a virtqueue
+carries, are encoded and decoded on the hot path by precompiled ``struct``
+codecs (``encode_devcall``, ``encode_devcall_reply`` and the fast branches of
+``encode`` and ``decode``); tests/wire/test_bus_messages.py holds them to the
+schemas byte for byte, on golden vectors and generated inputs
+(``schema_encode``, ``schema_decode``).
 
 What the wire rejects and what it leaves to the bus model: the decoder rejects
 whatever it cannot represent or that would cost memory to parse (unknown tags,
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import enum
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -662,8 +664,105 @@ def _decode_devcall_reply(data: bytes) -> DevCallReply:
     return DevCallReply(call_id, status, bytes(data[end:]))
 
 
+# ---------------------------------------------------------------------------
+# Fast codecs: WINDOW, SIGNAL and SIGNAL_STATE (the per-frame hot path)
+# ---------------------------------------------------------------------------
+
+#: WINDOW up to its first span: tag, window, span_count
+_WINDOW_HEAD = struct.Struct("<BIB")
+#: a span up to its data: offset, length
+_SPAN_HEAD = struct.Struct("<IH")
+_SIGNAL_MSG = struct.Struct("<BI")
+_SIGNAL_STATE_MSG = struct.Struct("<BIBI")
+_WINDOW_TAG = int(Tag.WINDOW)
+_SIGNAL_TAG = int(Tag.SIGNAL)
+_SIGNAL_STATE_TAG = int(Tag.SIGNAL_STATE)
+
+
+def _encode_window(msg: WindowUpdate) -> bytes:
+    spans = msg.spans
+    try:
+        count = len(spans)
+        if not 1 <= count <= MAX_SPANS:
+            raise LocalProtocolError(f"cannot encode WINDOW: {count} spans, not 1..{MAX_SPANS}")
+        parts = [_WINDOW_HEAD.pack(_WINDOW_TAG, msg.window, count)]
+        for span in spans:
+            data = span.data
+            length = len(data)
+            if not 1 <= length <= MAX_SPAN_BYTES:
+                raise LocalProtocolError(
+                    f"cannot encode WINDOW: a span of {length} bytes, not 1..{MAX_SPAN_BYTES}"
+                )
+            parts.append(_SPAN_HEAD.pack(span.offset, length))
+            parts.append(data)
+        return b"".join(parts)
+    except (struct.error, TypeError) as exc:
+        raise LocalProtocolError(f"cannot encode WINDOW: {_why(exc)}") from exc
+
+
+def _encode_signal_state(msg: SignalState) -> bytes:
+    try:
+        enabled = int(msg.enabled)
+        data = _SIGNAL_STATE_MSG.pack(_SIGNAL_STATE_TAG, msg.signal, enabled, msg.signals_seen)
+    except (struct.error, TypeError, ValueError) as exc:
+        raise LocalProtocolError(f"cannot encode SIGNAL_STATE: {_why(exc)}") from exc
+    if enabled > 1:
+        raise LocalProtocolError(f"cannot encode SIGNAL_STATE: enabled is {enabled}, not 0 or 1")
+    return data
+
+
+def _decode_window(data: bytes) -> WindowUpdate:
+    size = len(data)
+    at = _WINDOW_HEAD.size
+    if size < at:
+        raise RemoteProtocolError(f"malformed bus message: WINDOW of {size} bytes")
+    _, window, count = _WINDOW_HEAD.unpack_from(data)
+    if not 1 <= count <= MAX_SPANS:
+        raise RemoteProtocolError(f"malformed bus message: WINDOW with {count} spans")
+    spans: list[Span] = []
+    span_head = _SPAN_HEAD
+    for _ in range(count):
+        start = at + 6
+        if start > size:
+            raise RemoteProtocolError(f"malformed bus message: WINDOW of {size} bytes")
+        offset, length = span_head.unpack_from(data, at)
+        at = start + length
+        if not 1 <= length <= MAX_SPAN_BYTES or at > size:
+            raise RemoteProtocolError(
+                f"malformed bus message: WINDOW of {size} bytes with a {length}-byte span"
+            )
+        spans.append(Span(offset, bytes(data[start:at])))
+    if at != size:
+        raise RemoteProtocolError(f"malformed bus message: {size - at} bytes after WINDOW")
+    return WindowUpdate(window, tuple(spans))
+
+
+def _decode_signal(data: bytes) -> SignalNotify:
+    if len(data) != _SIGNAL_MSG.size:
+        raise RemoteProtocolError(f"malformed bus message: SIGNAL of {len(data)} bytes")
+    return SignalNotify(_SIGNAL_MSG.unpack(data)[1])
+
+
+def _decode_signal_state(data: bytes) -> SignalState:
+    if len(data) != _SIGNAL_STATE_MSG.size:
+        raise RemoteProtocolError(f"malformed bus message: SIGNAL_STATE of {len(data)} bytes")
+    _, signal, enabled, seen = _SIGNAL_STATE_MSG.unpack(data)
+    if enabled > 1:
+        raise RemoteProtocolError(f"malformed bus message: SIGNAL_STATE enabled {enabled}")
+    return SignalState(signal, bool(enabled), seen)
+
+
 def encode(msg: Message) -> bytes:
     """Encode one bus message; ``LocalProtocolError`` if it breaks a limit or a field range."""
+    if isinstance(msg, WindowUpdate):
+        return _encode_window(msg)
+    if isinstance(msg, SignalNotify):
+        try:
+            return _SIGNAL_MSG.pack(_SIGNAL_TAG, msg.signal)
+        except (struct.error, TypeError) as exc:
+            raise LocalProtocolError(f"cannot encode SIGNAL: {_why(exc)}") from exc
+    if isinstance(msg, SignalState):
+        return _encode_signal_state(msg)
     if isinstance(msg, DevCall):
         return encode_devcall(msg.call_id, msg.handle, msg.func, msg.flags, msg.payload)
     if isinstance(msg, DevCallReply):
@@ -671,14 +770,22 @@ def encode(msg: Message) -> bytes:
     return schema_encode(msg)
 
 
+#: the fast decoders, by tag
+_FAST_DECODERS: dict[int, Callable[[bytes], Message]] = {
+    _WINDOW_TAG: _decode_window,
+    _SIGNAL_TAG: _decode_signal,
+    _SIGNAL_STATE_TAG: _decode_signal_state,
+    _DEVCALL_TAG: _decode_devcall,
+    _DEVCALL_REPLY_TAG: _decode_devcall_reply,
+}
+
+
 def decode(data: bytes) -> Message:
     """Decode one whole bus message; ``RemoteProtocolError`` if it is not one."""
     if data:
-        tag = data[0]
-        if tag == _DEVCALL_TAG:
-            return _decode_devcall(data)
-        if tag == _DEVCALL_REPLY_TAG:
-            return _decode_devcall_reply(data)
+        fast = _FAST_DECODERS.get(data[0])
+        if fast is not None:
+            return fast(data)
     return schema_decode(data)
 
 

@@ -440,3 +440,97 @@ def test_fast_call_decoder_on_a_full_payload() -> None:
         data = schema_encode(msg)
         assert _fast_encode(msg) == data
         assert decode(data) == msg
+
+
+# ---------------------------------------------------------------------------
+# The fast WINDOW and SIGNAL codecs against the construct schema
+# ---------------------------------------------------------------------------
+
+FLOW_GOLDEN = [
+    case for case in GOLDEN if isinstance(case[0], WindowUpdate | SignalNotify | SignalState)
+]
+
+
+@pytest.mark.parametrize("case", FLOW_GOLDEN, ids=_ids)
+def test_fast_flow_codecs_match_the_schema_on_golden_vectors(case: tuple[Message, str]) -> None:
+    msg, text = case
+    data = _hex(text)
+    assert encode(msg) == schema_encode(msg) == data
+    assert decode(data) == schema_decode(data) == msg
+    assert decode(memoryview(data)) == msg
+    if isinstance(msg, WindowUpdate):
+        decoded = decode(memoryview(data))
+        assert isinstance(decoded, WindowUpdate)
+        assert all(type(span.data) is bytes for span in decoded.spans)
+
+
+span_data = st.one_of(
+    st.binary(max_size=40),
+    st.sampled_from([MAX_SPAN_BYTES, MAX_SPAN_BYTES + 1]).map(bytes),
+    st.binary(min_size=1, max_size=40).map(bytearray),
+    st.binary(min_size=1, max_size=40).map(memoryview),
+)
+any_flow: st.SearchStrategy[Message] = st.one_of(
+    st.builds(
+        WindowUpdate,
+        any_int,
+        st.lists(st.builds(Span, any_int, span_data), max_size=MAX_SPANS + 1).map(tuple),
+    ),
+    st.builds(
+        WindowUpdate,
+        u32,
+        st.lists(st.builds(Span, u32, span_data), min_size=1, max_size=MAX_SPANS).map(tuple),
+    ),
+    st.builds(SignalNotify, any_int),
+    st.builds(SignalState, any_int, st.one_of(st.booleans(), st.integers(-2, 3)), any_int),
+    st.builds(SignalState, u32, st.booleans(), u32),
+)
+
+
+@settings(max_examples=2000, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(any_flow)
+def test_fast_flow_encoders_match_the_schema(msg: Message) -> None:
+    assert _encoded_or_error(encode, msg) == _encoded_or_error(schema_encode, msg)
+
+
+@st.composite
+def _flow_bytes(draw: st.DrawFn) -> bytes:
+    """WINDOW/SIGNAL/SIGNAL_STATE bytes: valid, or with counts, lengths or flags disturbed."""
+    tag = draw(st.sampled_from([Tag.WINDOW, Tag.SIGNAL, Tag.SIGNAL_STATE]))
+    if tag is Tag.SIGNAL:
+        data = bytes([tag]) + draw(st.binary(min_size=4, max_size=4))
+    elif tag is Tag.SIGNAL_STATE:
+        enabled = draw(st.sampled_from([0, 1, 2, 255]))
+        data = bytes([tag]) + draw(st.binary(min_size=4, max_size=4)) + bytes([enabled])
+        data += draw(st.binary(min_size=4, max_size=4))
+    else:
+        spans = draw(st.lists(st.binary(min_size=0, max_size=12), max_size=MAX_SPANS + 1))
+        count = draw(st.one_of(st.just(len(spans)), st.integers(0, 255)))
+        data = bytes([tag]) + draw(st.binary(min_size=4, max_size=4)) + bytes([count])
+        for span in spans:
+            length = draw(
+                st.one_of(
+                    st.just(len(span)),
+                    st.integers(0, 16),
+                    st.sampled_from([MAX_SPAN_BYTES, MAX_SPAN_BYTES + 1, 0xFFFF]),
+                )
+            )
+            data += draw(st.binary(min_size=4, max_size=4)) + length.to_bytes(2, "little") + span
+    cut = draw(st.integers(0, len(data)))
+    return data if draw(st.booleans()) else data[:cut]
+
+
+@settings(max_examples=FUZZ_EXAMPLES, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.one_of(_flow_bytes(), fuzz_inputs))
+def test_fast_flow_decoder_accepts_exactly_what_the_schema_accepts(data: bytes) -> None:
+    expected = _decoded_or_error(schema_decode, data)
+    assert _decoded_or_error(decode, data) == expected
+    assert _decoded_or_error(decode, memoryview(data)) == expected
+
+
+def test_fast_window_codec_on_full_spans() -> None:
+    spans = tuple(Span(i * MAX_SPAN_BYTES, bytes([i]) * MAX_SPAN_BYTES) for i in range(MAX_SPANS))
+    msg = WindowUpdate(0xFFFFFFFF, spans)
+    data = schema_encode(msg)
+    assert encode(msg) == data
+    assert decode(data) == msg
