@@ -349,11 +349,17 @@ class Bus:
         return self._events.popleft() if self._events else None
 
     def next_deadline(self) -> float | None:
-        """The earliest request timeout, or None."""
-        return self._requests.next_deadline()
+        """The earliest request timeout or drivers' timer, or None."""
+        deadline = self._requests.next_deadline()
+        for driver in self.drivers.timed:
+            due = driver.next_deadline()
+            if due is not None and (deadline is None or due < deadline):
+                deadline = due
+        return deadline
 
     def handle_timeout(self, *, now: float) -> None:
-        """Fail every request whose timeout has passed with ``DevcallTimeout``."""
+        """Fail every request whose timeout has passed with ``DevcallTimeout``; run the
+        drivers' timers that are due."""
         self._now = now
         for request in self._requests.expire(now):
             self._counts["timeouts"] += 1
@@ -365,6 +371,10 @@ class Bus:
                 f"got no reply in {waited:.3f} s"
             )
             self._emit(CallFailed(request.call_id, request.device_id, error), now)
+        for driver in self.drivers.timed:
+            due = driver.next_deadline()
+            if due is not None and due <= now:
+                driver.handle_timeout(self, now=now)
 
     def statistics(self) -> dict[str, int]:
         stats = {
