@@ -12,7 +12,10 @@ device: id, type, ABI version, attributes; a ``virtio`` device (its virtio
 id is the ``virtio_device_id`` attribute) is initialised first, and the row
 adds the features negotiated (``features=...``), its state if it did not
 reach DRIVER_OK, or ``virtio_driver=none`` when no host driver knows its id
-(with ``--json``: a ``virtio`` object).
+(with ``--json``: a ``virtio`` object).  A device that needed a reset also
+shows how often it failed and was reset, how long ago it last failed, when
+the next reset is due and why (``virtio_failures=1 virtio_resets=1
+virtio_failed=2.5s_ago virtio_reason="..."``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import json
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from types import FrameType
 
@@ -142,7 +146,7 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _virtio_json(info: VirtioDeviceInfo) -> dict[str, object]:
+def _virtio_json(info: VirtioDeviceInfo, now: float) -> dict[str, object]:
     n = info.negotiation
     return {
         "id": info.virtio_id,
@@ -151,24 +155,45 @@ def _virtio_json(info: VirtioDeviceInfo) -> dict[str, object]:
         "offered": feature_names(n.offered) if n is not None else [],
         "features_ok": n is not None and n.features_ok,
         "reason": info.reason,
+        "failures": info.failures,
+        "resets": info.resets,
+        "failed_s_ago": None if info.failed_at is None else round(now - info.failed_at, 3),
+        "reset_in_s": None if info.retry_at is None else round(max(0.0, info.retry_at - now), 3),
     }
 
 
-def _virtio_text(info: VirtioDeviceInfo) -> str:
+def _virtio_text(info: VirtioDeviceInfo, now: float) -> str:
     """What the host made of a virtio device, as attributes (its virtio id is the board's)."""
     n = info.negotiation
     if info.state is None:
         return "virtio_driver=none"
     state = "" if info.state is BindingState.READY else f"virtio_state={info.state.value} "
     if n is None or not n.features_ok:
-        return f"{state}features=-".strip()
-    return f"{state}features={','.join(feature_names(n.accepted)) or '-'}"
+        text = f"{state}features=-".strip()
+    else:
+        text = f"{state}features={','.join(feature_names(n.accepted)) or '-'}"
+    return text + _failures_text(info, now)
+
+
+def _failures_text(info: VirtioDeviceInfo, now: float) -> str:
+    """Failures and resets, when there were any: counts, how long ago, the next reset, why."""
+    if not info.failures and info.state is not BindingState.FAILED:
+        return ""
+    parts = [f"virtio_failures={info.failures}", f"virtio_resets={info.resets}"]
+    if info.failed_at is not None:
+        parts.append(f"virtio_failed={now - info.failed_at:.1f}s_ago")
+    if info.retry_at is not None:
+        parts.append(f"virtio_reset_in={max(0.0, info.retry_at - now):.1f}s")
+    if info.reason:
+        parts.append(f"virtio_reason={json.dumps(info.reason)}")
+    return " " + " ".join(parts)
 
 
 def run_list(args: argparse.Namespace) -> int:
     with HostClient(args.link) as client:
         devices = client.list_devices(timeout_s=args.timeout)
         virtio = {v.device_id: v for v in client.virtio_devices(timeout_s=args.timeout)}
+        now = time.monotonic()  # the clock the bus stamps failures with
     if args.json:
         rows: list[dict[str, object]] = []
         for d in devices:
@@ -179,7 +204,7 @@ def run_list(args: argparse.Namespace) -> int:
                 "attributes": dict(d.attrs),
             }
             if d.device_id in virtio:
-                row["virtio"] = _virtio_json(virtio[d.device_id])
+                row["virtio"] = _virtio_json(virtio[d.device_id], now)
             rows.append(row)
         print(json.dumps(rows, indent=2))
         return 0
@@ -188,6 +213,6 @@ def run_list(args: argparse.Namespace) -> int:
     for d in devices:
         attrs = _attrs(d)
         if d.device_id in virtio:
-            attrs = f"{attrs} {_virtio_text(virtio[d.device_id])}"
+            attrs = f"{attrs} {_virtio_text(virtio[d.device_id], now)}"
         print(f"{d.device_id:>4}  {d.type:<{width}}  {d.version:>7}  {attrs}".rstrip())
     return 0

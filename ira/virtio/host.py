@@ -29,8 +29,20 @@ generation moves (the event window says so) the configuration is read again
 and ``VirtioClient.config_changed`` runs with the new bytes in
 ``binding.config``.  A DEVICE_NEEDS_RESET (seen
 through the event window) or a broken queue moves the binding to
-NEEDS_RESET; ``reinitialise()`` closes the device (a reset on the board) and
-runs the sequence again.
+NEEDS_RESET; ``reinitialise()`` resets the device and runs the sequence
+again, in fresh windows.
+
+Recovery (``RecoveryPolicy``): the host does that by itself.  A binding that
+needs a reset logs one line (what failed; the reset planned and when) and
+resets the device after a wait that doubles with each reset in a row (0.1 s,
+0.2 s, ... up to 10 s), through the bus's timers (``next_deadline`` /
+``handle_timeout``), never from inside the callback that noticed the
+failure.  A reset that fails counts as the next one of the row.  A device
+that stayed ready for ``healthy_s`` starts a new row; after ``max_resets`` in
+a row the binding gives up (FAILED, said once) until the device is added
+again or ``reinitialise()`` is called.  The binding keeps the count of
+failures and of resets, when the last failure was seen and when the next
+reset is due (``VirtioDeviceInfo``, ``ira host list``).
 """
 
 from __future__ import annotations
@@ -52,7 +64,7 @@ from ira.busmodel.events import (
     WindowAttached,
 )
 from ira.busmodel.window import Window
-from ira.errors import DevcallError, LocalProtocolError, RemoteProtocolError
+from ira.errors import ConfigError, DevcallError, LocalProtocolError, RemoteProtocolError
 from ira.virtio.calls import (
     DEVICE_ID_ATTR,
     EVENT_BYTES,
@@ -98,6 +110,37 @@ class BindingState(enum.Enum):
     FAILED = "failed"
 
 
+#: names of the virtio device ids ira knows (virtio 1.2 §5), for log lines
+DEVICE_NAMES: Mapping[int, str] = {1: "network", 2: "block", 3: "console", 4: "entropy"}
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryPolicy:
+    """How the host brings back a device that needs a reset (see the module docstring)."""
+
+    #: resets in a row (no healthy spell between them) before the host gives up;
+    #: 0: none by itself (the binding stays NEEDS_RESET until ``reinitialise()``)
+    max_resets: int = 6
+    #: the wait before the first reset of a row; each next one waits twice as long
+    first_delay_s: float = 0.1
+    #: the longest wait before a reset
+    max_delay_s: float = 10.0
+    #: a device that stayed ready this long before failing starts a new row
+    healthy_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.max_resets < 0:
+            raise ConfigError("max_resets must be 0 (no automatic resets) or more")
+        if not 0 <= self.first_delay_s <= self.max_delay_s:
+            raise ConfigError("first_delay_s must be between 0 and max_delay_s")
+        if self.healthy_s < 0:
+            raise ConfigError("healthy_s must not be negative")
+
+    def delay_s(self, attempt: int) -> float:
+        """The wait before reset ``attempt`` (1, 2, ...) of a row."""
+        return min(self.max_delay_s, self.first_delay_s * 2.0 ** (attempt - 1))
+
+
 @dataclass(frozen=True, slots=True)
 class VirtioDeviceInfo:
     """What the host knows of one ``virtio`` bus device (a snapshot, for tools)."""
@@ -110,8 +153,16 @@ class VirtioDeviceInfo:
     state: BindingState | None = None
     #: the feature negotiation, once the offer was read
     negotiation: Negotiation | None = None
-    #: why the binding failed or needs a reset
+    #: why the binding failed or needs a reset (the last failure's, once ready again)
     reason: str = ""
+    #: failures seen: DEVICE_NEEDS_RESET, a broken queue, a reset that failed
+    failures: int = 0
+    #: resets the host made by itself to bring the device back
+    resets: int = 0
+    #: when the last failure was seen (the bus's monotonic clock), or None
+    failed_at: float | None = None
+    #: when the next reset is due, or None
+    retry_at: float | None = None
 
     @property
     def settled(self) -> bool:
@@ -184,6 +235,10 @@ class _InitFailed(Exception):
     """Initialisation gave up; the message says why."""
 
 
+class _ResetNeeded(_InitFailed):
+    """The device set DEVICE_NEEDS_RESET during initialisation."""
+
+
 class VirtioBinding:
     """One virtio device bound to one client (see the module docstring)."""
 
@@ -196,12 +251,14 @@ class VirtioBinding:
         policy: FeaturePolicy,
         now: float,
         timeout_s: float | None = None,
+        recovery: RecoveryPolicy | None = None,
     ) -> None:
         self.bus = bus
         self.device = device
         self.client = client
         self.policy = policy
         self.timeout_s = timeout_s
+        self.recovery = recovery or RecoveryPolicy()
         self.state = BindingState.INITIALISING
         self.handle: int | None = None
         self.negotiation: Negotiation | None = None
@@ -212,6 +269,16 @@ class VirtioBinding:
         #: the first ``client.config_bytes`` of the configuration space, as last read
         self.config = b""
         self.reason = ""
+        #: failures seen, and resets made by the host itself (see ``RecoveryPolicy``)
+        self.failures = 0
+        self.resets = 0
+        #: when the last failure was seen, when the next reset is due, when last ready
+        self.failed_at: float | None = None
+        self.retry_at: float | None = None
+        self.ready_at: float | None = None
+        self._row = 0  # resets in the current row
+        self._recovering = False  # the running sequence is a reset of the host's own
+        self._unstamped = False  # a failure seen without a clock: stamped at the next timer
         self._ring_windows: dict[int, int] = {}  # window id -> queue index
         self._event_window: Window | None = None
         self._pending: int | None = None  # call id the sequence waits for
@@ -277,12 +344,50 @@ class VirtioBinding:
                 signal.disable()
         return waiting
 
+    def request_reset(self, reason: str) -> None:
+        """Have the device reset and initialised again, as the recovery does (for a client
+        whose device changed what only a reset may change, e.g. virtio-net's MTU).
+
+        Not counted as a failure, but as a reset of the row: a device that keeps
+        asking is given up like one that keeps failing."""
+        if self.state is BindingState.READY:
+            self._needs_reset(reason, failure=False)
+
     def reinitialise(self, *, now: float) -> list[object]:
         """Reset the device and initialise it again, in fresh windows; returns the lost tokens.
 
         The old windows are detached; the sequence restarts at the reset
-        (status 0) on the same handle, or at the open if there is none.
+        (status 0) on the same handle, or at the open if there is none.  A
+        reset the host planned is called off, and the count of resets in a row
+        starts again (also after the host gave up).
         """
+        self._row = 0
+        self._recovering = False
+        return self._restart(now)
+
+    def next_deadline(self) -> float | None:
+        """When the planned reset is due (or a failure waits to be stamped), or None."""
+        if self._unstamped:
+            return self._now
+        return self.retry_at
+
+    def handle_timeout(self, *, now: float) -> None:
+        """Stamp a failure seen without a clock; make the reset that is due."""
+        self._now = now
+        if self._unstamped:
+            self._schedule(now)
+        due = self.retry_at
+        if due is None or now < due or self.state is not BindingState.NEEDS_RESET:
+            return
+        self.retry_at = None
+        self._row += 1
+        self.resets += 1
+        self._recovering = True
+        self._restart(now)
+
+    def _restart(self, now: float) -> list[object]:
+        self.retry_at = None
+        self._unstamped = False
         lost = [token for queue in self.queues for token in queue.detach()]
         windows = [m.window for m in self.memory if isinstance(m, WindowMemory)]
         if self._event_window is not None:
@@ -293,8 +398,7 @@ class VirtioBinding:
                     self.bus.detach(window, now=now, timeout_s=self.timeout_s)
         handle = self.handle
         self._forget()
-        self.state = BindingState.INITIALISING
-        self.reason = ""
+        self.state = BindingState.INITIALISING  # ``reason`` stays: the last failure's
         if handle is None or not self.bus.is_open(handle):
             self._open(now)
         else:
@@ -306,6 +410,7 @@ class VirtioBinding:
     # -- bus events ---------------------------------------------------------------
 
     def handle_event(self, event: DeviceEvent, *, now: float) -> None:
+        self._now = now
         if isinstance(event, SignalReceived):
             self._signalled(event.window_id, now)
             return
@@ -337,6 +442,9 @@ class VirtioBinding:
         self._forget()
         self.state = BindingState.FAILED
         self.reason = "device removed"
+        self.retry_at = None
+        self._unstamped = False
+        self._recovering = False
         self.client.removed(self)
 
     # -- the initialisation sequence (§3.1.1) -------------------------------------
@@ -354,6 +462,10 @@ class VirtioBinding:
             self._sequence = None
             if self.state is BindingState.READY and self._config_outdated():
                 self._reread_config(now)
+            return
+        except _ResetNeeded as exc:
+            self._sequence = None
+            self._needs_reset(str(exc), now)
             return
         except _InitFailed as exc:
             self._sequence = None
@@ -413,10 +525,22 @@ class VirtioBinding:
         yield from self._setup_windows(accepted)
         reply = yield _Call(SetStatus(S(status) | S.DRIVER_OK))
         status = self._status_of(reply, "DRIVER_OK")
-        if not status & S.DRIVER_OK or status & S.DEVICE_NEEDS_RESET:
+        if status & S.DEVICE_NEEDS_RESET:
+            raise _ResetNeeded("the device set DEVICE_NEEDS_RESET at DRIVER_OK")
+        if not status & S.DRIVER_OK:
             raise _InitFailed(f"status {status:#x} after DRIVER_OK")
         self.state = BindingState.READY
-        log.info("virtio device %d ready: %s", self.device.device_id, self.negotiation.describe())
+        self.ready_at = self._now
+        if self._recovering:
+            self._recovering = False
+            log.info(
+                "%s ready again after %d reset(s) in a row: %s",
+                self._what(),
+                self._row,
+                self.negotiation.describe(),
+            )
+        else:
+            log.info("%s ready: %s", self._what(), self.negotiation.describe())
         self.client.ready(self, now=self._now)
 
     def _setup_windows(self, features: int) -> Generator[_Step, _Reply, None]:
@@ -535,11 +659,11 @@ class VirtioBinding:
                 record = decode_event(event.read(0, EVENT_BYTES))
             except RemoteProtocolError as exc:
                 if self.state is BindingState.READY:
-                    self._needs_reset(f"event window: {exc}")
+                    self._needs_reset(f"event window: {exc}", now)
                 return
             generation = record.generation
             if record.status & S.DEVICE_NEEDS_RESET and self.state is BindingState.READY:
-                self._needs_reset("the device set DEVICE_NEEDS_RESET")
+                self._needs_reset("the device set DEVICE_NEEDS_RESET", now)
             if generation != self.generation:
                 if not self.client.config_bytes:
                     self.generation = generation
@@ -553,7 +677,7 @@ class VirtioBinding:
         try:
             used = self.queues[index].collect()
         except QueueBroken as exc:
-            self._needs_reset(f"queue {index}: {exc}")
+            self._needs_reset(f"queue {index}: {exc}", now)
             return
         if used:
             self.client.used(self, index, used)
@@ -568,16 +692,69 @@ class VirtioBinding:
                 return memory.window
         raise LocalProtocolError(f"no queue {index}")
 
-    def _needs_reset(self, reason: str) -> None:
+    def _what(self) -> str:
+        virtio_id = dict(self.device.attrs).get(DEVICE_ID_ATTR, "?")
+        try:
+            name = DEVICE_NAMES.get(int(virtio_id), f"virtio id {virtio_id}")
+        except ValueError:
+            name = f"virtio id {virtio_id}"
+        return f"virtio device {self.device.device_id} ({name})"
+
+    def _needs_reset(self, reason: str, now: float | None = None, *, failure: bool = True) -> None:
+        """The device needs a reset: tell the client; plan the reset (see ``RecoveryPolicy``).
+
+        Without ``now`` (a broken queue found by a client's call) the failure is
+        stamped, logged and planned at the next timer turn, which is due at once.
+        """
+        if self.state is BindingState.NEEDS_RESET:
+            return  # one failure at a time: the first reason is the one reported
         self.state = BindingState.NEEDS_RESET
         self.reason = reason
-        log.info("virtio device %d needs a reset: %s", self.device.device_id, reason)
+        self.failures += failure
+        self._recovering = False
         self.client.failed(self, reason)
+        if now is None:
+            self._unstamped = True
+        else:
+            self._schedule(now)
+
+    def _schedule(self, now: float) -> None:
+        """Stamp the failure; plan the next reset or give up; one log line either way."""
+        self._unstamped = False
+        self.failed_at = now
+        policy = self.recovery
+        if self.state is not BindingState.NEEDS_RESET:
+            return  # removed or reset meanwhile
+        if not policy.max_resets:
+            log.warning("%s needs a reset: %s (no automatic resets)", self._what(), self.reason)
+            return
+        if self.ready_at is not None and now - self.ready_at >= policy.healthy_s:
+            self._row = 0
+        if self._row >= policy.max_resets:
+            self.state = BindingState.FAILED
+            self.reason = f"gave up after {self._row} resets in a row: {self.reason}"
+            self.retry_at = None
+            log.error("%s failed: %s", self._what(), self.reason)
+            return
+        delay = policy.delay_s(self._row + 1)
+        self.retry_at = now + delay
+        log.warning(
+            "%s needs a reset: %s; resetting it in %.1f s (reset %d of at most %d in a row)",
+            self._what(),
+            self.reason,
+            delay,
+            self._row + 1,
+            policy.max_resets,
+        )
 
     def _fail(self, reason: str) -> None:
+        if self._recovering:  # a reset of the host's own failed: the next one of the row
+            self._needs_reset(f"reset failed: {reason}", self._now)
+            return
         self.state = BindingState.FAILED
         self.reason = reason
-        log.info("virtio device %d failed: %s", self.device.device_id, reason)
+        self.failed_at = self._now
+        log.warning("%s failed: %s", self._what(), reason)
         self.client.failed(self, reason)
 
     def _forget(self) -> None:
@@ -601,10 +778,14 @@ class VirtioHostDriver(Driver):
         *,
         policy: FeaturePolicy | None = None,
         timeout_s: float | None = None,
+        recovery: RecoveryPolicy | None = None,
     ) -> None:
+        """``recovery``: how devices that need a reset are brought back (default
+        ``RecoveryPolicy()``)."""
         self.clients = dict(clients)
         self.policy = policy or FeaturePolicy()
         self.timeout_s = timeout_s
+        self.recovery = recovery or RecoveryPolicy()
         self.bindings: dict[int, VirtioBinding] = {}
         #: the virtio device id of every ``virtio`` device present, by bus device id
         self.virtio_ids: dict[int, int] = {}
@@ -620,7 +801,13 @@ class VirtioHostDriver(Driver):
         if make is None:
             return
         self.bindings[device.device_id] = VirtioBinding(
-            bus, device, make(), policy=self.policy, now=now, timeout_s=self.timeout_s
+            bus,
+            device,
+            make(),
+            policy=self.policy,
+            now=now,
+            timeout_s=self.timeout_s,
+            recovery=self.recovery,
         )
 
     def remove(self, bus: Bus, device: DeviceInfo, *, now: float) -> None:
@@ -633,6 +820,27 @@ class VirtioHostDriver(Driver):
         binding = self.bindings.get(event.device_id)
         if binding is not None:
             binding.handle_event(event, now=now)
+
+    def next_deadline(self) -> float | None:
+        """The earliest reset planned by a binding (see ``RecoveryPolicy``), or None."""
+        due = [d for b in self.bindings.values() if (d := b.next_deadline()) is not None]
+        return min(due, default=None)
+
+    def handle_timeout(self, bus: Bus, *, now: float) -> None:
+        for binding in list(self.bindings.values()):
+            deadline = binding.next_deadline()
+            if deadline is not None and deadline <= now:
+                binding.handle_timeout(now=now)
+
+    def statistics(self) -> dict[str, int]:
+        """Counters over the bindings present: failures, resets, give-ups, by state."""
+        counts = {"virtio_failures": 0, "virtio_resets": 0}
+        for b in self.bindings.values():
+            counts["virtio_failures"] += b.failures
+            counts["virtio_resets"] += b.resets
+            key = f"virtio_{b.state.value}"
+            counts[key] = counts.get(key, 0) + 1
+        return counts
 
     def negotiations(self) -> dict[int, Negotiation]:
         """The negotiated features of every bound device, by bus device id."""
@@ -651,7 +859,17 @@ class VirtioHostDriver(Driver):
                 infos.append(VirtioDeviceInfo(device_id, virtio_id))
             else:
                 infos.append(
-                    VirtioDeviceInfo(device_id, virtio_id, b.state, b.negotiation, b.reason)
+                    VirtioDeviceInfo(
+                        device_id,
+                        virtio_id,
+                        b.state,
+                        b.negotiation,
+                        b.reason,
+                        b.failures,
+                        b.resets,
+                        b.failed_at,
+                        b.retry_at,
+                    )
                 )
         return infos
 

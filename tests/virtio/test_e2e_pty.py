@@ -24,9 +24,11 @@ from ira.errors import DevcallTimeout
 from ira.link.nullmodem import NullModem
 from ira.virtio import BindingState, Buffer, DeviceStatus, Feature
 from ira.virtio.calls import VIRTIO_TYPE
+from ira.virtio.device import VirtqueueDevice
 from ira.virtio.entropy import CHUNK_BYTES, Entropy
 from ira.virtio.features import TRANSPORT_FEATURES
 from ira.virtio.host import VirtioBinding
+from ira.virtio.ring import Fault, QueueBroken
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -130,7 +132,8 @@ def test_reset_and_reinitialisation(cable: NullModem) -> None:
         assert status == LIVE and stats["resets"] == 1 and stats["driver_ok"] == 2
         assert len(read_entropy(host, 300)) == 300
 
-        # a chain the device must refuse: DEVICE_NEEDS_RESET, then a reset brings it back
+        # a chain the device must refuse: DEVICE_NEEDS_RESET, and the host resets the
+        # device by itself and initialises it again
         def break_queue() -> None:
             window = binding.windows["buffers"]
             binding.queues[0].add([], [Buffer.at(window.window_id, window.size_bytes - 4, 8)], 0)
@@ -138,15 +141,15 @@ def test_reset_and_reinitialisation(cable: NullModem) -> None:
 
         host.runtime.call(break_queue)
         assert host.wait_until(
-            lambda: binding.state is BindingState.NEEDS_RESET or None, timeout_s=5.0
+            lambda: (binding.resets == 1 and binding.state is BindingState.READY) or None,
+            timeout_s=5.0,
         )
         status, stats = device_state(board, device)
-        assert status & S.DEVICE_NEEDS_RESET
-        assert stats["queue_broken_out_of_window"] == 1
-        host.runtime.call(lambda: binding.reinitialise(now=time.monotonic()))
-        assert entropy_binding(host, timeout_s=5.0) is binding
-        status, stats = device_state(board, device)
+        assert stats["queue_broken_out_of_window"] == 1 and stats["needs_reset"] == 1
         assert status == LIVE and stats["resets"] == 2 and stats["driver_ok"] == 3
+        (info,) = host.virtio_devices()
+        assert (info.state, info.failures, info.resets) == (BindingState.READY, 1, 1)
+        assert info.failed_at is not None and info.failed_at <= time.monotonic()
         assert len(read_entropy(host, 500)) == 500
 
 
@@ -205,8 +208,41 @@ def test_the_commands(cable: NullModem, capsys: pytest.CaptureFixture[str]) -> N
         "offered": ["INDIRECT_DESC", "EVENT_IDX", "VERSION_1"],
         "features_ok": True,
         "reason": "",
+        "failures": 0,
+        "resets": 0,
+        "failed_s_ago": None,
+        "reset_in_s": None,
     }
     assert "virtio" not in rows[0]
+
+
+class Broken(Entropy):
+    """An entropy device whose queue breaks whenever it is used."""
+
+    def queue_notified(self, index: int, queue: VirtqueueDevice) -> None:
+        raise QueueBroken(Fault.DESCRIPTOR_LOOP, "broken on purpose")
+
+
+def test_host_list_shows_a_device_that_needs_resets(
+    cable: NullModem, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with BoardService(cable.path_a, profile(seed=5)) as board:
+        board.call(lambda c: c.add_device(Broken(random.Random(1)), now=time.monotonic()))
+        assert main(["host", "list", cable.path_b]) == 0
+        table = capsys.readouterr().out.splitlines()
+        assert main(["host", "list", cable.path_b, "--json"]) == 0
+        rows = json.loads(capsys.readouterr().out)
+    broken = table[3].split(" virtio_reason=")
+    assert broken[1] == '"the device set DEVICE_NEEDS_RESET at DRIVER_OK"'
+    words = broken[0].split()
+    assert words[:5] == ["3", "virtio", "1", "virtio_device_id=4", "virtio_state=needs_reset"]
+    assert words[6:8] == ["virtio_failures=1", "virtio_resets=0"]
+    assert words[8].startswith("virtio_failed=") and words[8].endswith("s_ago")
+    assert words[9] == "virtio_reset_in=0.1s" or words[9].startswith("virtio_reset_in=0.0")
+    assert "virtio_failures" not in table[2]  # the healthy rng device says nothing of it
+    info = rows[2]["virtio"]
+    assert (info["state"], info["failures"], info["resets"]) == ("needs_reset", 1, 0)
+    assert 0 <= info["failed_s_ago"] < 5 and 0 <= info["reset_in_s"] <= 0.1
 
 
 def test_raw_bytes_and_a_board_without_the_device(
