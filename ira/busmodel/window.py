@@ -28,8 +28,9 @@ from ira.wire.bus import MAX_SPAN_BYTES, MAX_SPANS, Span, Status, WindowUpdate
 if TYPE_CHECKING:
     from ira.busmodel.signal import Signal
 
-#: a flush puts at most this many data bytes in one WINDOW message
-FLUSH_MESSAGE_BYTES = 16 * 1024
+#: a flush puts at most this many data bytes in one WINDOW message (as many as its spans
+#: can hold: a frame of a 64 KiB GSO segment takes two messages, not five)
+FLUSH_MESSAGE_BYTES = MAX_SPANS * MAX_SPAN_BYTES
 
 
 class Side(enum.Enum):
@@ -132,6 +133,8 @@ class Window:
         if self._sink is None:
             self._flush_requested = True
             return 0
+        if not self._dirty:
+            return 0  # a barrier flushes every window; most have nothing to send
         sent = 0
         spans: list[Span] = []
         budget = FLUSH_MESSAGE_BYTES
