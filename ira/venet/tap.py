@@ -437,6 +437,20 @@ class Tap:
             _SIOCSIFFLAGS, "bringing it up" if up else "bringing it down", struct.pack("H", flags)
         )
 
+    def set_offloads(self, offloads: Offload) -> None:
+        """The offloads the kernel may use in frames it hands ``read_frame`` from now on."""
+        if offloads and not self.vnet_hdr:
+            raise ConfigError("offloads need vnet_hdr=True (they travel in the virtio-net header)")
+        if offloads & ~Offload.CSUM and not offloads & Offload.CSUM:
+            raise ConfigError("segmentation offloads need Offload.CSUM too")
+        self._check_open()
+        try:
+            fcntl.ioctl(self._h.fd, _TUNSETOFFLOAD, int(offloads))
+        except OSError as exc:
+            raise _fail(
+                f"offloads {offloads!r} on {self._name} (this kernel lacks some)", exc
+            ) from exc
+
     def set_carrier(self, on: bool) -> None:
         """Carrier on (the link is there) or off (the stack sees NO-CARRIER)."""
         self._check_open()

@@ -142,6 +142,14 @@ def test_vnet_hdr_and_offloads_are_set(ns: NetNs) -> None:
         assert "vnet_hdr on" in _link(ns, "ira0")
         tap.set_up()
         assert tap.is_up
+        tap.set_offloads(Offload.CSUM)  # what the negotiated features allow, later
+        tap.set_offloads(Offload.NONE)
+        with pytest.raises(ConfigError, match=r"need Offload\.CSUM"):
+            tap.set_offloads(Offload.TSO4)
+    with Tap(TapConfig(name="ira1", netns=ns)) as plain:
+        plain.set_offloads(Offload.NONE)
+        with pytest.raises(ConfigError, match="need vnet_hdr=True"):
+            plain.set_offloads(Offload.CSUM)
 
 
 @pytest.mark.root
