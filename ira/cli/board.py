@@ -13,7 +13,10 @@ With ``--tap NAME`` the board creates a TAP interface (address ``--ip``, MTU
 added when the profile has none): the host's interface appears when the host
 discovers the device.  The board's interface has carrier while a host drives
 the device and the link is up.  ``--no-offload`` sends plain frames (no
-virtio-net headers, no checksum or segmentation offloads).
+virtio-net headers, no checksum or segmentation offloads).  The interface's
+MTU is ``--mtu``, else the device's ``mtu`` option in the profile (else
+1500): a reload that changes the option changes the interface's MTU and,
+through the re-added device, the host's.
 """
 
 from __future__ import annotations
@@ -128,7 +131,12 @@ def run_serve(args: argparse.Namespace) -> int:
                     args.tap, args.ip, _net_mtu(profile, args.mtu), offloads=not args.no_offload
                 )
                 # the TAP exists before the link; its frames go to the board's loop thread
-                net = BoardNet.with_tap(settings, profile.board, lambda fn: board.runtime.post(fn))
+                net = BoardNet.with_tap(
+                    settings,
+                    profile.board,
+                    lambda fn: board.runtime.post(fn),
+                    fixed_mtu=args.mtu is not None,
+                )
                 stack.callback(net.close)
             board = BoardService(
                 args.link,

@@ -11,7 +11,9 @@ Theory of operation
 (the board's own interface, behind the port, has another), ``mtu`` the
 port's MTU (VIRTIO_NET_F_MTU, 68..65535), ``status`` LINK_UP while a port is
 attached (VIRTIO_NET_F_STATUS).  Changes move the configuration generation and
-the driver re-reads it.
+the driver re-reads it.  The MTU may not change under a driver that has read
+it (§5.1.4.1): ``set_mtu`` then also sets DEVICE_NEEDS_RESET, and the driver
+takes the new MTU up as it initialises the device again.
 
 *Features*: MAC, MTU, STATUS and MRG_RXBUF always; the checksum and GSO
 offloads (CSUM, HOST_TSO4/6, HOST_ECN; GUEST_CSUM, GUEST_TSO4/6, GUEST_ECN)
@@ -68,12 +70,14 @@ from ira.venet.netspec import (
 )
 from ira.venet.vnethdr import Drop
 from ira.virtio.device import Chain, VirtqueueDevice
-from ira.virtio.features import TRANSPORT_FEATURES
+from ira.virtio.features import TRANSPORT_FEATURES, DeviceStatus
 from ira.virtio.ring import QueueBroken
 from ira.virtio.transport import VirtioDevice
 from ira.wire.venet import VNET_HDR_BYTES
 
 log = logging.getLogger(__name__)
+
+S = DeviceStatus
 
 #: byte offset of ``status`` and of ``mtu`` in the configuration space
 _STATUS_AT, _MTU_AT = 6, 10
@@ -138,16 +142,24 @@ class VirtioNetDevice(VirtioDevice):
         offloads = OFFLOADS if self._offer_offloads and port.vnet_hdr else 0
         self.device_features = TRANSPORT_FEATURES | BASE_FEATURES | offloads
         port.connect(self.pull)
-        mtu = check_mtu(port.mtu)
-        if mtu != self._mtu:
-            self._mtu = mtu
-            self.set_config(_MTU_AT, mtu.to_bytes(2, "little"))
+        self.set_mtu(port.mtu)
         self._set_link_status(LINK_UP)
         self._update_carrier()
         if self.live and self.features & OFFLOADS and not port.vnet_hdr:
             self.needs_reset(f"{port.name} carries no virtio-net headers for the offloads agreed")
         elif self.live:
             self.pull()
+
+    def set_mtu(self, mtu: int) -> None:
+        """Offer ``mtu`` (68..65535) from now on; a driver past FEATURES_OK gets it after a
+        reset (DEVICE_NEEDS_RESET: §5.1.4.1 forbids changing it under the driver)."""
+        mtu = check_mtu(mtu)
+        if mtu == self._mtu:
+            return
+        old, self._mtu = self._mtu, mtu
+        self.set_config(_MTU_AT, mtu.to_bytes(2, "little"))
+        if self.status & S.FEATURES_OK and self.features & F.MTU.mask:
+            self.needs_reset(f"the MTU changed from {old} to {mtu}")
 
     def detach_port(self) -> None:
         """No network behind the device any more: LINK_UP is cleared."""

@@ -38,8 +38,16 @@ the port; the buffers are offered again at once.
 *Carrier*: the interface has carrier while the device is ready and its
 STATUS says LINK_UP (the port also drops it while the link is down,
 ``ira.venet.service``); it loses it when the device is removed (DEVDROP,
-board restart) and regains it when a new binding becomes ready on the same
-interface.
+board restart) or needs a reset, and regains it when the device is ready
+again (the host resets it by itself, ``ira.virtio.host.RecoveryPolicy``) or
+a new binding becomes ready on the same interface.
+
+*MTU*: the device's MTU (VIRTIO_NET_F_MTU) is the interface's, given to
+``open_port`` at every DRIVER_OK.  A device may not change it while a driver
+uses it (virtio 1.2 §5.1.4.1): ira's device asks for a reset instead, and the
+new MTU comes with the re-initialisation.  A device that changes it anyway
+(the configuration generation moves with a new ``mtu``) is reset by the
+driver, since the receive buffers and the frame checks follow the MTU.
 """
 
 from __future__ import annotations
@@ -202,6 +210,8 @@ class VirtioNetClient(VirtioClient):
     def statistics(self) -> dict[str, int]:
         counts = dict(self._counts)
         counts["tx_inflight_bytes"] = self._fifo.used_bytes
+        if self._binding is not None:
+            counts["device_resets"] = self._binding.resets
         return counts
 
     # -- VirtioClient hooks ---------------------------------------------------------
@@ -249,11 +259,8 @@ class VirtioNetClient(VirtioClient):
         if binding.negotiation.accepted & F.STATUS.mask:
             self._link_status = config.link_up
         if config.mtu != self._mtu and binding.negotiation.accepted & F.MTU.mask:
-            log.info(
-                "virtio-net: the device's MTU is now %d; the interface keeps %d",
-                config.mtu,
-                self._mtu,
-            )
+            # the buffers and the checks follow the MTU: take it up from a reset
+            binding.request_reset(f"the device's MTU changed from {self._mtu} to {config.mtu}")
         self._update_carrier()
 
     def failed(self, binding: VirtioBinding, reason: str) -> None:

@@ -17,13 +17,17 @@ them their ``NetPort``:
 ``BoardNet``
     the board's interface: a port created before the devices, handed to the
     ``virtio-net`` devices of the profile (``port_for``), carrier following
-    the link's events (``on_event``).
+    the link's events (``on_event``).  The network device's ``mtu`` option,
+    when it has one, is applied to it whenever a (reloaded) profile hands it
+    to a device, unless ``--mtu`` fixed the MTU.
 
 ``HostNet``
     the host's interface on one link: created when the first network device
     becomes ready (with the MAC and MTU it gives), kept across
-    rediscoveries (the next ready device reuses it), carrier off while no
-    device is ready or the link is down.
+    rediscoveries and resets (the next ready device reuses it and gives it
+    its MAC and MTU), carrier off while no device is ready or the link is
+    down.  An MTU the interface cannot take is said in one line (the
+    interface keeps the largest it can, or its own).
 
 ``TapFactory`` makes the TAPs (in a network namespace when asked);
 ``tap_settings`` turns ``--tap/--ip/--mtu`` into one.
@@ -31,8 +35,6 @@ them their ``NetPort``:
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
 import os
 import select
@@ -47,13 +49,10 @@ from ira.link.events import LinkDown, LinkUp, PeerRestarted
 from ira.venet.driver import InterfaceSettings, NetDriverConfig, VirtioNetClient
 from ira.venet.netspec import NET_ID, NetPort, Offloads, format_mac, generated_mac
 from ira.venet.port import FramePort, PortStatistics
-from ira.venet.tap import Offload, Tap, TapConfig
+from ira.venet.tap import TAP_MAX_MTU, Offload, Tap, TapConfig
 from ira.virtio.host import VirtioClient
 
 log = logging.getLogger(__name__)
-
-#: ``TUNSETOFFLOAD`` from <linux/if_tun.h>
-_TUNSETOFFLOAD = 0x400454D0
 
 Post = Callable[[Callable[[], None]], None]
 """Runs a function on the thread that owns the bus core (``LinkRuntime.post``)."""
@@ -122,13 +121,8 @@ class LoopPort:
         self._apply_carrier()
 
     def set_offloads(self, offloads: Offloads) -> None:
-        if not isinstance(self.port, Tap):
-            return  # an endpoint hands over whatever its peer wrote
-        bits = tap_offloads(offloads)
-        try:
-            fcntl.ioctl(self.port.fileno(), _TUNSETOFFLOAD, int(bits))
-        except OSError as exc:
-            raise TransportError(f"offloads {bits!r} on {self.name}: {exc.strerror}") from exc
+        if isinstance(self.port, Tap):  # an endpoint hands over whatever its peer wrote
+            self.port.set_offloads(tap_offloads(offloads))
 
     # -- for the glue ------------------------------------------------------------
 
@@ -225,22 +219,44 @@ def open_tap(settings: TapSettings, *, mac: bytes | None, mtu: int | None) -> Ta
 class BoardNet:
     """The board's network interface, handed to its ``virtio-net`` devices."""
 
-    def __init__(self, port: FramePort, post: Post) -> None:
+    def __init__(self, port: FramePort, post: Post, *, fixed_mtu: bool = False) -> None:
+        """``fixed_mtu``: the port keeps its MTU whatever the profile's device says."""
         self.loop_port = LoopPort(port, post)
         self._given: str | None = None
+        self._fixed_mtu = fixed_mtu
 
     @classmethod
-    def with_tap(cls, settings: TapSettings, board: str, post: Post) -> BoardNet:
+    def with_tap(
+        cls, settings: TapSettings, board: str, post: Post, *, fixed_mtu: bool = False
+    ) -> BoardNet:
         """A TAP named by ``settings``, its own MAC derived from the board's name."""
         tap = open_tap(settings, mac=generated_mac(board, "board"), mtu=settings.mtu or 1500)
-        return cls(tap, post)
+        return cls(tap, post, fixed_mtu=fixed_mtu)
 
     def port_for(self, spec: DeviceSpec) -> NetPort | None:
-        """The port for a network device: the first one to ask gets it, later ones none."""
+        """The port for a network device: the first one to ask gets it, later ones none.
+
+        The port takes the device's ``mtu`` option first, when it has one, so
+        a reloaded profile's MTU reaches the interface and, through the
+        device, the host's.
+        """
         if self._given not in (None, spec.name):
             log.warning("%s: only one network device gets %s", spec.name, self.loop_port.name)
             return None
         self._given = spec.name
+        wanted = dict(spec.options).get("mtu")
+        port = self.loop_port.port
+        if isinstance(wanted, int) and not isinstance(wanted, bool) and wanted != port.mtu:
+            if self._fixed_mtu:
+                log.warning(
+                    "%s keeps MTU %d (--mtu); %s's mtu %d is not applied",
+                    port.name,
+                    port.mtu,
+                    spec.name,
+                    wanted,
+                )
+            else:
+                _apply_mtu(port, wanted, f"{spec.name}'s")
         return self.loop_port
 
     def on_event(self, event: object) -> None:
@@ -272,11 +288,14 @@ class HostNet:
         *,
         vnet_hdr: bool,
         config: NetDriverConfig | None = None,
+        fixed_mtu: bool = False,
     ) -> None:
-        """``make_port`` creates the interface the first time a device is ready."""
+        """``make_port`` creates the interface the first time a device is ready;
+        ``fixed_mtu``: later devices' MTUs are not applied to it."""
         self._make_port = make_port
         self._vnet_hdr = vnet_hdr
         self._config = config
+        self._fixed_mtu = fixed_mtu
         self._post: Post | None = None
         self.loop_port: LoopPort | None = None
         self.client: VirtioNetClient | None = None
@@ -286,11 +305,22 @@ class HostNet:
     @classmethod
     def with_tap(cls, settings: TapSettings, config: NetDriverConfig | None = None) -> HostNet:
         def make(s: InterfaceSettings) -> FramePort:
-            return open_tap(settings, mac=s.mac, mtu=settings.mtu or s.mtu)
+            mtu = settings.mtu or s.mtu
+            if mtu > TAP_MAX_MTU:
+                log.warning(
+                    "TAP %s gets MTU %d, not the device's %d: the most Linux allows on a TAP",
+                    settings.name,
+                    TAP_MAX_MTU,
+                    mtu,
+                )
+                mtu = TAP_MAX_MTU
+            return open_tap(settings, mac=s.mac, mtu=mtu)
 
         if config is None:
             config = NetDriverConfig(offloads=settings.offloads)
-        return cls(make, vnet_hdr=settings.offloads, config=config)
+        return cls(
+            make, vnet_hdr=settings.offloads, config=config, fixed_mtu=settings.mtu is not None
+        )
 
     def bind(self, post: Post) -> None:
         """Serve on the runtime that ``post`` hands functions to (before any device)."""
@@ -357,18 +387,42 @@ class HostNet:
             port.link_changed(self._link_up)
             log.info("interface %s up for the board's network device", port.name)
         else:
-            _reconfigure(port.port, settings)
+            self._reconfigure(port.port, settings)
         return port
 
+    def _reconfigure(self, port: FramePort, settings: InterfaceSettings) -> None:
+        """Give an interface that outlived its device (or its reset) the device's MAC and MTU."""
+        mac = None if settings.mac is None else format_mac(settings.mac)
+        if isinstance(port, Tap) and mac is not None and port.mac != mac:
+            port.set_mac(mac)
+        if port.mtu == settings.mtu:
+            return
+        if self._fixed_mtu:
+            log.warning(
+                "%s keeps its MTU %d; the device's is now %d", port.name, port.mtu, settings.mtu
+            )
+            return
+        _apply_mtu(port, settings.mtu, "the device's")
 
-def _reconfigure(port: FramePort, settings: InterfaceSettings) -> None:
-    """Give an interface that outlived its device the new device's MAC and MTU."""
-    mac = None if settings.mac is None else format_mac(settings.mac)
-    if isinstance(port, Tap) and mac is not None and port.mac != mac:
-        port.set_mac(mac)
-    if port.mtu != settings.mtu:
-        with contextlib.suppress(TransportError):
-            port.set_mtu(settings.mtu)
+
+def _apply_mtu(port: FramePort, mtu: int, whose: str) -> None:
+    """Set ``port``'s MTU to ``mtu``, or as near as a TAP allows; one line about it either way."""
+    old = port.mtu
+    if isinstance(port, Tap) and mtu > TAP_MAX_MTU:
+        log.warning(
+            "%s takes MTU %d, not %s %d: the most Linux allows on a TAP",
+            port.name,
+            TAP_MAX_MTU,
+            whose,
+            mtu,
+        )
+        mtu = TAP_MAX_MTU
+    try:
+        port.set_mtu(mtu)
+    except IraError as exc:
+        log.warning("%s keeps MTU %d, not %s %d: %s", port.name, old, whose, mtu, exc)
+        return
+    log.info("%s: MTU %d -> %d (%s)", port.name, old, mtu, whose)
 
 
 __all__ = [

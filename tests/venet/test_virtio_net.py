@@ -29,6 +29,7 @@ from ira.venet.netspec import (
     GUEST_OFFLOADS,
     NET_ID,
     OFFLOADS,
+    TX_QUEUE,
     F,
     Offloads,
     features_consistent,
@@ -36,6 +37,7 @@ from ira.venet.netspec import (
 )
 from ira.venet.vnethdr import Drop
 from ira.virtio.calls import VIRTIO_TYPE
+from ira.virtio.driver import Buffer
 from ira.virtio.features import FeaturePolicy
 from ira.virtio.host import BindingState, VirtioBinding, VirtioHostDriver
 from ira.wire.venet import HEADER, VNET_HDR_BYTES, GsoType, HdrFlags
@@ -56,6 +58,8 @@ class MemPort:
         self.outgoing: deque[bytes] = deque()
         self.delivered: list[bytes] = []
         self.carrier: bool | None = None
+        #: every carrier change, in order
+        self.carriers: list[bool] = []
         self.offloads: Offloads | None = None
         self._on_readable: Callable[[], None] | None = None
         self._armed = True
@@ -82,6 +86,8 @@ class MemPort:
         self._on_readable = on_readable
 
     def set_carrier(self, on: bool) -> None:
+        if on != self.carrier:
+            self.carriers.append(on)
         self.carrier = on
 
     def set_offloads(self, offloads: Offloads) -> None:
@@ -439,6 +445,72 @@ def test_carrier_goes_with_the_device_and_comes_back_with_a_new_one() -> None:
     assert rig.host_port.carrier and rig.board_port.carrier
     rig.board_port.send(frame(b"hello again" + bytes(40)))
     assert rig.run_until(lambda: len(rig.host_port.delivered) == 1)
+
+
+# -- resets and MTU changes ---------------------------------------------------------------
+
+
+def crossing(rig: Rig, size: int = 50) -> None:
+    """A frame goes each way."""
+    before = len(rig.host_port.delivered), len(rig.board_port.delivered)
+    rig.board_port.send(frame(b"to host" + bytes(size)))
+    rig.host_port.send(frame(b"to board" + bytes(size)))
+    assert rig.run_until(
+        lambda: (
+            (len(rig.host_port.delivered), len(rig.board_port.delivered))
+            == (before[0] + 1, before[1] + 1)
+        )
+    )
+    assert rig.host_port.delivered[-1] == frame(b"to host" + bytes(size))
+    assert rig.board_port.delivered[-1] == frame(b"to board" + bytes(size))
+
+
+def test_a_malformed_chain_resets_the_device_and_traffic_flows_again() -> None:
+    rig = Rig().ready()
+    crossing(rig)
+    binding = rig.binding
+    window = binding.windows["tx"]
+    # a frame that ends past its window: the device must refuse the chain
+    binding.queues[TX_QUEUE].add([Buffer.at(window.window_id, window.size_bytes - 8, 64)], [], 0)
+    binding.kick(TX_QUEUE)
+    assert rig.run_until(lambda: binding.state is BindingState.NEEDS_RESET)
+    assert rig.host_port.carrier is False
+    assert rig.run_until(lambda: binding.state is BindingState.READY)
+    assert (binding.failures, binding.resets) == (1, 1)
+    assert rig.host_port.carriers == [True, False, True]
+    assert rig.board_port.carriers == [False, True, False, True]  # (off until the first host)
+    stats = rig.device.statistics()
+    assert stats["queue_broken_out_of_window"] == 1 and stats["resets"] == 1
+    assert len(rig.clients) == 1 and rig.client.statistics()["device_resets"] == 1
+    crossing(rig)
+    crossing(rig, 1400)
+
+
+def test_an_mtu_change_reaches_the_host_through_a_reset() -> None:
+    rig = Rig().ready()
+    assert rig.host_port.mtu == 1500
+    rig.device.set_mtu(9000)  # e.g. the board's interface was given a new MTU
+    assert rig.run_until(lambda: rig.binding.resets == 1 and rig.client.carrier)
+    assert [s.mtu for s in rig.opened] == [1500, 9000]
+    assert rig.host_port.mtu == 9000 and rig.binding.failures == 0
+    # the new generation is seen first (the DEVICE_NEEDS_RESET just after it): no failure
+    assert rig.binding.reason == "the device's MTU changed from 1500 to 9000"
+    assert rig.device.statistics()["needs_reset"] == 1
+    crossing(rig, 8900)  # frames of the new MTU cross both ways
+    rig.device.set_mtu(9000)  # no change: nothing happens
+    rig.run_until(lambda: False, timeout_s=2.0)
+    assert rig.binding.resets == 1
+
+
+def test_an_mtu_changed_under_the_driver_is_taken_up_by_a_reset() -> None:
+    """A device that changes ``mtu`` without asking for a reset (which §5.1.4.1 forbids):
+    the driver sees the generation move and resets the device itself."""
+    rig = Rig().ready()
+    rig.device.set_config(10, (4000).to_bytes(2, "little"))
+    assert rig.run_until(lambda: rig.binding.resets == 1 and rig.client.carrier)
+    assert rig.opened[-1].mtu == 4000 and rig.host_port.mtu == 4000
+    assert rig.binding.failures == 0
+    assert rig.binding.reason == "the device's MTU changed from 1500 to 4000"
 
 
 def test_the_generated_mac_is_stable_unicast_and_local() -> None:
