@@ -180,16 +180,19 @@ class WindowMemory:
     def write(self, offset: int, data: bytes) -> None:
         """Write the bytes of ``data`` that differ from the replica (see the module docstring)."""
         window = self.window
-        if not window.writable_by(window.side, offset, len(data)):
+        size = len(data)
+        if not window.writable_by(window.side, offset, size):
             window.write(offset, data)  # refused there, with the reason
-        current = window.read(offset, len(data))
+        current = window.read(offset, size)
         if current == data:
             return
-        if len(data) > _TRIM_BYTES:  # a buffer's contents: rarely worth the scan
+        if size > _TRIM_BYTES:  # a buffer's contents: rarely worth the scan
             window.write(offset, data)
             return
-        first = next(i for i, (a, b) in enumerate(zip(current, data, strict=True)) if a != b)
-        last = len(data)
+        first = 0
+        while current[first] == data[first]:
+            first += 1
+        last = size
         while current[last - 1] == data[last - 1]:
             last -= 1
         window.write(offset + first, data[first:last])

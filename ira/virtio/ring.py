@@ -88,6 +88,10 @@ class DescFlags(enum.IntFlag):
     INDIRECT = 4
 
 
+# the flags as plain ints, for the per-descriptor checks (IntFlag arithmetic costs ~1 us)
+_NEXT, _WRITE, _INDIRECT = int(DescFlags.NEXT), int(DescFlags.WRITE), int(DescFlags.INDIRECT)
+
+
 @dataclass(frozen=True, slots=True)
 class Descriptor:
     """One 16-byte descriptor, decoded (a copy: never a view of shared memory)."""
@@ -107,15 +111,15 @@ class Descriptor:
 
     @property
     def has_next(self) -> bool:
-        return bool(self.flags & DescFlags.NEXT)
+        return bool(self.flags & _NEXT)
 
     @property
     def writable(self) -> bool:
-        return bool(self.flags & DescFlags.WRITE)
+        return bool(self.flags & _WRITE)
 
     @property
     def indirect(self) -> bool:
-        return bool(self.flags & DescFlags.INDIRECT)
+        return bool(self.flags & _INDIRECT)
 
 
 def read_u16(memory: Memory, offset: int) -> int:
