@@ -32,7 +32,8 @@ class LinkConfig:
     rto_min_s: float = 0.05
     rto_max_s: float = 2.0
     #: bulk frames are sized to take at most this long on the measured line rate, so
-    #: control traffic never waits longer than that behind one of them
+    #: control traffic never waits longer than that behind one of them (half as long
+    #: again when that finishes a message: ``sender.FINISH_SHARE``)
     frame_latency_s: float = 0.1
     #: DATA payloads are never cut smaller than this (unless the peer's frames are smaller)
     min_segment_bytes: int = 32

@@ -19,7 +19,11 @@ window of twice the measured bandwidth-delay product (a per-segment delivery
 rate, as in BBR, and the minimum RTT), so that no standing queue builds up in
 the transport, the kernel or a slow line.  Segment size follows the line: it
 halves when segments are lost, doubles after clean deliveries, and is capped
-to ``frame_latency_s`` worth of the measured rate.
+to ``frame_latency_s`` worth of the measured rate.  A segment runs past that
+cap, by at most half of it (``FINISH_SHARE``), to end where a message ends: a
+message that arrives on its own — a 1,514-byte Ethernet frame when the cap is
+1,152 bytes at 115200 baud — would otherwise leave its tail, and the small
+messages queued behind it, to a frame and a frame header of their own.
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ from ira.link.config import LinkConfig
 from ira.link.events import Channel
 from ira.link.framing import encode_varint
 
+#: a segment cut to the latency cap may run this share of it longer to end where a
+#: message ends (never past the loss-driven size or the peer's largest payload)
+FINISH_SHARE = 0.5
 #: the first segments, before the line rate is known
 INITIAL_SEGMENT_BYTES = 256
 INITIAL_CWND_SEGMENTS = 4
@@ -198,6 +205,8 @@ class Sender:
         self.stats = stats if stats is not None else SenderStatistics()
         #: segment size and congestion window, recomputed when their inputs change
         self._segment_bytes = 0
+        #: how long a segment may run to finish the message it cuts
+        self._finish_bytes = 0
         self._cwnd = 0
         self._pace()
 
@@ -263,12 +272,16 @@ class Sender:
 
     def _pace(self) -> None:
         """Recompute segment size and congestion window (their inputs changed)."""
-        size = self._loss_segment
+        size = finish = self._loss_segment
         bw = self._bw.value()
         if bw is not None:
-            size = min(size, max(256, int(bw * self._config.frame_latency_s)))
+            cap = max(256, int(bw * self._config.frame_latency_s))
+            if cap < size:
+                size = cap
+                finish = min(finish, cap + int(cap * FINISH_SHARE))
         seg = max(min(self._config.min_segment_bytes, self._max_payload), size)
         self._segment_bytes = seg
+        self._finish_bytes = max(seg, finish)
         rtt = self._min_rtt.value()
         if bw is None or rtt is None:
             self._cwnd = INITIAL_CWND_SEGMENTS * seg
@@ -288,6 +301,7 @@ class Sender:
             return []
         out: list[Segment] = []
         seg_size = self._segment_bytes
+        finish = self._finish_bytes
         cwnd = self._cwnd
         # lost segments go out at once, whatever the window: losses are found exactly
         # (by echo), a serial link has no competing flows to protect, and segments
@@ -317,7 +331,14 @@ class Sender:
                 # silly-window avoidance: a runt frame costs its whole header; wait for
                 # the ACK that opens room for a full one (something is in flight)
                 break
-            seg = self._cut(q, channel, seg_size if seg_size < room else room)
+            # ending on a message may overrun the congestion window (by less than a
+            # segment), never the peer's window
+            seg = self._cut(
+                q,
+                channel,
+                seg_size if seg_size < room else room,
+                finish if finish < window else window,
+            )
             self.snd_nxt = seg.end
             self._inflight.append(seg)
             self._transmit(seg, now, retransmission=False)
@@ -326,38 +347,35 @@ class Sender:
             self.rto_deadline = now + self.rto
         return out
 
-    def _cut(self, q: _ChannelQueue, channel: Channel, size: int) -> Segment:
+    def _cut(self, q: _ChannelQueue, channel: Channel, size: int, finish: int) -> Segment:
+        """Cut the next segment: it ends at the last message end within ``finish``
+        bytes if that is at least ``size`` bytes in, otherwise after ``size`` bytes
+        (or sooner, at the end of the queue)."""
         chunks = q.chunks
         start = q.next_offset
-        head = chunks[0]
         offset = q.head_offset
-        if offset == 0 and len(head) >= size:
-            # the common case: the segment is the head message, or the start of it
-            payload = head if len(head) == size else head[:size]
-        else:
-            payload = head[offset : offset + size]
-        offset += len(payload)
-        if offset == len(head):
-            chunks.popleft()
-            offset = 0
-            if len(payload) < size and chunks:
-                # room left: later (small) messages share the segment
-                parts = [payload]
-                size -= len(payload)
-                while size > 0 and chunks:
-                    head = chunks[0]
-                    piece = head if len(head) <= size else head[:size]
-                    parts.append(piece)
-                    size -= len(piece)
-                    if len(piece) == len(head):
-                        chunks.popleft()
-                    else:
-                        offset = len(piece)
-                payload = b"".join(parts)
+        parts: list[bytes] = []
+        total = 0
+        while chunks:
+            head = chunks[0]
+            rest = len(head) - offset
+            if total + rest <= finish:
+                # the message (or what is left of it) ends within reach: whole
+                parts.append(head if offset == 0 else head[offset:])
+                chunks.popleft()
+                offset = 0
+                total += rest
+            else:
+                if total < size:
+                    n = size - total
+                    parts.append(head[offset : offset + n])
+                    offset += n
+                    total = size
+                break
+        payload = parts[0] if len(parts) == 1 else b"".join(parts)
         q.head_offset = offset
-        n = len(payload)
-        q.next_offset = start + n
-        q.queued_bytes -= n
+        q.next_offset = start + total
+        q.queued_bytes -= total
         return Segment(self.snd_nxt, channel, start, payload)
 
     def _split(self, seg: Segment, size: int) -> list[Segment]:
@@ -380,6 +398,10 @@ class Sender:
         seg.ahead_bytes = self.pipe_bytes
         self._tx_counter = seg.tx_order = self._tx_counter + 1
         delivered = self._delivered
+        if not self.pipe_bytes:
+            # nothing in flight: the line was idle, and the time it stood idle is not
+            # time it took to deliver (the rate sample starts now, as in BBR)
+            self._delivered_time = now
         seg.delivered_at_send = delivered
         seg.delivered_time_at_send = self._delivered_time if delivered else now
         seg.lost = False

@@ -1,0 +1,136 @@
+"""Frames on a slow line: how messages are cut into DATA frames.
+
+Two ``Link`` cores over the simulated 115200-baud line, a fake clock, and the frames
+each end wrote, decoded from the line.  The assertions count frames; none reads a
+clock or looks inside a core.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ira.link.config import LinkConfig
+from ira.link.core import Link
+from ira.link.events import Channel, LinkEvent, MessageReceived, SessionStarted
+from ira.link.framing import StreamDeframer
+from ira.link.sender import FINISH_SHARE
+from ira.link.simulate import LineFaults, LinkPair
+from ira.wire.link import Ack, Data, check_crc, decode_body
+
+BULK = Channel.BULK
+SERIAL_115200 = LineFaults(latency_s=0.001, bytes_per_s=11520.0, max_read=64)
+#: a 1,500-byte-MTU Ethernet frame and the bus bytes around it, as venet sends it
+FRAME_MESSAGE_BYTES = 1540
+#: a ring update queued right behind it
+RING_UPDATE_BYTES = 40
+
+
+@dataclass
+class Tap:
+    """The frames one end wrote to its line, decoded."""
+
+    deframer: StreamDeframer = field(default_factory=lambda: StreamDeframer(1 << 20))
+    data: list[Data] = field(default_factory=list)
+    acks: list[Ack] = field(default_factory=list)
+    #: the bytes as written
+    chunks: list[bytes] = field(default_factory=list)
+
+    def feed(self, chunk: bytes) -> None:
+        self.chunks.append(chunk)
+        for raw in self.deframer.feed(chunk):
+            frame = decode_body(check_crc(raw))
+            if isinstance(frame, Data):
+                self.data.append(frame)
+            elif isinstance(frame, Ack):
+                self.acks.append(frame)
+
+    def clear(self) -> None:
+        self.data.clear()
+        self.acks.clear()
+        self.chunks.clear()
+
+
+def tapping(write: Callable[[bytes, float], None], tap: Tap) -> Callable[[bytes, float], None]:
+    def tapped(data: bytes, now: float) -> None:
+        tap.feed(data)
+        write(data, now)
+
+    return tapped
+
+
+def tapped_pair(seed: int = 0) -> tuple[LinkPair, Tap, Tap]:
+    """Two ends over 115200-baud lines, with what each writes decoded (a -> b, b -> a)."""
+    a = Link(LinkConfig(), rng=random.Random(2 * seed + 1), now=0.0)
+    b = Link(LinkConfig(), rng=random.Random(2 * seed + 2), now=0.0)
+    pair = LinkPair(a, b, SERIAL_115200, random.Random(seed))
+    taps = Tap(), Tap()
+    for line, tap in zip((pair.ab, pair.ba), taps, strict=True):
+        line.write = tapping(line.write, tap)  # type: ignore[method-assign,assignment]
+    started = pair.run_until(
+        lambda: (
+            any(isinstance(e, SessionStarted) for e in pair.events_a)
+            and any(isinstance(e, SessionStarted) for e in pair.events_b)
+        ),
+        timeout_s=5.0,
+    )
+    assert started
+    return pair, taps[0], taps[1]
+
+
+def bulk_received(events: list[LinkEvent]) -> int:
+    return sum(1 for e in events if isinstance(e, MessageReceived) and e.channel is BULK)
+
+
+def learn_the_line(pair: LinkPair) -> int:
+    """Send a backlog so that A measures the line rate; returns A's latency cap in bytes."""
+    for _ in range(30):
+        pair.a.send_message(bytes(1500), BULK)
+    assert pair.run_until(lambda: bulk_received(pair.events_b) == 30, timeout_s=30.0)
+    pair.run_for(0.5)
+    cap = pair.a.statistics().segment_bytes
+    assert cap is not None
+    return cap
+
+
+def test_a_message_that_arrives_alone_and_what_is_queued_behind_it_go_in_one_frame() -> None:
+    pair, ab, _ = tapped_pair()
+    cap = learn_the_line(pair)
+    # 0.1 s of 115200 baud: less than one Ethernet frame, but within half again of it
+    assert cap < FRAME_MESSAGE_BYTES + 2 <= cap * (1 + FINISH_SHARE)
+    ab.clear()
+    before = bulk_received(pair.events_b)
+    for _ in range(20):
+        pair.a.send_message(bytes(FRAME_MESSAGE_BYTES), BULK)
+        pair.a.send_message(bytes(RING_UPDATE_BYTES), BULK)
+        pair.run_for(0.3)  # the line drains: the next message arrives alone
+    assert bulk_received(pair.events_b) == before + 40
+    assert len(ab.data) == 20, [len(d.payload) for d in ab.data]
+    assert pair.a.statistics().segments_retransmitted == 0
+
+
+def test_a_long_message_is_still_cut_near_the_latency_cap() -> None:
+    pair, ab, _ = tapped_pair()
+    cap = learn_the_line(pair)
+    ab.clear()
+    before = bulk_received(pair.events_b)
+    pair.a.send_message(bytes(20_000), BULK)
+    assert pair.run_until(lambda: bulk_received(pair.events_b) == before + 1, timeout_s=30.0)
+    sizes = [len(d.payload) for d in ab.data]
+    assert sum(sizes) == 20_003  # the message and its length prefix
+    # no frame longer than half again the cap; the ones before the last end at the cap
+    assert max(sizes) <= cap * (1 + FINISH_SHARE)
+    assert len(sizes) <= 20_003 // cap + 1
+
+
+def test_back_to_back_messages_each_fill_one_frame() -> None:
+    pair, ab, _ = tapped_pair()
+    learn_the_line(pair)
+    ab.clear()
+    before = bulk_received(pair.events_b)
+    for _ in range(40):
+        pair.a.send_message(bytes(1500), BULK)
+    assert pair.run_until(lambda: bulk_received(pair.events_b) == before + 40, timeout_s=30.0)
+    # cut to the cap alone, 40 messages of 1,502 stream bytes would take 53 frames
+    assert len(ab.data) == 40
