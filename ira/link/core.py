@@ -344,6 +344,13 @@ class Link:
                 backlog += _stream_bytes(message)
             delivered.clear()
             self._backlog_bytes = receiver.backlog_bytes = backlog
+        if fate is Fate.DUPLICATE and not receiver.has_gaps:
+            # the sender has not heard our ACK yet: it was lost, and the delayed ACK
+            # repeats it, or it is still on its way behind our own frames, and one
+            # more now would only queue behind it
+            if self._ack_due is None:
+                self._ack_due = now + self.config.ack_delay_s
+            return
         self._unacked_segments += 1
         if fate is not Fate.NEW or receiver.has_gaps or self._unacked_segments >= 2:
             self._ack_due = now  # tell the sender at once what we hold
@@ -485,8 +492,14 @@ class Link:
                 frames.append(self._hello(ack=True))
         sender, receiver = self._sender, self._receiver
         if sender is not None and receiver is not None:
+            idle = now >= self._last_tx + self.config.keepalive_interval_s
             if self.state is LinkState.UP:
-                segments = sender.segments_to_send(now)
+                # an ACK or a keepalive that is due rides in a DATA frame if there is
+                # data for one (DATA frames carry no SACK ranges or held bitmap: not
+                # past a gap, and not for a window update, which goes at once)
+                due = self._ack_due
+                carry = (idle or (due is not None and now >= due)) and not self._ack_now
+                segments = sender.segments_to_send(now, carry_ack=carry and not receiver.has_gaps)
                 if segments:
                     ack = receiver.rcv_nxt & 0xFFFFFFFF
                     window = self._window_field(receiver)
@@ -505,7 +518,6 @@ class Link:
                         self._ack_due = None
                         self._unacked_segments = 0
             ack_now = self._ack_now or (self._ack_due is not None and now >= self._ack_due)
-            idle = now >= self._last_tx + self.config.keepalive_interval_s
             if ack_now or (idle and not frames):
                 frames.append(self._ack_frame(receiver, probe=self.state is LinkState.DOWN))
                 self._ack_due = None

@@ -294,8 +294,15 @@ class Sender:
 
     # --- producing segments -----------------------------------------------------
 
-    def segments_to_send(self, now: float) -> list[Segment]:
-        """Segments to put on the wire now: lost ones first, then new data, control first."""
+    def segments_to_send(self, now: float, *, carry_ack: bool = False) -> list[Segment]:
+        """Segments to put on the wire now: lost ones first, then new data, control first.
+
+        With ``carry_ack`` (a frame must go anyway: an ACK or a keepalive is due) and
+        nothing else to send, one segment of queued data goes past the congestion
+        window (never the peer's window) and carries the ACK: the line then takes
+        the DATA frame it would take anyway a little earlier, instead of an ACK
+        frame more.
+        """
         control, bulk = self._control, self._bulk
         if not self._lost and not control.queued_bytes and not bulk.queued_bytes:
             return []
@@ -319,7 +326,7 @@ class Sender:
             window = self.peer_right_edge - self.snd_nxt
             if window < room:
                 room = window
-            if room <= 0:
+            if room <= 0 and not carry_ack:
                 break
             if control.queued_bytes:
                 q, channel = control, Channel.CONTROL
@@ -327,10 +334,14 @@ class Sender:
                 q, channel = bulk, Channel.BULK
             else:
                 break
-            if room < seg_size and self.pipe_bytes and q.queued_bytes > room:
+            if room <= 0 or (room < seg_size and self.pipe_bytes and q.queued_bytes > room):
                 # silly-window avoidance: a runt frame costs its whole header; wait for
                 # the ACK that opens room for a full one (something is in flight)
-                break
+                full = seg_size if seg_size < q.queued_bytes else q.queued_bytes
+                if not carry_ack or out or window < full:
+                    break
+                room = full  # one frame past the congestion window, for the ACK
+            carry_ack = False
             # ending on a message may overrun the congestion window (by less than a
             # segment), never the peer's window
             seg = self._cut(

@@ -1,4 +1,4 @@
-"""Frames on a slow line: how messages are cut into DATA frames.
+"""Frames on a slow line: how messages are cut into DATA frames and how ACKs travel.
 
 Two ``Link`` cores over the simulated 115200-baud line, a fake clock, and the frames
 each end wrote, decoded from the line.  The assertions count frames; none reads a
@@ -134,3 +134,50 @@ def test_back_to_back_messages_each_fill_one_frame() -> None:
     assert pair.run_until(lambda: bulk_received(pair.events_b) == before + 40, timeout_s=30.0)
     # cut to the cap alone, 40 messages of 1,502 stream bytes would take 53 frames
     assert len(ab.data) == 40
+
+
+def test_a_due_ack_rides_in_data_the_congestion_window_holds_back() -> None:
+    """A streams bulk data (always more queued than its congestion window lets go);
+    B answers every second message a little later (as a process behind it would).
+    A owes B an ACK for each answer: it rides in a DATA frame past A's congestion
+    window instead of costing an ACK frame of its own."""
+    pair, ab, _ = tapped_pair()
+    learn_the_line(pair)
+    for _ in range(200):
+        pair.a.send_message(bytes(1500), BULK)
+    pair.run_for(1.0)
+    ab.clear()
+    before = bulk_received(pair.events_a)
+    seen = bulk_received(pair.events_b)
+    for _ in range(500):  # 10 s: ~75 messages each way, A's queue never runs dry
+        pair.run_for(0.02)
+        now_seen = bulk_received(pair.events_b)
+        for _ in range(now_seen // 2 - seen // 2):
+            pair.b.send_message(bytes(60), BULK)
+        seen = now_seen
+    answers = bulk_received(pair.events_a) - before
+    assert answers >= 30
+    assert len(ab.acks) <= 2, (len(ab.acks), answers)
+
+
+def test_a_duplicate_is_acknowledged_after_the_ack_delay_not_at_once() -> None:
+    """The sender resent a frame whose ACK it has not heard yet (its timer fired while
+    the ACK queued behind our own frames): an ACK frame more, at once, would only queue
+    behind that one; the delayed ACK goes if nothing else carries the news."""
+    pair, ab, _ = tapped_pair()
+    ab.clear()
+    pair.a.send_message(b"once", BULK)
+    assert pair.run_until(lambda: bulk_received(pair.events_b) == 1, timeout_s=5.0)
+    pair.run_for(1.0)  # acknowledged; A has nothing in flight
+    raw = list(ab.chunks)
+    b, now = pair.b, pair.now
+    delay = b.config.ack_delay_s
+    for chunk in raw:  # the line delivers the same frame again
+        b.receive_data(chunk, now=now)
+    assert b.statistics().drop_duplicate == 1
+    assert b.data_to_send(now=now) == []
+    deadline = b.next_deadline()
+    assert deadline is not None and deadline <= now + delay
+    b.handle_timeout(now=now + delay)
+    assert len(b.data_to_send(now=now + delay)) == 1  # one ACK
+    assert bulk_received(pair.events_b) == 1
