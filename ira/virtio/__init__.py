@@ -10,7 +10,11 @@ Sans-I/O.  Modules, one concern each:
 ``status``     the device status state machine (its transition table)
 ``calls``      the DEVCALL interface of a ``virtio`` bus device
 ``transport``  ``VirtioDevice``: the board side, base class of virtio device models
-``host``       ``VirtioHostDriver``/``VirtioBinding``: the host side, initialisation (§3.1.1)
+``host``       ``VirtioHostDriver``: the host side's bus driver, device reports
+``binding``    ``VirtioBinding``: one device bound to one client, initialisation (§3.1.1)
+``client``     ``VirtioClient``: what a host-side driver of one device type implements
+``steps``      the steps of a binding's DEVCALL sequences and their replies
+``recovery``   ``RecoveryPolicy``/``Recovery``: resets in a row, waits, giving up
 ``entropy``    virtio-rng, device and host driver, proving the transport
 """
 

@@ -16,7 +16,6 @@ import pytest
 from linkrig import BusOverLink
 
 from ira.busmodel import Bus, Connector, DriverRegistry
-from ira.errors import ConfigError
 from ira.link.simulate import LineFaults
 from ira.virtio import Buffer
 from ira.virtio.calls import VIRTIO_TYPE
@@ -84,7 +83,7 @@ def test_a_malformed_chain_resets_the_device_and_reads_go_on(
     host = Host(Entropy(random.Random(1)))
     host.until(lambda: host.state(BindingState.READY))
     host.read(100)
-    caplog.set_level(logging.INFO, logger="ira.virtio.host")
+    caplog.set_level(logging.INFO, logger="ira.virtio.binding")
     host.break_queue()
     host.until(lambda: host.binding.state is BindingState.NEEDS_RESET)
     binding = host.binding
@@ -119,7 +118,7 @@ def test_a_malformed_chain_resets_the_device_and_reads_go_on(
 def test_a_device_that_fails_every_time_is_reset_with_doubling_waits_then_given_up(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="ira.virtio.host")
+    caplog.set_level(logging.INFO, logger="ira.virtio.binding")
     host = Host(Broken(random.Random(1)))
     host.until(lambda: host.state(BindingState.FAILED), timeout_s=120.0)
     binding = host.binding
@@ -181,17 +180,3 @@ def test_without_automatic_resets_the_binding_waits_for_reinitialise() -> None:
     host.binding.reinitialise(now=host.net.now)
     host.until(lambda: host.binding.state is BindingState.READY)
     host.read(64)
-
-
-@pytest.mark.parametrize(
-    "fields",
-    [{"max_resets": -1}, {"first_delay_s": -1.0}, {"first_delay_s": 20.0}, {"healthy_s": -1.0}],
-)
-def test_bad_recovery_policies_are_refused(fields: dict[str, float]) -> None:
-    with pytest.raises(ConfigError):
-        RecoveryPolicy(**fields)  # type: ignore[arg-type]
-
-
-def test_the_waits_double_up_to_the_longest() -> None:
-    policy = RecoveryPolicy(first_delay_s=0.5, max_delay_s=3.0)
-    assert [policy.delay_s(n) for n in range(1, 6)] == [0.5, 1.0, 2.0, 3.0, 3.0]

@@ -1,0 +1,618 @@
+"""One virtio device bound to one host-side client: the §3.1.1 sequence (DESIGN §5).
+
+Theory of operation
+-------------------
+
+``VirtioHostDriver`` (``ira.virtio.host``) makes a ``VirtioBinding`` for each
+``virtio`` bus device whose virtio device id has a ``VirtioClient``.  The
+binding initialises the device as virtio 1.2 §3.1.1 says, one DEVCALL at a
+time:
+
+1. open the device and reset it (status 0, read back as 0);
+2. ACKNOWLEDGE, then DRIVER;
+3. read the offered features, selector by selector; apply the host's
+   ``FeaturePolicy`` and the client's supported set; write the driver
+   features (if a required feature is missing: FAILED);
+4. set FEATURES_OK and check, in the status re-read with the reply, that the
+   device kept it (else FAILED);
+5. read the client's part of the configuration space (``config_bytes``), with
+   its generation, into ``binding.config`` (step 7's device-specific setup);
+   attach the event window; for each queue learn its maximum size, attach a
+   window holding its rings (its signal is the queue's notifications), set
+   the queue up and enable it; attach the client's data windows;
+6. set DRIVER_OK.
+
+The sequence is a generator that yields each request and is resumed with its
+outcome, so the binding stays sans-I/O: the bus's events drive it.  Every
+negotiation is kept (``negotiation``) for tools to show.  After DRIVER_OK
+the client adds chains to ``binding.queues[i]`` and calls ``kick(i)``; used
+buffers arrive through ``VirtioClient.used``.  When the configuration
+generation moves (the event window says so) the configuration is read again
+and ``VirtioClient.config_changed`` runs with the new bytes in
+``binding.config``.  A DEVICE_NEEDS_RESET (seen
+through the event window) or a broken queue moves the binding to
+NEEDS_RESET; ``reinitialise()`` resets the device and runs the sequence
+again, in fresh windows.
+
+Recovery: the host does that by itself, as its ``Recovery`` record decides
+(``ira.virtio.recovery``).  A binding that needs a reset logs one line (what
+failed; the reset planned and when) and resets the device when the reset is
+due, through the bus's timers (``next_deadline`` / ``handle_timeout``),
+never from inside the callback that noticed the failure.  After
+``max_resets`` in a row the binding gives up (FAILED, said once) until the
+device is added again or ``reinitialise()`` is called.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Generator, Mapping
+from typing import assert_never
+
+from ira.busmodel.bus import Bus
+from ira.busmodel.events import (
+    CallCompleted,
+    CallFailed,
+    DeviceEvent,
+    DeviceInfo,
+    DeviceOpened,
+    SignalReceived,
+    WindowAttached,
+)
+from ira.busmodel.window import Window
+from ira.errors import DevcallError, LocalProtocolError, RemoteProtocolError
+from ira.virtio.calls import (
+    DEVICE_ID_ATTR,
+    EVENT_BYTES,
+    EVENT_SHM,
+    ConfigRead,
+    ConfigReadReply,
+    DeviceFeatures,
+    QueueEnable,
+    QueueMax,
+    QueueSet,
+    SetDriverFeatures,
+    SetStatus,
+    decode_event,
+    encode,
+)
+from ira.virtio.client import VirtioClient
+from ira.virtio.driver import UsedBuffer, VirtqueueDriver
+from ira.virtio.features import (
+    FEATURE_WORDS,
+    DeviceStatus,
+    Feature,
+    FeaturePolicy,
+    Negotiation,
+    feature_word,
+)
+from ira.virtio.memory import MemoryMap, WindowMemory
+from ira.virtio.recovery import Action, Recovery, RecoveryPolicy
+from ira.virtio.ring import QueueAddresses, QueueBroken, split_layout
+from ira.virtio.steps import (
+    Attach,
+    Call,
+    InitFailed,
+    Outcome,
+    ResetNeeded,
+    Step,
+    Steps,
+    decoded,
+    features_of,
+    queue_max_of,
+    status_of,
+)
+
+log = logging.getLogger(__name__)
+S = DeviceStatus
+
+
+class BindingState(enum.Enum):
+    INITIALISING = "initialising"
+    READY = "ready"
+    NEEDS_RESET = "needs_reset"
+    FAILED = "failed"
+
+
+#: names of the virtio device ids ira knows (virtio 1.2 §5), for log lines
+DEVICE_NAMES: Mapping[int, str] = {1: "network", 2: "block", 3: "console", 4: "entropy"}
+
+
+class VirtioBinding:
+    """One virtio device bound to one client (see the module docstring)."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        device: DeviceInfo,
+        client: VirtioClient,
+        *,
+        policy: FeaturePolicy,
+        now: float,
+        timeout_s: float | None = None,
+        recovery: RecoveryPolicy | None = None,
+    ) -> None:
+        self.bus = bus
+        self.device = device
+        self.client = client
+        self.policy = policy
+        self.timeout_s = timeout_s
+        #: failures, resets and the next one planned (see ``ira.virtio.recovery``)
+        self.recovery = Recovery(recovery or RecoveryPolicy())
+        self.state = BindingState.INITIALISING
+        self.handle: int | None = None
+        self.negotiation: Negotiation | None = None
+        self.queues: list[VirtqueueDriver[object]] = []
+        self.windows: dict[str, Window] = {}
+        self.memory = MemoryMap()
+        self.generation = 0
+        #: the first ``client.config_bytes`` of the configuration space, as last read
+        self.config = b""
+        self.reason = ""
+        self._ring_windows: dict[int, int] = {}  # window id -> queue index
+        self._event_window: Window | None = None
+        self._pending: int | None = None  # call id the sequence waits for
+        self._pending_func: int | None = None  # its function, when it is a DEVCALL
+        self._sequence: Steps | None = None
+        self._config_stale = False
+        self._now = now
+        self._open(now)
+
+    @property
+    def failures(self) -> int:
+        """Failures seen: DEVICE_NEEDS_RESET, a broken queue, a reset that failed."""
+        return self.recovery.failures
+
+    @property
+    def resets(self) -> int:
+        """Resets the host made by itself to bring the device back."""
+        return self.recovery.resets
+
+    @property
+    def failed_at(self) -> float | None:
+        """When the last failure was seen (the bus's monotonic clock), or None."""
+        return self.recovery.failed_at
+
+    @property
+    def retry_at(self) -> float | None:
+        """When the next reset is due, or None."""
+        return self.recovery.retry_at
+
+    # -- for clients ------------------------------------------------------------
+
+    def kick(self, index: int) -> bool:
+        """Publish queue ``index``'s new chains and notify the device; True if any."""
+        queue = self.queues[index]
+        if self.state is not BindingState.READY or not queue.unpublished:
+            return False
+        try:
+            queue.publish()
+        except QueueBroken as exc:
+            self._needs_reset(f"queue {index}: {exc}")
+            return False
+        window = self._ring_window(index)
+        if window.signal is not None:
+            window.signal.notify()
+        return True
+
+    def collect(self, index: int) -> list[UsedBuffer[object]]:
+        """Used buffers of queue ``index`` in the replica now, notified or not."""
+        if self.state is not BindingState.READY:
+            return []
+        try:
+            return self.queues[index].collect()
+        except QueueBroken as exc:
+            self._needs_reset(f"queue {index}: {exc}")
+            return []
+
+    def interrupts(self, index: int, *, enabled: bool) -> bool:
+        """Ask for used buffer notifications of queue ``index``, or not.
+
+        Both virtio's hint (callbacks, §2.7.7) and the bus signal's receiver
+        follow: while disabled the device sends at most one SIGNAL, which
+        waits here unanswered, so neither side spends a message per buffer;
+        enabling answers it (the device then notifies what it used meanwhile).
+        Enabling returns True if used buffers are already waiting: collect
+        them rather than wait.
+        """
+        if self.state is not BindingState.READY:
+            return False
+        queue, signal = self.queues[index], self._ring_window(index).signal
+        try:
+            if not enabled:
+                queue.disable_callbacks()
+                waiting = False
+            else:
+                waiting = queue.enable_callbacks()
+        except QueueBroken as exc:
+            self._needs_reset(f"queue {index}: {exc}")
+            return False
+        if signal is not None:
+            if enabled:
+                signal.enable()
+            else:
+                signal.disable()
+        return waiting
+
+    def request_reset(self, reason: str) -> None:
+        """Have the device reset and initialised again, as the recovery does (for a client
+        whose device changed what only a reset may change, e.g. virtio-net's MTU).
+
+        Not counted as a failure, but as a reset of the row: a device that keeps
+        asking is given up like one that keeps failing."""
+        if self.state is BindingState.READY:
+            self._needs_reset(reason, failure=False)
+
+    def reinitialise(self, *, now: float) -> list[object]:
+        """Reset the device and initialise it again, in fresh windows; returns the lost tokens.
+
+        The old windows are detached; the sequence restarts at the reset
+        (status 0) on the same handle, or at the open if there is none.  A
+        reset the host planned is called off, and the count of resets in a row
+        starts again (also after the host gave up).
+        """
+        self.recovery.new_row()
+        return self._restart(now)
+
+    def next_deadline(self) -> float | None:
+        """When the planned reset is due (or a failure waits to be stamped), or None."""
+        if self.recovery.unstamped:
+            return self._now
+        return self.recovery.retry_at
+
+    def handle_timeout(self, *, now: float) -> None:
+        """Stamp a failure seen without a clock; make the reset that is due."""
+        self._now = now
+        if self.recovery.unstamped:
+            self._schedule(now)
+        if not self.recovery.due(now=now) or self.state is not BindingState.NEEDS_RESET:
+            return
+        self.recovery.start_reset()
+        self._restart(now)
+
+    def _restart(self, now: float) -> list[object]:
+        self.recovery.cancel()
+        lost = [token for queue in self.queues for token in queue.detach()]
+        windows = [m.window for m in self.memory if isinstance(m, WindowMemory)]
+        if self._event_window is not None:
+            windows.append(self._event_window)
+        if self.handle is not None and self.bus.is_open(self.handle):
+            for window in windows:
+                if not window.closed:
+                    self.bus.detach(window, now=now, timeout_s=self.timeout_s)
+        handle = self.handle
+        self._forget()
+        self.state = BindingState.INITIALISING  # ``reason`` stays: the last failure's
+        if handle is None or not self.bus.is_open(handle):
+            self._open(now)
+        else:
+            self.handle = handle
+            self._sequence = self._initialise()
+            self._advance(None, now)
+        return lost
+
+    # -- bus events ---------------------------------------------------------------
+
+    def handle_event(self, event: DeviceEvent, *, now: float) -> None:
+        self._now = now
+        if isinstance(event, SignalReceived):
+            self._signalled(event.window_id, now)
+            return
+        if not isinstance(event, DeviceOpened | CallCompleted | CallFailed | WindowAttached):
+            return
+        if event.call_id != self._pending:
+            return
+        self._pending = None
+        func, self._pending_func = self._pending_func, None
+        if self.handle is None and not isinstance(event, DeviceOpened):
+            self._sequence = None
+            self._fail(f"open failed: {getattr(event, 'error', event)}")
+        elif isinstance(event, DeviceOpened):
+            self.handle = event.handle
+            self._advance(None, now)
+        elif isinstance(event, CallCompleted):
+            self._advance(Outcome(event.status, event.payload, func), now)
+        elif isinstance(event, WindowAttached):
+            self._advance(Outcome(0, b""), now)
+        elif isinstance(event.error, DevcallError):
+            self._advance(Outcome(event.error.status, b"", func), now)
+        else:
+            self._fail(f"request failed: {event.error}")
+
+    def removed(self) -> None:
+        """The device is gone (DEVDROP, session reset): nothing of it is usable."""
+        for queue in self.queues:
+            queue.detach()
+        self._forget()
+        self.state = BindingState.FAILED
+        self.reason = "device removed"
+        self.recovery.cancel()
+        self.recovery.new_row()
+        self.client.removed(self)
+
+    # -- the initialisation sequence (§3.1.1) -------------------------------------
+
+    def _open(self, now: float) -> None:
+        self._sequence = self._initialise()
+        self._pending = self.bus.open(self.device.device_id, now=now, timeout_s=self.timeout_s)
+
+    def _advance(self, reply: Outcome | None, now: float) -> None:
+        assert self._sequence is not None
+        self._now = now
+        try:
+            step = next(self._sequence) if reply is None else self._sequence.send(reply)
+        except StopIteration:
+            self._sequence = None
+            if self.state is BindingState.READY and self._config_outdated():
+                self._reread_config(now)
+            return
+        except ResetNeeded as exc:
+            self._sequence = None
+            self._needs_reset(str(exc), now)
+            return
+        except InitFailed as exc:
+            self._sequence = None
+            self._fail(str(exc))
+            return
+        assert self.handle is not None
+        if isinstance(step, Call):
+            self._pending_func = step.request.func
+            self._pending = self.bus.call(
+                self.handle,
+                step.request.func,
+                encode(step.request),
+                now=now,
+                timeout_s=self.timeout_s,
+            )
+        else:
+            self._pending = self.bus.attach(
+                self.handle,
+                step.shm_id,
+                step.window,
+                now=now,
+                signal=step.signal,
+                timeout_s=self.timeout_s,
+            )
+
+    def _initialise(self) -> Steps:
+        reply = yield Call(SetStatus(0))
+        status = status_of(reply, "reset")
+        if status != 0:
+            raise InitFailed(f"status {status:#x} after reset")
+        for bits in (S.ACKNOWLEDGE, S.ACKNOWLEDGE | S.DRIVER):
+            reply = yield Call(SetStatus(bits))
+            status_of(reply, bits.name or "status")
+        offered = 0
+        for select in range(FEATURE_WORDS):
+            reply = yield Call(DeviceFeatures(select))
+            offered |= features_of(reply, "device features") << (32 * select)
+        supported = self.client.supported_features
+        accepted = self.policy.accept(offered, supported)
+        allowed = offered & self.policy.allowed
+        if not self.policy.acceptable(accepted):
+            self.negotiation = Negotiation(offered, allowed, supported, accepted, False)
+            yield from self._give_up(S.ACKNOWLEDGE | S.DRIVER)
+            raise InitFailed("a required feature is missing")
+        for select in range(FEATURE_WORDS):
+            word = feature_word(accepted, select)
+            reply = yield Call(SetDriverFeatures(select, word))
+            decoded(reply, "driver features")
+        reply = yield Call(SetStatus(S.ACKNOWLEDGE | S.DRIVER | S.FEATURES_OK))
+        status = status_of(reply, "FEATURES_OK")
+        kept = bool(status & S.FEATURES_OK)
+        self.negotiation = Negotiation(offered, allowed, supported, accepted, kept)
+        if not kept:
+            yield from self._give_up(S(status))
+            raise InitFailed("the device refused the features")
+        yield from self._read_config()
+        yield from self._setup_windows(accepted)
+        reply = yield Call(SetStatus(S(status) | S.DRIVER_OK))
+        status = status_of(reply, "DRIVER_OK")
+        if status & S.DEVICE_NEEDS_RESET:
+            raise ResetNeeded("the device set DEVICE_NEEDS_RESET at DRIVER_OK")
+        if not status & S.DRIVER_OK:
+            raise InitFailed(f"status {status:#x} after DRIVER_OK")
+        self.state = BindingState.READY
+        row = self.recovery.ready(now=self._now)
+        if row:
+            log.info(
+                "%s ready again after %d reset(s) in a row: %s",
+                self._what(),
+                row,
+                self.negotiation.describe(),
+            )
+        else:
+            log.info("%s ready: %s", self._what(), self.negotiation.describe())
+        self.client.ready(self, now=self._now)
+
+    def _setup_windows(self, features: int) -> Generator[Step, Outcome, None]:
+        event = self.bus.create_window(EVENT_BYTES, device_offset=0, device_length=EVENT_BYTES)
+        yield Attach(EVENT_SHM, event, True)
+        self._event_window = event
+        sizes: list[int] = []
+        for index, wanted in enumerate(self.client.queue_sizes):
+            reply = yield Call(QueueMax(index))
+            largest = queue_max_of(reply, "queue max")
+            if largest == 0:
+                raise InitFailed(f"the device has no queue {index}")
+            size = min(wanted, largest)
+            lay = split_layout(size)
+            ring = self.bus.create_window(
+                lay.size_bytes, device_offset=lay.used_offset, device_length=lay.used_bytes
+            )
+            yield Attach(1 + index, ring, True)
+            self.memory.add(WindowMemory(ring))
+            self._ring_windows[ring.window_id] = index
+            addrs = QueueAddresses.in_window(ring.window_id, lay)
+            setup = QueueSet(index, size, ring.window_id, addrs.desc, addrs.avail, addrs.used)
+            decoded((yield Call(setup)), "queue setup")
+            decoded((yield Call(QueueEnable(index))), "queue enable")
+            sizes.append(size)
+        for n, spec in enumerate(self.client.windows):
+            length = spec.size_bytes if spec.device_writable else 0
+            window = self.bus.create_window(spec.size_bytes, device_offset=0, device_length=length)
+            yield Attach(1 + len(sizes) + n, window, False)
+            self.memory.add(WindowMemory(window))
+            self.windows[spec.name] = window
+        for index, size in enumerate(sizes):
+            addrs = QueueAddresses.in_window(self._ring_window(index).window_id, split_layout(size))
+            self.queues.append(
+                VirtqueueDriver(
+                    self.memory,
+                    size,
+                    addrs,
+                    event_idx=bool(features & Feature.EVENT_IDX.mask),
+                    indirect=bool(features & Feature.INDIRECT_DESC.mask),
+                )
+            )
+
+    def _give_up(self, status: DeviceStatus) -> Generator[Step, Outcome, None]:
+        yield Call(SetStatus(status | S.FAILED))
+
+    def _read_config(self) -> Generator[Step, Outcome, None]:
+        size = self.client.config_bytes
+        if not size:
+            return
+        self._config_stale = False
+        reply = decoded((yield Call(ConfigRead(0, size))), "config read")
+        assert isinstance(reply, ConfigReadReply)
+        if len(reply.data) != size:
+            raise InitFailed(f"config read: {len(reply.data)} bytes, not {size}")
+        self.generation = reply.generation
+        self.config = reply.data
+
+    def _config_changed(self) -> Generator[Step, Outcome, None]:
+        yield from self._read_config()
+        self.client.config_changed(self)
+
+    def _config_outdated(self) -> bool:
+        """A change was signalled meanwhile, or the event window shows another generation."""
+        event = self._event_window
+        if not self.client.config_bytes or event is None:
+            return False
+        try:
+            generation = decode_event(event.read(0, EVENT_BYTES)).generation
+        except RemoteProtocolError:
+            return self._config_stale
+        return self._config_stale or generation != self.generation
+
+    def _reread_config(self, now: float) -> None:
+        """Read the configuration again, now or when the running sequence ends."""
+        if self._sequence is not None:
+            self._config_stale = True
+            return
+        self._sequence = self._config_changed()
+        self._advance(None, now)
+
+    # -- notifications --------------------------------------------------------------
+
+    def _signalled(self, window_id: int, now: float) -> None:
+        event = self._event_window
+        if event is not None and window_id == event.window_id:
+            try:
+                record = decode_event(event.read(0, EVENT_BYTES))
+            except RemoteProtocolError as exc:
+                if self.state is BindingState.READY:
+                    self._needs_reset(f"event window: {exc}", now)
+                return
+            generation = record.generation
+            if record.status & S.DEVICE_NEEDS_RESET and self.state is BindingState.READY:
+                self._needs_reset("the device set DEVICE_NEEDS_RESET", now)
+            if generation != self.generation:
+                if not self.client.config_bytes:
+                    self.generation = generation
+                    self.client.config_changed(self)
+                elif self.state in (BindingState.INITIALISING, BindingState.READY):
+                    self._reread_config(now)
+            return
+        index = self._ring_windows.get(window_id)
+        if index is None or self.state is not BindingState.READY:
+            return
+        try:
+            used = self.queues[index].collect()
+        except QueueBroken as exc:
+            self._needs_reset(f"queue {index}: {exc}", now)
+            return
+        if used:
+            self.client.used(self, index, used)
+
+    # -- state ------------------------------------------------------------------------
+
+    def _ring_window(self, index: int) -> Window:
+        for window_id, i in self._ring_windows.items():
+            if i == index:
+                memory = self.memory.get(window_id)
+                assert isinstance(memory, WindowMemory)
+                return memory.window
+        raise LocalProtocolError(f"no queue {index}")
+
+    def _what(self) -> str:
+        virtio_id = dict(self.device.attrs).get(DEVICE_ID_ATTR, "?")
+        try:
+            name = DEVICE_NAMES.get(int(virtio_id), f"virtio id {virtio_id}")
+        except ValueError:
+            name = f"virtio id {virtio_id}"
+        return f"virtio device {self.device.device_id} ({name})"
+
+    def _needs_reset(self, reason: str, now: float | None = None, *, failure: bool = True) -> None:
+        """The device needs a reset: tell the client; plan the reset (see ``RecoveryPolicy``).
+
+        Without ``now`` (a broken queue found by a client's call) the failure is
+        stamped, logged and planned at the next timer turn, which is due at once.
+        """
+        if self.state is BindingState.NEEDS_RESET:
+            return  # one failure at a time: the first reason is the one reported
+        self.state = BindingState.NEEDS_RESET
+        self.reason = reason
+        self.recovery.failed(counted=failure, timed=now is not None)
+        self.client.failed(self, reason)
+        if now is not None:
+            self._schedule(now)
+
+    def _schedule(self, now: float) -> None:
+        """Stamp the failure; plan the next reset or give up; one log line either way."""
+        if self.state is not BindingState.NEEDS_RESET:  # removed or reset meanwhile
+            self.recovery.stamp(now=now)
+            return
+        plan = self.recovery.plan(now=now)
+        match plan.action:
+            case Action.WAIT:
+                log.warning("%s needs a reset: %s (no automatic resets)", self._what(), self.reason)
+            case Action.GIVE_UP:
+                self.state = BindingState.FAILED
+                self.reason = f"gave up after {plan.attempt} resets in a row: {self.reason}"
+                log.error("%s failed: %s", self._what(), self.reason)
+            case Action.RESET:
+                log.warning(
+                    "%s needs a reset: %s; resetting it in %.1f s "
+                    "(reset %d of at most %d in a row)",
+                    self._what(),
+                    self.reason,
+                    plan.delay_s,
+                    plan.attempt,
+                    self.recovery.policy.max_resets,
+                )
+            case _:
+                assert_never(plan.action)
+
+    def _fail(self, reason: str) -> None:
+        if self.recovery.resetting:  # a reset of the host's own failed: the next of the row
+            self._needs_reset(f"reset failed: {reason}", self._now)
+            return
+        self.state = BindingState.FAILED
+        self.reason = reason
+        self.recovery.stamp(now=self._now)
+        log.warning("%s failed: %s", self._what(), reason)
+        self.client.failed(self, reason)
+
+    def _forget(self) -> None:
+        self.queues = []
+        self.windows = {}
+        self.memory = MemoryMap()
+        self._ring_windows = {}
+        self._event_window = None
+        self._pending = None
+        self._sequence = None
+        self._config_stale = False
+        self.handle = None
