@@ -39,8 +39,10 @@ Recovery: the host does that by itself, as its ``Recovery`` record decides
 failed; the reset planned and when) and resets the device when the reset is
 due, through the bus's timers (``next_deadline`` / ``handle_timeout``),
 never from inside the callback that noticed the failure.  After
-``max_resets`` in a row the binding gives up (FAILED, said once) until the
-device is added again or ``reinitialise()`` is called.
+``max_resets`` in a row the binding gives up (FAILED, said once), sets
+FAILED in the device's status too (§2.1: the board sees the driver gave up)
+and stays so until the device is added again or ``reinitialise()`` is
+called.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ from ira.virtio.calls import (
     ConfigRead,
     ConfigReadReply,
     DeviceFeatures,
+    GetStatus,
     QueueEnable,
     QueueMax,
     QueueSet,
@@ -583,6 +586,7 @@ class VirtioBinding:
                 self.state = BindingState.FAILED
                 self.reason = f"gave up after {plan.attempt} resets in a row: {self.reason}"
                 log.error("%s failed: %s", self._what(), self.reason)
+                self._tell_failed(now)
             case Action.RESET:
                 log.warning(
                     "%s needs a reset: %s; resetting it in %.1f s "
@@ -596,7 +600,24 @@ class VirtioBinding:
             case _:
                 assert_never(plan.action)
 
+    def _tell_failed(self, now: float) -> None:
+        """Have FAILED set in the device's status (§2.1), if it can still be reached."""
+        if self.handle is None or not self.bus.is_open(self.handle):
+            return
+        self._pending = None  # what a running sequence waits for no longer matters
+        self._sequence = self._set_failed()
+        self._advance(None, now)
+
+    def _set_failed(self) -> Steps:
+        status = status_of((yield Call(GetStatus())), "status")
+        if not status & S.FAILED:
+            status_of((yield Call(SetStatus(S(status) | S.FAILED))), "FAILED")
+
     def _fail(self, reason: str) -> None:
+        if self.state is BindingState.FAILED:
+            # setting FAILED in the device's status did not work: it is given up all the same
+            log.debug("%s: FAILED not set in the device: %s", self._what(), reason)
+            return
         if self.recovery.resetting:  # a reset of the host's own failed: the next of the row
             self._needs_reset(f"reset failed: {reason}", self._now)
             return

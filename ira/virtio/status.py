@@ -7,7 +7,8 @@ Everything that decides whether a write of the device status is accepted
 lives here.  The driver initialises a device by setting bits in order
 (§3.1.1): reset, ACKNOWLEDGE, DRIVER, (features) FEATURES_OK, (queues)
 DRIVER_OK.  It never clears a bit (§2.1.1); writing 0 resets the device
-(§2.4).  FAILED may be set at any time and then only a reset is accepted.
+(§2.4).  FAILED may be set at any time (the driver gave up on the device)
+and then only a reset is accepted.
 DEVICE_NEEDS_RESET is the device's own bit: a driver cannot set or clear it.
 
 A write names the whole new status.  ``STATUS_REQUIRES`` is the transition
@@ -50,6 +51,8 @@ class StatusWrite(enum.Enum):
     CHECK_FEATURES = "check_features"
     #: DRIVER_OK is newly set: the device goes live
     GO_LIVE = "go_live"
+    #: FAILED is newly set: the driver gave up on the device (§2.1)
+    FAIL = "fail"
     #: refused: a bit cleared, set out of order, unknown, or FAILED is set
     REFUSE = "refuse"
 
@@ -72,7 +75,7 @@ def decide(current: int, requested: int) -> StatusWrite:
         if added & bit and needs & ~requested:
             return StatusWrite.REFUSE
     if added & S.FAILED:
-        return StatusWrite.ACCEPT
+        return StatusWrite.FAIL
     if added & S.FEATURES_OK:
         return StatusWrite.CHECK_FEATURES
     if added & S.DRIVER_OK:

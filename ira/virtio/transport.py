@@ -37,7 +37,9 @@ ring's own decisions are counted (``statistics()``).
 
 A queue the driver breaks (``QueueBroken``) sets DEVICE_NEEDS_RESET (§2.1.2):
 the device stops using its queues until the driver resets it, and tells the
-driver through the event window when it has one.
+driver through the event window when it has one.  A driver that gives up on
+the device sets FAILED (§2.1): the device says so in one line, counts it
+(``driver_failed``) and accepts nothing but a reset.
 """
 
 from __future__ import annotations
@@ -388,6 +390,15 @@ class VirtioDevice(Device):
             case StatusWrite.GO_LIVE:
                 self._set_bits(requested)
                 self._go_live()
+            case StatusWrite.FAIL:
+                needed_reset = bool(self._status & S.DEVICE_NEEDS_RESET)
+                self._set_bits(requested)
+                self._counts["driver_failed"] += 1
+                log.warning(
+                    "virtio device %d: the driver gave up on it (FAILED%s); it waits for a reset",
+                    self.virtio_id,
+                    ", after DEVICE_NEEDS_RESET" if needed_reset else "",
+                )
         return Status.OK, StatusReply(self._status)
 
     def _config_read(self, request: ConfigRead) -> tuple[int, Reply | None]:

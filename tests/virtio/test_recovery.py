@@ -137,6 +137,15 @@ def test_a_device_that_fails_every_time_is_reset_with_doubling_waits_then_given_
     ]
     (last,) = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert last.getMessage() == f"virtio device 1 (entropy) failed: {binding.reason}"
+    # the board is told: FAILED in its status, one line there, counted
+    host.until(lambda: bool(host.device.status & S.FAILED))
+    assert host.device.status == LIVE | S.DEVICE_NEEDS_RESET | S.FAILED
+    assert host.device.statistics()["driver_failed"] == 1
+    board_lines = [r.getMessage() for r in caplog.records if r.name == "ira.virtio.transport"]
+    assert board_lines[-1] == (
+        "virtio device 4: the driver gave up on it (FAILED, after DEVICE_NEEDS_RESET); "
+        "it waits for a reset"
+    )
     # given up: nothing more happens, however long the board stays
     device_resets = host.device.statistics()["resets"]
     host.net.run_until(lambda: False, timeout_s=60.0)

@@ -6,6 +6,7 @@ clean one for the rules, a noisy one end to end.
 
 from __future__ import annotations
 
+import logging
 import random
 import struct
 
@@ -163,7 +164,8 @@ def test_status_table() -> None:
     assert decide(ack | drv, ack | drv | fok | dok) is StatusWrite.REFUSE  # not in one write
     assert decide(ack | drv | fok, ack | drv | fok | dok) is StatusWrite.GO_LIVE
     assert decide(ack | drv, ack) is StatusWrite.REFUSE  # DRIVER would be cleared
-    assert decide(ack, ack | failed) is StatusWrite.ACCEPT
+    assert decide(ack, ack | failed) is StatusWrite.FAIL
+    assert decide(0, failed) is StatusWrite.FAIL
     assert decide(ack | failed, ack | failed | drv) is StatusWrite.REFUSE  # only reset now
     assert decide(0, 0x10) is StatusWrite.REFUSE  # no such bit
     assert decide(ack, ack | S.DEVICE_NEEDS_RESET) is StatusWrite.ACCEPT  # the device's bit
@@ -202,6 +204,28 @@ def test_status_over_the_bus() -> None:
 
 
 # -- features --------------------------------------------------------------------------
+
+
+def test_a_driver_that_gives_up_is_logged_and_counted_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    echo = Echo()
+    raw = Raw(echo)
+    raw.to_features_ok()
+    caplog.set_level(logging.INFO, logger="ira.virtio.transport")
+    assert raw.status(S.ACKNOWLEDGE | S.DRIVER | S.FEATURES_OK | S.FAILED) & S.FAILED
+    assert not echo.live
+    # only a reset is accepted now, and a second FAILED is refused, not counted again
+    again = S.ACKNOWLEDGE | S.DRIVER | S.FEATURES_OK | S.FAILED
+    assert raw.call(VirtioFunc.SET_STATUS, bytes([again]))[0] == Status.EINVAL
+    assert echo.statistics()["driver_failed"] == 1
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (
+            logging.WARNING,
+            "virtio device 42: the driver gave up on it (FAILED); it waits for a reset",
+        )
+    ]
+    assert raw.status(0) == 0 and echo.resets == 1
 
 
 def test_features_are_read_by_selector() -> None:
