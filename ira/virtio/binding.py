@@ -269,7 +269,10 @@ class VirtioBinding:
         self._now = now
         if self.recovery.unstamped:
             self._schedule(now)
-        if not self.recovery.due(now=now) or self.state is not BindingState.NEEDS_RESET:
+        if not self.recovery.due(now=now):
+            return
+        if self.state is not BindingState.NEEDS_RESET:
+            self.recovery.cancel()  # overtaken (failed, or reset by hand): no timer left
             return
         self.recovery.start_reset()
         self._restart(now)
@@ -623,6 +626,7 @@ class VirtioBinding:
             return
         self.state = BindingState.FAILED
         self.reason = reason
+        self.recovery.cancel()  # a reset planned before this failure is off
         self.recovery.stamp(now=self._now)
         log.warning("%s failed: %s", self._what(), reason)
         self.client.failed(self, reason)

@@ -160,6 +160,21 @@ def test_a_device_that_fails_every_time_is_reset_with_doubling_waits_then_given_
     assert binding.state is BindingState.NEEDS_RESET and binding.retry_at is not None
 
 
+def test_a_binding_that_fails_while_a_reset_waits_keeps_no_timer() -> None:
+    """A failure other than a reset-need (e.g. a configuration re-read that fails)
+    while a reset is planned: the binding is FAILED and its timer is gone, instead of
+    a deadline in the past that fires at every turn."""
+    host = Host(Entropy(random.Random(3)))
+    host.until(lambda: host.state(BindingState.READY))
+    host.break_queue()
+    host.until(lambda: host.state(BindingState.NEEDS_RESET))
+    binding = host.binding
+    assert binding.retry_at is not None
+    binding._fail("configuration re-read failed")  # what such a failing call ends in
+    assert binding.state is BindingState.FAILED
+    assert binding.retry_at is None and host.driver.next_deadline() is None
+
+
 def test_a_healthy_spell_starts_a_new_row() -> None:
     host = Host(Entropy(random.Random(2)), RecoveryPolicy(max_resets=1, healthy_s=5.0))
     host.until(lambda: host.state(BindingState.READY))
