@@ -121,7 +121,7 @@ class _WindowedExtreme:
             self.previous, self.current, self.bucket_start = self.current, value, now
             return True
         current = self.current
-        if current is None or (value > current) == self.want_max:
+        if current is None or (value > current if self.want_max else value < current):
             self.current = value
             return True
         return False
