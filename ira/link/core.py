@@ -80,9 +80,8 @@ from ira.wire.link import (
     check_crc,
     decode_body,
     encode_ack,
-    encode_data_header,
+    encode_data_frame,
     encode_hello,
-    seal,
 )
 
 _MOD = 1 << 32
@@ -253,7 +252,10 @@ class Link:
             receiver = self._receiver
             if receiver is not None:
                 receiver.backlog_bytes = backlog
-                if receiver.right_edge - self._advertised_edge >= self._window_update_bytes:
+                # the right edge (receiver.right_edge, spelled out on this hot path)
+                available = receiver.window_bytes - receiver.ooo_bytes - backlog
+                edge = receiver.rcv_nxt + (available if available > 0 else 0)
+                if edge - self._advertised_edge >= self._window_update_bytes:
                     self._ack_now = True  # a window update is worth a frame
         return event
 
@@ -334,7 +336,20 @@ class Link:
         rcv_nxt = receiver.rcv_nxt
         seq = rcv_nxt + ((d.seq - rcv_nxt + _HALF) % _MOD) - _HALF
         fate = receiver.on_segment(seq, _CHANNELS[channel], d.payload)
-        self._note_transmission(d.tx, held=fate is not Fate.REFUSED)
+        # slide the ``held`` bitmap to this transmission (links never reorder)
+        tx = d.tx
+        if self._rx_seen:
+            step = (tx - self._last_rx_tx) & 0xFFFF
+            if step < 0x8000:  # else older than the last one: a duplicate from the line
+                self._held = (self._held << step) & HELD_MASK
+                self._last_rx_tx = tx
+                if fate is not Fate.REFUSED:
+                    self._held |= 1
+        else:
+            self._rx_seen = True
+            self._last_rx_tx = tx
+            if fate is not Fate.REFUSED:
+                self._held |= 1
         delivered = receiver.delivered
         if delivered:
             events = self._events
@@ -344,7 +359,8 @@ class Link:
                 backlog += _stream_bytes(message)
             delivered.clear()
             self._backlog_bytes = receiver.backlog_bytes = backlog
-        if fate is Fate.DUPLICATE and not receiver.has_gaps:
+        gaps = receiver.has_gaps
+        if fate is Fate.DUPLICATE and not gaps:
             # the sender has not heard our ACK yet: it was lost, and the delayed ACK
             # repeats it, or it is still on its way behind our own frames, and one
             # more now would only queue behind it
@@ -352,7 +368,7 @@ class Link:
                 self._ack_due = now + self.config.ack_delay_s
             return
         self._unacked_segments += 1
-        if fate is not Fate.NEW or receiver.has_gaps or self._unacked_segments >= 2:
+        if fate is not Fate.NEW or gaps or self._unacked_segments >= 2:
             self._ack_due = now  # tell the sender at once what we hold
         elif self._ack_due is None:
             self._ack_due = now + self.config.ack_delay_s
@@ -378,18 +394,6 @@ class Link:
         tx = sender.unwrap_tx(echo) if echo else None  # 0: nothing received yet
         edge = ack + window * WINDOW_UNIT_BYTES
         sender.on_ack(ack, edge, sacks, tx, held, now)
-
-    def _note_transmission(self, tx: int, *, held: bool) -> None:
-        """Slide the ``held`` bitmap to transmission ``tx`` (links never reorder)."""
-        if self._rx_seen:
-            step = (tx - self._last_rx_tx) & 0xFFFF
-            if step >= 0x8000:  # older than the last one: a duplicate from the line
-                return
-            self._held = (self._held << step) & HELD_MASK
-        self._rx_seen = True
-        self._last_rx_tx = tx
-        if held:
-            self._held |= 1
 
     def _heard(self, now: float) -> None:
         self._last_rx = now
@@ -503,17 +507,20 @@ class Link:
                 if segments:
                     ack = receiver.rcv_nxt & 0xFFFFFFFF
                     window = self._window_field(receiver)
+                    tag, echo = self._tag, self._last_rx_tx
                     for seg in segments:
-                        header = encode_data_header(
-                            seg.channel,
-                            self._tag,
-                            seg.seq & 0xFFFFFFFF,
-                            ack,
-                            window,
-                            seg.tx_order & 0xFFFF,
-                            self._last_rx_tx,
+                        frames.append(
+                            encode_data_frame(
+                                seg.channel,
+                                tag,
+                                seg.seq & 0xFFFFFFFF,
+                                ack,
+                                window,
+                                seg.tx_order & 0xFFFF,
+                                echo,
+                                seg.payload,
+                            )
                         )
-                        frames.append(seal(header + seg.payload))
                     if not receiver.has_gaps and not self._ack_now:
                         self._ack_due = None
                         self._unacked_segments = 0

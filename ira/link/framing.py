@@ -65,9 +65,21 @@ class StreamDeframer:
         pieces = data.split(b"\x00")
         # pieces[0] continues the chunk buffered so far, pieces[-1] starts the next
         # one; every piece between is a whole chunk (often the only frame of a read)
-        if len(pieces) == 1:
+        n = len(pieces)
+        if n == 1:
             self._append(data)
             return []
+        if n == 3 and not pieces[0] and not pieces[2] and not self._buffer and not self._skipping:
+            # the common case: one whole frame between its delimiters, nothing pending
+            chunk = pieces[1]
+            if chunk and len(chunk) <= self._max_chunk:
+                try:
+                    frame: bytes = cobs.decode(chunk)
+                except cobs.DecodeError:
+                    self.stats.malformed += 1
+                    return []
+                self.stats.frames += 1
+                return [frame]
         frames: list[bytes] = []
         stats = self.stats
         decode = cobs.decode
@@ -82,7 +94,7 @@ class StreamDeframer:
         elif first:
             self._decode(first, frames)
         max_chunk = self._max_chunk
-        for i in range(1, len(pieces) - 1):
+        for i in range(1, n - 1):
             chunk = pieces[i]
             if not chunk:
                 continue

@@ -132,7 +132,8 @@ class Receiver:
         self, window_bytes: int, max_message_bytes: int, stats: ReceiverStatistics | None = None
     ) -> None:
         self.rcv_nxt = 0
-        self._window = window_bytes
+        #: bytes held and not yet taken that the window allows
+        self.window_bytes = window_bytes
         #: reorder buffer, sorted by sequence number
         self._ooo_seqs: list[int] = []
         self._ooo: list[tuple[int, Channel, bytes]] = []
@@ -146,7 +147,7 @@ class Receiver:
 
     @property
     def available(self) -> int:
-        return max(0, self._window - self.ooo_bytes - self.backlog_bytes)
+        return max(0, self.window_bytes - self.ooo_bytes - self.backlog_bytes)
 
     @property
     def right_edge(self) -> int:
@@ -165,8 +166,8 @@ class Receiver:
         if end <= rcv_nxt or not n:
             stats.duplicate += 1
             return Fate.DUPLICATE
-        if end > rcv_nxt + self._window - self.backlog_bytes or (
-            seq > rcv_nxt and self.ooo_bytes + n > self._window
+        if end > rcv_nxt + self.window_bytes - self.backlog_bytes or (
+            seq > rcv_nxt and self.ooo_bytes + n > self.window_bytes
         ):
             stats.out_of_window += 1
             return Fate.REFUSED

@@ -249,16 +249,19 @@ def encode_hello(h: Hello) -> bytes:
     )
 
 
-def encode_data_header(
-    channel: int, tag: int, seq: int, ack: int, window: int, tx: int, echo: int
+def encode_data_frame(
+    channel: int, tag: int, seq: int, ack: int, window: int, tx: int, echo: int, payload: bytes
 ) -> bytes:
-    """The DATA header; the caller appends the payload and seals."""
-    return _DATA.pack(FrameType.DATA, channel & DATA_CHANNEL_MASK, tag, seq, ack, window, tx, echo)
+    """A whole DATA frame, CRC included (the link core's hot path)."""
+    body = (
+        _DATA.pack(FrameType.DATA, channel & DATA_CHANNEL_MASK, tag, seq, ack, window, tx, echo)
+        + payload
+    )
+    return body + _CRC.pack(zlib.crc32(body))
 
 
 def encode_data(d: Data) -> bytes:
-    header = encode_data_header(d.channel, d.tag, d.seq, d.ack, d.window, d.tx, d.echo)
-    return seal(header + d.payload)
+    return encode_data_frame(d.channel, d.tag, d.seq, d.ack, d.window, d.tx, d.echo, d.payload)
 
 
 def encode_ack(a: Ack) -> bytes:
