@@ -6,7 +6,11 @@
   the raw throughput of a pty pair of the same kind (raw bytes in 64 KiB writes,
   pyserial-opened ends, same process);
 * latency: median round trip of a 64-byte message, divided by the median raw
-  pyserial ping-pong of 64 bytes on a pty pair of the same kind.
+  pyserial ping-pong of 64 bytes on a pty pair of the same kind;
+* the link core alone (``sans_io_round_trip_s``): one 64-byte round trip between
+  two ``Link`` cores in one thread, bytes handed over directly (best of five
+  runs), also as a share of the raw ping-pong — what the protocol work costs,
+  apart from threads, the runtime and the pty.
 
 Fairness: the baseline and the link run the same amount of harness code.  The raw
 writer sends one random 64 KiB chunk over and over and the reader counts bytes; the
@@ -27,6 +31,7 @@ import argparse
 import contextlib
 import json
 import os
+import random
 import statistics
 import struct
 import threading
@@ -34,6 +39,8 @@ import time
 from types import TracebackType
 
 from ira.cli.linktest import measure
+from ira.link.config import LinkConfig
+from ira.link.core import Link
 from ira.link.events import Channel, LinkEvent, MessageReceived
 from ira.link.nullmodem import NullModem, NullModemConfig
 from ira.link.runtime import LinkRuntime
@@ -221,6 +228,45 @@ def link_ping(count: int) -> float:
         return statistics.median(pair.ping() for _ in range(count))
 
 
+def sans_io_round_trip(count: int) -> float:
+    """Seconds of one 64-byte round trip between two link cores in one thread (best of 5)."""
+    now = 0.0
+    a = Link(LinkConfig(), rng=random.Random(1), now=now)
+    b = Link(LinkConfig(), rng=random.Random(2), now=now)
+    for _ in range(10):  # the handshake
+        for x, y in ((a, b), (b, a)):
+            for chunk in x.data_to_send(now=now):
+                y.receive_data(chunk, now=now)
+    while a.next_event() is not None or b.next_event() is not None:
+        pass
+    message = os.urandom(64)
+
+    def run(n: int) -> None:
+        nonlocal now
+        for _ in range(n):
+            now += 1e-4
+            a.send_message(message, Channel.CONTROL)
+            for chunk in a.data_to_send(now=now):
+                b.receive_data(chunk, now=now)
+            while (event := b.next_event()) is not None:
+                if type(event) is MessageReceived:
+                    b.send_message(event.payload, event.channel)
+            for chunk in b.data_to_send(now=now):
+                a.receive_data(chunk, now=now)
+            got = a.next_event()
+            assert type(got) is MessageReceived and got.payload == message
+            a.next_deadline()
+            b.next_deadline()
+
+    run(200)
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        run(count)
+        best = min(best, (time.perf_counter() - start) / count)
+    return best
+
+
 def latency(count: int) -> tuple[float, float]:
     """Median raw and link round trips, measured in alternating blocks."""
     raw: list[float] = []
@@ -273,6 +319,8 @@ def main() -> None:
     results["raw_ping_s"] = raw_rtt
     results["link_ping_s"] = link_rtt
     results["latency_ratio"] = link_rtt / raw_rtt
+    results["sans_io_round_trip_s"] = core = sans_io_round_trip(10_000 // q)
+    results["sans_io_share_of_raw_ping"] = core / raw_rtt
     if args.json:
         print(json.dumps(results, sort_keys=True))
         return
@@ -285,6 +333,10 @@ def main() -> None:
     print(
         f"64-byte round trip: {link_rtt * 1e6:.0f} us vs raw ping-pong {raw_rtt * 1e6:.0f} us "
         f"= {results['latency_ratio']:.2f} (target <= 1.5)"
+    )
+    print(
+        f"link cores alone, per 64-byte round trip: {core * 1e6:.1f} us "
+        f"= {results['sans_io_share_of_raw_ping']:.2f} of a raw ping-pong"
     )
 
 
