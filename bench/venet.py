@@ -21,7 +21,15 @@ serve`` and ``ira host serve`` in two namespaces, separate processes); the TCP
 transfer and the pings are that module's helpers, the same for both.  The runs of ira
 and VDE alternate, so both see the same machine; medians are reported.
 
-Usage: ``python bench/venet.py [--json] [--quick]`` (root; VDE: ``apt-get install vde2``)
+``--frame-cost`` (no root) measures instead what venet, virtio and the bus cost per
+frame without the link: the board's ``VirtioNetDevice`` and the host's driver, each
+with an in-memory port, joined by a ``Connector`` and a ``Bus`` that hand each other
+their messages (``tests/busmodel/busharness.py``); a stream of frames of one size from
+the host, one 54-byte frame back for every two (TCP's ACKs); both sides' work per
+frame, best of 3.
+
+Usage: ``python bench/venet.py [--json] [--quick] [--frame-cost]`` (root but for
+``--frame-cost``; VDE: ``apt-get install vde2``)
 """
 
 from __future__ import annotations
@@ -135,11 +143,79 @@ def vde_missing() -> str | None:
     return None
 
 
+#: Ethernet frame sizes (virtio-net header not counted) of ``--frame-cost``: an MTU frame
+#: and two GSO segments
+FRAME_COST_SIZES = (1514, 26000, 60000)
+
+
+def frame_cost(frames: int, size: int) -> float:
+    """Seconds of device, driver and bus work per frame of ``size`` bytes (see above)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "busmodel"))
+    from busharness import Pair  # type: ignore[import-not-found]
+    from test_virtio_net import MAC, MemPort, frame, tcp_gso_frame  # type: ignore[import-not-found]
+
+    from ira.busmodel import Bus, Connector
+    from ira.busmodel.drivers import DriverRegistry
+    from ira.venet.device import VirtioNetDevice
+    from ira.venet.driver import VirtioNetClient
+    from ira.venet.netspec import NET_ID
+    from ira.virtio.calls import VIRTIO_TYPE
+    from ira.virtio.host import VirtioHostDriver
+    from ira.wire.venet import VNET_HDR_BYTES
+
+    board_port, host_port = MemPort("board", vnet_hdr=True), MemPort("host", vnet_hdr=True)
+    clients: list[VirtioNetClient] = []
+
+    def client() -> VirtioNetClient:
+        clients.append(VirtioNetClient(lambda _: host_port, vnet_hdr=True))
+        return clients[-1]
+
+    registry = DriverRegistry()
+    registry.register(VIRTIO_TYPE, VirtioHostDriver({NET_ID: client}))
+    board = Connector()
+    board.add_device(VirtioNetDevice(MAC, port=board_port), now=0.0)
+    pair = Pair(board, Bus(drivers=registry))
+    pair.start()
+    while not (clients and clients[-1].carrier):
+        if pair.now > 5.0:
+            raise SystemExit("benchmark: the network device did not come up")
+        pair.advance(0.01)
+        pair.pump()
+    eth = len(frame(b"")) - VNET_HDR_BYTES  # the test frames' Ethernet (and IP) bytes
+    down, up = tcp_gso_frame(size - eth), frame(bytes(54 - eth))
+    best = float("inf")
+    for _ in range(3):
+        board_port.delivered.clear()
+        started = time.perf_counter()
+        for i in range(frames):
+            host_port.send(down)
+            if i % 2:
+                board_port.send(up)
+            if i % 4 == 3:
+                pair.pump()
+        pair.pump()
+        best = min(best, time.perf_counter() - started)
+        if len(board_port.delivered) != frames:
+            raise SystemExit(f"benchmark: {len(board_port.delivered)} of {frames} frames arrived")
+    return best / frames
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--quick", action="store_true", help="smaller transfers, one round")
+    parser.add_argument(
+        "--frame-cost", action="store_true", help="per-frame cost without the link (no root)"
+    )
     args = parser.parse_args()
+    if args.frame_cost:
+        n = 500 if args.quick else 2000
+        costs = {f"frame_cost_{size}_s": frame_cost(n, size) for size in FRAME_COST_SIZES}
+        if args.json:
+            print(json.dumps(costs, sort_keys=True))
+        for size in FRAME_COST_SIZES if not args.json else ():
+            print(f"{size}-byte frames: {costs[f'frame_cost_{size}_s'] * 1e6:.1f} us per frame")
+        return
     missing = missing_for_namespaces()
     if missing is not None:
         raise SystemExit(f"bench/venet.py needs {missing}")
