@@ -3,12 +3,13 @@
 ``BoardService`` runs a ``Connector`` (the board's container of devices, built
 from a ``Profile``) over one link; ``HostClient`` runs a ``Bus`` over one link
 and offers blocking calls; ``HostService`` runs one ``HostClient`` per link in
-one process.  Each link is one ``LinkRuntime``: its loop thread owns the link
-core and the bus-model core, so neither needs locks.  The methods here may be
-called from any thread: they hand a function to the loop thread
-(``runtime.call``/``post``) and wait on a future, which the loop completes
-when the bus reports the outcome (``CallCompleted``, ``DeviceOpened``,
-``CallFailed``).  Every wait has a timeout.
+one process.  Each link is one ``LinkRuntime``: one thread at a time runs its
+link core and bus-model core (the runtime's owner lock: the loop thread, or a
+caller that found the loop asleep), so neither core needs locks, and "on the
+loop thread" below means with that lock held.  The methods here may be called
+from any thread: they hand a function to the runtime (``runtime.call``/``post``)
+and wait on a future, which is completed when the bus reports the outcome
+(``CallCompleted``, ``DeviceOpened``, ``CallFailed``).  Every wait has a timeout.
 
 Both services are context managers: the loop starts on entry and is stopped on
 exit, and an exception that stopped the loop is re-raised to the caller.
