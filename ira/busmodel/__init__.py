@@ -41,6 +41,7 @@ from ira.busmodel.events import (
     SignalReceived,
     WindowAttached,
     WindowDetached,
+    WindowUpdated,
 )
 from ira.busmodel.signal import Signal
 from ira.busmodel.state import BusState, ConnectorState
@@ -77,4 +78,5 @@ __all__ = [
     "Window",
     "WindowAttached",
     "WindowDetached",
+    "WindowUpdated",
 ]

@@ -41,6 +41,7 @@ from ira.busmodel.events import (
     SignalReceived,
     WindowAttached,
     WindowDetached,
+    WindowUpdated,
 )
 from ira.busmodel.hostwindows import HostWindows, WindowEntry, WindowState
 from ira.busmodel.outbox import Outbox
@@ -66,6 +67,7 @@ from ira.link.events import (
     SessionStarted,
 )
 from ira.wire.bus import (
+    BUS_VERSION_FLUSH_ENDS,
     MAX_CALL_PAYLOAD_BYTES,
     MAX_WINDOW_BYTES,
     BusHello,
@@ -570,7 +572,12 @@ class Bus:
         window = request.window
         assert window is not None
         entry = self._windows.attach_succeeded(
-            window, signal_id, self._outbox.send_bulk, self._signal_handler
+            window,
+            signal_id,
+            self._outbox.send_bulk,
+            self._signal_handler,
+            flush_ends=self.version >= BUS_VERSION_FLUSH_ENDS,
+            updated=self._update_handler,
         )
         if entry is None:  # closed or removed meanwhile
             self._fail(request, Status.EBADF, now)
@@ -584,6 +591,12 @@ class Bus:
             self._emit(ev, self._now)
 
         return notified
+
+    def _update_handler(self, entry: WindowEntry) -> Callable[[], None]:
+        def updated() -> None:
+            self._emit(WindowUpdated(entry.device_id, entry.window.window_id), self._now)
+
+        return updated
 
     def _on_window(self, msg: WindowUpdate) -> None:
         problem = self._windows.received_update(msg)

@@ -47,6 +47,7 @@ from ira.link.events import (
     SessionStarted,
 )
 from ira.wire.bus import (
+    BUS_VERSION_FLUSH_ENDS,
     MAX_CALL_PAYLOAD_BYTES,
     Attribute,
     BusHello,
@@ -368,7 +369,9 @@ class Connector:
             # learns the signal handle from the reply, which must come first.
             att = self._container.window(msg.window)
             assert att is not None
-            att.window.connect(self._outbox.send_bulk)
+            att.window.connect(
+                self._outbox.send_bulk, flush_ends=self._version >= BUS_VERSION_FLUSH_ENDS
+            )
             if att.signal is not None:
                 att.signal.connect(self._outbox.send_bulk)
 

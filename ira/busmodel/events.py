@@ -130,6 +130,18 @@ class SignalReceived:
     signal_id: int
 
 
+@dataclass(frozen=True, slots=True)
+class WindowUpdated:
+    """The board's flush of a window with a signal is all in the host's replica (bus v2).
+
+    Reported after the last WINDOW message of each flush, so a driver may look
+    at what the board wrote (a used ring) before, or without, its SIGNAL.
+    """
+
+    device_id: int
+    window_id: int
+
+
 BusEvent = (
     BusReady
     | RegistrationRefused
@@ -141,6 +153,7 @@ BusEvent = (
     | WindowAttached
     | WindowDetached
     | SignalReceived
+    | WindowUpdated
     | LinkDown
     | LinkUp
     | PeerRestarted
@@ -149,7 +162,13 @@ BusEvent = (
 """Every event ``Bus.next_event()`` returns."""
 
 DeviceEvent = (
-    DeviceOpened | CallCompleted | CallFailed | WindowAttached | WindowDetached | SignalReceived
+    DeviceOpened
+    | CallCompleted
+    | CallFailed
+    | WindowAttached
+    | WindowDetached
+    | SignalReceived
+    | WindowUpdated
 )
 """Events about one device; also handed to the device's bound driver."""
 

@@ -15,7 +15,9 @@ Window lifecycle::
        +----reply < 0-------+          (close, DEVDROP, reset, timeout: gone from any state)
 
 Board updates are accepted from ATTACHING on (the board may write as soon as
-it has attached, before its reply arrives) until the window is gone.
+it has attached, before its reply arrives) until the window is gone.  A
+window attached with a signal also reports the end of each of the board's
+flushes (``Window.on_update``, bus v2 only) through ``updated``.
 """
 
 from __future__ import annotations
@@ -86,8 +88,16 @@ class HostWindows:
         signal_id: int,
         send: Callable[[Message], None],
         notifier: Callable[[WindowEntry, int], Callable[[], None]],
+        *,
+        flush_ends: bool = False,
+        updated: Callable[[WindowEntry], Callable[[], None]] | None = None,
     ) -> WindowEntry | None:
-        """Start replicating; None if the window went away meanwhile."""
+        """Start replicating; None if the window went away meanwhile.
+
+        ``flush_ends``: the session marks where flushes end (bus v2); then a
+        window with a signal runs ``updated(entry)``'s callable at the end of
+        each of the board's flushes.
+        """
         entry = self._entries.get(window.window_id)
         if entry is None:
             return None
@@ -97,7 +107,9 @@ class HostWindows:
             signal.handler = notifier(entry, signal_id)
             window.signal = signal
             self._signals[signal_id] = entry
-        window.connect(send)
+            if updated is not None:
+                window.on_update = updated(entry)
+        window.connect(send, flush_ends=flush_ends)
         if window.signal is not None:
             window.signal.connect(send)
         return entry

@@ -13,6 +13,14 @@ Before the window is attached (host side) a flush is remembered and carried
 out when the attach completes; after it is detached, writes are refused and
 flushes do nothing.  The peer's updates are checked whole (bounds and writer)
 before any span is applied.
+
+One flush may take several WINDOW messages (at most ``MAX_SPANS`` spans and
+``FLUSH_MESSAGE_BYTES`` each).  When the session marks where a flush ends
+(bus v2, ``connect(..., flush_ends=True)``) every message of a flush but its
+last carries MORE, and ``on_update`` runs after the last one is applied: the
+replica then holds everything the peer wrote before that flush, never half
+of it (a ring index without the entries it publishes).  Without the marks
+(a v1 peer) ``on_update`` never runs: nothing says where a flush ends.
 """
 
 from __future__ import annotations
@@ -68,7 +76,10 @@ class Window:
         self.signal: Signal | None = None
         self._data = bytearray(size_bytes)
         self._dirty: list[tuple[int, int]] = []  # sorted, disjoint, non-adjacent [start, end)
+        #: run after the last message of each of the peer's flushes is applied (see above)
+        self.on_update: Callable[[], None] | None = None
         self._sink: Callable[[WindowUpdate], None] | None = None
+        self._flush_ends = False
         self._flush_requested = False
         self._closed = False
         self.updates_sent = 0
@@ -138,11 +149,12 @@ class Window:
         sent = 0
         spans: list[Span] = []
         budget = FLUSH_MESSAGE_BYTES
+        more = self._flush_ends  # every message but the last says MORE (bus v2)
         for start, end in self._dirty:
             for chunk in range(start, end, MAX_SPAN_BYTES):
                 stop = min(end, chunk + MAX_SPAN_BYTES)
                 if spans and (len(spans) == MAX_SPANS or budget < stop - chunk):
-                    self._sink(WindowUpdate(self.window_id, tuple(spans)))
+                    self._sink(WindowUpdate(self.window_id, tuple(spans), more))
                     sent += 1
                     spans, budget = [], FLUSH_MESSAGE_BYTES
                 spans.append(Span(chunk, bytes(self._data[chunk:stop])))
@@ -168,9 +180,14 @@ class Window:
 
     # -- used by the cores ----------------------------------------------
 
-    def connect(self, sink: Callable[[WindowUpdate], None]) -> None:
-        """Start replicating through ``sink``; carries out a flush asked for before."""
+    def connect(self, sink: Callable[[WindowUpdate], None], *, flush_ends: bool = False) -> None:
+        """Start replicating through ``sink``; carries out a flush asked for before.
+
+        ``flush_ends``: the session marks where a flush ends (bus v2), both in
+        what this side sends (MORE) and in what it receives (``on_update``).
+        """
         self._sink = sink
+        self._flush_ends = flush_ends
         if self._flush_requested:
             self.flush()
 
@@ -179,6 +196,7 @@ class Window:
         self._sink = None
         self._closed = True
         self._dirty.clear()
+        self.on_update = None
         if self.signal is not None:
             self.signal.disconnect()
 
@@ -192,4 +210,6 @@ class Window:
         for span in update.spans:
             self._data[span.offset : span.offset + len(span.data)] = span.data
         self.updates_applied += 1
+        if not update.more and self._flush_ends and self.on_update is not None:
+            self.on_update()
         return Status.OK

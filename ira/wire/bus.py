@@ -60,7 +60,9 @@ from ira.wire import Limit, MessageSpec, StatusCode, WireSpec
 BUS_MAGIC = b"IRAB"
 #: bus protocol versions this implementation speaks (inclusive range)
 BUS_VERSION_MIN = 1
-BUS_VERSION_MAX = 1
+BUS_VERSION_MAX = 2
+#: the first bus version whose WINDOW messages mark where a flush ends (``WINDOW_MORE``)
+BUS_VERSION_FLUSH_ENDS = 2
 
 #: longest device type string, UTF-8 bytes
 MAX_TYPE_BYTES = 64
@@ -78,6 +80,10 @@ MAX_WINDOW_BYTES = 1 << 20
 MAX_SPANS = 16
 #: largest span in a WINDOW message
 MAX_SPAN_BYTES = 4096
+#: WINDOW's ``head``: the span count in bits 0-4, MORE in bit 7, bits 5-6 reserved (0)
+WINDOW_COUNT_MASK = 0x1F
+WINDOW_MORE = 0x80
+_WINDOW_HEAD_RESERVED = 0xFF & ~(WINDOW_COUNT_MASK | WINDOW_MORE)
 
 
 class Tag(enum.IntEnum):
@@ -289,6 +295,8 @@ class Span:
 class WindowUpdate:
     window: int
     spans: tuple[Span, ...]
+    #: more messages of the same flush follow (bus v2; never set towards a v1 peer)
+    more: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -444,10 +452,16 @@ SPAN = Struct(
 )
 WINDOW = Struct(
     _WINDOW,
-    "span_count" / Rebuild(Int8ul, len_(this.spans)) * "number of spans, 1..MAX_SPANS",
-    Check(this.span_count >= 1),
-    Check(this.span_count <= MAX_SPANS),
-    "spans" / Array(this.span_count, SPAN) * "absolute contents, applied in order, see SPAN",
+    "head"
+    / Rebuild(Int8ul, len_(this.spans) | (this.more << 7))
+    * "bits 0-4: number of spans, 1..MAX_SPANS; bit 7: MORE, more WINDOW messages of this "
+    "flush follow (bus v2 only; 0 in v1); bits 5-6 must be 0",
+    Check((this.head & WINDOW_COUNT_MASK) >= 1),
+    Check((this.head & WINDOW_COUNT_MASK) <= MAX_SPANS),
+    Check((this.head & _WINDOW_HEAD_RESERVED) == 0),
+    "spans"
+    / Array(this.head & WINDOW_COUNT_MASK, SPAN)
+    * "absolute contents, applied in order, see SPAN",
 )
 SIGNAL = Struct(
     _SIGNAL,
@@ -532,6 +546,7 @@ def _to_body(msg: Message) -> dict[str, Any]:
         case WindowUpdate():
             return {
                 "window": msg.window,
+                "more": int(bool(msg.more)),
                 "spans": [{"offset": s.offset, "data": bytes(s.data)} for s in msg.spans],
             }
         case SignalState():
@@ -555,7 +570,9 @@ def _from_body(tag: Tag, body: Any) -> Message:
             )
         case Tag.WINDOW:
             return WindowUpdate(
-                window=body.window, spans=tuple(Span(s.offset, s.data) for s in body.spans)
+                window=body.window,
+                spans=tuple(Span(s.offset, s.data) for s in body.spans),
+                more=bool(body.head & WINDOW_MORE),
             )
         case Tag.SIGNAL_STATE:
             return SignalState(
@@ -668,7 +685,7 @@ def _decode_devcall_reply(data: bytes) -> DevCallReply:
 # Fast codecs: WINDOW, SIGNAL and SIGNAL_STATE (the per-frame hot path)
 # ---------------------------------------------------------------------------
 
-#: WINDOW up to its first span: tag, window, span_count
+#: WINDOW up to its first span: tag, window, head (span count and MORE)
 _WINDOW_HEAD = struct.Struct("<BIB")
 #: a span up to its data: offset, length
 _SPAN_HEAD = struct.Struct("<IH")
@@ -685,7 +702,8 @@ def _encode_window(msg: WindowUpdate) -> bytes:
         count = len(spans)
         if not 1 <= count <= MAX_SPANS:
             raise LocalProtocolError(f"cannot encode WINDOW: {count} spans, not 1..{MAX_SPANS}")
-        parts = [_WINDOW_HEAD.pack(_WINDOW_TAG, msg.window, count)]
+        head = count | WINDOW_MORE if msg.more else count
+        parts = [_WINDOW_HEAD.pack(_WINDOW_TAG, msg.window, head)]
         for span in spans:
             data = span.data
             length = len(data)
@@ -716,9 +734,10 @@ def _decode_window(data: bytes) -> WindowUpdate:
     at = _WINDOW_HEAD.size
     if size < at:
         raise RemoteProtocolError(f"malformed bus message: WINDOW of {size} bytes")
-    _, window, count = _WINDOW_HEAD.unpack_from(data)
-    if not 1 <= count <= MAX_SPANS:
-        raise RemoteProtocolError(f"malformed bus message: WINDOW with {count} spans")
+    _, window, head = _WINDOW_HEAD.unpack_from(data)
+    count = head & WINDOW_COUNT_MASK
+    if not 1 <= count <= MAX_SPANS or head & _WINDOW_HEAD_RESERVED:
+        raise RemoteProtocolError(f"malformed bus message: WINDOW head {head:#04x}")
     spans: list[Span] = []
     span_head = _SPAN_HEAD
     for _ in range(count):
@@ -734,7 +753,7 @@ def _decode_window(data: bytes) -> WindowUpdate:
         spans.append(Span(offset, bytes(data[start:at])))
     if at != size:
         raise RemoteProtocolError(f"malformed bus message: {size - at} bytes after WINDOW")
-    return WindowUpdate(window, tuple(spans))
+    return WindowUpdate(window, tuple(spans), bool(head & WINDOW_MORE))
 
 
 def _decode_signal(data: bytes) -> SignalNotify:
@@ -938,7 +957,8 @@ _MEANINGS: dict[Tag, tuple[str, str, str, Message]] = {
         "BULK",
         "Replicated writes: each span is the current content of a byte range of the window, "
         "written by the range's one writer. Applied in order; a message with any span out of "
-        "bounds or in a range the sender does not write is refused whole and counted.",
+        "bounds or in a range the sender does not write is refused whole and counted. MORE "
+        "(bus v2) marks every message of a flush but its last.",
         WindowUpdate(window=1, spans=(Span(offset=0, data=b"\x01\x02\x03\x04"),)),
     ),
     Tag.SIGNAL: (
@@ -981,8 +1001,8 @@ _NOTES = """\
 ```
 host (bus)                                board (connector)
    link SessionStarted                       link SessionStarted
-   BUS_HELLO {1..1}          ---------->
-                             <----------  BUS_WELCOME {status 0, version 1, limits}
+   BUS_HELLO {1..2}          ---------->
+                             <----------  BUS_WELCOME {status 0, version 2, limits}
                              <----------  DEVADD ... (one per existing device)
                              <----------  BUS_SYNCED {device_count}
    DEVOPEN / DEVCALL / SHM_ATTACH ... and live DEVADD / DEVDROP
@@ -1009,6 +1029,13 @@ attaches it to a device with SHM_ATTACH. Each byte has one writer: the board wri
 writer *flushes*; a flush sends the current contents of the dirty ranges as WINDOW spans, in
 order. Because spans carry absolute contents, replicas converge once both sides have flushed and
 the link is quiet. A WINDOW message is checked whole before any span is applied.
+
+A flush that does not fit one message (MAX_SPANS spans, MAX_SPANS x MAX_SPAN_BYTES data bytes)
+takes several. From bus version 2 on, every message of a flush but its last carries MORE, so
+the receiver knows when the peer's writes of one flush are all in its replica (a virtqueue's
+index and the entries it publishes, say) and may act on them without waiting for a SIGNAL.
+Towards a version 1 peer MORE is never set, and a version 1 peer's messages say nothing about
+where a flush ends.
 
 ### Signals (shm-signal over messages)
 

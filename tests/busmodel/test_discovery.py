@@ -32,6 +32,7 @@ from ira.link.events import (
     SessionStarted,
 )
 from ira.wire.bus import (
+    BUS_VERSION_MAX,
     BusHello,
     BusWelcome,
     DevCall,
@@ -57,7 +58,7 @@ def test_registration_replays_every_device_then_ready() -> None:
     events = pair.host_events
     assert [type(e) for e in events] == [DeviceAdded, DeviceAdded, DeviceAdded, BusReady]
     assert all(e.replayed for e in events if isinstance(e, DeviceAdded))
-    assert events[-1] == BusReady(version=1, device_count=3)
+    assert events[-1] == BusReady(version=BUS_VERSION_MAX, device_count=3)
     assert [(d.device_id, d.type, d.version) for d in pair.host.devices()] == [
         (1, "echo", 1),
         (2, "board-info", 1),
@@ -66,7 +67,7 @@ def test_registration_replays_every_device_then_ready() -> None:
     assert pair.host.devices()[1].attributes == {"board": "bb-1", "ira_version": "0.1.0"}
     assert pair.host.ready and pair.host.state is BusState.READY
     assert pair.board.registered and pair.board.state is ConnectorState.REGISTERED
-    assert pair.board_events == [HostRegistered(version=1, device_count=3)]
+    assert pair.board_events == [HostRegistered(version=BUS_VERSION_MAX, device_count=3)]
     limits = pair.host.limits
     assert limits is not None and limits.max_handles == pair.board.config.limits.max_handles
 
@@ -74,7 +75,7 @@ def test_registration_replays_every_device_then_ready() -> None:
 def test_empty_board_registers() -> None:
     pair = Pair()
     pair.start()
-    assert pair.host_events == [BusReady(version=1, device_count=0)]
+    assert pair.host_events == [BusReady(version=BUS_VERSION_MAX, device_count=0)]
 
 
 def test_hotswap_add_and_remove_at_runtime() -> None:
@@ -237,7 +238,9 @@ def test_version_negotiation_refusal() -> None:
     # A fresh connector offered only versions it does not speak refuses.
     fresh = Connector()
     fresh.handle_link_event(SessionStarted(1, 2, 0, 4096, 1), now=0.0)
-    fresh.handle_link_event(MessageReceived(Channel.CONTROL, encode(BusHello(2, 7))), now=0.0)
+    fresh.handle_link_event(
+        MessageReceived(Channel.CONTROL, encode(BusHello(BUS_VERSION_MAX + 1, 7))), now=0.0
+    )
     [(_channel, data)] = fresh.messages_to_send()
     welcome = decode(data)
     assert isinstance(welcome, BusWelcome) and welcome.status == Status.EPROTONOSUPPORT

@@ -113,6 +113,10 @@ GOLDEN: list[tuple[Message, str]] = [
         WindowUpdate(window=2, spans=(Span(16, b"a"), Span(0x10000, b"bc"))),
         "50 02000000 02 10000000 0100 61 00000100 0200 6263",
     ),
+    (
+        WindowUpdate(window=3, spans=(Span(8, b"\xff"),), more=True),
+        "50 03000000 81 08000000 0100 ff",
+    ),
     (SignalNotify(signal=0x3C6EF372), "60 72f36e3c"),
     (SignalState(signal=0x3C6EF372, enabled=True, signals_seen=1), "61 72f36e3c 01 01000000"),
     (SignalState(signal=5, enabled=False, signals_seen=0xFFFFFFFF), "61 05000000 00 ffffffff"),
@@ -185,6 +189,9 @@ def test_junk_after_a_message_is_rejected(case: tuple[Message, str], junk: bytes
         pytest.param(_hex("10 01000000 01000000 00 00"), id="empty-type"),
         pytest.param(_hex("10 01000000 01000000 02 ff fe 00"), id="bad-utf8"),
         pytest.param(_hex("50 01000000 00"), id="no-spans"),
+        pytest.param(_hex("50 01000000 80"), id="more-without-spans"),
+        pytest.param(_hex("50 01000000 21 00000000 0100 ff"), id="window-reserved-bit-5"),
+        pytest.param(_hex("50 01000000 41 00000000 0100 ff"), id="window-reserved-bit-6"),
         pytest.param(_hex("50 01000000 01 00000000 0000"), id="empty-span"),
         pytest.param(_hex("50 01000000 01 00000000 0110") + bytes(4097), id="span-too-long"),
         pytest.param(_hex("31 08000000 00000000 01000100") + bytes(65537), id="payload-too-long"),
@@ -480,6 +487,7 @@ any_flow: st.SearchStrategy[Message] = st.one_of(
         WindowUpdate,
         u32,
         st.lists(st.builds(Span, u32, span_data), min_size=1, max_size=MAX_SPANS).map(tuple),
+        st.booleans(),
     ),
     st.builds(SignalNotify, any_int),
     st.builds(SignalState, any_int, st.one_of(st.booleans(), st.integers(-2, 3)), any_int),
@@ -505,7 +513,14 @@ def _flow_bytes(draw: st.DrawFn) -> bytes:
         data += draw(st.binary(min_size=4, max_size=4))
     else:
         spans = draw(st.lists(st.binary(min_size=0, max_size=12), max_size=MAX_SPANS + 1))
-        count = draw(st.one_of(st.just(len(spans)), st.integers(0, 255)))
+        count = draw(
+            st.one_of(
+                st.just(len(spans)),
+                st.just(len(spans) | 0x80),
+                st.sampled_from([len(spans) | 0x20, len(spans) | 0x40]),
+                st.integers(0, 255),
+            )
+        )
         data = bytes([tag]) + draw(st.binary(min_size=4, max_size=4)) + bytes([count])
         for span in spans:
             length = draw(
