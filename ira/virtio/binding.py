@@ -26,7 +26,9 @@ The sequence is a generator that yields each request and is resumed with its
 outcome, so the binding stays sans-I/O: the bus's events drive it.  Every
 negotiation is kept (``negotiation``) for tools to show.  After DRIVER_OK
 the client adds chains to ``binding.queues[i]`` and calls ``kick(i)``; used
-buffers arrive through ``VirtioClient.used``.  When the configuration
+buffers arrive through ``VirtioClient.used``, on the device's notification or
+(bus v2) as soon as the board's flush of the queue's ring window is all in the
+replica (``WindowUpdated``), while the client has interrupts enabled.  When the configuration
 generation moves (the event window says so) the configuration is read again
 and ``VirtioClient.config_changed`` runs with the new bytes in
 ``binding.config``.  A DEVICE_NEEDS_RESET (seen
@@ -61,6 +63,7 @@ from ira.busmodel.events import (
     DeviceOpened,
     SignalReceived,
     WindowAttached,
+    WindowUpdated,
 )
 from ira.busmodel.window import Window
 from ira.errors import DevcallError, LocalProtocolError, RemoteProtocolError
@@ -305,6 +308,9 @@ class VirtioBinding:
         if isinstance(event, SignalReceived):
             self._signalled(event.window_id, now)
             return
+        if isinstance(event, WindowUpdated):
+            self._ring_updated(event.window_id, now)
+            return
         if not isinstance(event, DeviceOpened | CallCompleted | CallFailed | WindowAttached):
             return
         if event.call_id != self._pending:
@@ -535,6 +541,18 @@ class VirtioBinding:
         index = self._ring_windows.get(window_id)
         if index is None or self.state is not BindingState.READY:
             return
+        self._collect_used(index, now)
+
+    def _ring_updated(self, window_id: int, now: float) -> None:
+        """The board's flush of a ring window is all here: collect what it used, as a
+        notification would, unless the client disabled them (§2.7.7; bus v2)."""
+        index = self._ring_windows.get(window_id)
+        if index is None or self.state is not BindingState.READY:
+            return
+        if self.queues[index].callbacks_enabled:
+            self._collect_used(index, now)
+
+    def _collect_used(self, index: int, now: float) -> None:
         try:
             used = self.queues[index].collect()
         except QueueBroken as exc:

@@ -199,6 +199,11 @@ class VirtqueueDevice:
         return len(self._held)
 
     @property
+    def notifications_enabled(self) -> bool:
+        """The device asked for available buffer notifications (it has not disabled them)."""
+        return self._notifications
+
+    @property
     def unpublished(self) -> int:
         """Chains pushed since the last ``publish()``."""
         return (self._used_idx - self._published_idx) & _U16_MASK

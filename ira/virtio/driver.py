@@ -166,6 +166,11 @@ class VirtqueueDriver(Generic[T]):
         return self._broken
 
     @property
+    def callbacks_enabled(self) -> bool:
+        """The driver asked for used buffer notifications (it has not disabled them)."""
+        return not self._avail_flags & VRING_AVAIL_F_NO_INTERRUPT
+
+    @property
     def unpublished(self) -> int:
         """Chains added since the last ``publish()``."""
         return (self._avail_idx - self._published_idx) & _U16_MASK

@@ -26,6 +26,17 @@ notifies (and once per queue at DRIVER_OK, for chains added before it, which
 the device must not touch earlier, §2.1.2); what it pushed is published and
 the driver notified when it returns (or earlier with ``interrupt()``).
 
+A notification is only a hint: a device may look at its rings any time.  A
+SIGNAL waits behind everything sent before it on the link, so on a busy slow
+line it arrives long after the ring update it announces.  With bus v2 the
+transport therefore also runs a queue when the driver's flush of the window
+holding its available ring has been applied whole (``Window.on_update``,
+after the last WINDOW message of the flush, so never with an index ahead of
+the entries it publishes), if the device is live, has not disabled the
+queue's notifications (``notifications()``) and chains are there; counted as
+``ring_update_runs``.  A broken ring found so sets DEVICE_NEEDS_RESET as any
+other.  The driver's SIGNAL still comes and finds the work done.
+
 The rings keep virtio's suppression fields (NO_NOTIFY/NO_INTERRUPT, EVENT_IDX)
 exactly, but over a link the decision ``publish()`` takes reads a replica
 that may lag the peer's latest writes: the store-load barrier §2.7.13 asks
@@ -288,9 +299,10 @@ class VirtioDevice(Device):
             self._post_event(notify=False)
             return Status.OK
         self._memory.add(WindowMemory(window))
+        window_id = window.window_id
         if attachment.signal is not None:
-            window_id = window.window_id
             attachment.signal.handler = lambda: self._on_signal(window_id)
+        window.on_update = lambda: self._on_ring_update(window_id)
         return Status.OK
 
     def detach(self, handle: Handle, attachment: Attachment, *, now: float) -> None:
@@ -495,6 +507,24 @@ class VirtioDevice(Device):
     def _on_signal(self, window_id: int) -> None:
         for i, q in enumerate(self._queues):
             if q.setup is not None and q.setup.notify_window == window_id:
+                self._run_queue(i)
+
+    def _on_ring_update(self, window_id: int) -> None:
+        """The driver's flush of ``window_id`` is all here: run the queues whose available
+        ring it holds and that have chains, as a notification would (if not disabled)."""
+        for i, q in enumerate(self._queues):
+            if q.setup is None or q.setup.avail >> 32 != window_id:
+                continue
+            ring = self.queue(i)
+            if ring is None or not ring.notifications_enabled:
+                continue
+            try:
+                waiting = ring.pending()
+            except QueueBroken as exc:
+                self._queue_broken(i, exc)
+                continue
+            if waiting:
+                self._counts["ring_update_runs"] += 1
                 self._run_queue(i)
 
     def _run_queue(self, index: int) -> None:

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ira.busmodel import Bus, Connector
+from ira.busmodel import Bus, BusConfig, Connector
 from ira.busmodel.drivers import DriverRegistry
 from ira.busmodel.events import DeviceRemoved
 from ira.link.config import LinkConfig
@@ -40,6 +40,7 @@ from ira.virtio.calls import VIRTIO_TYPE
 from ira.virtio.driver import Buffer
 from ira.virtio.features import FeaturePolicy
 from ira.virtio.host import BindingState, VirtioBinding, VirtioHostDriver
+from ira.wire.bus import BUS_VERSION_MAX, SignalNotify, WindowUpdate, decode
 from ira.wire.venet import HEADER, VNET_HDR_BYTES, GsoType, HdrFlags
 
 CLEAN = LineFaults()
@@ -106,6 +107,7 @@ class Rig:
         faults: LineFaults = CLEAN,
         policy: FeaturePolicy | None = None,
         seed: int = 0,
+        bus_version_max: int = BUS_VERSION_MAX,
     ) -> None:
         self.board_port = MemPort("board", vnet_hdr=board_vnet, mtu=mtu)
         self.host_port = MemPort("host", vnet_hdr=host_vnet)
@@ -117,7 +119,12 @@ class Rig:
         registry.register(VIRTIO_TYPE, self.driver)
         self.board = Connector()
         self.device_id = self.board.add_device(self.device, now=0.0)
-        self.host = Bus(drivers=registry)
+        self.host = Bus(BusConfig(version_max=bus_version_max), drivers=registry)
+        #: SIGNALs (either way) lost on purpose from now on; counted here
+        self.drop_signals = False
+        self.signals_dropped = 0
+        #: WINDOW messages seen with MORE (a flush split in several), counted while dropping
+        self.split_messages = 0
         rng = random.Random(seed)
         a = Link(LinkConfig(), rng=random.Random(rng.getrandbits(64)), now=0.0)
         b = Link(LinkConfig(), rng=random.Random(rng.getrandbits(64)), now=0.0)
@@ -148,15 +155,27 @@ class Rig:
         core = self.board if side == "a" else self.host
         core.handle_link_event(ev, now=self.pair.now)
 
+    def _passes(self, data: bytes) -> bool:
+        if not self.drop_signals:
+            return True
+        msg = decode(data)
+        if isinstance(msg, SignalNotify):
+            self.signals_dropped += 1
+            return False
+        self.split_messages += isinstance(msg, WindowUpdate) and msg.more
+        return True
+
     def _flush(self) -> None:
         moved = True
         while moved:
             moved = False
             for channel, data in self.board.messages_to_send():
-                self.pair.a.send_message(data, channel)
+                if self._passes(data):
+                    self.pair.a.send_message(data, channel)
                 moved = True
             for channel, data in self.host.messages_to_send():
-                self.pair.b.send_message(data, channel)
+                if self._passes(data):
+                    self.pair.b.send_message(data, channel)
                 moved = True
             while (ev := self.host.next_event()) is not None:
                 self.removed += isinstance(ev, DeviceRemoved)
@@ -280,6 +299,42 @@ def test_frames_cross_both_ways_in_order(
     assert rig.host_port.delivered == [f if host_vnet else bare(f) for f in up]
     assert rig.board_port.delivered == [f if board_vnet else bare(f) for f in down]
     assert rig.device.statistics()["rx_frames"] == rig.client.statistics()["rx_frames"] == 300
+
+
+def test_frames_flow_on_ring_updates_alone_when_no_signal_arrives() -> None:
+    """Every SIGNAL lost after DRIVER_OK: each side still runs its queues as soon as the
+    peer's flush of a ring window is all in its replica (bus v2), never before, and frames
+    cross both ways, in order, without a queue breaking."""
+    rig = Rig().ready()
+    rig.drop_signals = True
+    rng = random.Random(7)
+    up = [frame(rng.randbytes(rng.randrange(46, 1500))) for _ in range(300)]
+    down = [frame(rng.randbytes(rng.randrange(46, 1500))) for _ in range(300)]
+    down.insert(150, tcp_gso_frame(65000))  # a data flush in two messages
+    rig.board_port.send(*up)
+    rig.host_port.send(*down)
+    assert rig.run_until(
+        lambda: len(rig.host_port.delivered) == 300 and len(rig.board_port.delivered) == 301,
+        timeout_s=120.0,
+    )
+    assert rig.host_port.delivered == up and rig.board_port.delivered == down
+    assert rig.signals_dropped > 0 and rig.split_messages > 0
+    stats = rig.device.statistics()
+    assert stats["ring_update_runs"] > 0
+    assert not any(key.startswith(("needs_reset", "queue_broken")) for key in stats)
+    assert rig.binding.state is BindingState.READY and rig.removed == 0
+
+
+def test_a_version_1_bus_still_waits_for_signals() -> None:
+    """The same loss with a v1 host: nothing says where a flush ends, so nothing runs a
+    queue but a SIGNAL, and frames stop once the SIGNALs are gone."""
+    rig = Rig(bus_version_max=1).ready()
+    assert rig.host.version == 1
+    rig.drop_signals = True
+    rig.host_port.send(*(frame(bytes([i]) * 100) for i in range(20)))
+    rig.run_until(lambda: len(rig.board_port.delivered) == 20, timeout_s=10.0)
+    assert len(rig.board_port.delivered) < 20
+    assert rig.split_messages == 0 and "ring_update_runs" not in rig.device.statistics()
 
 
 @pytest.mark.parametrize("mergeable", [True, False], ids=["mrg_rxbuf", "big-buffers"])

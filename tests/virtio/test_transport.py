@@ -409,6 +409,59 @@ def test_a_broken_queue_needs_a_reset() -> None:
     assert raw.status() == 0
 
 
+def live_queue(raw: Raw) -> Window:
+    raw.to_features_ok()
+    window, setup = raw.ring(0, 8)
+    assert raw.call(VirtioFunc.QUEUE_SET, encode(setup))[0] == Status.OK
+    assert raw.call(VirtioFunc.QUEUE_ENABLE, struct.pack("<H", 0))[0] == Status.OK
+    return window
+
+
+def test_a_ring_update_alone_runs_the_queue_once_live_and_enabled() -> None:
+    """Bus v2: the driver's flush of the ring window is a notification too (no SIGNAL)."""
+    echo = Echo()
+    raw = Raw(echo)
+    window = live_queue(raw)
+    data = raw.net.host.create_window(256, device_offset=128, device_length=128)
+    raw.attach(20, data, signal=False)
+    memory = MemoryMap([WindowMemory(window), WindowMemory(data)])
+    addrs = QueueAddresses.in_window(window.window_id, split_layout(8))
+    driver: VirtqueueDriver[int] = VirtqueueDriver(memory, 8, addrs)
+
+    def add(token: int) -> None:
+        data.write(0, b"hello")
+        driver.add([Buffer.at(data.window_id, 0, 5)], [Buffer.at(data.window_id, 128, 8)], token)
+        driver.publish()  # its barrier flushes both windows; no SIGNAL is sent
+
+    add(1)  # not live yet: the chain waits for DRIVER_OK
+    raw.net.run_until(lambda: False, timeout_s=0.5)
+    assert driver.pending() == 0 and "ring_update_runs" not in echo.statistics()
+    raw.status(S.ACKNOWLEDGE | S.DRIVER | S.FEATURES_OK | S.DRIVER_OK)
+    assert raw.net.run_until(lambda: driver.pending() == 1, timeout_s=5.0)
+    driver.collect()
+    add(2)
+    assert raw.net.run_until(lambda: driver.pending() == 1, timeout_s=5.0)
+    assert [u.token for u in driver.collect()] == [2]
+    assert echo.statistics()["ring_update_runs"] == 1
+    # Notifications disabled by the device: a ring update leaves the chain where it is.
+    assert echo.notifications(0, enabled=False) is False
+    add(3)
+    raw.net.run_until(lambda: False, timeout_s=0.5)
+    assert driver.pending() == 0 and echo.statistics()["ring_update_runs"] == 1
+    assert echo.notifications(0, enabled=True) is True  # the device's own look finds it
+
+
+def test_a_ring_update_that_breaks_the_queue_needs_a_reset() -> None:
+    raw = Raw(Echo())
+    window = live_queue(raw)
+    raw.status(S.ACKNOWLEDGE | S.DRIVER | S.FEATURES_OK | S.DRIVER_OK)
+    lay = split_layout(8)
+    window.write(lay.avail_offset + 2, struct.pack("<H", 9))  # 9 chains in a queue of 8
+    window.flush()
+    assert raw.net.run_until(lambda: bool(raw.status() & S.DEVICE_NEEDS_RESET), timeout_s=5.0)
+    assert raw.device.statistics()["queue_broken_avail_index_jump"] == 1
+
+
 # -- the host driver and the entropy device, end to end -------------------------------------
 
 
