@@ -31,6 +31,7 @@ from ira.busmodel.events import (
     SignalReceived,
     WindowAttached,
     WindowDetached,
+    WindowUpdated,
 )
 from ira.busrt.base import LinkService
 from ira.errors import (
@@ -333,7 +334,7 @@ class HostClient(LinkService):
                 with self._cond:
                     self._ready = False
                     self._cond.notify_all()
-            case LinkDown() | LinkUp() | SignalReceived():
+            case LinkDown() | LinkUp() | SignalReceived() | WindowUpdated():
                 pass
             case _:
                 return

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ira.busmodel.events import BusEvent, DeviceAdded, DeviceRemoved
+from ira.busmodel.events import BusEvent, DeviceAdded, DeviceRemoved, WindowUpdated
 from ira.busmodel.profile import DeviceSpec, Profile
 from ira.busrt import BoardService, HostClient
 from ira.cli.main import main
@@ -158,6 +158,9 @@ def test_board_restart_mid_use_drops_and_rediscovers_the_device(cable: NullModem
     with HostClient(cable.path_b, on_event=seen) as host:
         with BoardService(cable.path_a, profile(seed=1)):
             assert [read_entropy(host, 100)] == expected(1, 100)
+            # the board's flushes of its ring window reach listeners too
+            with seen.lock:
+                assert any(isinstance(e, WindowUpdated) for e in seen.events)
             old = entropy_binding(host, timeout_s=5.0)
         seen.clear()
         # the board is gone mid-use: a dead board is a silent link, the read cannot finish
