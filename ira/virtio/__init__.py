@@ -14,6 +14,7 @@ Sans-I/O.  Modules, one concern each:
 ``binding``    ``VirtioBinding``: one device bound to one client, initialisation (§3.1.1)
 ``client``     ``VirtioClient``: what a host-side driver of one device type implements
 ``steps``      the steps of a binding's DEVCALL sequences and their replies
+``runner``     ``SequenceRunner``: runs a sequence of steps over the bus, reply by reply
 ``recovery``   ``RecoveryPolicy``/``Recovery``: resets in a row, waits, giving up
 ``entropy``    virtio-rng, device and host driver, proving the transport
 """

@@ -23,7 +23,8 @@ time:
 6. set DRIVER_OK.
 
 The sequence is a generator that yields each request and is resumed with its
-outcome, so the binding stays sans-I/O: the bus's events drive it.  Every
+outcome (a ``SequenceRunner``, ``ira.virtio.runner``, runs it over the bus),
+so the binding stays sans-I/O: the bus's events drive it.  Every
 negotiation is kept (``negotiation``) for tools to show.  After DRIVER_OK
 the client adds chains to ``binding.queues[i]`` and calls ``kick(i)``; used
 buffers arrive through ``VirtioClient.used``, on the device's notification or
@@ -55,18 +56,9 @@ from collections.abc import Generator, Mapping
 from typing import assert_never
 
 from ira.busmodel.bus import Bus
-from ira.busmodel.events import (
-    CallCompleted,
-    CallFailed,
-    DeviceEvent,
-    DeviceInfo,
-    DeviceOpened,
-    SignalReceived,
-    WindowAttached,
-    WindowUpdated,
-)
+from ira.busmodel.events import DeviceEvent, DeviceInfo, SignalReceived, WindowUpdated
 from ira.busmodel.window import Window
-from ira.errors import DevcallError, LocalProtocolError, RemoteProtocolError
+from ira.errors import LocalProtocolError, RemoteProtocolError
 from ira.virtio.calls import (
     DEVICE_ID_ATTR,
     EVENT_BYTES,
@@ -81,7 +73,6 @@ from ira.virtio.calls import (
     SetDriverFeatures,
     SetStatus,
     decode_event,
-    encode,
 )
 from ira.virtio.client import VirtioClient
 from ira.virtio.driver import UsedBuffer, VirtqueueDriver
@@ -96,6 +87,7 @@ from ira.virtio.features import (
 from ira.virtio.memory import MemoryMap, WindowMemory
 from ira.virtio.recovery import Action, Recovery, RecoveryPolicy
 from ira.virtio.ring import QueueAddresses, QueueBroken, split_layout
+from ira.virtio.runner import SequenceRunner
 from ira.virtio.steps import (
     Attach,
     Call,
@@ -147,7 +139,6 @@ class VirtioBinding:
         #: failures, resets and the next one planned (see ``ira.virtio.recovery``)
         self.recovery = Recovery(recovery or RecoveryPolicy())
         self.state = BindingState.INITIALISING
-        self.handle: int | None = None
         self.negotiation: Negotiation | None = None
         self.queues: list[VirtqueueDriver[object]] = []
         self.windows: dict[str, Window] = {}
@@ -158,12 +149,18 @@ class VirtioBinding:
         self.reason = ""
         self._ring_windows: dict[int, int] = {}  # window id -> queue index
         self._event_window: Window | None = None
-        self._pending: int | None = None  # call id the sequence waits for
-        self._pending_func: int | None = None  # its function, when it is a DEVCALL
-        self._sequence: Steps | None = None
+        #: runs the sequences below over the bus, one DEVCALL or attach at a time
+        self._runner = SequenceRunner(
+            bus, timeout_s=timeout_s, ended=self._sequence_ended, failed=self._sequence_failed
+        )
         self._config_stale = False
         self._now = now
-        self._open(now)
+        self._runner.open(device.device_id, self._initialise(), now=now)
+
+    @property
+    def handle(self) -> int | None:
+        """The device's bus handle, once open."""
+        return self._runner.handle
 
     @property
     def failures(self) -> int:
@@ -294,11 +291,9 @@ class VirtioBinding:
         self._forget()
         self.state = BindingState.INITIALISING  # ``reason`` stays: the last failure's
         if handle is None or not self.bus.is_open(handle):
-            self._open(now)
+            self._runner.open(self.device.device_id, self._initialise(), now=now)
         else:
-            self.handle = handle
-            self._sequence = self._initialise()
-            self._advance(None, now)
+            self._run(self._initialise(), now)  # on the same handle
         return lost
 
     # -- bus events ---------------------------------------------------------------
@@ -311,32 +306,14 @@ class VirtioBinding:
         if isinstance(event, WindowUpdated):
             self._ring_updated(event.window_id, now)
             return
-        if not isinstance(event, DeviceOpened | CallCompleted | CallFailed | WindowAttached):
-            return
-        if event.call_id != self._pending:
-            return
-        self._pending = None
-        func, self._pending_func = self._pending_func, None
-        if self.handle is None and not isinstance(event, DeviceOpened):
-            self._sequence = None
-            self._fail(f"open failed: {getattr(event, 'error', event)}")
-        elif isinstance(event, DeviceOpened):
-            self.handle = event.handle
-            self._advance(None, now)
-        elif isinstance(event, CallCompleted):
-            self._advance(Outcome(event.status, event.payload, func), now)
-        elif isinstance(event, WindowAttached):
-            self._advance(Outcome(0, b""), now)
-        elif isinstance(event.error, DevcallError):
-            self._advance(Outcome(event.error.status, b"", func), now)
-        else:
-            self._fail(f"request failed: {event.error}")
+        self._runner.handle_event(event, now=now)  # the reply the running sequence waits for
 
     def removed(self) -> None:
         """The device is gone (DEVDROP, session reset): nothing of it is usable."""
         for queue in self.queues:
             queue.detach()
         self._forget()
+        self._runner.forget()
         self.state = BindingState.FAILED
         self.reason = "device removed"
         self.recovery.cancel()
@@ -345,47 +322,19 @@ class VirtioBinding:
 
     # -- the initialisation sequence (§3.1.1) -------------------------------------
 
-    def _open(self, now: float) -> None:
-        self._sequence = self._initialise()
-        self._pending = self.bus.open(self.device.device_id, now=now, timeout_s=self.timeout_s)
-
-    def _advance(self, reply: Outcome | None, now: float) -> None:
-        assert self._sequence is not None
+    def _run(self, sequence: Steps, now: float) -> None:
         self._now = now
-        try:
-            step = next(self._sequence) if reply is None else self._sequence.send(reply)
-        except StopIteration:
-            self._sequence = None
-            if self.state is BindingState.READY and self._config_outdated():
-                self._reread_config(now)
-            return
-        except ResetNeeded as exc:
-            self._sequence = None
+        self._runner.start(sequence, now=now)
+
+    def _sequence_ended(self, now: float) -> None:
+        if self.state is BindingState.READY and self._config_outdated():
+            self._reread_config(now)
+
+    def _sequence_failed(self, exc: InitFailed, now: float) -> None:
+        if isinstance(exc, ResetNeeded):
             self._needs_reset(str(exc), now)
-            return
-        except InitFailed as exc:
-            self._sequence = None
-            self._fail(str(exc))
-            return
-        assert self.handle is not None
-        if isinstance(step, Call):
-            self._pending_func = step.request.func
-            self._pending = self.bus.call(
-                self.handle,
-                step.request.func,
-                encode(step.request),
-                now=now,
-                timeout_s=self.timeout_s,
-            )
         else:
-            self._pending = self.bus.attach(
-                self.handle,
-                step.shm_id,
-                step.window,
-                now=now,
-                signal=step.signal,
-                timeout_s=self.timeout_s,
-            )
+            self._fail(str(exc))
 
     def _initialise(self) -> Steps:
         reply = yield Call(SetStatus(0))
@@ -511,11 +460,10 @@ class VirtioBinding:
 
     def _reread_config(self, now: float) -> None:
         """Read the configuration again, now or when the running sequence ends."""
-        if self._sequence is not None:
+        if self._runner.running:
             self._config_stale = True
             return
-        self._sequence = self._config_changed()
-        self._advance(None, now)
+        self._run(self._config_changed(), now)
 
     # -- notifications --------------------------------------------------------------
 
@@ -625,9 +573,7 @@ class VirtioBinding:
         """Have FAILED set in the device's status (§2.1), if it can still be reached."""
         if self.handle is None or not self.bus.is_open(self.handle):
             return
-        self._pending = None  # what a running sequence waits for no longer matters
-        self._sequence = self._set_failed()
-        self._advance(None, now)
+        self._run(self._set_failed(), now)  # what a running sequence waits for no longer matters
 
     def _set_failed(self) -> Steps:
         status = status_of((yield Call(GetStatus())), "status")
@@ -655,7 +601,5 @@ class VirtioBinding:
         self.memory = MemoryMap()
         self._ring_windows = {}
         self._event_window = None
-        self._pending = None
-        self._sequence = None
+        self._runner.stop()
         self._config_stale = False
-        self.handle = None

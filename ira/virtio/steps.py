@@ -1,9 +1,10 @@
 """The steps of a binding's DEVCALL sequences and how their replies are read.
 
 A sequence (``ira.virtio.binding``) is a generator: it yields a ``Step`` (a
-DEVCALL or a window to attach) and is resumed with its ``Outcome``.  The
-readers below decode a reply's payload or end the sequence with
-``InitFailed`` (a negative status, a malformed payload), which says why.
+DEVCALL or a window to attach) and is resumed with its ``Outcome``
+(``ira.virtio.runner`` runs it over the bus).  The readers below decode a
+reply's payload or end the sequence with ``InitFailed`` (a negative status, a
+malformed payload), which says why.
 """
 
 from __future__ import annotations
