@@ -281,7 +281,7 @@ class HostClient(LinkService):
     def _wait(self, future: Future[object], timeout_s: float | None) -> object:
         limit = (self.bus.config.call_timeout_s if timeout_s is None else timeout_s) + _GRACE_S
         try:
-            return future.result(timeout=limit)
+            return self.runtime.wait(future, limit)  # reads the reply on this thread
         except FutureTimeout:
             self.runtime.raise_if_failed()
             raise DevcallTimeout(

@@ -23,6 +23,9 @@ a caller that finds the loop asleep takes the owner lock and runs the turn
 itself — the message is on the wire before ``send`` returns, and the loop is
 woken only if it must keep an earlier deadline or write what the transport
 did not take — otherwise the loop is woken through its pipe if it sleeps.
+The other way round, a caller waiting for a reply (``next_event``, ``wait``)
+watches the port itself and reads the reply on its own thread; meanwhile,
+and for ``READER_LINGER_S`` after, the loop leaves the port alone.
 What a read brought is answered (ACKs, replies, events) in the same turn; a
 big read is followed by another before ``select`` is asked; the cores run only
 when something may have changed for them; and at most one chunk of output
@@ -80,6 +83,9 @@ MAX_WRITE_BYTES = 1 << 16
 READ_AGAIN_BYTES = 1 << 10
 #: most reads before the cores run (a busy line must not starve timers and writes)
 READS_PER_TURN = 16
+#: the loop leaves the port to a caller waiting for a reply, and for this long after,
+#: looking at least this often whether it still does (see ``_await``)
+READER_LINGER_S = 0.005
 
 
 class Upper(Protocol):
@@ -134,8 +140,12 @@ class LinkRuntime:
         self._sleeping = False
         #: held by whichever thread runs the cores: the loop, or a caller that found it asleep
         self._owner = threading.Lock()
-        #: the deadline the sleeping loop will wake for (see _run_inline)
+        #: when the sleeping loop will wake up at the latest (see _run_inline)
         self._sleep_deadline: float | None = None
+        #: held by the one caller that watches the port for a reply itself (see _await)
+        self._watcher = threading.Lock()
+        #: when a caller last watched the port
+        self._watched_at = -1e9
         self._next_deadline: float | None = None
         self._stop = threading.Event()
         self._error: BaseException | None = None
@@ -292,12 +302,77 @@ class LinkRuntime:
 
     def next_event(self, timeout_s: float | None = None) -> LinkEvent | None:
         """The next link event (when no upper core consumes them), or None on timeout."""
+        events = self.events
+        if events.empty():
+            timeout_s = self._await(lambda: not events.empty(), timeout_s)
         try:
-            event = self.events.get(timeout=timeout_s)
+            event = events.get(timeout=timeout_s)
         except queue.Empty:
             return None
         self.raise_if_failed()
         return event
+
+    def wait(self, future: Future[T], timeout_s: float | None = None) -> T:
+        """``future.result(timeout_s)`` for a future the cores complete (a reply)."""
+        if not future.done():
+            timeout_s = self._await(future.done, timeout_s)
+        return future.result(timeout=timeout_s)
+
+    def _await(self, done: Callable[[], bool], timeout_s: float | None) -> float | None:
+        """Wait until ``done()``, reading the port on this thread; returns the time left.
+
+        A reply is read by the thread that waits for it, not handed over by the
+        loop thread (in a Python process that hand-off costs about as much as
+        the protocol work).  One caller at a time watches the port; while it
+        does, and for ``READER_LINGER_S`` after, the loop watches only its
+        wake-up pipe and its deadlines.  Returns at once, without waiting, when
+        another caller watches or the transport has no descriptor.
+        """
+        fd = self._fd
+        if fd is None or not self._watcher.acquire(blocking=False):
+            return timeout_s
+        end = None if timeout_s is None else time.monotonic() + timeout_s
+        try:
+            while not done() and not self._stop.is_set():
+                wait = READER_LINGER_S
+                if end is not None:
+                    wait = min(wait, end - time.monotonic())
+                    if wait <= 0:
+                        break
+                try:
+                    readable, _, _ = select.select([fd], (), (), wait)
+                except (OSError, ValueError):  # closed by stop() meanwhile
+                    break
+                if readable:
+                    self._read_here()
+        finally:
+            self._watched_at = time.monotonic()
+            self._watcher.release()
+        return None if end is None else max(0.0, end - time.monotonic())
+
+    def _read_here(self) -> None:
+        """What the loop does when the port is readable, on the calling thread."""
+        with self._owner:
+            if self._stop.is_set():
+                return
+            try:
+                now = time.monotonic()
+                transport, core = self.transport, self.core
+                for _ in range(READS_PER_TURN):
+                    data = transport.recv(0)
+                    if data:
+                        core.receive_data(data, now=now)
+                    if len(data) < READ_AGAIN_BYTES:
+                        break
+                deadline = self._turn(now)
+                sleeping = self._sleep_deadline
+                if self._out or (
+                    deadline is not None and (sleeping is None or deadline < sleeping)
+                ):
+                    self._wake()
+            except BaseException as exc:  # as on the loop thread: the runtime stops
+                self._fail(exc)
+                raise
 
     # --- the loop -----------------------------------------------------------------------
 
@@ -371,10 +446,16 @@ class LinkRuntime:
                 wait = MAX_WAIT_S
             else:
                 wait = min(MAX_WAIT_S, max(0.0, deadline - now))
-            self._sleep_deadline = deadline
+            watch = rlist
+            if fd is not None and (
+                self._watcher.locked() or now - self._watched_at < READER_LINGER_S
+            ):
+                watch = rlist[:1]  # a caller reads the port (see _await)
+                wait = min(wait, READER_LINGER_S)
+            self._sleep_deadline = now + wait  # when it will look again, whatever for
             owner.release()
             try:
-                ready_r, ready_w, _ = select.select(rlist, wlist if self._out else (), (), wait)
+                ready_r, ready_w, _ = select.select(watch, wlist if self._out else (), (), wait)
             finally:
                 owner.acquire()
             self._sleeping = False

@@ -169,20 +169,24 @@ def test_a_message_sent_while_the_loop_sleeps_goes_out_at_once() -> None:
 
 
 class Watched:
-    """A transport that records which thread wrote, and can swallow the next write."""
+    """A transport that records which threads wrote and read, and can swallow a write."""
 
     def __init__(self, inner: Transport) -> None:
         self._inner = inner
         self.packet = inner.packet
         self.name = f"watched:{inner.name}"
         self.writers: list[str] = []
+        self.readers: list[str] = []
         self.swallow_next = False
 
     def fileno(self) -> int | None:
         return self._inner.fileno()
 
     def recv(self, timeout_s: float | None) -> bytes:
-        return self._inner.recv(timeout_s)
+        data = self._inner.recv(timeout_s)
+        if data:
+            self.readers.append(threading.current_thread().name)
+        return data
 
     def send(self, data: bytes, timeout_s: float | None) -> int:
         self.writers.append(threading.current_thread().name)
@@ -212,6 +216,40 @@ def test_a_send_to_an_idle_link_is_written_by_the_calling_thread() -> None:
         # on the wire before send returned, without a hand-off to the loop thread
         assert watched.writers == [threading.current_thread().name]
         assert next_message(b).payload == b"now"
+
+
+def test_a_reply_is_read_by_the_thread_that_waits_for_it() -> None:
+    def echo(event: LinkEvent) -> None:
+        if isinstance(event, MessageReceived):
+            b.core.send_message(event.payload, event.channel)
+
+    ta, tb = mem_pair(packet=True)
+    watched = Watched(ta)
+    with running(watched, tb, on_event_b=echo) as (a, b):
+        a.send(b"up")
+        assert next_message(a).payload == b"up"
+        for _ in range(3):  # the first may still be read by the loop, which watched the port
+            del watched.readers[:]
+            a.send(b"ping")
+            assert next_message(a).payload == b"ping"
+        assert watched.readers == [threading.current_thread().name]
+
+
+def test_the_loop_reads_again_once_no_caller_waits() -> None:
+    """A message nobody waits for is still taken in promptly (the loop watches again)."""
+    ta, tb = mem_pair(packet=True)
+    with running(ta, tb) as (a, b):
+        _idle(a, b)
+        while a.next_event(0) is not None:  # SessionStarted
+            pass
+        next_event_time = time.monotonic()
+        assert a.next_event(0.05) is None  # this thread watched the port for a while
+        time.sleep(0.1)  # past READER_LINGER_S
+        b.send(b"unasked")
+        # straight from the queue: only the loop thread can have read it
+        event = a.events.get(timeout=2.0)
+        assert isinstance(event, MessageReceived) and event.payload == b"unasked"
+        assert time.monotonic() - next_event_time < 1.0
 
 
 def test_a_message_sent_by_a_caller_is_still_resent_by_the_timer(
