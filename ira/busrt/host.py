@@ -236,12 +236,14 @@ class HostClient(LinkService):
     ) -> CallResult:
         """DEVCALL and wait: ``DevcallError`` for a negative status, ``DevcallTimeout``,
         or ``SessionReset`` when the board restarted meanwhile."""
-        result = self._wait(self.submit(handle, func, payload, timeout_s=timeout_s), timeout_s)
+        future = self.submit(handle, func, payload, timeout_s=timeout_s)
+        result = self._wait(future, timeout_s, read_here=True)
         assert isinstance(result, CallResult)
         return result
 
     def result(self, future: Future[object], timeout_s: float | None = None) -> CallResult:
-        """Wait for a ``submit`` future."""
+        """Wait for a ``submit`` future (the loop thread reads the replies meanwhile: with
+        calls in flight it overlaps that with this thread's next submissions)."""
         result = self._wait(future, timeout_s)
         assert isinstance(result, CallResult)
         return result
@@ -278,10 +280,16 @@ class HostClient(LinkService):
         self.runtime.post(run)
         return future
 
-    def _wait(self, future: Future[object], timeout_s: float | None) -> object:
+    def _wait(
+        self, future: Future[object], timeout_s: float | None, *, read_here: bool = False
+    ) -> object:
+        """The future's outcome; ``read_here``: read the reply on this thread (one call
+        waited for at a time: no hand-off from the loop thread)."""
         limit = (self.bus.config.call_timeout_s if timeout_s is None else timeout_s) + _GRACE_S
         try:
-            return self.runtime.wait(future, limit)  # reads the reply on this thread
+            if read_here:
+                return self.runtime.wait(future, limit)
+            return future.result(timeout=limit)
         except FutureTimeout:
             self.runtime.raise_if_failed()
             raise DevcallTimeout(
