@@ -11,7 +11,8 @@ Sans-I/O.  Modules, one concern each:
 ``calls``      the DEVCALL interface of a ``virtio`` bus device
 ``transport``  ``VirtioDevice``: the board side, base class of virtio device models
 ``host``       ``VirtioHostDriver``: the host side's bus driver, device reports
-``binding``    ``VirtioBinding``: one device bound to one client, initialisation (§3.1.1)
+``binding``    ``VirtioBinding``: one device bound to one client: state, events, recovery
+``initialise`` the §3.1.1 sequence (returns ``Initialised``), config re-read, FAILED
 ``client``     ``VirtioClient``: what a host-side driver of one device type implements
 ``steps``      the steps of a binding's DEVCALL sequences and their replies
 ``runner``     ``SequenceRunner``: runs a sequence of steps over the bus, reply by reply

@@ -1,41 +1,30 @@
-"""One virtio device bound to one host-side client: the §3.1.1 sequence (DESIGN §5).
+"""One virtio device bound to one host-side client (DESIGN §5).
 
 Theory of operation
 -------------------
 
 ``VirtioHostDriver`` (``ira.virtio.host``) makes a ``VirtioBinding`` for each
 ``virtio`` bus device whose virtio device id has a ``VirtioClient``.  The
-binding initialises the device as virtio 1.2 §3.1.1 says, one DEVCALL at a
-time:
+binding opens the device and initialises it as virtio 1.2 §3.1.1 says, one
+DEVCALL at a time (``ira.virtio.initialise``: reset, ACKNOWLEDGE, DRIVER,
+features, FEATURES_OK, the client's configuration bytes into
+``binding.config``, the event window, the queues and data windows,
+DRIVER_OK), and takes over what that sequence returns at DRIVER_OK.  The
+binding keeps the state, the bus's events and the recovery.
 
-1. open the device and reset it (status 0, read back as 0);
-2. ACKNOWLEDGE, then DRIVER;
-3. read the offered features, selector by selector; apply the host's
-   ``FeaturePolicy`` and the client's supported set; write the driver
-   features (if a required feature is missing: FAILED);
-4. set FEATURES_OK and check, in the status re-read with the reply, that the
-   device kept it (else FAILED);
-5. read the client's part of the configuration space (``config_bytes``), with
-   its generation, into ``binding.config`` (step 7's device-specific setup);
-   attach the event window; for each queue learn its maximum size, attach a
-   window holding its rings (its signal is the queue's notifications), set
-   the queue up and enable it; attach the client's data windows;
-6. set DRIVER_OK.
-
-The sequence is a generator that yields each request and is resumed with its
-outcome (a ``SequenceRunner``, ``ira.virtio.runner``, runs it over the bus),
-so the binding stays sans-I/O: the bus's events drive it.  Every
-negotiation is kept (``negotiation``) for tools to show.  After DRIVER_OK
-the client adds chains to ``binding.queues[i]`` and calls ``kick(i)``; used
-buffers arrive through ``VirtioClient.used``, on the device's notification or
-(bus v2) as soon as the board's flush of the queue's ring window is all in the
-replica (``WindowUpdated``), while the client has interrupts enabled.  When the configuration
-generation moves (the event window says so) the configuration is read again
-and ``VirtioClient.config_changed`` runs with the new bytes in
-``binding.config``.  A DEVICE_NEEDS_RESET (seen
-through the event window) or a broken queue moves the binding to
-NEEDS_RESET; ``reinitialise()`` resets the device and runs the sequence
-again, in fresh windows.
+The sequences run over the bus through a ``SequenceRunner``
+(``ira.virtio.runner``), so the binding stays sans-I/O: the bus's events
+drive it.  Every negotiation is kept (``negotiation``) for tools to show.
+After DRIVER_OK the client adds chains to ``binding.queues[i]`` and calls
+``kick(i)``; used buffers arrive through ``VirtioClient.used``, on the
+device's notification or (bus v2) as soon as the board's flush of the
+queue's ring window is all in the replica (``WindowUpdated``), while the
+client has interrupts enabled.  When the configuration generation moves (the
+event window says so) the configuration is read again and
+``VirtioClient.config_changed`` runs with the new bytes in
+``binding.config``.  A DEVICE_NEEDS_RESET (seen through the event window) or
+a broken queue moves the binding to NEEDS_RESET; ``reinitialise()`` resets
+the device and runs the sequence again, in fresh windows.
 
 Recovery: the host does that by itself, as its ``Recovery`` record decides
 (``ira.virtio.recovery``).  A binding that needs a reset logs one line (what
@@ -52,55 +41,23 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Generator, Mapping
+from collections.abc import Mapping
 from typing import assert_never
 
 from ira.busmodel.bus import Bus
 from ira.busmodel.events import DeviceEvent, DeviceInfo, SignalReceived, WindowUpdated
 from ira.busmodel.window import Window
 from ira.errors import LocalProtocolError, RemoteProtocolError
-from ira.virtio.calls import (
-    DEVICE_ID_ATTR,
-    EVENT_BYTES,
-    EVENT_SHM,
-    ConfigRead,
-    ConfigReadReply,
-    DeviceFeatures,
-    GetStatus,
-    QueueEnable,
-    QueueMax,
-    QueueSet,
-    SetDriverFeatures,
-    SetStatus,
-    decode_event,
-)
+from ira.virtio.calls import DEVICE_ID_ATTR, EVENT_BYTES, EVENT_SHM, decode_event
 from ira.virtio.client import VirtioClient
 from ira.virtio.driver import UsedBuffer, VirtqueueDriver
-from ira.virtio.features import (
-    FEATURE_WORDS,
-    DeviceStatus,
-    Feature,
-    FeaturePolicy,
-    Negotiation,
-    feature_word,
-)
+from ira.virtio.features import DeviceStatus, FeaturePolicy, Negotiation
+from ira.virtio.initialise import initialise, read_config, set_failed
 from ira.virtio.memory import MemoryMap, WindowMemory
 from ira.virtio.recovery import Action, Recovery, RecoveryPolicy
-from ira.virtio.ring import QueueAddresses, QueueBroken, split_layout
+from ira.virtio.ring import QueueBroken
 from ira.virtio.runner import SequenceRunner
-from ira.virtio.steps import (
-    Attach,
-    Call,
-    InitFailed,
-    Outcome,
-    ResetNeeded,
-    Step,
-    Steps,
-    decoded,
-    features_of,
-    queue_max_of,
-    status_of,
-)
+from ira.virtio.steps import Attach, InitFailed, ResetNeeded, Steps
 
 log = logging.getLogger(__name__)
 S = DeviceStatus
@@ -149,6 +106,7 @@ class VirtioBinding:
         self.reason = ""
         self._ring_windows: dict[int, int] = {}  # window id -> queue index
         self._event_window: Window | None = None
+        self._windows_attached: list[Window] = []  # ring and data windows, in attach order
         #: runs the sequences below over the bus, one DEVCALL or attach at a time
         self._runner = SequenceRunner(
             bus, timeout_s=timeout_s, ended=self._sequence_ended, failed=self._sequence_failed
@@ -280,7 +238,7 @@ class VirtioBinding:
     def _restart(self, now: float) -> list[object]:
         self.recovery.cancel()
         lost = [token for queue in self.queues for token in queue.detach()]
-        windows = [m.window for m in self.memory if isinstance(m, WindowMemory)]
+        windows = list(self._windows_attached)
         if self._event_window is not None:
             windows.append(self._event_window)
         if self.handle is not None and self.bus.is_open(self.handle):
@@ -320,7 +278,7 @@ class VirtioBinding:
         self.recovery.new_row()
         self.client.removed(self)
 
-    # -- the initialisation sequence (§3.1.1) -------------------------------------
+    # -- sequences: initialisation (§3.1.1), configuration re-reads -----------------
 
     def _run(self, sequence: Steps, now: float) -> None:
         self._now = now
@@ -337,43 +295,20 @@ class VirtioBinding:
             self._fail(str(exc))
 
     def _initialise(self) -> Steps:
-        reply = yield Call(SetStatus(0))
-        status = status_of(reply, "reset")
-        if status != 0:
-            raise InitFailed(f"status {status:#x} after reset")
-        for bits in (S.ACKNOWLEDGE, S.ACKNOWLEDGE | S.DRIVER):
-            reply = yield Call(SetStatus(bits))
-            status_of(reply, bits.name or "status")
-        offered = 0
-        for select in range(FEATURE_WORDS):
-            reply = yield Call(DeviceFeatures(select))
-            offered |= features_of(reply, "device features") << (32 * select)
-        supported = self.client.supported_features
-        accepted = self.policy.accept(offered, supported)
-        allowed = offered & self.policy.allowed
-        if not self.policy.acceptable(accepted):
-            self.negotiation = Negotiation(offered, allowed, supported, accepted, False)
-            yield from self._give_up(S.ACKNOWLEDGE | S.DRIVER)
-            raise InitFailed("a required feature is missing")
-        for select in range(FEATURE_WORDS):
-            word = feature_word(accepted, select)
-            reply = yield Call(SetDriverFeatures(select, word))
-            decoded(reply, "driver features")
-        reply = yield Call(SetStatus(S.ACKNOWLEDGE | S.DRIVER | S.FEATURES_OK))
-        status = status_of(reply, "FEATURES_OK")
-        kept = bool(status & S.FEATURES_OK)
-        self.negotiation = Negotiation(offered, allowed, supported, accepted, kept)
-        if not kept:
-            yield from self._give_up(S(status))
-            raise InitFailed("the device refused the features")
-        yield from self._read_config()
-        yield from self._setup_windows(accepted)
-        reply = yield Call(SetStatus(S(status) | S.DRIVER_OK))
-        status = status_of(reply, "DRIVER_OK")
-        if status & S.DEVICE_NEEDS_RESET:
-            raise ResetNeeded("the device set DEVICE_NEEDS_RESET at DRIVER_OK")
-        if not status & S.DRIVER_OK:
-            raise InitFailed(f"status {status:#x} after DRIVER_OK")
+        setup = yield from initialise(
+            self.bus,
+            self.client,
+            self.policy,
+            configure=self._read_config,
+            negotiated=self._negotiated,
+            attached=self._attached,
+        )
+        self.negotiation = setup.negotiation
+        self.queues = list(setup.queues)
+        self.windows = dict(setup.windows)
+        self.memory = setup.memory
+        self._ring_windows = dict(setup.ring_windows)
+        self._event_window = setup.event_window
         self.state = BindingState.READY
         row = self.recovery.ready(now=self._now)
         if row:
@@ -387,63 +322,26 @@ class VirtioBinding:
             log.info("%s ready: %s", self._what(), self.negotiation.describe())
         self.client.ready(self, now=self._now)
 
-    def _setup_windows(self, features: int) -> Generator[Step, Outcome, None]:
-        event = self.bus.create_window(EVENT_BYTES, device_offset=0, device_length=EVENT_BYTES)
-        yield Attach(EVENT_SHM, event, True)
-        self._event_window = event
-        sizes: list[int] = []
-        for index, wanted in enumerate(self.client.queue_sizes):
-            reply = yield Call(QueueMax(index))
-            largest = queue_max_of(reply, "queue max")
-            if largest == 0:
-                raise InitFailed(f"the device has no queue {index}")
-            size = min(wanted, largest)
-            lay = split_layout(size)
-            ring = self.bus.create_window(
-                lay.size_bytes, device_offset=lay.used_offset, device_length=lay.used_bytes
-            )
-            yield Attach(1 + index, ring, True)
-            self.memory.add(WindowMemory(ring))
-            self._ring_windows[ring.window_id] = index
-            addrs = QueueAddresses.in_window(ring.window_id, lay)
-            setup = QueueSet(index, size, ring.window_id, addrs.desc, addrs.avail, addrs.used)
-            decoded((yield Call(setup)), "queue setup")
-            decoded((yield Call(QueueEnable(index))), "queue enable")
-            sizes.append(size)
-        for n, spec in enumerate(self.client.windows):
-            length = spec.size_bytes if spec.device_writable else 0
-            window = self.bus.create_window(spec.size_bytes, device_offset=0, device_length=length)
-            yield Attach(1 + len(sizes) + n, window, False)
-            self.memory.add(WindowMemory(window))
-            self.windows[spec.name] = window
-        for index, size in enumerate(sizes):
-            addrs = QueueAddresses.in_window(self._ring_window(index).window_id, split_layout(size))
-            self.queues.append(
-                VirtqueueDriver(
-                    self.memory,
-                    size,
-                    addrs,
-                    event_idx=bool(features & Feature.EVENT_IDX.mask),
-                    indirect=bool(features & Feature.INDIRECT_DESC.mask),
-                )
-            )
+    def _negotiated(self, negotiation: Negotiation) -> None:
+        self.negotiation = negotiation
 
-    def _give_up(self, status: DeviceStatus) -> Generator[Step, Outcome, None]:
-        yield Call(SetStatus(status | S.FAILED))
+    def _attached(self, step: Attach) -> None:
+        """A window of the running initialisation is attached: detach it at the next reset."""
+        if step.shm_id == EVENT_SHM:
+            self._event_window = step.window  # configuration changes come through it from now
+        else:
+            self._windows_attached.append(step.window)
 
-    def _read_config(self) -> Generator[Step, Outcome, None]:
+    def _read_config(self) -> Steps:
         size = self.client.config_bytes
         if not size:
             return
         self._config_stale = False
-        reply = decoded((yield Call(ConfigRead(0, size))), "config read")
-        assert isinstance(reply, ConfigReadReply)
-        if len(reply.data) != size:
-            raise InitFailed(f"config read: {len(reply.data)} bytes, not {size}")
+        reply = yield from read_config(size)
         self.generation = reply.generation
         self.config = reply.data
 
-    def _config_changed(self) -> Generator[Step, Outcome, None]:
+    def _config_changed(self) -> Steps:
         yield from self._read_config()
         self.client.config_changed(self)
 
@@ -573,12 +471,7 @@ class VirtioBinding:
         """Have FAILED set in the device's status (§2.1), if it can still be reached."""
         if self.handle is None or not self.bus.is_open(self.handle):
             return
-        self._run(self._set_failed(), now)  # what a running sequence waits for no longer matters
-
-    def _set_failed(self) -> Steps:
-        status = status_of((yield Call(GetStatus())), "status")
-        if not status & S.FAILED:
-            status_of((yield Call(SetStatus(S(status) | S.FAILED))), "FAILED")
+        self._run(set_failed(), now)  # what a running sequence waits for no longer matters
 
     def _fail(self, reason: str) -> None:
         if self.state is BindingState.FAILED:
@@ -601,5 +494,6 @@ class VirtioBinding:
         self.memory = MemoryMap()
         self._ring_windows = {}
         self._event_window = None
+        self._windows_attached = []
         self._runner.stop()
         self._config_stale = False
