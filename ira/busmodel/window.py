@@ -31,7 +31,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ira.errors import LocalProtocolError
-from ira.wire.bus import MAX_SPAN_BYTES, MAX_SPANS, Span, Status, WindowUpdate
+from ira.wire.bus import (
+    MAX_SPAN_BYTES,
+    MAX_SPANS,
+    SPAN_HEADER_BYTES,
+    Span,
+    Status,
+    WindowUpdate,
+)
 
 if TYPE_CHECKING:
     from ira.busmodel.signal import Signal
@@ -150,7 +157,7 @@ class Window:
         spans: list[Span] = []
         budget = FLUSH_MESSAGE_BYTES
         more = self._flush_ends  # every message but the last says MORE (bus v2)
-        for start, end in self._dirty:
+        for start, end in self._coalesced():
             for chunk in range(start, end, MAX_SPAN_BYTES):
                 stop = min(end, chunk + MAX_SPAN_BYTES)
                 if spans and (len(spans) == MAX_SPANS or budget < stop - chunk):
@@ -166,6 +173,23 @@ class Window:
         self._flush_requested = False
         self.updates_sent += sent
         return sent
+
+    def _coalesced(self) -> list[tuple[int, int]]:
+        """The dirty ranges, with a gap no longer than a span's header closed up when
+        this side is the writer of it: its bytes are the same in both replicas, and
+        sending them costs less than the header of another span."""
+        dirty = self._dirty
+        if len(dirty) < 2:
+            return dirty
+        merged = [dirty[0]]
+        for start, end in dirty[1:]:
+            last_start, last_end = merged[-1]
+            gap = start - last_end
+            if gap <= SPAN_HEADER_BYTES and self.writable_by(self.side, last_end, gap):
+                merged[-1] = (last_start, end)
+            else:
+                merged.append((start, end))
+        return merged
 
     def _mark_dirty(self, start: int, end: int) -> None:
         dirty = self._dirty

@@ -80,6 +80,8 @@ MAX_WINDOW_BYTES = 1 << 20
 MAX_SPANS = 16
 #: largest span in a WINDOW message
 MAX_SPAN_BYTES = 4096
+#: bytes a span takes before its data (offset, length)
+SPAN_HEADER_BYTES = 6
 #: WINDOW's ``head``: the span count in bits 0-4, MORE in bit 7, bits 5-6 reserved (0)
 WINDOW_COUNT_MASK = 0x1F
 WINDOW_MORE = 0x80

@@ -26,7 +26,16 @@ from ira.busmodel.devices.ring_loopback import RingShm
 from ira.busmodel.window import FLUSH_MESSAGE_BYTES
 from ira.errors import DevcallError, LocalProtocolError
 from ira.link.events import Channel, MessageReceived
-from ira.wire.bus import ShmAttach, ShmAttachReply, Status, decode, encode
+from ira.wire.bus import (
+    SPAN,
+    SPAN_HEADER_BYTES,
+    ShmAttach,
+    ShmAttachReply,
+    Status,
+    WindowUpdate,
+    decode,
+    encode,
+)
 
 
 class Scratch(Device):
@@ -280,3 +289,31 @@ def test_signal_received_event_after_window_update() -> None:
     [ev] = pair.events(SignalReceived)
     assert ev.window_id == window.window_id and ev.device_id == 1
     assert window.read() == b"x" * 16
+
+
+def _flushed_spans(window: Window) -> list[tuple[int, bytes]]:
+    sent: list[WindowUpdate] = []
+    window.connect(sent.append)
+    window.flush()
+    return [(span.offset, span.data) for update in sent for span in update.spans]
+
+
+def test_a_short_gap_between_a_writers_ranges_goes_in_one_span() -> None:
+    """Sending a gap's bytes (the same in both replicas) costs less than another header."""
+    window = Window(1, 64, side=Side.HOST)
+    window.write(2, b"ab")
+    window.write(4 + SPAN_HEADER_BYTES, b"cd")  # a gap of SPAN_HEADER_BYTES: closed up
+    window.write(40, b"ef")  # a longer gap: a span of its own
+    expected = bytes(window.read(2, 8 + SPAN_HEADER_BYTES - 2 - 2))
+    assert _flushed_spans(window) == [(2, expected), (40, b"ef")]
+
+
+def test_a_gap_the_peer_writes_is_never_sent() -> None:
+    window = Window(1, 64, side=Side.HOST, device_offset=8, device_length=2)
+    window.write(4, b"ab")  # ends at 6; the device owns [8, 10)
+    window.write(10, b"cd")
+    assert _flushed_spans(window) == [(4, b"ab"), (10, b"cd")]
+
+
+def test_the_span_header_size_is_the_schemas() -> None:
+    assert len(SPAN.build({"offset": 0, "data": b"x"})) == SPAN_HEADER_BYTES + 1
