@@ -269,7 +269,12 @@ class LinkRuntime:
         if self._stop.is_set() or not self._sleeping:
             self._wake()
             return
-        deadline = self._turn(time.monotonic())
+        self._caller_turn(time.monotonic())
+
+    def _caller_turn(self, now: float) -> None:
+        """A turn on a calling thread while the loop sleeps; wake the loop only for
+        output the transport did not take or a deadline before it looks again."""
+        deadline = self._turn(now)
         sleeping = self._sleep_deadline
         if self._out or (deadline is not None and (sleeping is None or deadline < sleeping)):
             self._wake()
@@ -357,19 +362,8 @@ class LinkRuntime:
                 return
             try:
                 now = time.monotonic()
-                transport, core = self.transport, self.core
-                for _ in range(READS_PER_TURN):
-                    data = transport.recv(0)
-                    if data:
-                        core.receive_data(data, now=now)
-                    if len(data) < READ_AGAIN_BYTES:
-                        break
-                deadline = self._turn(now)
-                sleeping = self._sleep_deadline
-                if self._out or (
-                    deadline is not None and (sleeping is None or deadline < sleeping)
-                ):
-                    self._wake()
+                self._read(now)  # more, if any, at the caller's next look
+                self._caller_turn(now)
             except BaseException as exc:  # as on the loop thread: the runtime stops
                 self._fail(exc)
                 raise
@@ -407,7 +401,6 @@ class LinkRuntime:
     def _run_loop(self, fd: int | None, rlist: list[int], wlist: list[int]) -> None:
         stop = self._stop
         core = self.core
-        transport = self.transport
         inbox, rx = self._inbox, self._rx
         wake_r = self._wake_r
         owner = self._owner
@@ -421,14 +414,8 @@ class LinkRuntime:
             fresh = wrote_chunk or (fd is None and bool(self._out))
             wrote_chunk = False
             if readable:
-                for _ in range(READS_PER_TURN):
-                    data = transport.recv(0)
-                    if data:
-                        core.receive_data(data, now=now)
-                        fresh = True
-                    if len(data) < READ_AGAIN_BYTES:
-                        readable = False
-                        break
+                got, readable = self._read(now)
+                fresh = fresh or got
             if fresh or inbox or rx or deadline is None or deadline <= now:
                 while rx:
                     core.receive_data(rx.popleft(), now=now)
@@ -467,6 +454,20 @@ class LinkRuntime:
             else:
                 readable = bool(ready_r)
             wrote_chunk = self._flush() if ready_w else False
+
+    def _read(self, now: float) -> tuple[bool, bool]:
+        """Up to ``READS_PER_TURN`` reads into the core: (anything came, the port may
+        hold more — the last read was big)."""
+        transport, core = self.transport, self.core
+        got = False
+        for _ in range(READS_PER_TURN):
+            data = transport.recv(0)
+            if data:
+                core.receive_data(data, now=now)
+                got = True
+            if len(data) < READ_AGAIN_BYTES:
+                return got, False
+        return got, True
 
     def _deadline(self) -> float | None:
         deadline = self.core.next_deadline()
