@@ -64,6 +64,7 @@ from ira.venet.netspec import (
     Offloads,
     check_mtu,
     check_received,
+    deliver_to_port,
     features_consistent,
     next_outgoing_frame,
     with_num_buffers,
@@ -310,15 +311,7 @@ class VirtioNetDevice(VirtioDevice):
             self._deliver(frame)
 
     def _deliver(self, frame: bytes) -> None:
-        port = self._port
-        if port is None:
-            self._net["tx_dropped_no_port"] += 1
-            return
-        if port.write_frame(frame if port.vnet_hdr else frame[VNET_HDR_BYTES:]):
-            self._net["tx_frames"] += 1
-            self._net["tx_bytes"] += len(frame) - VNET_HDR_BYTES
-        else:
-            self._net["tx_dropped_by_port"] += 1
+        deliver_to_port(self._port, frame, self._net, "tx")
 
     # -- state ------------------------------------------------------------------
 

@@ -70,6 +70,7 @@ from ira.venet.netspec import (
     NetPort,
     Offloads,
     check_received,
+    deliver_to_port,
     next_outgoing_frame,
     with_num_buffers,
 )
@@ -375,15 +376,7 @@ class VirtioNetClient(VirtioClient):
         if reason is not None:
             self._counts[f"rx_dropped_{reason.value}"] += 1
             return
-        port = self.port
-        if port is None:
-            self._counts["rx_dropped_no_port"] += 1
-            return
-        if port.write_frame(frame if port.vnet_hdr else frame[VNET_HDR_BYTES:]):
-            self._counts["rx_frames"] += 1
-            self._counts["rx_bytes"] += len(frame) - VNET_HDR_BYTES
-        else:
-            self._counts["rx_dropped_by_port"] += 1
+        deliver_to_port(self.port, frame, self._counts, "rx")
 
     # -- state ------------------------------------------------------------------------
 

@@ -367,3 +367,16 @@ def next_outgoing_frame(
             return frame
         dropped[f"{prefix}_dropped_{reason.value}"] += 1
     return None
+
+
+def deliver_to_port(port: NetPort | None, frame: bytes, counts: Counter[str], prefix: str) -> None:
+    """Hand a frame from the peer (header included) to this end's port: without its
+    header when the port carries none; counted as ``<prefix>_frames``/``_bytes``, or
+    as ``<prefix>_dropped_no_port``/``_by_port``."""
+    if port is None:
+        counts[f"{prefix}_dropped_no_port"] += 1
+    elif port.write_frame(frame if port.vnet_hdr else frame[VNET_HDR_BYTES:]):
+        counts[f"{prefix}_frames"] += 1
+        counts[f"{prefix}_bytes"] += len(frame) - VNET_HDR_BYTES
+    else:
+        counts[f"{prefix}_dropped_by_port"] += 1
