@@ -6,21 +6,34 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test lint typecheck bench hil fuzz soak clean deps
 
-$(STAMP): pyproject.toml
+# the hot modules that the install compiles with mypyc (ira/native.py lists them)
+NATIVE     := $(VENV)/.native
+# their tests, run again on the Python sources (IRA_NATIVE=0) by make test
+PURE_TESTS := tests/link tests/busmodel
+NATIVE_SRC := $(shell sed -n 's/^    "ira\.\([a-z_.]*\)",$$/ira.\1/p' ira/native.py | tr . / | sed 's/$$/.py/')
+
+$(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	touch $(STAMP) $(NATIVE)
 
-deps: $(STAMP)
+# a compiled module older than its source is not used (ira/native.py): rebuild it
+$(NATIVE): $(STAMP) $(NATIVE_SRC)
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $(NATIVE)
+
+deps: $(NATIVE)
 
 ## run: the whole stack on one machine over a virtual null-modem
-run: $(STAMP)
+run: $(NATIVE)
 	$(BIN)/ira loopback
 
 ## test: lint, type check and the full test suite (what CI runs)
-test: lint typecheck
+## (the sans-I/O cores' tests run twice: compiled, and as the Python they are written in)
+test: lint typecheck $(NATIVE)
 	$(BIN)/pytest -q
+	IRA_NATIVE=0 $(BIN)/pytest -q $(PURE_TESTS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check ira tests hil_tests bench
@@ -30,7 +43,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 ## bench: benchmarks (ratios measured in one run); see docs/PERFORMANCE.md
-bench: $(STAMP)
+bench: $(NATIVE)
 	$(BIN)/python bench/link.py
 	$(BIN)/python bench/bus.py
 	$(BIN)/python bench/virtio.py
@@ -38,16 +51,17 @@ bench: $(STAMP)
 
 ## hil: the hardware-in-the-loop suite: a virtual null-modem per test, or the rig named by
 ## IRA_LINK_A / IRA_LINK_B (see docs/HIL.md); HIL_ARGS are passed to pytest
-hil: $(STAMP)
+hil: $(NATIVE)
 	$(BIN)/pytest -q hil_tests $(HIL_ARGS)
 
 ## fuzz: longer fuzzing of every decoder
-fuzz: $(STAMP)
+fuzz: $(NATIVE)
 	IRA_FUZZ_EXAMPLES=200000 $(BIN)/pytest -q tests -k fuzz
 
 ## soak: long fault matrices on the virtual null-modem
-soak: $(STAMP)
+soak: $(NATIVE)
 	IRA_SOAK=1 $(BIN)/pytest -q -m slow tests hil_tests
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build
+	rm -f ira_native__mypyc.*.so ira/*/*.so ira/_native_build.json

@@ -41,6 +41,7 @@ from concurrent.futures import Future
 
 from link import PING_BLOCKS, RawPingPong
 
+from ira import native
 from ira.busmodel.bus import Bus
 from ira.busmodel.connector import Connector
 from ira.busmodel.devices.counting import CounterFunc, CounterShm, CountingDevice
@@ -297,8 +298,10 @@ def main() -> None:
     args = parser.parse_args()
     r = run(args.quick)
     if args.json:
-        print(json.dumps(r, sort_keys=True))
+        # which build of the hot modules ran: compiled or pure Python (ira.native)
+        print(json.dumps({**r, "build": native.status()}, sort_keys=True))
         return
+    print(f"build: {native.status()}")
     print(
         f"64-byte DEVCALL round trip: {r['devcall_ping_s'] * 1e6:.0f} us vs raw ping-pong "
         f"{r['raw_ping_s'] * 1e6:.0f} us = {r['latency_ratio']:.2f} (target <= 1.5)"

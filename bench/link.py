@@ -38,6 +38,7 @@ import threading
 import time
 from types import TracebackType
 
+from ira import native
 from ira.cli.linktest import measure
 from ira.link.config import LinkConfig
 from ira.link.core import Link
@@ -322,8 +323,10 @@ def main() -> None:
     results["sans_io_round_trip_s"] = core = sans_io_round_trip(10_000 // q)
     results["sans_io_share_of_raw_ping"] = core / raw_rtt
     if args.json:
-        print(json.dumps(results, sort_keys=True))
+        # which build of the hot modules ran: compiled or pure Python (ira.native)
+        print(json.dumps({**results, "build": native.status()}, sort_keys=True))
         return
+    print(f"build: {native.status()}")
     print(f"efficiency at 115200 baud: {results['efficiency_115200']:.3f} (target >= 0.95)")
     print(f"efficiency at 921600 baud: {results['efficiency_921600']:.3f} (target >= 0.95)")
     print(

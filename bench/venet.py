@@ -48,6 +48,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from ira import native
 from ira.cli.loopback import missing_for_namespaces
 from ira.link.nullmodem import NullModem, NullModemConfig
 from ira.venet.netns import NetNs, remove_stale
@@ -263,8 +264,10 @@ def main() -> None:
         else:
             results["vde_unavailable"] = no_vde
     if args.json:
-        print(json.dumps(results, sort_keys=True))
+        # which build of the hot modules ran: compiled or pure Python (ira.native)
+        print(json.dumps({**results, "build": native.status()}, sort_keys=True))
         return
+    print(f"build: {native.status()}")
     print(
         f"TCP at 115200 baud: {slow:.0f} B/s of {line:.0f} = "
         f"{results['efficiency_115200']:.3f} (target >= 0.95): payload "

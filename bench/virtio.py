@@ -41,6 +41,7 @@ import json
 import random
 import time
 
+from ira import native
 from ira.busmodel.profile import DeviceSpec, Profile
 from ira.busrt import BoardService, HostClient
 from ira.cli.virtio import entropy_binding, read_entropy
@@ -175,8 +176,10 @@ def main() -> None:
     size, rounds = (args.bytes // 4, 1) if args.quick else (args.bytes, args.rounds)
     r = run(size, rounds)
     if args.json:
-        print(json.dumps(r, sort_keys=True))
+        # which build of the hot modules ran: compiled or pure Python (ira.native)
+        print(json.dumps({**r, "build": native.status()}, sort_keys=True))
         return
+    print(f"build: {native.status()}")
     for load in LOADS:
         for config, label in (("event_idx", "EVENT_IDX"), ("baseline", "no EVENT_IDX")):
             name = f"{load}_{config}"

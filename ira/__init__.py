@@ -6,4 +6,9 @@ shared windows), ``ira.busmodel`` (devices, discovery, DEVCALL, windows, signals
 reliable sessions, transports).  See docs/ARCHITECTURE.md.
 """
 
+from ira import native as _native
+
 __version__ = "0.1.0"
+
+# before any hot module is imported: their compiled build only if it matches the sources
+_native.guard()

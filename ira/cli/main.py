@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from ira import __version__
+from ira import __version__, native
 from ira.errors import ConfigError, IraError
 
 #: subcommand modules, in the order ``ira --help`` lists them
@@ -32,7 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ira", description="Transport stack for boards joined by UART and USB links."
     )
-    parser.add_argument("--version", action="version", version=f"ira {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"ira {__version__}, {native.status()}"
+    )
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="log more (-v: INFO, -vv: DEBUG)"
     )

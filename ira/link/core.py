@@ -354,8 +354,10 @@ class Link:
         if delivered:
             events = self._events
             backlog = self._backlog_bytes
-            for channel, message in delivered:
-                events.append(MessageReceived(channel, message))
+            # not ``channel``: that name holds an int above, and compiled (mypyc) code
+            # would keep the Channel in an int and hand on a plain int
+            for ch, message in delivered:
+                events.append(MessageReceived(ch, message))
                 backlog += _stream_bytes(message)
             delivered.clear()
             self._backlog_bytes = receiver.backlog_bytes = backlog
