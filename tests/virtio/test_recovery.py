@@ -23,7 +23,7 @@ from ira.virtio.device import VirtqueueDevice
 from ira.virtio.entropy import ENTROPY_ID, Entropy, EntropyClient
 from ira.virtio.features import DeviceStatus
 from ira.virtio.host import BindingState, RecoveryPolicy, VirtioBinding, VirtioHostDriver
-from ira.virtio.ring import QueueBroken
+from ira.virtio.ring import Fault, QueueBroken
 
 S = DeviceStatus
 LIVE = S.ACKNOWLEDGE | S.DRIVER | S.FEATURES_OK | S.DRIVER_OK
@@ -33,7 +33,7 @@ class Broken(Entropy):
     """An entropy device whose queue breaks at the first notification, every time."""
 
     def queue_notified(self, index: int, queue: VirtqueueDevice) -> None:
-        raise QueueBroken("descriptor_loop", "broken on purpose")
+        raise QueueBroken(Fault.DESCRIPTOR_LOOP, "broken on purpose")
 
 
 class Host:
