@@ -43,6 +43,7 @@ from ira.errors import (
 )
 from ira.link.config import LinkConfig
 from ira.link.events import LinkDown, LinkUp, PeerRestarted, SessionLost
+from ira.link.runtime import Completion
 from ira.link.transport import Transport
 from ira.virtio.calls import VIRTIO_TYPE
 from ira.virtio.entropy import ENTROPY_ID, EntropyClient
@@ -70,6 +71,10 @@ class CallResult:
 
 
 HostListener = Callable[["HostClient", BusEvent], None]
+
+#: what a request's outcome is set in
+Outcome = Future[object] | Completion[object]
+OutcomeT = TypeVar("OutcomeT", Future[object], Completion[object])
 
 
 class HostClient(LinkService):
@@ -106,7 +111,7 @@ class HostClient(LinkService):
         self._refused: int | None = None
         self._changes = 0  # bus events seen (wait_until re-checks at each)
         # loop thread only:
-        self._pending: dict[int, Future[object]] = {}
+        self._pending: dict[int, Outcome] = {}
         # caller side (guarded by _cond): echo handle and the session it was opened in
         self._echo: tuple[int, int] | None = None
 
@@ -213,7 +218,7 @@ class HostClient(LinkService):
         def start(now: float) -> int:
             return self.bus.open(device_id, now=now, timeout_s=timeout_s)
 
-        handle = self._wait(self._issue(start), timeout_s)
+        handle = self._wait(self._issue(start, Future()), timeout_s)
         assert isinstance(handle, int)
         return handle
 
@@ -229,15 +234,20 @@ class HostClient(LinkService):
         def start(now: float) -> int:
             return self.bus.call(handle, func, payload, now=now, timeout_s=timeout_s)
 
-        return self._issue(start)
+        return self._issue(start, Future())
 
     def call(
         self, handle: int, func: int, payload: bytes = b"", *, timeout_s: float | None = None
     ) -> CallResult:
         """DEVCALL and wait: ``DevcallError`` for a negative status, ``DevcallTimeout``,
         or ``SessionReset`` when the board restarted meanwhile."""
-        future = self.submit(handle, func, payload, timeout_s=timeout_s)
-        result = self._wait(future, timeout_s, read_here=True)
+
+        def start(now: float) -> int:
+            return self.bus.call(handle, func, payload, now=now, timeout_s=timeout_s)
+
+        reply: Completion[object] = Completion()
+        self._issue(start, reply)
+        result = self._wait(reply, timeout_s, read_here=True)
         assert isinstance(result, CallResult)
         return result
 
@@ -264,25 +274,25 @@ class HostClient(LinkService):
     def statistics(self) -> dict[str, int]:
         return self.runtime.call(self.bus.statistics)
 
-    def _issue(self, start: Callable[[float], int]) -> Future[object]:
-        future: Future[object] = Future()
+    def _issue(self, start: Callable[[float], int], outcome: OutcomeT) -> OutcomeT:
+        """Start a request with the cores; ``outcome`` is set when it completes.  A
+        ``Future`` for what callers hold on to (``submit``), a ``Completion`` for a
+        request waited for at once (``call``)."""
 
         def run() -> None:
-            if not future.set_running_or_notify_cancel():
+            if isinstance(outcome, Future) and not outcome.set_running_or_notify_cancel():
                 return
             try:
                 call_id = start(time.monotonic())
             except IraError as exc:
-                future.set_exception(exc)
+                outcome.set_exception(exc)
                 return
-            self._pending[call_id] = future
+            self._pending[call_id] = outcome
 
         self.runtime.post(run)
-        return future
+        return outcome
 
-    def _wait(
-        self, future: Future[object], timeout_s: float | None, *, read_here: bool = False
-    ) -> object:
+    def _wait(self, future: Outcome, timeout_s: float | None, *, read_here: bool = False) -> object:
         """The future's outcome; ``read_here``: read the reply on this thread (one call
         waited for at a time: no hand-off from the loop thread)."""
         limit = (self.bus.config.call_timeout_s if timeout_s is None else timeout_s) + _GRACE_S
