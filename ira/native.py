@@ -109,7 +109,7 @@ def diagnose(
     if disabled:
         return f"{ENV}=0"
     if not compiled:
-        return "not compiled (no C compiler at install, or installed with IRA_NATIVE=0)"
+        return "not compiled: no C compiler at install, or IRA_NATIVE=0 then"
     missing = [m for m in MODULES if m not in compiled]
     if missing:
         return f"incomplete build: {missing[0]} is not compiled; reinstall (make)"
