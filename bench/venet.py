@@ -8,6 +8,9 @@ Every figure is a ratio measured in one run (root needed: TAPs and namespaces):
   second); it is the product of ``payload_share_115200`` (payload ÷ the bytes the
   null-modem carried toward the receiver meanwhile) and ``line_busy_115200`` (those
   bytes ÷ what the line could carry in the time);
+* ``loaded_ping_115200_s``: median round trip of pings at 2 Hz sent while a 384 KiB TCP
+  transfer fills that line (latency under load; no baseline: what a keystroke waits
+  behind a bulk flow, against ~0.1 s unloaded);
 * ``goodput_ratio``: TCP goodput of 32 MiB through ira over the unthrottled
   null-modem, divided by that of the C peer on a null-modem of the same kind: Debian's
   ``vde2`` (a ``vde_switch -tap`` in each namespace, their ``vde_plug``s joined through
@@ -44,6 +47,7 @@ import signal
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -84,6 +88,27 @@ def _goodput(client: NetNs, server: NetNs, size: int, timeout_s: float) -> float
     if (count, digest) != (size, root_rig.sha256(payload)):
         raise SystemExit(f"benchmark: {count} of {size} bytes arrived, or spoiled")
     return size / float(elapsed)
+
+
+def _ping_under_load(client: NetNs, server: NetNs, q: int) -> float:
+    """Median round trip of pings (2 Hz) sent while a TCP transfer fills the line: what a
+    keystroke or a DNS query waits behind a bulk flow (latency under load)."""
+    done: list[float] = []
+    worker = threading.Thread(
+        target=lambda: done.append(_goodput(client, server, (384 << 10) // q, 200.0))
+    )
+    worker.start()
+    time.sleep(4.0 / q)  # past TCP's slow start
+    out = client.run(
+        ["ping", "-n", "-c", str(40 // q), "-i", "0.5", "-W", "10", BOARD_IP],
+        check=False,
+        timeout_s=120.0,
+    ).stdout.decode()
+    worker.join()
+    rtts = [float(m[1]) / 1000 for m in _TIME.finditer(out)]
+    if not done or not rtts:
+        raise SystemExit(f"benchmark: the loaded ping failed:\n{out}")
+    return statistics.median(rtts)
 
 
 @contextlib.contextmanager
@@ -235,6 +260,8 @@ def main() -> None:
             before = r.nm.statistics().b_to_a.bytes_out
             slow = _goodput(r.host_ns, r.board_ns, slow_size, 120.0)
             wire = r.nm.statistics().b_to_a.bytes_out - before
+            loaded_ping = _ping_under_load(r.host_ns, r.board_ns, q)
+        results["loaded_ping_115200_s"] = loaded_ping
         results["ira_115200_bytes_per_s"] = slow
         results["efficiency_115200"] = slow / line
         # where the line's bytes went: efficiency = payload share x line busy
@@ -274,6 +301,7 @@ def main() -> None:
         f"{results['payload_share_115200']:.3f} of the bytes on the line (headers, link "
         f"framing, bus and ring traffic), line busy {results['line_busy_115200']:.3f}"
     )
+    print(f"ping during a TCP transfer at 115200 baud: {loaded_ping * 1e3:.0f} ms (median)")
     if no_vde is not None:
         print(f"TCP unthrottled: ira {bps['ira'] / 1e6:.2f} MB/s; no VDE baseline ({no_vde})")
         print(f"ping unthrottled: ira {rtt['ira'] * 1e3:.3f} ms; no VDE baseline")

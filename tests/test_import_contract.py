@@ -30,6 +30,7 @@ CORE_FILES = [
     "ira/venet/vnethdr.py",
     "ira/venet/port.py",
     "ira/venet/netspec.py",
+    "ira/venet/flowqueue.py",
     "ira/venet/device.py",
     "ira/venet/driver.py",
 ]

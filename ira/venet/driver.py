@@ -22,12 +22,20 @@ device may send.  ``tx`` is the driver's, used as a FIFO: each frame is
 written whole at the next free offset, one descriptor per frame, and the
 space comes back when the device returns the chain.
 
-*transmitq*: frames are read from the port only while the bytes in flight
-stay under ``tx_inflight_bytes`` and the window has room, so a slow link
-does not grow a queue of its own; the rest waits in the kernel.  Used tx
-buffers are reclaimed at each pull; the device's notifications of them are
-asked for only while a frame waits for room (like Linux's virtio-net, which
-frees old transmit buffers on the next transmit).
+*transmitq*: the port is read as frames come, into a queue per flow
+(``ira.venet.flowqueue``: fq_codel's flow queueing); frames go to the device,
+the flows taking turns, while the bytes in flight stay under a limit: 0.05 s of
+the rate the device returns frames at, at least four full frames, at most
+``tx_inflight_bytes``.  So on a slow link the backlog waits here, where a ping
+or a keystroke can pass it, not in the link's queue (a TAP never holds it back:
+it takes each packet off its queue discipline at once).  Used tx buffers are
+reclaimed at each pull and, while frames are out, at each of the device's
+flushes of its used ring (bus v2 announces them, ``ring_updated``: no
+notification, no link bytes); with a v1 board the device's notifications are
+asked for while a frame waits for room (like Linux's virtio-net, which frees
+old transmit buffers on the next transmit).  Frames still queued when the
+device is reset are dropped and counted (``tx_dropped_reset``), as are those a
+full queue drops from its fattest flow (``tx_dropped_queue_full``).
 
 *receiveq*: a frame is reassembled from its buffers (``num_buffers`` is
 checked against what is outstanding), checked whole (``check_received``:
@@ -58,6 +66,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ira.errors import ConfigError
+from ira.venet.flowqueue import FlowQueue, InflightLimit
 from ira.venet.netspec import (
     BASE_FEATURES,
     CONFIG_BYTES,
@@ -88,6 +97,11 @@ PAGE_BYTES = 4096
 QUEUE_SIZE = 256
 
 
+def _full_frame(mtu: int) -> int:
+    """Bytes of a frame of ``mtu`` bytes of payload, with its headers (VLAN tag included)."""
+    return VNET_HDR_BYTES + 18 + mtu
+
+
 @dataclass(frozen=True, slots=True)
 class NetDriverConfig:
     """How the host's driver sizes its memory and its queue."""
@@ -96,7 +110,8 @@ class NetDriverConfig:
     rx_window_bytes: int = 512 * 1024
     #: the driver-written window that frames to send are copied into
     tx_window_bytes: int = 512 * 1024
-    #: frames sent and not yet returned by the device, at most this many bytes
+    #: frames sent and not yet returned by the device, at most this many bytes (the
+    #: limit itself follows the link's rate below this; ``ira.venet.flowqueue``)
     tx_inflight_bytes: int = 256 * 1024
     #: accept checksum/GSO offloads (only ever when the port carries headers)
     offloads: bool = True
@@ -193,7 +208,9 @@ class VirtioNetClient(VirtioClient):
         self._parts: list[bytes] = []  # buffers of a merged frame so far
         self._parts_wanted = 0
         self._fifo = TxFifo(cfg.tx_window_bytes)
-        self._waiting: bytes | None = None
+        self._flows = self._new_flows(DEFAULT_MTU)
+        self._inflight = self._new_inflight_limit(DEFAULT_MTU)
+        self._waiting: bytes | None = None  # taken from the flows, waiting for room
         self._tx_interrupts = True  # a queue's notifications start enabled
         self._counts: Counter[str] = Counter()
 
@@ -211,9 +228,18 @@ class VirtioNetClient(VirtioClient):
     def statistics(self) -> dict[str, int]:
         counts = dict(self._counts)
         counts["tx_inflight_bytes"] = self._fifo.used_bytes
+        counts["tx_inflight_limit"] = self._inflight.limit
+        counts["tx_queued_frames"] = len(self._flows)
         if self._binding is not None:
             counts["device_resets"] = self._binding.resets
         return counts
+
+    def _new_flows(self, mtu: int) -> FlowQueue:
+        return FlowQueue(quantum=_full_frame(mtu))
+
+    def _new_inflight_limit(self, mtu: int) -> InflightLimit:
+        cap = self.config.tx_inflight_bytes
+        return InflightLimit(floor=min(cap, 4 * _full_frame(mtu)), cap=cap)
 
     # -- VirtioClient hooks ---------------------------------------------------------
 
@@ -242,6 +268,12 @@ class VirtioNetClient(VirtioClient):
         self._free_slots = deque(range(min(slots, binding.queues[RX_QUEUE].queue_size)))
         self._parts, self._parts_wanted = [], 0
         self._fifo = TxFifo(self.config.tx_window_bytes)
+        # frames queued for the device before it was (re)initialised go with its rings
+        stale = len(self._flows) + (self._waiting is not None)
+        if stale:
+            self._counts["tx_dropped_reset"] += stale
+        self._flows = self._new_flows(self._mtu)
+        self._inflight = self._new_inflight_limit(self._mtu)
         self._waiting = None
         self._tx_interrupts = True
         port = self._open_port(self.settings)
@@ -277,24 +309,30 @@ class VirtioNetClient(VirtioClient):
         if index == RX_QUEUE:
             self._received(binding, used)
         elif index == TX_QUEUE:
-            for u in used:
-                assert isinstance(u.token, int)
-                self._fifo.free(u.token)
+            self._free(binding, used)
             self.pull()
 
     # -- transmitq --------------------------------------------------------------------
 
     def pull(self) -> None:
-        """Frames wait in the port: send them while there is room."""
+        """Take what the port has into the flow queue; send from it while there is room."""
         binding = self._binding
         if binding is None or binding.state is not BindingState.READY:
             return
         queue = binding.queues[TX_QUEUE]
         window = binding.windows["tx"]
-        limit = self.config.tx_inflight_bytes
         self._reclaim(binding)
+        flows = self._flows
+        dropped = flows.dropped
+        while (read := self._read()) is not None:
+            flows.push(read)
+        if flows.dropped != dropped:
+            self._counts["tx_dropped_queue_full"] += flows.dropped - dropped
+        limit = self._inflight.limit
         while True:
-            frame = self._waiting if self._waiting is not None else self._read()
+            if self._waiting is None:
+                self._waiting = flows.pop()
+            frame = self._waiting
             if frame is None:
                 break
             inflight = self._fifo.used_bytes
@@ -302,6 +340,12 @@ class VirtioNetClient(VirtioClient):
             at = self._fifo.alloc(len(frame)) if room and queue.num_free else None
             if at is None:
                 self._waiting = frame
+                if not room and binding.ring_updates:
+                    # the limit holds it: the device's next flush of used buffers
+                    # arrives as a ring update (ring_updated), no notification needed —
+                    # re-arming one after every frame would cost link bytes each time
+                    self._counts["tx_waits"] += 1
+                    break
                 if not self._tx_interrupts:  # blocked: now the device's word is needed
                     self._tx_interrupts = True
                     if binding.interrupts(TX_QUEUE, enabled=True) and self._reclaim(binding):
@@ -320,13 +364,27 @@ class VirtioNetClient(VirtioClient):
             binding.interrupts(TX_QUEUE, enabled=False)
         binding.kick(TX_QUEUE)
 
+    def ring_updated(self, binding: VirtioBinding, index: int) -> None:
+        if index == TX_QUEUE and (self._waiting is not None or self._fifo.used_bytes):
+            # frames are out: take back what the device used as it comes (it times
+            # the in-flight limit's rate) and send what waits for the limit
+            self.pull()
+
     def _reclaim(self, binding: VirtioBinding) -> int:
         """Take back the tx space of the frames the device has used; how many."""
         used = binding.collect(TX_QUEUE)
+        self._free(binding, used)
+        return len(used)
+
+    def _free(self, binding: VirtioBinding, used: list[UsedBuffer[object]]) -> None:
+        if not used:
+            return
+        fifo = self._fifo
+        before = fifo.used_bytes
         for u in used:
             assert isinstance(u.token, int)
-            self._fifo.free(u.token)
-        return len(used)
+            fifo.free(u.token)
+        self._inflight.returned(before - fifo.used_bytes, fifo.used_bytes, now=binding.now)
 
     def _read(self) -> bytes | None:
         """The next frame from the port that the device may get, with its header."""

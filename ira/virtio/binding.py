@@ -58,6 +58,7 @@ from ira.virtio.recovery import Action, Recovery, RecoveryPolicy
 from ira.virtio.ring import QueueBroken
 from ira.virtio.runner import SequenceRunner
 from ira.virtio.steps import Attach, InitFailed, ResetNeeded, Steps
+from ira.wire.bus import BUS_VERSION_FLUSH_ENDS
 
 log = logging.getLogger(__name__)
 S = DeviceStatus
@@ -215,6 +216,18 @@ class VirtioBinding:
         """
         self.recovery.new_row()
         return self._restart(now)
+
+    @property
+    def ring_updates(self) -> bool:
+        """The peer's flushes of ring windows are announced (bus v2): a client told of
+        each by ``ring_updated`` needs no notification to see used buffers."""
+        return self.bus.version >= BUS_VERSION_FLUSH_ENDS
+
+    @property
+    def now(self) -> float:
+        """The time given with the latest bus event, timer or request the binding had
+        (what a client that keeps time, such as a rate, reads in its callbacks)."""
+        return self._now
 
     def next_deadline(self) -> float | None:
         """When the planned reset is due (or a failure waits to be stamped), or None."""
@@ -397,6 +410,8 @@ class VirtioBinding:
             return
         if self.queues[index].callbacks_enabled:
             self._collect_used(index, now)
+        else:
+            self.client.ring_updated(self, index)
 
     def _collect_used(self, index: int, now: float) -> None:
         try:

@@ -45,6 +45,11 @@ class VirtioClient:
     def used(self, binding: VirtioBinding, index: int, used: list[UsedBuffer[object]]) -> None:
         """Chains came back on queue ``index``."""
 
+    def ring_updated(self, binding: VirtioBinding, index: int) -> None:
+        """The device's flush of queue ``index`` arrived while the client has its
+        notifications off (bus v2, ``binding.ring_updates``): a client that polls the
+        ring may look now, at no cost on the link."""
+
     def config_changed(self, binding: VirtioBinding) -> None:
         """The device's configuration generation moved (``binding.config`` is re-read)."""
 

@@ -372,9 +372,53 @@ def test_the_driver_bounds_its_bytes_in_flight() -> None:
     rig = Rig().ready()
     rig.host_port.send(*(tcp_gso_frame(60000) for _ in range(40)))
     limit = rig.client.config.tx_inflight_bytes
-    assert rig.client.statistics()["tx_inflight_bytes"] <= limit
-    assert len(rig.host_port.outgoing) > 30
+    stats = rig.client.statistics()
+    assert stats["tx_inflight_bytes"] <= limit
+    # the rest waits in the driver's flow queue (taken from the port, to be scheduled)
+    assert stats["tx_queued_frames"] > 30 and not rig.host_port.outgoing
     assert rig.run_until(lambda: len(rig.board_port.delivered) == 40)
+    assert rig.client.statistics()["tx_queued_frames"] == 0
+
+
+def _tcp_frame(sport: int, seq: int, size: int = 1400) -> bytes:
+    """A plain TCP/IPv4 frame of flow ``sport``, numbered ``seq``."""
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + 4 + size, 0, 0, 64, 6, 0,
+                     bytes((10, 0, 0, 2)), bytes((10, 0, 0, 1)))  # fmt: skip
+    return (
+        HEADER.pack(0, 0, 0, 0, 0, 0, 0)
+        + ETH[:12]
+        + b"\x08\x00"
+        + ip
+        + struct.pack("!HH", sport, 5201)
+        + seq.to_bytes(4, "big")
+        + bytes(size - 4)
+    )
+
+
+def test_on_a_slow_line_a_sparse_flow_waits_behind_what_is_in_flight_not_the_backlog() -> None:
+    """At 115200 baud the driver keeps only a few frames out (0.05 s of the measured
+    rate, at least its floor) and the rest in its flow queue: a frame of another flow
+    goes after those, not after the whole backlog (which took ~3 s a frame at a time)."""
+    rig = Rig(faults=LineFaults(bytes_per_s=11_520.0, latency_s=0.002)).ready()
+    bulk = [_tcp_frame(40000, i) for i in range(46)]
+    # the sender's stack hands over two frames per frame delivered (TCP's ACK clock in
+    # slow start) until a backlog has built up
+    for i in range(0, 40, 2):
+        rig.host_port.send(bulk[i], bulk[i + 1])
+        assert rig.run_until(lambda: len(rig.board_port.delivered) >= i // 2, timeout_s=20.0)  # noqa: B023
+    rig.host_port.send(*bulk[40:])
+    stats = rig.client.statistics()
+    floor = 4 * (VNET_HDR_BYTES + 18 + 1500)
+    assert stats["tx_inflight_limit"] == floor  # measured: 0.05 s of 11.5 kB/s is less
+    assert stats["tx_inflight_bytes"] <= floor and stats["tx_queued_frames"] > 20
+    sent_at = len(rig.board_port.delivered)
+    sparse = _tcp_frame(40001, 0, size=60)
+    rig.host_port.send(sparse)
+    assert rig.run_until(lambda: sparse in rig.board_port.delivered, timeout_s=20.0)
+    ahead = rig.board_port.delivered.index(sparse) - sent_at
+    assert ahead <= 5  # what was out (4 frames) and the bulk flow's turn
+    assert rig.run_until(lambda: len(rig.board_port.delivered) == 47, timeout_s=60.0)
+    assert [f for f in rig.board_port.delivered if f != sparse] == bulk  # nothing lost
 
 
 def test_a_steady_stream_costs_no_signal_per_frame() -> None:
