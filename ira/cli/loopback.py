@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from ira import __version__, native
 from ira.busmodel.profile import DEFAULT_PROFILE, DeviceSpec, Profile
 from ira.busrt import BoardService, HostClient
 from ira.cli.linktest import measure, parse_size, print_report
@@ -152,6 +153,7 @@ def _open_net(stack: contextlib.ExitStack, board: list[BoardService], mtu: int) 
 def _stack_demo(args: argparse.Namespace) -> bool:
     with contextlib.ExitStack() as stack:
         nm = stack.enter_context(NullModem(NullModemConfig(baud=args.baud)))
+        print(f"ira {__version__}, {native.status()}")
         print(
             f"null-modem: A {nm.path_a}  <->  B {nm.path_b}"
             + (f" at {args.baud} baud" if args.baud else "")
