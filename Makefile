@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml setup.py
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP) $(NATIVE)
 
-# a compiled module older than its source is not used (ira/native.py): rebuild it
+# a compiled module whose source changed since the build is not used (ira/native.py): rebuild
 $(NATIVE): $(STAMP) $(NATIVE_SRC)
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(NATIVE)
