@@ -230,24 +230,17 @@ class HostClient(LinkService):
         self, handle: int, func: int, payload: bytes = b"", *, timeout_s: float | None = None
     ) -> Future[object]:
         """DEVCALL without waiting; the future's result is a ``CallResult``."""
-
-        def start(now: float) -> int:
-            return self.bus.call(handle, func, payload, now=now, timeout_s=timeout_s)
-
-        return self._issue(start, Future())
+        return self._devcall(handle, func, payload, timeout_s, Future())
 
     def call(
         self, handle: int, func: int, payload: bytes = b"", *, timeout_s: float | None = None
     ) -> CallResult:
         """DEVCALL and wait: ``DevcallError`` for a negative status, ``DevcallTimeout``,
         or ``SessionReset`` when the board restarted meanwhile."""
-
-        def start(now: float) -> int:
-            return self.bus.call(handle, func, payload, now=now, timeout_s=timeout_s)
-
         reply: Completion[object] = Completion()
-        self._issue(start, reply)
-        result = self._wait(reply, timeout_s, read_here=True)
+        result = self._wait(
+            self._devcall(handle, func, payload, timeout_s, reply), timeout_s, read_here=True
+        )
         assert isinstance(result, CallResult)
         return result
 
@@ -273,6 +266,14 @@ class HostClient(LinkService):
 
     def statistics(self) -> dict[str, int]:
         return self.runtime.call(self.bus.statistics)
+
+    def _devcall(
+        self, handle: int, func: int, payload: bytes, timeout_s: float | None, outcome: OutcomeT
+    ) -> OutcomeT:
+        def start(now: float) -> int:
+            return self.bus.call(handle, func, payload, now=now, timeout_s=timeout_s)
+
+        return self._issue(start, outcome)
 
     def _issue(self, start: Callable[[float], int], outcome: OutcomeT) -> OutcomeT:
         """Start a request with the cores; ``outcome`` is set when it completes.  A
