@@ -308,9 +308,9 @@ class VirtioNetClient(VirtioClient):
     def used(self, binding: VirtioBinding, index: int, used: list[UsedBuffer[object]]) -> None:
         if index == RX_QUEUE:
             self._received(binding, used)
-        elif index == TX_QUEUE:
+        elif index == TX_QUEUE and binding is self._binding and binding.state is BindingState.READY:
             self._free(binding, used)
-            self.pull()
+            self._send(binding)
 
     # -- transmitq --------------------------------------------------------------------
 
@@ -319,15 +319,21 @@ class VirtioNetClient(VirtioClient):
         binding = self._binding
         if binding is None or binding.state is not BindingState.READY:
             return
-        queue = binding.queues[TX_QUEUE]
-        window = binding.windows["tx"]
-        self._reclaim(binding)
         flows = self._flows
         dropped = flows.dropped
         while (read := self._read()) is not None:
             flows.push(read)
         if flows.dropped != dropped:
             self._counts["tx_dropped_queue_full"] += flows.dropped - dropped
+        self._send(binding)
+
+    def _send(self, binding: VirtioBinding) -> None:
+        """Take back what the device used; hand it queued frames while there is room.
+        (The port is read only when it says it is readable: ``pull``.)"""
+        queue = binding.queues[TX_QUEUE]
+        window = binding.windows["tx"]
+        self._reclaim(binding)
+        flows = self._flows
         limit = self._inflight.limit
         while True:
             if self._waiting is None:
@@ -365,10 +371,12 @@ class VirtioNetClient(VirtioClient):
         binding.kick(TX_QUEUE)
 
     def ring_updated(self, binding: VirtioBinding, index: int) -> None:
-        if index == TX_QUEUE and (self._waiting is not None or self._fifo.used_bytes):
+        if index != TX_QUEUE or binding is not self._binding:
+            return
+        if binding.state is BindingState.READY and (self._waiting or self._fifo.used_bytes):
             # frames are out: take back what the device used as it comes (it times
             # the in-flight limit's rate) and send what waits for the limit
-            self.pull()
+            self._send(binding)
 
     def _reclaim(self, binding: VirtioBinding) -> int:
         """Take back the tx space of the frames the device has used; how many."""
