@@ -31,6 +31,7 @@ CORE_FILES = [
     "ira/venet/port.py",
     "ira/venet/netspec.py",
     "ira/venet/flowqueue.py",
+    "ira/venet/delta.py",
     "ira/venet/device.py",
     "ira/venet/driver.py",
 ]

@@ -22,7 +22,8 @@
     [[device]]
     type = "virtio-net"         # a network interface on each end (ira.venet)
     options = { mtu = 9000 }    # mac (the host's; default derived from the board's
-                                # name), mtu (68..65535, default 1500), offloads
+                                # name), mtu (68..65535, default 1500), offloads,
+                                # header_delta (true: offer header compression)
 
     [[device]]
     type = "virtio-rng"         # virtio entropy (ira.virtio.entropy): `ira virtio rng LINK`
@@ -105,15 +106,18 @@ def _board_info(spec: DeviceSpec, ctx: DeviceContext) -> Device:
 
 def _virtio_net(spec: DeviceSpec, ctx: DeviceContext) -> Device:
     options = dict(spec.options)
-    mac, mtu, offloads = (
+    mac, mtu, offloads, header_delta = (
         options.get("mac"),
         options.get("mtu", DEFAULT_MTU),
         options.get("offloads", True),
+        options.get("header_delta", True),
     )
     if not isinstance(mtu, int) or isinstance(mtu, bool):
         raise ConfigError(f"{spec.name}: options.mtu must be an integer")
     if not isinstance(offloads, bool):
         raise ConfigError(f"{spec.name}: options.offloads must be true or false")
+    if not isinstance(header_delta, bool):
+        raise ConfigError(f"{spec.name}: options.header_delta must be true or false")
     if mac is not None and not isinstance(mac, str):
         raise ConfigError(f"{spec.name}: options.mac must be a string like 02:00:00:00:00:01")
     return VirtioNetDevice(
@@ -121,6 +125,7 @@ def _virtio_net(spec: DeviceSpec, ctx: DeviceContext) -> Device:
         mtu=mtu,
         port=ctx.net_port(spec) if ctx.net_port is not None else None,
         offloads=offloads,
+        header_delta=header_delta,
     )
 
 
@@ -139,7 +144,7 @@ DEVICE_TYPES: dict[str, tuple[DeviceFactory, frozenset[str]]] = {
     "echo": (lambda spec, ctx: Echo(), frozenset()),
     "counter": (lambda spec, ctx: CountingDevice(), frozenset()),
     "ring-loopback": (lambda spec, ctx: RingLoopback(), frozenset()),
-    "virtio-net": (_virtio_net, frozenset({"mac", "mtu", "offloads"})),
+    "virtio-net": (_virtio_net, frozenset({"mac", "mtu", "offloads", "header_delta"})),
     "virtio-rng": (_virtio_rng, frozenset({"seed"})),
 }
 

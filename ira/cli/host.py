@@ -35,6 +35,7 @@ from ira.busrt import HostClient, HostService, VirtioClients
 from ira.cli.board import add_net_arguments
 from ira.errors import ConfigError
 from ira.link.events import LinkDown, LinkUp, PeerRestarted, SessionLost
+from ira.venet.driver import NetDriverConfig
 from ira.venet.service import HostNet, tap_settings
 from ira.virtio.features import feature_names
 from ira.virtio.host import BindingState, VirtioDeviceInfo
@@ -51,6 +52,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = verbs.add_parser("serve", help="follow the devices of boards on one or more links")
     serve.add_argument("links", nargs="+", metavar="LINK", help="link specs")
     add_net_arguments(serve, per_link=True)
+    serve.add_argument(
+        "--no-header-delta",
+        action="store_true",
+        help="send frames with their headers whole (no IRA_HDR_DELTA compression)",
+    )
     serve.set_defaults(func=run_serve)
     lst = verbs.add_parser("list", help="print the devices of the board on LINK")
     lst.add_argument("link", metavar="LINK", help="link spec")
@@ -97,8 +103,9 @@ def _nets(args: argparse.Namespace) -> list[HostNet | None]:
         raise ConfigError(f"{len(args.links)} links need {len(args.links)} --tap, not {len(taps)}")
     if ips and len(ips) != len(taps):
         raise ConfigError(f"give --ip once per --tap ({len(taps)}), or not at all")
+    config = NetDriverConfig(offloads=not args.no_offload, header_delta=not args.no_header_delta)
     return [
-        HostNet.with_tap(tap_settings(tap, ip, offloads=not args.no_offload))
+        HostNet.with_tap(tap_settings(tap, ip, offloads=not args.no_offload), config)
         for tap, ip in zip(taps, ips or [None] * len(taps), strict=True)
     ]
 

@@ -40,6 +40,12 @@ offloads and MTU) and handed to the port; every chain goes back used, with
 zero bytes written.  A malformed frame is dropped and counted by reason
 (``tx_dropped_<reason>``); the device and its interface stay up.
 
+*Header compression* (IRA_HDR_DELTA, offered unless ``header_delta`` is
+off): frames are written to receive buffers encoded against the previous
+frame of their flow (``ira.venet.delta``) once they have their buffers, and
+every transmit chain is decoded, in order, before any other check; a chain
+that cannot be is dropped and counted (``tx_dropped_bad_delta``).
+
 *Carrier*: the board's interface has carrier while a driver has the device
 live, so the board's stack sends nothing into a device nobody reads (the
 port may also drop it while the link is down, ``ira.venet.service``).
@@ -50,9 +56,12 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
+from ira.errors import RemoteProtocolError
+from ira.venet.delta import DeltaDecoder, DeltaEncoder, with_buffers
 from ira.venet.netspec import (
     BASE_FEATURES,
     DEFAULT_MTU,
+    HDR_DELTA,
     LINK_UP,
     NET_ID,
     OFFLOADS,
@@ -74,6 +83,7 @@ from ira.virtio.device import Chain, VirtqueueDevice
 from ira.virtio.features import TRANSPORT_FEATURES, DeviceStatus
 from ira.virtio.ring import QueueBroken
 from ira.virtio.transport import VirtioDevice
+from ira.wire.framedelta import MAX_OVERHEAD
 from ira.wire.venet import VNET_HDR_BYTES
 
 log = logging.getLogger(__name__)
@@ -99,14 +109,19 @@ class VirtioNetDevice(VirtioDevice):
         mtu: int = DEFAULT_MTU,
         port: NetPort | None = None,
         offloads: bool = True,
+        header_delta: bool = True,
     ) -> None:
         """``mac``: the driver's MAC; ``mtu``: used until a port gives its own;
-        ``offloads``: offer checksum/GSO offloads when the port carries headers."""
+        ``offloads``: offer checksum/GSO offloads when the port carries headers;
+        ``header_delta``: offer header compression (IRA_HDR_DELTA)."""
         if len(mac) != 6:
             raise ValueError("a MAC is 6 bytes")
         super().__init__(NetConfig(mac, 0, check_mtu(mtu)).encode())
         self._offer_offloads = offloads
-        self.device_features = TRANSPORT_FEATURES | BASE_FEATURES
+        self._base_features = (
+            TRANSPORT_FEATURES | BASE_FEATURES | (HDR_DELTA if header_delta else 0)
+        )
+        self.device_features = self._base_features
         self._port: NetPort | None = None
         self._mtu = mtu
         self._to_driver = Offloads()
@@ -119,6 +134,10 @@ class VirtioNetDevice(VirtioDevice):
         #: whether the driver's receive buffer notifications are asked for
         self._rx_kicks = True
         self._net: Counter[str] = Counter()
+        #: header compression agreed: frames to the driver encoded, from it decoded
+        self._delta = False
+        self._encoder = DeltaEncoder()
+        self._decoder = DeltaDecoder()
         if port is not None:
             self.attach_port(port)
 
@@ -141,7 +160,7 @@ class VirtioNetDevice(VirtioDevice):
         self._port = port
         self._waiting = None
         offloads = OFFLOADS if self._offer_offloads and port.vnet_hdr else 0
-        self.device_features = TRANSPORT_FEATURES | BASE_FEATURES | offloads
+        self.device_features = self._base_features | offloads
         port.connect(self.pull)
         self.set_mtu(port.mtu)
         self._set_link_status(LINK_UP)
@@ -186,6 +205,7 @@ class VirtioNetDevice(VirtioDevice):
     def statistics(self) -> dict[str, int]:
         counts = super().statistics()
         counts.update(self._net)
+        counts.update({f"rx_{k}": v for k, v in self._encoder.counts.items()})
         return counts
 
     # -- VirtioDevice hooks -----------------------------------------------------
@@ -201,6 +221,9 @@ class VirtioNetDevice(VirtioDevice):
         self._to_driver = Offloads.to_driver(features)
         self._from_driver = Offloads.to_device(features)
         self._mergeable = bool(features & F.MRG_RXBUF.mask)
+        self._delta = bool(features & HDR_DELTA)
+        self._encoder.reset()
+        self._decoder.reset()
         self._held = []
         self._waiting = None
         self._rx_kicks = True
@@ -214,6 +237,7 @@ class VirtioNetDevice(VirtioDevice):
         self._waiting = None
         self._rx_kicks = True
         self._to_driver = self._from_driver = Offloads()
+        self._delta = False
         self._update_carrier()
 
     def needs_reset(self, reason: str) -> None:
@@ -261,9 +285,12 @@ class VirtioNetDevice(VirtioDevice):
 
     def _place(self, ring: VirtqueueDevice, frame: bytes) -> bool:
         """Write ``frame`` into receive buffers; False if there are not enough yet."""
+        encoded = self._encoder.encode(frame) if self._delta else None
+        size = len(frame) if encoded is None else len(encoded.data)
         if self._mergeable:
             room = sum(c.writable_bytes for c in self._held)
-            while room < len(frame):
+            # a compressed frame over several buffers says how many in one more byte
+            while room < size + (encoded is not None and len(self._held) > 1):
                 chain = ring.pop()
                 if chain is None:
                     return False
@@ -278,12 +305,16 @@ class VirtioNetDevice(VirtioDevice):
             chain = self._held.pop() if self._held else ring.pop()
             if chain is None:
                 return False
-            if chain.writable_bytes < len(frame):
+            if chain.writable_bytes < size:
                 self._held = [chain]  # kept for the next frame
                 self._net["rx_dropped_buffer_too_small"] += 1
                 return True
             chains = [chain]
-        data = with_num_buffers(frame, len(chains))
+        if encoded is None:
+            data = with_num_buffers(frame, len(chains))
+        else:
+            data = with_buffers(encoded.data, len(chains))
+            self._encoder.commit(encoded)
         at = 0
         for chain in chains:
             size = min(chain.writable_bytes, len(data) - at)
@@ -298,17 +329,25 @@ class VirtioNetDevice(VirtioDevice):
 
     def _transmit(self, ring: VirtqueueDevice) -> None:
         limit = self._from_driver.max_frame_bytes(self.mtu)
+        if self._delta:
+            limit += MAX_OVERHEAD
         while (chain := ring.pop()) is not None:
-            reason: Drop | None = Drop.OVERSIZE
-            frame = b""
-            if chain.readable_bytes <= limit:
-                frame = ring.read(chain)
-                reason = check_received(frame, self._from_driver, self.mtu)
+            data = ring.read(chain) if chain.readable_bytes <= limit else None
             ring.push(chain, 0)
+            frame, reason = (b"", Drop.OVERSIZE) if data is None else self._frame(data)
             if reason is not None:
                 self._net[f"tx_dropped_{reason.value}"] += 1
                 continue
             self._deliver(frame)
+
+    def _frame(self, data: bytes) -> tuple[bytes, Drop | None]:
+        """The frame a chain holds (decoded, with compression) and why it must be dropped."""
+        if self._delta:
+            try:
+                data = self._decoder.decode(data)
+            except RemoteProtocolError:
+                return data, Drop.BAD_DELTA
+        return data, check_received(data, self._from_driver, self.mtu)
 
     def _deliver(self, frame: bytes) -> None:
         deliver_to_port(self._port, frame, self._net, "tx")

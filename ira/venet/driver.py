@@ -43,6 +43,14 @@ the wire's checks under the negotiated offloads and MTU; malformed frames
 are dropped and counted by reason, ``rx_dropped_<reason>``) and handed to
 the port; the buffers are offered again at once.
 
+*Header compression* (IRA_HDR_DELTA, ira's own feature, accepted unless
+``NetDriverConfig.header_delta`` is off): frames go into the tx window
+encoded against the previous frame of their flow (``ira.venet.delta``), at
+the moment they take their place in the queue, and every frame from the
+receiveq is decoded before it is checked; one that cannot be is dropped and
+counted (``rx_dropped_bad_delta``).  ``num_buffers`` then travels in the
+compressed frame's own head.
+
 *Carrier*: the interface has carrier while the device is ready and its
 STATUS says LINK_UP (the port also drops it while the link is down,
 ``ira.venet.service``); it loses it when the device is removed (DEVDROP,
@@ -65,12 +73,14 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ira.errors import ConfigError
+from ira.errors import ConfigError, RemoteProtocolError
+from ira.venet.delta import DeltaDecoder, DeltaEncoder
 from ira.venet.flowqueue import FlowQueue, InflightLimit
 from ira.venet.netspec import (
     BASE_FEATURES,
     CONFIG_BYTES,
     DEFAULT_MTU,
+    HDR_DELTA,
     OFFLOADS,
     RX_QUEUE,
     TX_QUEUE,
@@ -87,6 +97,7 @@ from ira.venet.vnethdr import Drop
 from ira.virtio.driver import Buffer, UsedBuffer
 from ira.virtio.features import TRANSPORT_FEATURES
 from ira.virtio.host import BindingState, VirtioBinding, VirtioClient, WindowSpec
+from ira.wire.framedelta import num_buffers
 from ira.wire.venet import HEADER, VNET_HDR_BYTES
 
 log = logging.getLogger(__name__)
@@ -115,6 +126,8 @@ class NetDriverConfig:
     tx_inflight_bytes: int = 256 * 1024
     #: accept checksum/GSO offloads (only ever when the port carries headers)
     offloads: bool = True
+    #: accept header compression (IRA_HDR_DELTA, ``ira.venet.delta``)
+    header_delta: bool = True
 
     def __post_init__(self) -> None:
         if self.rx_window_bytes < 2 * 65536 or self.tx_window_bytes < 2 * 65536:
@@ -190,7 +203,8 @@ class VirtioNetClient(VirtioClient):
         self.config = cfg
         self._open_port = open_port
         offloads = OFFLOADS if cfg.offloads and vnet_hdr else 0
-        self.supported_features = TRANSPORT_FEATURES | BASE_FEATURES | offloads
+        delta = HDR_DELTA if cfg.header_delta else 0
+        self.supported_features = TRANSPORT_FEATURES | BASE_FEATURES | offloads | delta
         self.windows = (
             WindowSpec("rx", cfg.rx_window_bytes, device_writable=True),
             WindowSpec("tx", cfg.tx_window_bytes),
@@ -213,6 +227,11 @@ class VirtioNetClient(VirtioClient):
         self._waiting: bytes | None = None  # taken from the flows, waiting for room
         self._tx_interrupts = True  # a queue's notifications start enabled
         self._counts: Counter[str] = Counter()
+        #: header compression agreed (IRA_HDR_DELTA): frames to the device are encoded,
+        #: frames from it decoded, both in queue order
+        self._delta = False
+        self._encoder = DeltaEncoder()
+        self._decoder = DeltaDecoder()
 
     # -- state --------------------------------------------------------------------
 
@@ -230,6 +249,7 @@ class VirtioNetClient(VirtioClient):
         counts["tx_inflight_bytes"] = self._fifo.used_bytes
         counts["tx_inflight_limit"] = self._inflight.limit
         counts["tx_queued_frames"] = len(self._flows)
+        counts.update({f"tx_{k}": v for k, v in self._encoder.counts.items()})
         if self._binding is not None:
             counts["device_resets"] = self._binding.resets
         return counts
@@ -253,6 +273,9 @@ class VirtioNetClient(VirtioClient):
         self._to_device = Offloads.to_device(features)
         self._from_device = Offloads.to_driver(features)
         self._mergeable = bool(features & F.MRG_RXBUF.mask)
+        self._delta = bool(features & HDR_DELTA)
+        self._encoder.reset()
+        self._decoder.reset()
         self._mtu = config.mtu if features & F.MTU.mask else DEFAULT_MTU
         self._link_status = config.link_up if features & F.STATUS.mask else True
         self.settings = InterfaceSettings(config.mac if features & F.MAC.mask else None, self._mtu)
@@ -341,9 +364,11 @@ class VirtioNetClient(VirtioClient):
             frame = self._waiting
             if frame is None:
                 break
+            encoded = self._encoder.encode(frame) if self._delta else None
+            data = frame if encoded is None else encoded.data
             inflight = self._fifo.used_bytes
-            room = not inflight or inflight + len(frame) <= limit
-            at = self._fifo.alloc(len(frame)) if room and queue.num_free else None
+            room = not inflight or inflight + len(data) <= limit
+            at = self._fifo.alloc(len(data)) if room and queue.num_free else None
             if at is None:
                 self._waiting = frame
                 if not room and binding.ring_updates:
@@ -359,8 +384,10 @@ class VirtioNetClient(VirtioClient):
                 self._counts["tx_waits"] += 1
                 break
             self._waiting = None
-            window.write(at, frame)
-            queue.add([Buffer.at(window.window_id, at, len(frame))], [], at)
+            window.write(at, data)
+            queue.add([Buffer.at(window.window_id, at, len(data))], [], at)
+            if encoded is not None:
+                self._encoder.commit(encoded)
             self._counts["tx_frames"] += 1
             self._counts["tx_bytes"] += len(frame) - VNET_HDR_BYTES
         if self._waiting is None and self._tx_interrupts:
@@ -422,18 +449,27 @@ class VirtioNetClient(VirtioClient):
             if self._parts_wanted:
                 self._parts.append(data)
             else:
-                if len(data) < VNET_HDR_BYTES:
+                if len(data) < (1 if self._delta else VNET_HDR_BYTES):
                     self._counts[f"rx_dropped_{Drop.TRUNCATED.value}"] += 1
                     continue
-                wanted = HEADER.unpack_from(data)[-1] if self._mergeable else 1
+                wanted = 1
+                if self._mergeable:
+                    wanted = num_buffers(data) if self._delta else HEADER.unpack_from(data)[-1]
                 if not 1 <= wanted <= outstanding + 1:
                     self._counts["rx_dropped_bad_num_buffers"] += 1
                     continue
                 self._parts, self._parts_wanted = [data], wanted
             if len(self._parts) == self._parts_wanted:
-                # num_buffers is the transport's business: the stack gets 0, as from a TAP
-                frame = b"".join([with_num_buffers(self._parts[0], 0), *self._parts[1:]])
-                self._parts, self._parts_wanted = [], 0
+                parts, self._parts, self._parts_wanted = self._parts, [], 0
+                if self._delta:
+                    try:
+                        frame = self._decoder.decode(b"".join(parts))
+                    except RemoteProtocolError:
+                        self._counts[f"rx_dropped_{Drop.BAD_DELTA.value}"] += 1
+                        continue
+                else:
+                    # num_buffers is the transport's business: the stack gets 0, as from a TAP
+                    frame = b"".join([with_num_buffers(parts[0], 0), *parts[1:]])
                 self._deliver(frame)
         self._offer_rx(binding)
 

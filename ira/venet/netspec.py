@@ -82,6 +82,9 @@ class NetFeature(enum.IntEnum):
     MRG_RXBUF = 15
     #: the device reports link status in ``status``
     STATUS = 16
+    #: ira's own: buffers hold compressed frames (``ira.wire.framedelta``); the top of
+    #: the device-type range, where virtio-net has defined nothing
+    IRA_HDR_DELTA = 127
 
     @property
     def mask(self) -> int:
@@ -98,6 +101,8 @@ HOST_OFFLOADS = F.CSUM.mask | F.HOST_TSO4.mask | F.HOST_TSO6.mask | F.HOST_ECN.m
 OFFLOADS = GUEST_OFFLOADS | HOST_OFFLOADS
 #: what every venet device and driver speak, offloads aside
 BASE_FEATURES = F.MAC.mask | F.MTU.mask | F.STATUS.mask | F.MRG_RXBUF.mask
+#: header compression, offered and accepted unless configured off
+HDR_DELTA = F.IRA_HDR_DELTA.mask
 
 #: §5.1.3.1: a feature -> the features of which at least one must come with it
 _REQUIRES: dict[NetFeature, int] = {

@@ -51,6 +51,8 @@ class Drop(enum.Enum):
     BAD_HDR_LEN = "bad_hdr_len"
     #: NEEDS_CSUM with csum_start + csum_offset + 2 beyond the end of the Ethernet frame
     BAD_CSUM = "bad_csum"
+    #: a compressed frame (IRA_HDR_DELTA) that is malformed or names a context it cannot use
+    BAD_DELTA = "bad_delta"
     # -- the frame was fine but could not be delivered --
     #: the receiving queue was full (the reader is behind)
     QUEUE_FULL = "queue_full"
@@ -76,6 +78,7 @@ _MALFORMED = frozenset(
         Drop.BAD_FLAGS,
         Drop.BAD_GSO_TYPE,
         Drop.BAD_GSO,
+        Drop.BAD_DELTA,
         Drop.BAD_HDR_LEN,
         Drop.BAD_CSUM,
     }

@@ -21,6 +21,8 @@ from construct import (
     Check,
     Const,
     FormatField,
+    IfThenElse,
+    Pass,
     Rebuild,
     Renamed,
     SizeofError,
@@ -32,7 +34,13 @@ from ira.wire import MessageSpec, WireSpec
 
 #: every wire module documented in docs/PROTOCOL.md, in order; a module that
 #: does not exist yet, or has no ``SPEC`` yet, is skipped (with a warning)
-WIRE_MODULES = ("ira.wire.link", "ira.wire.bus", "ira.wire.virtio", "ira.wire.venet")
+WIRE_MODULES = (
+    "ira.wire.link",
+    "ira.wire.bus",
+    "ira.wire.virtio",
+    "ira.wire.venet",
+    "ira.wire.framedelta",
+)
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md"
 
@@ -96,6 +104,9 @@ def _type(sc: Any) -> tuple[str, int | None]:
         if isinstance(sc.length, int):
             return f"bytes[{sc.length}]", sc.length
         return f"bytes[{_expr(sc.length)}]", None
+    if isinstance(sc, IfThenElse) and sc.elsesubcon is Pass:
+        inner, size = _type(sc.thensubcon)
+        return f"{inner} if {_expr(sc.condfunc)}", None
     if isinstance(sc, Array):
         count = sc.count if isinstance(sc.count, int) else _expr(sc.count)
         return f"entry[{count}]", None

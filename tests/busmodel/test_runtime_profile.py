@@ -9,12 +9,15 @@ import pytest
 from ira.busmodel.profile import (
     DEFAULT_BOARD,
     DEFAULT_PROFILE,
+    DeviceContext,
     DeviceSpec,
     Profile,
+    build_device,
     load_profile,
     parse_profile,
 )
 from ira.errors import ConfigError
+from ira.venet.netspec import HDR_DELTA
 
 GOOD = """
 board = "bb-1"
@@ -90,3 +93,20 @@ def test_load_profile_reads_the_file_and_names_it(tmp_path: Path) -> None:
     assert load_profile(path).board == "bb-1"
     with pytest.raises(ConfigError, match="cannot read the profile"):
         load_profile(tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize(("value", "offered"), [("true", True), ("false", False)])
+def test_a_network_device_offers_header_compression_as_its_profile_says(
+    value: str, offered: bool
+) -> None:
+    profile = parse_profile(
+        f"[[device]]\ntype = 'virtio-net'\noptions = {{header_delta = {value}}}"
+    )
+    device = build_device(profile.devices[0], DeviceContext(board="b", started_at=0.0))
+    assert bool(device.device_features & HDR_DELTA) is offered  # type: ignore[attr-defined]
+
+
+def test_a_header_compression_option_that_is_not_a_boolean_is_refused() -> None:
+    profile = parse_profile("[[device]]\ntype = 'virtio-net'\noptions = {header_delta = 1}")
+    with pytest.raises(ConfigError, match=r"options\.header_delta must be true or false"):
+        build_device(profile.devices[0], DeviceContext(board="b", started_at=0.0))

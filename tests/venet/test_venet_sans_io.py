@@ -9,6 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SANS_IO = ["ira/venet/vnethdr.py", "ira/venet/port.py", "ira/wire/venet.py"]
+SANS_IO += ["ira/venet/delta.py", "ira/wire/framedelta.py"]
 IO_MODULES = {"os", "socket", "select", "selectors", "threading", "asyncio", "fcntl", "time"}
 IO_MODULES |= {"subprocess", "ctypes", "serial", "usb", "termios"}
 #: the venet modules that do I/O; a sans-I/O module must not reach them either
