@@ -41,7 +41,9 @@ full queue drops from its fattest flow (``tx_dropped_queue_full``).
 checked against what is outstanding), checked whole (``check_received``:
 the wire's checks under the negotiated offloads and MTU; malformed frames
 are dropped and counted by reason, ``rx_dropped_<reason>``) and handed to
-the port; the buffers are offered again at once.
+the port.  The buffers are offered again once half of them have come back
+(as Linux's virtio-net refills): the device always has at least half, and a
+ring update per received frame would cost bytes toward the board each time.
 
 *Header compression* (IRA_HDR_DELTA, ira's own feature, accepted unless
 ``NetDriverConfig.header_delta`` is off): frames go into the tx window
@@ -219,6 +221,7 @@ class VirtioNetClient(VirtioClient):
         self._mtu = DEFAULT_MTU
         self._slot_bytes = PAGE_BYTES
         self._free_slots: deque[int] = deque()  # FIFO, like the queue's descriptors
+        self._refill_at = 1  # free slots offered again once this many have come back
         self._parts: list[bytes] = []  # buffers of a merged frame so far
         self._parts_wanted = 0
         self._fifo = TxFifo(cfg.tx_window_bytes)
@@ -289,6 +292,7 @@ class VirtioNetClient(VirtioClient):
         # buffers used in order each descriptor names the same slot lap after lap,
         # so re-offering a buffer rewrites ring bytes that need not be sent again.
         self._free_slots = deque(range(min(slots, binding.queues[RX_QUEUE].queue_size)))
+        self._refill_at = max(1, len(self._free_slots) // 2)
         self._parts, self._parts_wanted = [], 0
         self._fifo = TxFifo(self.config.tx_window_bytes)
         # frames queued for the device before it was (re)initialised go with its rings
@@ -305,6 +309,10 @@ class VirtioNetClient(VirtioClient):
             port.set_offloads(self._to_device)
         port.connect(self.pull)
         self._offer_rx(binding)
+        if binding.ring_updates:
+            # the device's flushes of its used ring are announced (ring_updated): its
+            # receive notifications, and re-arming them per frame, would only cost bytes
+            binding.interrupts(RX_QUEUE, enabled=False)
         self._update_carrier()
         self.pull()
 
@@ -398,9 +406,14 @@ class VirtioNetClient(VirtioClient):
         binding.kick(TX_QUEUE)
 
     def ring_updated(self, binding: VirtioBinding, index: int) -> None:
-        if index != TX_QUEUE or binding is not self._binding:
+        if binding is not self._binding or binding.state is not BindingState.READY:
             return
-        if binding.state is BindingState.READY and (self._waiting or self._fifo.used_bytes):
+        if index == RX_QUEUE:
+            used = binding.collect(RX_QUEUE)
+            if used:
+                self._received(binding, used)
+            return
+        if self._waiting or self._fifo.used_bytes:
             # frames are out: take back what the device used as it comes (it times
             # the in-flight limit's rate) and send what waits for the limit
             self._send(binding)
@@ -428,6 +441,11 @@ class VirtioNetClient(VirtioClient):
     # -- receiveq ---------------------------------------------------------------------
 
     def _offer_rx(self, binding: VirtioBinding) -> None:
+        """Offer the free receive slots once half of them are free (as Linux's virtio-net
+        refills): the device keeps at least half, and each offer of buffers costs bytes
+        toward the board, one per frame on a slow line."""
+        if len(self._free_slots) < self._refill_at:
+            return
         queue = binding.queues[RX_QUEUE]
         window = binding.windows["rx"]
         size = self._slot_bytes
