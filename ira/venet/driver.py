@@ -18,9 +18,11 @@ starts taking frames.
 *Memory*: two data windows.  ``rx`` is the device's to write, cut into
 fixed slots: 4 KiB pages with MRG_RXBUF (a frame takes as many as it needs,
 ``num_buffers`` says how many), else slots that hold the largest frame the
-device may send.  ``tx`` is the driver's, used as a FIFO: each frame is
-written whole at the next free offset, one descriptor per frame, and the
-space comes back when the device returns the chain.
+device may send.  ``tx`` is the driver's, used as a FIFO of 2 KiB units:
+each frame is written whole at the next free unit, one descriptor per
+frame, and the space comes back when the device returns the chain (in units,
+a stream of like frames lands where the same descriptor put it a lap
+before, so the descriptor's bytes need not cross again).
 
 *transmitq*: the port is read as frames come, into a queue per flow
 (``ira.venet.flowqueue``: fq_codel's flow queueing); frames go to the device,
@@ -108,6 +110,8 @@ log = logging.getLogger(__name__)
 PAGE_BYTES = 4096
 #: the size of each queue asked for
 QUEUE_SIZE = 256
+#: frames take the tx window in units of this many bytes (a whole MTU-1500 frame each)
+TX_UNIT = 2048
 
 
 def _full_frame(mtu: int) -> int:
@@ -148,20 +152,28 @@ class InterfaceSettings:
 
 
 class TxFifo:
-    """Space in the tx window, handed out in order and taken back in any order."""
+    """Space in the tx window, handed out in order and taken back in any order.
 
-    def __init__(self, size_bytes: int) -> None:
+    Space goes in whole ``unit``s: a stream of frames of one size then takes the
+    same offsets lap after lap, as the queue hands out its descriptors, so a
+    descriptor's address stays what it was and its update sends no bytes.
+    ``used_bytes`` counts the frames' own bytes.
+    """
+
+    def __init__(self, size_bytes: int, unit: int = 1) -> None:
         self.size_bytes = size_bytes
-        self._live: deque[list[int]] = deque()  # [start, end, done] oldest first
+        self.unit = unit
+        self._live: deque[list[int]] = deque()  # [start, end, done, length] oldest first
         self._by_start: dict[int, list[int]] = {}
         self.used_bytes = 0
 
     def alloc(self, length: int) -> int | None:
         """The offset of ``length`` free contiguous bytes, or None."""
-        start = self._place(length)
+        span = -(-length // self.unit) * self.unit
+        start = self._place(span)
         if start is None:
             return None
-        entry = [start, start + length, 0]
+        entry = [start, start + span, 0, length]
         self._live.append(entry)
         self._by_start[start] = entry
         self.used_bytes += length
@@ -181,7 +193,7 @@ class TxFifo:
     def free(self, start: int) -> None:
         entry = self._by_start.pop(start)
         entry[2] = 1
-        self.used_bytes -= entry[1] - entry[0]
+        self.used_bytes -= entry[3]
         while self._live and self._live[0][2]:
             self._live.popleft()
 
@@ -224,7 +236,7 @@ class VirtioNetClient(VirtioClient):
         self._refill_at = 1  # free slots offered again once this many have come back
         self._parts: list[bytes] = []  # buffers of a merged frame so far
         self._parts_wanted = 0
-        self._fifo = TxFifo(cfg.tx_window_bytes)
+        self._fifo = TxFifo(cfg.tx_window_bytes, TX_UNIT)
         self._flows = self._new_flows(DEFAULT_MTU)
         self._inflight = self._new_inflight_limit(DEFAULT_MTU)
         self._waiting: bytes | None = None  # taken from the flows, waiting for room
@@ -294,7 +306,7 @@ class VirtioNetClient(VirtioClient):
         self._free_slots = deque(range(min(slots, binding.queues[RX_QUEUE].queue_size)))
         self._refill_at = max(1, len(self._free_slots) // 2)
         self._parts, self._parts_wanted = [], 0
-        self._fifo = TxFifo(self.config.tx_window_bytes)
+        self._fifo = TxFifo(self.config.tx_window_bytes, TX_UNIT)
         # frames queued for the device before it was (re)initialised go with its rings
         stale = len(self._flows) + (self._waiting is not None)
         if stale:
