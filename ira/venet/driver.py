@@ -101,7 +101,7 @@ from ira.venet.vnethdr import Drop
 from ira.virtio.driver import Buffer, UsedBuffer
 from ira.virtio.features import TRANSPORT_FEATURES
 from ira.virtio.host import BindingState, VirtioBinding, VirtioClient, WindowSpec
-from ira.wire.framedelta import num_buffers
+from ira.wire.framedelta import MAX_OVERHEAD, num_buffers
 from ira.wire.venet import HEADER, VNET_HDR_BYTES
 
 log = logging.getLogger(__name__)
@@ -294,17 +294,24 @@ class VirtioNetClient(VirtioClient):
         self._mtu = config.mtu if features & F.MTU.mask else DEFAULT_MTU
         self._link_status = config.link_up if features & F.STATUS.mask else True
         self.settings = InterfaceSettings(config.mac if features & F.MAC.mask else None, self._mtu)
+        # the longest frame the device may write (a compressed one may be a little longer)
+        largest = self._from_device.max_frame_bytes(self._mtu) + (
+            MAX_OVERHEAD if self._delta else 0
+        )
         if self._mergeable:
             self._slot_bytes = PAGE_BYTES
         else:
-            largest = self._from_device.max_frame_bytes(self._mtu)
             self._slot_bytes = -(-largest // PAGE_BYTES) * PAGE_BYTES
         slots = self.config.rx_window_bytes // self._slot_bytes
         # Slots are offered in FIFO order, as the queue hands out descriptors: with
         # buffers used in order each descriptor names the same slot lap after lap,
         # so re-offering a buffer rewrites ring bytes that need not be sent again.
         self._free_slots = deque(range(min(slots, binding.queues[RX_QUEUE].queue_size)))
-        self._refill_at = max(1, len(self._free_slots) // 2)
+        # Offered again once half are free; never more than would leave the device
+        # without the buffers to finish one frame: a device short of buffers holds at
+        # most per_frame - 1 of them, so the driver then has the rest.
+        offered, per_frame = len(self._free_slots), -(-largest // self._slot_bytes)
+        self._refill_at = max(1, min(offered // 2, offered - per_frame + 1))
         self._parts, self._parts_wanted = [], 0
         self._fifo = TxFifo(self.config.tx_window_bytes, TX_UNIT)
         # frames queued for the device before it was (re)initialised go with its rings

@@ -25,7 +25,13 @@ from ira.link.core import Link
 from ira.link.events import LinkEvent
 from ira.link.simulate import LineFaults, LinkPair
 from ira.venet.device import VirtioNetDevice
-from ira.venet.driver import QUEUE_SIZE, InterfaceSettings, TxFifo, VirtioNetClient
+from ira.venet.driver import (
+    QUEUE_SIZE,
+    InterfaceSettings,
+    NetDriverConfig,
+    TxFifo,
+    VirtioNetClient,
+)
 from ira.venet.netspec import (
     GUEST_OFFLOADS,
     HDR_DELTA,
@@ -112,9 +118,11 @@ class Rig:
         policy: FeaturePolicy | None = None,
         seed: int = 0,
         bus_version_max: int = BUS_VERSION_MAX,
+        driver_config: NetDriverConfig | None = None,
     ) -> None:
         self.board_port = MemPort("board", vnet_hdr=board_vnet, mtu=mtu)
         self.host_port = MemPort("host", vnet_hdr=host_vnet)
+        self.driver_config = driver_config
         self.opened: list[InterfaceSettings] = []
         self.clients: list[VirtioNetClient] = []
         self.device = VirtioNetDevice(MAC, port=self.board_port)
@@ -144,7 +152,9 @@ class Rig:
             self.host_port.mtu = settings.mtu
             return self.host_port
 
-        client = VirtioNetClient(open_port, vnet_hdr=self.host_port.vnet_hdr)
+        client = VirtioNetClient(
+            open_port, vnet_hdr=self.host_port.vnet_hdr, config=self.driver_config
+        )
         self.clients.append(client)
         return client
 
@@ -367,6 +377,34 @@ def test_gso_segments_cross_whole(mergeable: bool, delta: bool) -> None:
     if mergeable:  # a 64 KiB segment takes 16 or 17 pages
         pages = sum(-(-len(s) // 4096) for s in segments)
         assert rig.device.statistics()["queue0_chains_pushed"] == pages == 41
+
+
+@pytest.mark.parametrize("mergeable", [True, False], ids=["mrg_rxbuf", "big-buffers"])
+def test_the_smallest_receive_window_still_takes_a_stream_of_gso_segments(
+    mergeable: bool,
+) -> None:
+    """128 KiB of receive buffers (the least allowed): 32 pages, and a 64 KiB segment
+    takes 17 of them: a device short of buffers holds at most 16 for the segment it is
+    writing, so the other 16 must be enough for the driver to offer them again."""
+    policy = None if mergeable else FeaturePolicy(allowed=~F.MRG_RXBUF.mask)
+    config = NetDriverConfig(rx_window_bytes=128 * 1024)
+    rig = Rig(policy=policy, driver_config=config).ready()
+    segments = [tcp_gso_frame(65483 - n) for n in range(12)]
+    rig.board_port.send(*segments)
+    assert rig.run_until(lambda: len(rig.host_port.delivered) == len(segments))
+    assert rig.host_port.delivered == segments
+
+
+def test_a_receive_slot_holds_the_longest_compressed_frame() -> None:
+    """Without MRG_RXBUF each receive slot holds the longest frame; compressed, a frame
+    may be up to MAX_OVERHEAD bytes longer (here 8,192 bytes become 8,194)."""
+    masked = F.MRG_RXBUF.mask | GUEST_OFFLOADS
+    rig = Rig(mtu=8162, policy=FeaturePolicy(allowed=~masked)).ready()
+    longest = frame(bytes(8192 - 28))  # 12 + 14 + 4 + 8162 bytes: the MTU with a VLAN tag
+    assert len(longest) == 8192
+    rig.board_port.send(longest)
+    assert rig.run_until(lambda: rig.host_port.delivered == [longest])
+    assert "rx_dropped_buffer_too_small" not in rig.device.statistics()
 
 
 def test_a_backlog_waits_in_the_port_and_nothing_is_lost() -> None:
