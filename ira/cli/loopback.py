@@ -260,8 +260,18 @@ def _network(net: _Net, host: HostClient, args: argparse.Namespace) -> bool:
         f"  venet (host end): sent {counts.get('tx_frames', 0)} frames, received "
         f"{counts.get('rx_frames', 0)}, dropped {sum(dropped.values())}"
         + (f" {dropped}" if dropped else "")
+        + _compression(counts)
     )
     return ok
+
+
+def _compression(counts: dict[str, int]) -> str:
+    """What header compression (IRA_HDR_DELTA) saved on the frames sent, if it was on."""
+    frames = sum(counts.get(f"tx_delta_{kind}_frames", 0) for kind in ("raw", "set", "delta"))
+    if not frames:
+        return ""
+    saved = counts.get("tx_delta_bytes_saved", 0)
+    return f"; headers compressed: {saved / frames:.0f} bytes a frame saved"
 
 
 def _link_line(s: LinkStatistics) -> str:

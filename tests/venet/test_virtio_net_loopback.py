@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -49,6 +50,8 @@ def test_as_root_ping_and_tcp_cross_two_namespaces() -> None:
     assert "3 packets transmitted, 3 received, 0% packet loss" in out
     assert "SHA-256 matches" in out
     assert "summary" in out and "link (host end):" in out
+    assert re.search(r"headers compressed: \d+ bytes a frame saved", out), out
+    assert "IRA_HDR_DELTA" in out  # among the features agreed
     assert _namespaces_of(proc.pid) == []
 
 
