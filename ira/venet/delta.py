@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from ira.errors import RemoteProtocolError
 from ira.venet.flowqueue import flow_key
+from ira.venet.netspec import with_num_buffers
 from ira.wire.framedelta import (
     HEAD_KIND_SHIFT,
     HEAD_NB,
@@ -48,10 +49,11 @@ _NO_BUFFERS = b"\0\0"
 
 
 def _without_buffers(frame: bytes) -> bytes:
-    """``frame`` with its header's ``num_buffers`` 0 (a frame too short for it: as it is)."""
+    """``frame`` with its header's ``num_buffers`` 0 (a frame too short for it: as it is);
+    no copy when it is 0 already, as it nearly always is."""
     if len(frame) < VNET_HDR_BYTES or frame[_NB_AT:VNET_HDR_BYTES] == _NO_BUFFERS:
         return frame
-    return frame[:_NB_AT] + _NO_BUFFERS + frame[VNET_HDR_BYTES:]
+    return with_num_buffers(frame, 0)
 
 
 def header_bytes(frame: bytes) -> int:

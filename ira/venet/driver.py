@@ -307,11 +307,10 @@ class VirtioNetClient(VirtioClient):
         # buffers used in order each descriptor names the same slot lap after lap,
         # so re-offering a buffer rewrites ring bytes that need not be sent again.
         self._free_slots = deque(range(min(slots, binding.queues[RX_QUEUE].queue_size)))
-        # Offered again once half are free; never more than would leave the device
-        # without the buffers to finish one frame: a device short of buffers holds at
-        # most per_frame - 1 of them, so the driver then has the rest.
-        offered, per_frame = len(self._free_slots), -(-largest // self._slot_bytes)
-        self._refill_at = max(1, min(offered // 2, offered - per_frame + 1))
+        # Offered again once half are free. A device short of buffers holds at most one
+        # frame's worth less one (16 pages for a 64 KiB segment), so the driver then has
+        # the rest, at least half of the 32 pages of the least rx window allowed.
+        self._refill_at = max(1, len(self._free_slots) // 2)
         self._parts, self._parts_wanted = [], 0
         self._fifo = TxFifo(self.config.tx_window_bytes, TX_UNIT)
         # frames queued for the device before it was (re)initialised go with its rings
