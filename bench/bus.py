@@ -54,9 +54,9 @@ from ira.busmodel.events import (
     WindowAttached,
 )
 from ira.busmodel.window import Window
-from ira.busrt import BoardService, HostClient
 from ira.link.events import Channel, MessageReceived, SessionStarted
-from ira.link.nullmodem import NullModem, NullModemConfig
+from ira.runtime import BoardService, HostClient
+from ira.tools.nullmodem import NullModem, NullModemConfig
 
 #: calls kept in flight by the pipelining benchmark
 IN_FLIGHT = 256

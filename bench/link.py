@@ -39,14 +39,14 @@ import time
 from types import TracebackType
 
 from ira import native
-from ira.cli.linktest import measure
 from ira.link.config import LinkConfig
 from ira.link.core import Link
 from ira.link.events import Channel, LinkEvent, MessageReceived
-from ira.link.nullmodem import NullModem, NullModemConfig
-from ira.link.runtime import LinkRuntime
-from ira.link.serialport import open_serial
-from ira.link.transport import Transport
+from ira.runtime.link import LinkRuntime
+from ira.tools.linktest import measure
+from ira.tools.nullmodem import NullModem, NullModemConfig
+from ira.transports.base import Transport
+from ira.transports.serial import open_serial
 
 #: bytes of one raw write and of one link message in the throughput runs
 CHUNK_BYTES = 65536

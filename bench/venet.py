@@ -54,8 +54,8 @@ from pathlib import Path
 
 from ira import native
 from ira.cli.loopback import missing_for_namespaces
-from ira.link.nullmodem import NullModem, NullModemConfig
-from ira.venet.netns import NetNs, remove_stale
+from ira.runtime.netns import NetNs, remove_stale
+from ira.tools.nullmodem import NullModem, NullModemConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "venet"))
 import test_virtio_net_root as root_rig  # type: ignore[import-not-found]

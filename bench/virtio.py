@@ -42,10 +42,10 @@ import random
 import time
 
 from ira import native
-from ira.busmodel.profile import DeviceSpec, Profile
-from ira.busrt import BoardService, HostClient
 from ira.cli.virtio import entropy_binding, read_entropy
-from ira.link.nullmodem import NullModem, NullModemConfig
+from ira.runtime import BoardService, HostClient
+from ira.runtime.profile import DeviceSpec, Profile
+from ira.tools.nullmodem import NullModem, NullModemConfig
 from ira.virtio.device import VirtqueueDevice
 from ira.virtio.driver import UsedBuffer
 from ira.virtio.entropy import CHUNK_BYTES, ENTROPY_ID, Entropy, EntropyClient

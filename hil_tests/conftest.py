@@ -23,7 +23,7 @@ from rig import (
     backstop_timeout_s,
 )
 
-from ira.link.nullmodem import NullModem
+from ira.tools.nullmodem import NullModem
 
 _HERE = Path(__file__).resolve().parent
 _SETTINGS = pytest.StashKey[RigSettings]()

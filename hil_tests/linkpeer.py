@@ -14,8 +14,8 @@ import sys
 import time
 
 from ira.link.events import LinkEvent, MessageReceived
-from ira.link.runtime import LinkRuntime
-from ira.link.transport import open_transport
+from ira.runtime.link import LinkRuntime
+from ira.transports import open_transport
 
 
 def main(argv: list[str]) -> int:

@@ -30,12 +30,12 @@ import pytest
 
 import ira
 from ira.busmodel.events import BusEvent
-from ira.busrt import HostClient
 from ira.errors import ConfigError
 from ira.link.config import LinkConfig
-from ira.link.nullmodem import NullModem, NullModemConfig
-from ira.link.serialport import DEFAULT_BAUD, parse_serial_spec
-from ira.link.transport import scheme_of
+from ira.runtime import HostClient
+from ira.tools.nullmodem import NullModem, NullModemConfig
+from ira.transports import scheme_of
+from ira.transports.serial import DEFAULT_BAUD, parse_serial_spec
 
 ENV_LINK_A = "IRA_LINK_A"
 ENV_LINK_B = "IRA_LINK_B"

@@ -17,7 +17,7 @@ from pathlib import Path
 from rig import BOARD_NAME, STOCK_TYPES, Child, Rig, run_ira, stock_profile, write_profile
 
 import ira
-from ira.busrt import HostClient
+from ira.runtime import HostClient
 
 #: how soon a hot add or remove must show on the host (issue 3's figure)
 HOTSWAP_S = 1.0

@@ -20,8 +20,8 @@ from rig import STOCK_TYPES, Child, Recorder, Rig, stock_profile
 
 from ira.busmodel.devices.counting import CounterFunc
 from ira.busmodel.events import BusEvent, BusReady, DeviceAdded, DeviceRemoved
-from ira.busrt import CallResult, HostClient
 from ira.link.events import LinkDown, LinkUp, PeerRestarted, SessionLost
+from ira.runtime import CallResult, HostClient
 
 #: how long after the dead interval the devices must be back (issue 3's figure)
 REDISCOVERY_SLACK_S = 1.0

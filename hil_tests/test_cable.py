@@ -11,7 +11,7 @@ import json
 
 from rig import Rig
 
-from ira.cli.linktest import measure
+from ira.tools.linktest import measure
 
 MIB = 1 << 20
 

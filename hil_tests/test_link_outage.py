@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 
 from rig import LINK_CONFIG, Rig
 
-from ira.cli.linktest import MessageSource, Verdict, check
 from ira.link.events import (
     Channel,
     LinkDown,
@@ -26,8 +25,9 @@ from ira.link.events import (
     SessionLost,
     SessionStarted,
 )
-from ira.link.runtime import LinkRuntime
-from ira.link.transport import open_transport
+from ira.runtime.link import LinkRuntime
+from ira.tools.linktest import MessageSource, Verdict, check
+from ira.transports import open_transport
 
 KIB = 1 << 10
 MIB = 1 << 20

@@ -26,8 +26,8 @@ from ira.link.events import (
     SessionLost,
     SessionStarted,
 )
-from ira.link.runtime import LinkRuntime
-from ira.link.transport import open_transport
+from ira.runtime.link import LinkRuntime
+from ira.transports import open_transport
 
 _SEQ = struct.Struct("<Q")
 #: B sends a numbered message this often while it waits

@@ -37,7 +37,7 @@ MODULES: tuple[str, ...] = (
     "ira.link.receiver",
     "ira.link.framing",
     "ira.link.events",
-    "ira.link.runtime",
+    "ira.runtime.link",
     "ira.busmodel.events",
     "ira.busmodel.bus",
     "ira.busmodel.connector",

@@ -1,9 +1,15 @@
-"""The sans-I/O cores import no I/O (STYLE §1).
+"""The import contract: packages in layers, and sans-I/O cores (DESIGN §2, STYLE §1).
 
-Every module of the cores is parsed, not imported: each ``import`` and
-``from ... import`` anywhere in it (functions included) is checked against the
-modules that do I/O or read clocks.  The cores may import each other and
-``ira.errors``, nothing else of ira, so that no I/O comes in through the back door.
+Every module of ira is parsed, not imported: each ``import`` and ``from ... import``
+anywhere in it (functions included) is checked.  Two rules:
+
+* **Layers.** Packages are ordered ``wire < link < busmodel < virtio < venet <
+  transports < runtime < tools < cli``; a module imports only from its own package
+  and the packages below it, and from the foundation modules (``ira``,
+  ``ira.errors``, ``ira.native``), which import no package of ira.
+* **Sans-I/O.** The protocol cores (``wire`` … ``venet``) import no module that does
+  I/O, reads a clock or starts a thread; only transports, runtimes, tools and the
+  CLI do.
 """
 
 from __future__ import annotations
@@ -16,26 +22,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "ira"
 
-#: the sans-I/O cores: single modules and whole packages
-CORE_FILES = [
-    "ira/link/core.py",
-    "ira/link/sender.py",
-    "ira/link/receiver.py",
-    "ira/link/framing.py",
-    "ira/link/config.py",
-    "ira/link/events.py",
-    "ira/link/simulate.py",
-    "ira/link/faults.py",
-    "ira/errors.py",
-    "ira/venet/vnethdr.py",
-    "ira/venet/port.py",
-    "ira/venet/netspec.py",
-    "ira/venet/flowqueue.py",
-    "ira/venet/delta.py",
-    "ira/venet/device.py",
-    "ira/venet/driver.py",
-]
-CORE_PACKAGES = ["ira/wire", "ira/busmodel", "ira/virtio"]
+#: the packages of ira, bottom to top
+LAYERS = ["wire", "link", "busmodel", "virtio", "venet", "transports", "runtime", "tools", "cli"]
+#: the sans-I/O cores: the layers up to and including venet
+CORE_LAYERS = LAYERS[: LAYERS.index("venet") + 1]
+#: modules directly under ira/ that any package may import; they import no package of ira
+FOUNDATION = {"ira", "ira.errors", "ira.native"}
 
 FORBIDDEN = {
     "serial",
@@ -53,11 +45,12 @@ FORBIDDEN = {
 }
 
 
+def all_modules() -> list[Path]:
+    return sorted(PACKAGE.rglob("*.py"))
+
+
 def core_modules() -> list[Path]:
-    paths = [ROOT / f for f in CORE_FILES]
-    for package in CORE_PACKAGES:
-        paths += sorted((ROOT / package).rglob("*.py"))
-    return paths
+    return [p for p in all_modules() if layer_of(module_name(p)) in CORE_LAYERS]
 
 
 def module_name(path: Path) -> str:
@@ -67,9 +60,14 @@ def module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-CORE_NAMES = {module_name(p) for p in core_modules()}
-#: ira packages whose ``__init__`` a core may pass through (they must stay empty of I/O too)
-CORE_PARENTS = {"ira", "ira.link", "ira.venet"}
+def layer_of(name: str) -> str | None:
+    """The package (layer) of a module of ira, or None for a foundation module."""
+    parts = name.split(".")
+    if name == "ira.__main__":  # ``python -m ira``: the command line
+        return "cli"
+    if len(parts) < 2 or parts[0] != "ira" or name in FOUNDATION:
+        return None
+    return parts[1]
 
 
 def existing_module(name: str) -> str:
@@ -121,10 +119,41 @@ def imports_in(source: str, package: str) -> list[tuple[int, str]]:
     return found
 
 
-def test_the_cores_are_where_the_contract_says() -> None:
-    for f in CORE_FILES:
-        assert (ROOT / f).is_file(), f
-    assert len(core_modules()) > len(CORE_FILES)
+def upward_imports(name: str, imports: list[tuple[int, str]]) -> list[str]:
+    """Imports of module ``name`` that reach a higher layer (or a package not in LAYERS)."""
+    own = layer_of(name)
+    bad = []
+    for line, imported in imports:
+        if imported.split(".")[0] != "ira":
+            continue
+        resolved = existing_module(imported)  # ``from ira import __version__`` is ``ira``
+        target = layer_of(resolved)
+        second = imported.split(".")[1] if "." in imported else ""
+        if resolved == "ira" and second and not second.startswith("__"):
+            bad.append(f"{line}: imports {imported}, a package not in LAYERS")
+            continue
+        if target is None:
+            if own is None and resolved not in FOUNDATION:
+                bad.append(f"{line}: foundation module imports {imported}")
+            continue
+        if target not in LAYERS:
+            bad.append(f"{line}: imports {imported}, a package not in LAYERS")
+        elif own is None or LAYERS.index(target) > LAYERS.index(own):
+            bad.append(f"{line}: imports {imported} ({target} is above {own or 'the foundation'})")
+    return bad
+
+
+def test_every_package_has_a_layer() -> None:
+    packages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    assert packages == set(LAYERS)
+    for name in FOUNDATION - {"ira"}:
+        assert (PACKAGE / f"{name.split('.')[1]}.py").is_file(), name
+
+
+@pytest.mark.parametrize("path", all_modules(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_module_imports_nothing_above_its_layer(path: Path) -> None:
+    bad = upward_imports(module_name(path), imports_of(path))
+    assert not bad, "\n".join(f"{path.relative_to(ROOT)}:{b}" for b in bad)
 
 
 @pytest.mark.parametrize("path", core_modules(), ids=lambda p: str(p.relative_to(ROOT)))
@@ -137,22 +166,33 @@ def test_core_module_imports_no_io(path: Path) -> None:
     assert not bad, "\n".join(bad)
 
 
-@pytest.mark.parametrize("path", core_modules(), ids=lambda p: str(p.relative_to(ROOT)))
-def test_core_module_imports_only_other_cores_of_ira(path: Path) -> None:
-    bad = []
-    for line, name in imports_of(path):
-        if name.split(".")[0] != "ira":
-            continue
-        module = existing_module(name)  # ``from ira import __version__`` is ``ira``
-        if module not in CORE_NAMES and module not in CORE_PARENTS:
-            bad.append(f"{path.relative_to(ROOT)}:{line}: imports {module}")
-    assert not bad, "\n".join(bad)
+def test_foundation_modules_on_a_cores_way_do_no_io_but_the_build_check() -> None:
+    """``ira/__init__`` and ``ira.errors`` are imported by every core: no I/O there."""
+    for name in ("__init__.py", "errors.py"):
+        assert not [n for _, n in imports_of(PACKAGE / name) if n.split(".")[0] in FORBIDDEN]
 
 
-@pytest.mark.parametrize("name", sorted(CORE_PARENTS))
-def test_packages_on_the_way_import_no_io(name: str) -> None:
-    init = PACKAGE.parent.joinpath(*name.split("."), "__init__.py")
-    assert not [n for _, n in imports_of(init) if n.split(".")[0] in FORBIDDEN]
+@pytest.mark.parametrize(
+    ("module", "source", "verdict"),
+    [
+        ("ira.busmodel.profile", "from ira.venet.device import VirtioNet\n", "above"),
+        ("ira.link.core", "def f():\n    import ira.runtime.link\n", "above"),
+        ("ira.wire.bus", "from ira.link import events\n", "above"),
+        ("ira.venet.driver", "importlib.import_module('ira.cli.main')\n", "above"),
+        ("ira.errors", "from ira.link.core import Link\n", "foundation"),
+        ("ira.link.core", "from ira.gadgets import x\n", "not in LAYERS"),
+        ("ira.cli.main", "from ira.runtime.host import HostService\n", None),
+        ("ira.venet.driver", "from ira.virtio.driver import VirtqueueDriver\n", None),
+        ("ira.runtime.link", "from ira import native\nfrom ira.errors import IraError\n", None),
+    ],
+)
+def test_the_checker_refuses_upward_imports(module: str, source: str, verdict: str | None) -> None:
+    package = module.rpartition(".")[0]
+    bad = upward_imports(module, imports_in(source, package))
+    if verdict is None:
+        assert bad == []
+    else:
+        assert bad and verdict in bad[0], bad
 
 
 def test_the_checker_sees_imports_everywhere() -> None:

@@ -29,10 +29,10 @@ import sys
 import threading
 from types import FrameType
 
-from ira.busmodel.profile import DEFAULT_PROFILE, DeviceSpec, Profile, load_profile
-from ira.busrt import BoardService, ProfileChange
 from ira.errors import ConfigError
-from ira.venet.service import BoardNet, tap_settings
+from ira.runtime import BoardService, ProfileChange
+from ira.runtime.network import BoardNet, tap_settings
+from ira.runtime.profile import DEFAULT_PROFILE, DeviceSpec, Profile, load_profile
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

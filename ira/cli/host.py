@@ -31,12 +31,12 @@ from collections.abc import Callable
 from types import FrameType
 
 from ira.busmodel.events import BusEvent, BusReady, DeviceAdded, DeviceInfo, DeviceRemoved
-from ira.busrt import HostClient, HostService, VirtioClients
 from ira.cli.board import add_net_arguments
 from ira.errors import ConfigError
 from ira.link.events import LinkDown, LinkUp, PeerRestarted, SessionLost
+from ira.runtime import HostClient, HostService, VirtioClients
+from ira.runtime.network import HostNet, tap_settings
 from ira.venet.driver import NetDriverConfig
-from ira.venet.service import HostNet, tap_settings
 from ira.virtio.features import feature_names
 from ira.virtio.host import BindingState, VirtioDeviceInfo
 

@@ -35,16 +35,17 @@ from pathlib import Path
 from types import FrameType
 
 from ira import __version__, native
-from ira.busmodel.profile import DEFAULT_PROFILE, DeviceSpec, Profile
-from ira.busrt import BoardService, HostClient
-from ira.cli.linktest import measure, parse_size, print_report
+from ira.cli.linktest import print_report
 from ira.errors import IraError, TransportError
 from ira.link.core import LinkStatistics
-from ira.link.nullmodem import NullModem, NullModemConfig
-from ira.venet.endpoint import FrameEndpoint
-from ira.venet.netns import NetNs, remove_stale
+from ira.runtime import BoardService, HostClient
+from ira.runtime.endpoint import FrameEndpoint
+from ira.runtime.netns import NetNs, remove_stale
+from ira.runtime.network import BoardNet, HostNet, TapSettings
+from ira.runtime.profile import DEFAULT_PROFILE, DeviceSpec, Profile
+from ira.tools.linktest import measure, parse_size
+from ira.tools.nullmodem import NullModem, NullModemConfig
 from ira.venet.netspec import feature_list, format_mac
-from ira.venet.service import BoardNet, HostNet, TapSettings
 from ira.wire.venet import VNET_HDR_BYTES
 
 BOARD_IP, HOST_IP = "10.77.0.1", "10.77.0.2"

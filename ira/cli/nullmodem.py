@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from types import FrameType
 
 from ira.errors import ConfigError, TransportError
-from ira.link.nullmodem import DirectionStatistics, NullModem, NullModemConfig
+from ira.tools.nullmodem import DirectionStatistics, NullModem, NullModemConfig
 
 #: how often the waiting loop looks up from its queue (signals also wake it)
 _POLL_S = 0.5

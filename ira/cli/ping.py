@@ -12,8 +12,8 @@ import argparse
 import math
 import time
 
-from ira.busrt import HostClient
 from ira.errors import ConfigError, DevcallError, DevcallTimeout, SessionReset
+from ira.runtime import HostClient
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -19,8 +19,8 @@ import sys
 import time
 from dataclasses import dataclass
 
-from ira.busrt import HostClient
 from ira.errors import ConfigError, DevcallTimeout, TransportError
+from ira.runtime import HostClient
 from ira.virtio.entropy import ENTROPY_ID, EntropyClient
 from ira.virtio.host import BindingState, VirtioBinding
 

@@ -48,7 +48,7 @@ that cannot be is dropped and counted (``tx_dropped_bad_delta``).
 
 *Carrier*: the board's interface has carrier while a driver has the device
 live, so the board's stack sends nothing into a device nobody reads (the
-port may also drop it while the link is down, ``ira.venet.service``).
+port may also drop it while the link is down, ``ira.runtime.network``).
 """
 
 from __future__ import annotations

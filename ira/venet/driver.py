@@ -57,7 +57,7 @@ compressed frame's own head.
 
 *Carrier*: the interface has carrier while the device is ready and its
 STATUS says LINK_UP (the port also drops it while the link is down,
-``ira.venet.service``); it loses it when the device is removed (DEVDROP,
+``ira.runtime.network``); it loses it when the device is removed (DEVDROP,
 board restart) or needs a reset, and regains it when the device is ready
 again (the host resets it by itself, ``ira.virtio.host.RecoveryPolicy``) or
 a new binding becomes ready on the same interface.

@@ -8,7 +8,7 @@
   virtio-net header once features are negotiated, and the ``FramePolicy``
   a receiver checks them with;
 * ``NetPort``: what the device and the driver need of the network stack they
-  bridge to (a TAP or an in-process endpoint, adapted by ``ira.venet.service``).
+  bridge to (a TAP or an in-process endpoint, adapted by ``ira.runtime.network``).
 
 Direction names follow virtio: *rx* (receiveq, queue 0) carries frames from
 the device to the driver, *tx* (transmitq, queue 1) from the driver to the

@@ -1,8 +1,8 @@
 """The small interface every frame port offers: a TAP, or an in-process endpoint.  Sans-I/O.
 
 A *port* is where venet hands Ethernet frames to a network stack and takes
-them back: ``ira.venet.tap.Tap`` (a Linux TAP interface) or
-``ira.venet.endpoint.FrameEndpoint`` (a pair of in-process queues, for tests
+them back: ``ira.runtime.tap.Tap`` (a Linux TAP interface) or
+``ira.runtime.endpoint.FrameEndpoint`` (a pair of in-process queues, for tests
 and embedding programs).  Both are non-blocking and selectable:
 
 * ``read_frame()`` returns the next frame the stack sent, or ``None`` when

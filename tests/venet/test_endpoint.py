@@ -9,9 +9,9 @@ import pytest
 from venetrig import Pump
 
 from ira.errors import ConfigError, TransportError
-from ira.venet.endpoint import FrameEndpoint
+from ira.runtime.endpoint import FrameEndpoint
+from ira.runtime.tap import Tap
 from ira.venet.port import FramePort
-from ira.venet.tap import Tap
 from ira.venet.vnethdr import Drop
 from ira.wire.venet import PLAIN_HEADER, GsoType, HdrFlags, VnetHdr, pack_header
 

@@ -18,11 +18,11 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from ira.busmodel.profile import DeviceSpec, Profile
-from ira.busrt import BoardService, HostClient
-from ira.link.nullmodem import NullModem
-from ira.venet.endpoint import FrameEndpoint
-from ira.venet.service import BoardNet, HostNet
+from ira.runtime import BoardService, HostClient
+from ira.runtime.endpoint import FrameEndpoint
+from ira.runtime.network import BoardNet, HostNet
+from ira.runtime.profile import DeviceSpec, Profile
+from ira.tools.nullmodem import NullModem
 from ira.wire.venet import HEADER
 
 pytestmark = pytest.mark.timeout(20)
@@ -121,7 +121,7 @@ def stack() -> Iterator[contextlib.ExitStack]:
 def test_a_reloaded_mtu_reaches_both_interfaces(
     stack: contextlib.ExitStack, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="ira.venet.service")
+    caplog.set_level(logging.INFO, logger="ira.runtime.network")
     rig = Rig(stack)
     assert rig.crosses(1400)
     rig.reloaded(9000)
@@ -137,7 +137,7 @@ def test_a_reloaded_mtu_reaches_both_interfaces(
 def test_a_fixed_board_mtu_is_kept_and_said_so(
     stack: contextlib.ExitStack, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="ira.venet.service")
+    caplog.set_level(logging.INFO, logger="ira.runtime.network")
     rig = Rig(stack, fixed_mtu=True)
     rig.reloaded(9000)
     assert rig.board_port.mtu == 1500 and rig.host_port.mtu == 1500

@@ -12,7 +12,7 @@ import pytest
 from venetrig import require_root_support
 
 from ira.errors import ConfigError, TransportError
-from ira.venet.netns import NetNs, list_netns, remove_stale, run_in_netns
+from ira.runtime.netns import NetNs, list_netns, remove_stale, run_in_netns
 
 pytestmark = pytest.mark.root
 

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from venetrig import missing_root_support, require_root_support
 
-from ira.busmodel.profile import DeviceContext, DeviceSpec, build_device
 from ira.errors import ConfigError, TransportError
-from ira.venet import tap as tap_module
-from ira.venet.netns import NetNs
+from ira.runtime import tap as tap_module
+from ira.runtime.netns import NetNs
+from ira.runtime.profile import DeviceContext, DeviceSpec, build_device
+from ira.runtime.tap import TAP_MAX_MTU, TCP_OFFLOADS, Offload, Tap, TapConfig
 from ira.venet.netspec import parse_mac
-from ira.venet.tap import TAP_MAX_MTU, TCP_OFFLOADS, Offload, Tap, TapConfig
 from ira.venet.vnethdr import Drop
 from ira.wire.venet import VNET_HDR_BYTES
 
@@ -155,6 +155,7 @@ def test_vnet_hdr_and_offloads_are_set(ns: NetNs) -> None:
 @pytest.mark.root
 def test_frames_the_kernel_sends_are_read(ns: NetNs) -> None:
     """An ARP request for an address on the link comes out of the TAP, header first."""
+    require_root_support(ping=True)
     config = TapConfig(name="ira0", netns=ns, addresses=("192.0.2.1/24",), vnet_hdr=True)
     with Tap(config) as tap:
         assert tap.read_frame() is None  # non-blocking

@@ -17,8 +17,8 @@ from typing import Protocol
 import pytest
 from venetrig import Pump, ping, require_root_support, sha256, tcp_transfer
 
-from ira.venet.netns import NetNs, list_netns
-from ira.venet.tap import TCP_OFFLOADS, Offload, Tap, TapConfig
+from ira.runtime.netns import NetNs, list_netns
+from ira.runtime.tap import TCP_OFFLOADS, Offload, Tap, TapConfig
 from ira.venet.vnethdr import Drop
 from ira.wire.venet import GSO_ECN, VNET_HDR_BYTES, GsoType, HdrFlags
 

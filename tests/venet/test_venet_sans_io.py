@@ -13,7 +13,7 @@ SANS_IO += ["ira/venet/delta.py", "ira/wire/framedelta.py"]
 IO_MODULES = {"os", "socket", "select", "selectors", "threading", "asyncio", "fcntl", "time"}
 IO_MODULES |= {"subprocess", "ctypes", "serial", "usb", "termios"}
 #: the venet modules that do I/O; a sans-I/O module must not reach them either
-IO_OF_IRA = {"ira.venet.tap", "ira.venet.netns", "ira.venet.endpoint"}
+IO_OF_IRA = {"ira.runtime.tap", "ira.runtime.netns", "ira.runtime.endpoint"}
 
 
 @pytest.mark.parametrize("path", SANS_IO)

@@ -14,7 +14,7 @@ from venetrig import require_root_support
 
 import ira.cli.loopback as loopback
 from ira.cli.main import main
-from ira.venet.netns import list_netns
+from ira.runtime.netns import list_netns
 
 QUICK = ["loopback", "--bytes", "256K", "--tcp-bytes", "1M", "-c", "3"]
 

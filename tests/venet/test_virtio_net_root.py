@@ -26,12 +26,12 @@ from pathlib import Path
 import pytest
 from venetrig import ping, require_root_support
 
-from ira.busmodel.profile import DeviceSpec, Profile
-from ira.busrt import BoardService, HostClient
-from ira.link.nullmodem import NullModem, NullModemConfig
-from ira.venet.netns import NetNs, list_netns
+from ira.runtime import BoardService, HostClient
+from ira.runtime.netns import NetNs, list_netns
+from ira.runtime.network import BoardNet, HostNet, TapSettings
+from ira.runtime.profile import DeviceSpec, Profile
+from ira.tools.nullmodem import NullModem, NullModemConfig
 from ira.venet.netspec import NetPort, Offloads
-from ira.venet.service import BoardNet, HostNet, TapSettings
 from ira.venet.vnethdr import Drop
 from ira.wire.venet import HEADER, GsoType, HdrFlags
 

@@ -22,7 +22,7 @@ from types import TracebackType
 
 import pytest
 
-from ira.venet.netns import NetNs
+from ira.runtime.netns import NetNs
 from ira.venet.port import FramePort
 
 

@@ -16,12 +16,12 @@ from collections.abc import Iterator
 import pytest
 
 from ira.busmodel.events import BusEvent, DeviceAdded, DeviceRemoved, WindowUpdated
-from ira.busmodel.profile import DeviceSpec, Profile
-from ira.busrt import BoardService, HostClient
 from ira.cli.main import main
 from ira.cli.virtio import entropy_binding, read_entropy
 from ira.errors import DevcallTimeout
-from ira.link.nullmodem import NullModem
+from ira.runtime import BoardService, HostClient
+from ira.runtime.profile import DeviceSpec, Profile
+from ira.tools.nullmodem import NullModem
 from ira.virtio import BindingState, Buffer, DeviceStatus, Feature
 from ira.virtio.calls import VIRTIO_TYPE
 from ira.virtio.device import VirtqueueDevice

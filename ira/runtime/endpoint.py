@@ -2,7 +2,7 @@
 
 ``FrameEndpoint.pair()`` returns two connected endpoints; a frame written to
 one is read from the other.  Each is a frame port (``ira.venet.port``) like
-``ira.venet.tap.Tap``: non-blocking ``read_frame``/``write_frame``, a
+``ira.runtime.tap.Tap``: non-blocking ``read_frame``/``write_frame``, a
 ``fileno`` that is readable while frames are waiting, the same checks and
 drop counters.  Tests and programs that embed ira put one end where a TAP
 would be and drive the other.

@@ -10,8 +10,9 @@ from typing import Self
 
 from ira.errors import LocalProtocolError
 from ira.link.config import LinkConfig
-from ira.link.runtime import LinkRuntime, Upper
-from ira.link.transport import Transport, open_transport
+from ira.runtime.link import LinkRuntime, Upper
+from ira.transports import open_transport
+from ira.transports.base import Transport
 
 
 def open_link(link: str | Transport) -> Transport:

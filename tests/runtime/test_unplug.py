@@ -19,10 +19,10 @@ import pytest
 
 from ira.busmodel.devices.counting import CounterFunc
 from ira.busmodel.events import BusEvent, DeviceRemoved
-from ira.busrt import BoardService, CallResult, HostClient
 from ira.link.config import LinkConfig
 from ira.link.events import LinkDown, LinkUp, PeerRestarted, SessionLost
-from ira.link.nullmodem import NullModem
+from ira.runtime import BoardService, CallResult, HostClient
+from ira.tools.nullmodem import NullModem
 
 pytestmark = pytest.mark.timeout(30)
 

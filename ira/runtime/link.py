@@ -68,7 +68,7 @@ from ira.link.events import (
     SessionLost,
     SessionStarted,
 )
-from ira.link.transport import Transport
+from ira.transports.base import Transport
 
 log = logging.getLogger(__name__)
 

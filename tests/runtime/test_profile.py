@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ira.busmodel.profile import (
+from ira.errors import ConfigError
+from ira.runtime.profile import (
     DEFAULT_BOARD,
     DEFAULT_PROFILE,
     DeviceContext,
@@ -16,7 +17,6 @@ from ira.busmodel.profile import (
     load_profile,
     parse_profile,
 )
-from ira.errors import ConfigError
 from ira.venet.netspec import HDR_DELTA
 
 GOOD = """

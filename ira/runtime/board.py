@@ -13,17 +13,17 @@ from ira.busmodel.config import ConnectorConfig
 from ira.busmodel.connector import Connector
 from ira.busmodel.device import Device
 from ira.busmodel.events import ConnectorEvent, HostRegistered
-from ira.busmodel.profile import (
+from ira.link.config import LinkConfig
+from ira.link.events import LinkDown, LinkUp, PeerRestarted, SessionLost
+from ira.runtime.base import LinkService, link_numbers
+from ira.runtime.profile import (
     DEFAULT_PROFILE,
     DeviceContext,
     DeviceSpec,
     Profile,
     build_device,
 )
-from ira.busrt.base import LinkService, link_numbers
-from ira.link.config import LinkConfig
-from ira.link.events import LinkDown, LinkUp, PeerRestarted, SessionLost
-from ira.link.transport import Transport
+from ira.transports.base import Transport
 from ira.venet.netspec import NetPort
 
 T = TypeVar("T")

@@ -13,11 +13,11 @@ import pytest
 
 from ira.busmodel.devices.counting import CounterFunc, CountingDevice
 from ira.busmodel.events import BusEvent, DeviceAdded, DeviceRemoved
-from ira.busmodel.profile import DEFAULT_PROFILE, DeviceSpec, Profile
-from ira.busrt import BoardService, CallResult, HostClient
 from ira.errors import DevcallError, LinkClosed
-from ira.link.mem import mem_pair
-from ira.link.nullmodem import NullModem
+from ira.runtime import BoardService, CallResult, HostClient
+from ira.runtime.profile import DEFAULT_PROFILE, DeviceSpec, Profile
+from ira.tools.nullmodem import NullModem
+from ira.transports.mem import mem_pair
 from ira.wire.bus import Status
 
 pytestmark = pytest.mark.timeout(10)

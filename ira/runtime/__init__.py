@@ -1,4 +1,11 @@
-"""The bus model over real links: a board service and host clients, thread-safe.
+"""The runtimes: everything that runs the sans-I/O cores over real I/O.
+
+``link`` (``LinkRuntime``: a link core over a transport, its loop and timers),
+``board`` and ``host`` (the bus model over a link), ``network`` (venet's device
+and driver bridged to a TAP or an in-process endpoint), ``tap``, ``endpoint`` and
+``netns`` (the network ports and namespaces), ``profile`` (board profiles).
+
+The bus model over real links: a board service and host clients, thread-safe.
 
 ``BoardService`` runs a ``Connector`` (the board's container of devices, built
 from a ``Profile``) over one link; ``HostClient`` runs a ``Bus`` over one link
@@ -15,8 +22,8 @@ Both services are context managers: the loop starts on entry and is stopped on
 exit, and an exception that stopped the loop is re-raised to the caller.
 """
 
-from ira.busrt.board import BoardService, ProfileChange
-from ira.busrt.host import (
+from ira.runtime.board import BoardService, ProfileChange
+from ira.runtime.host import (
     VIRTIO_CLIENTS,
     CallResult,
     HostClient,

@@ -12,12 +12,12 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from ira.errors import LinkClosed
-from ira.link import runtime as runtime_module
 from ira.link.config import LinkConfig
 from ira.link.events import Channel, LinkEvent, MessageReceived
-from ira.link.mem import mem_pair
-from ira.link.runtime import LinkRuntime
-from ira.link.transport import Transport
+from ira.runtime import link as runtime_module
+from ira.runtime.link import LinkRuntime
+from ira.transports.base import Transport
+from ira.transports.mem import mem_pair
 
 pytestmark = pytest.mark.timeout(30)
 

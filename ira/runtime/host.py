@@ -33,7 +33,6 @@ from ira.busmodel.events import (
     WindowDetached,
     WindowUpdated,
 )
-from ira.busrt.base import LinkService
 from ira.errors import (
     DevcallTimeout,
     IraError,
@@ -43,8 +42,9 @@ from ira.errors import (
 )
 from ira.link.config import LinkConfig
 from ira.link.events import LinkDown, LinkUp, PeerRestarted, SessionLost
-from ira.link.runtime import Completion
-from ira.link.transport import Transport
+from ira.runtime.base import LinkService
+from ira.runtime.link import Completion
+from ira.transports.base import Transport
 from ira.virtio.calls import VIRTIO_TYPE
 from ira.virtio.entropy import ENTROPY_ID, EntropyClient
 from ira.virtio.features import FeaturePolicy

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from ira.errors import ConfigError
-from ira.link.nullmodem import NullModem, NullModemConfig, NullModemStatistics
-from ira.link.serialport import SerialTransport, open_serial
+from ira.tools.nullmodem import NullModem, NullModemConfig, NullModemStatistics
+from ira.transports.serial import SerialTransport, open_serial
 
 
 def recv_all(port: SerialTransport, size: int, timeout_s: float = 20.0) -> bytes:

@@ -16,7 +16,7 @@ MTU, addresses and up/down, five classic ``SIOCSIF*`` ioctls on a datagram
 socket.  That is a page of standard-library code, against a large dependency
 and a netlink layer we would have to trust and type.  A namespace costs no
 netlink either: ``/dev/net/tun`` and the control sockets are opened on a
-thread that has entered the namespace (``ira.venet.netns.run_in_netns``), and
+thread that has entered the namespace (``ira.runtime.netns.run_in_netns``), and
 a TAP and a socket stay in the namespace they were created in, so every later
 call works from any thread without entering it again.  The price is one IPv4
 address per interface (``SIOCSIFADDR`` sets the primary one; any number of
@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from ira.errors import ConfigError, TransportError
-from ira.venet.netns import run_in_netns
+from ira.runtime.netns import run_in_netns
 from ira.venet.netspec import parse_mac
 from ira.venet.port import Buffer, PortCounters, PortStatistics
 from ira.venet.vnethdr import Drop, FramePolicy

@@ -1,4 +1,4 @@
-"""Completion: the one-shot outcome a blocking request waits for (ira.link.runtime)."""
+"""Completion: the one-shot outcome a blocking request waits for (ira.runtime.link)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from concurrent.futures import InvalidStateError
 
 import pytest
 
-from ira.link.runtime import Completion
+from ira.runtime.link import Completion
 
 
 def test_a_value_set_is_the_result_for_every_reader() -> None:

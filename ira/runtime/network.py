@@ -43,13 +43,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from ira.busmodel.events import BusReady, HostRegistered
-from ira.busmodel.profile import DeviceSpec
 from ira.errors import IraError, TransportError
 from ira.link.events import LinkDown, LinkUp, PeerRestarted
+from ira.runtime.profile import DeviceSpec
+from ira.runtime.tap import TAP_MAX_MTU, Offload, Tap, TapConfig
 from ira.venet.driver import InterfaceSettings, NetDriverConfig, VirtioNetClient
 from ira.venet.netspec import NET_ID, NetPort, Offloads, format_mac, generated_mac
 from ira.venet.port import FramePort, PortStatistics
-from ira.venet.tap import TAP_MAX_MTU, Offload, Tap, TapConfig
 from ira.virtio.host import VirtioClient
 
 log = logging.getLogger(__name__)

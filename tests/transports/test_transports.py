@@ -18,10 +18,11 @@ import pytest
 import serial
 
 from ira.errors import ConfigError, LinkClosed, TransportError
-from ira.link.mem import mem_pair
-from ira.link.nullmodem import NullModem
-from ira.link.serialport import DEFAULT_BAUD, SerialOptions, open_serial, parse_serial_spec
-from ira.link.transport import Transport, open_transport
+from ira.tools.nullmodem import NullModem
+from ira.transports import open_transport
+from ira.transports.base import Transport
+from ira.transports.mem import mem_pair
+from ira.transports.serial import DEFAULT_BAUD, SerialOptions, open_serial, parse_serial_spec
 
 Pair = tuple[Transport, Transport]
 

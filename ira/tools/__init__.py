@@ -1,0 +1,1 @@
+"""Tools that tests, benches and the CLI share: the virtual null-modem, the cable test."""
