@@ -4,15 +4,21 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench hil fuzz soak clean deps
+.PHONY: run test lint typecheck bench hil fuzz soak clean deps sysdeps
+
+# programs the tests, benches and `make run` call, and the Debian packages that have them:
+# installed as root with apt-get when missing (scripts/sysdeps), else the tests skip with a
+# reason; gcc compiles the hot modules (ira/native.py)
+SYSDEPS := ping:iputils-ping ip:iproute2 gcc:gcc
 
 # the hot modules that the install compiles with mypyc (ira/native.py lists them)
 NATIVE     := $(VENV)/.native
 # their tests, run again on the Python sources (IRA_NATIVE=0) by make test
-PURE_TESTS := tests/link tests/busmodel
+PURE_TESTS := tests/link tests/busmodel tests/runtime
 NATIVE_SRC := $(shell sed -n 's/^    "ira\.\([a-z_.]*\)",$$/ira.\1/p' ira/native.py | tr . / | sed 's/$$/.py/')
 
 $(STAMP): pyproject.toml setup.py
+	@scripts/sysdeps $(SYSDEPS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
@@ -25,13 +31,16 @@ $(NATIVE): $(STAMP) $(NATIVE_SRC)
 
 deps: $(NATIVE)
 
+sysdeps:
+	@scripts/sysdeps $(SYSDEPS)
+
 ## run: the whole stack on one machine over a virtual null-modem
-run: $(NATIVE)
+run: sysdeps $(NATIVE)
 	$(BIN)/ira loopback
 
 ## test: lint, type check and the full test suite (what CI runs)
 ## (the sans-I/O cores' tests run twice: compiled, and as the Python they are written in)
-test: lint typecheck $(NATIVE)
+test: sysdeps lint typecheck $(NATIVE)
 	$(BIN)/pytest -q
 	IRA_NATIVE=0 $(BIN)/pytest -q $(PURE_TESTS)
 
