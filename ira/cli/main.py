@@ -25,6 +25,7 @@ SUBCOMMANDS = (
     "ira.cli.host",
     "ira.cli.ping",
     "ira.cli.virtio",
+    "ira.cli.udev",
 )
 
 
