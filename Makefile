@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 # programs the tests, benches and `make run` call, and the Debian packages that have them:
 # installed as root with apt-get when missing (scripts/sysdeps), else the tests skip with a
 # reason; gcc compiles the hot modules (ira/native.py)
-SYSDEPS := ping:iputils-ping ip:iproute2 gcc:gcc udevadm:udev
+SYSDEPS := ping:iputils-ping ip:iproute2 gcc:gcc udevadm:udev ser2net:ser2net
 
 # the hot modules that the install compiles with mypyc (ira/native.py lists them)
 NATIVE     := $(VENV)/.native

@@ -419,8 +419,10 @@ class SerialTransport:
 
     def _stop_writer(self, writer: threading.Thread) -> None:
         """Unblock a writer stuck in pyserial's write, then join it."""
+        cancel = getattr(self._port, "cancel_write", None)  # not every URL handler has it
         try:
-            self._port.cancel_write()
+            if cancel is not None:
+                cancel()
         except (serial.SerialException, OSError, ValueError) as exc:
             log.debug("cancel_write on %s: %s", self.name, exc)
         writer.join(0.2)
