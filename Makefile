@@ -29,6 +29,17 @@ $(NATIVE): $(STAMP) $(NATIVE_SRC)
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(NATIVE)
 
+# the HIL suite through labgrid's pytest plugin runs in a venv of its own: labgrid replaces
+# pyserial with its fork (pyserial-labgrid), and ira must work with either
+LG_VENV  := .venv-labgrid
+LG_STAMP := $(LG_VENV)/.installed
+
+$(LG_STAMP): pyproject.toml setup.py
+	$(PYTHON) -m venv $(LG_VENV)
+	$(LG_VENV)/bin/pip install --quiet --upgrade pip
+	IRA_NATIVE=0 $(LG_VENV)/bin/pip install --quiet -e '.[labgrid,test]'
+	touch $(LG_STAMP)
+
 deps: $(NATIVE)
 
 sysdeps:
@@ -40,7 +51,7 @@ run: sysdeps $(NATIVE)
 
 ## test: lint, type check and the full test suite (what CI runs)
 ## (the sans-I/O cores' tests run twice: compiled, and as the Python they are written in)
-test: sysdeps lint typecheck $(NATIVE)
+test: sysdeps lint typecheck $(NATIVE) $(LG_STAMP)
 	$(BIN)/pytest -q
 	IRA_NATIVE=0 $(BIN)/pytest -q $(PURE_TESTS)
 
@@ -72,5 +83,5 @@ soak: $(NATIVE)
 	IRA_SOAK=1 $(BIN)/pytest -q -m slow tests hil_tests
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build
+	rm -rf $(VENV) $(LG_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build
 	rm -f ira_native__mypyc.*.so ira/*/*.so ira/_native_build.json

@@ -1,7 +1,8 @@
 """The hardware-in-the-loop suite's options, the ``rig`` fixture and its variants.
 
-``--link-a``/``--link-b`` (or ``IRA_LINK_A``/``IRA_LINK_B``) name a real rig;
-without them every test gets its own virtual null-modem.  Tests marked
+The rig's two links come from, in order: a labgrid environment (``--lg-env
+FILE``, labgrid's pytest plugin; see ``labgrid_links``), ``--link-a``/``--link-b``
+(or ``IRA_LINK_A``/``IRA_LINK_B``), or else a virtual null-modem per test.  Tests marked
 ``slow`` (the ``long`` and ``noisy-115200`` variants) are skipped unless the
 run asks for them: ``make soak`` (``IRA_SOAK=1``) or ``-m slow``.
 """
@@ -9,6 +10,7 @@ run asks for them: ``make soak`` (``IRA_SOAK=1``) or ``-m slow``.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,16 +43,43 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="SPEC",
         help="the host's end of the rig, e.g. /dev/ttyUSB1 (default: $IRA_LINK_B)",
     )
+    if importlib.util.find_spec("labgrid") is None:
+        # without labgrid its plugin is not there to take --lg-env: say what to install
+        group.addoption("--lg-env", metavar="FILE", help="a labgrid environment (needs labgrid)")
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.stash[_SETTINGS] = RigSettings.load(
-        config.getoption("--link-a"), config.getoption("--link-b"), os.environ
-    )
+def rig_settings(config: pytest.Config) -> RigSettings:
+    """The session's rig, decided once (after labgrid's plugin has read its environment)."""
+    settings = config.stash.get(_SETTINGS, None)
+    if settings is None:
+        settings = _load_settings(config)
+        config.stash[_SETTINGS] = settings
+    return settings
+
+
+def _load_settings(config: pytest.Config) -> RigSettings:
+    lg_env = config.getoption("--lg-env", default=None)
+    if not lg_env:
+        return RigSettings.load(
+            config.getoption("--link-a"), config.getoption("--link-b"), os.environ
+        )
+    if importlib.util.find_spec("labgrid") is None:
+        raise pytest.UsageError(
+            "--lg-env needs labgrid: pip install 'ira[labgrid]' (make test builds .venv-labgrid)"
+        )
+    from labgrid.pytestplugin.hooks import LABGRID_ENV_KEY
+    from labgrid_links import links_from_environment
+
+    try:
+        links = links_from_environment(config.stash[LABGRID_ENV_KEY], str(lg_env))
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    settings = RigSettings.load(links.link_a, links.link_b, os.environ)
+    return dataclasses.replace(settings, source=links.description, baud=links.baud)
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    return f"ira rig: {config.stash[_SETTINGS].describe()}"
+    return f"ira rig: {rig_settings(config).describe()}"
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -63,7 +92,7 @@ def _soak_requested(config: pytest.Config) -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    settings = config.stash[_SETTINGS]
+    settings = rig_settings(config)
     soak = _soak_requested(config)
     for item in items:
         if _HERE not in item.path.parents:
@@ -79,7 +108,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture
 def rig(request: pytest.FixtureRequest) -> Iterator[Rig]:
     """The two ends under test; a fresh virtual null-modem unless real links are given."""
-    settings = request.config.stash[_SETTINGS]
+    settings = rig_settings(request.config)
     variant = request.param
     assert isinstance(variant, Variant)
     rate = settings.line_bytes_per_s(variant)

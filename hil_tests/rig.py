@@ -105,6 +105,10 @@ class RigSettings:
     #: the virtual cable made per test when no real links are given
     cable: NullModemConfig
     seed: int
+    #: where real links came from, when not from options or the environment
+    source: str | None = None
+    #: the line rate of real links whose specs do not say it (labgrid's ``speed``)
+    baud: int | None = None
 
     @classmethod
     def load(cls, link_a: str | None, link_b: str | None, env: Mapping[str, str]) -> RigSettings:
@@ -134,10 +138,14 @@ class RigSettings:
             assert NOISY_LINE.baud is not None
             return NOISY_LINE.baud / 10
         if self.link_a is not None and self.link_b is not None:
+            if self.baud is not None:
+                return self.baud / 10
             return min(_spec_baud(self.link_a), _spec_baud(self.link_b)) / 10
         return None if self.cable.baud is None else self.cable.baud / 10
 
     def describe(self) -> str:
+        if self.source is not None:
+            return self.source
         if self.link_a is not None:
             return f"real links: A (board) {self.link_a}, B (host) {self.link_b}"
         c = self.cable
