@@ -1,0 +1,113 @@
+"""Which boards are plugged in: the stable names in a directory (``/dev/ira`` by default).
+
+udev gives every ira board a name under ``/dev/ira`` (``ira udev install``): a
+symlink to the board's tty, or to the USB device node of a gadget board.  The
+host service follows that directory rather than udev's event socket, so the
+same service works where no udevd runs (containers, mdev systems, a test that
+makes the symlinks itself) and a name made by hand is served like one made by
+udev.  A scan every quarter second costs a ``listdir`` of a handful of names.
+
+An entry becomes a link spec:
+
+* a tty (a character device that is not a USB device node): the entry's own
+  path, so the link reopens through the name, whatever tty it points at next;
+* a USB device node (``/dev/bus/usb/BBB/DDD``, what libusb opens for a gadget
+  board): ``usb://VID:PID/SERIAL``, read from the device's sysfs attributes,
+  so the link follows the board's serial number across re-enumerations.
+
+An entry whose target is gone (a dangling symlink) is a board unplugged.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+#: where udev puts ira's stable names
+DEFAULT_DIRECTORY = Path("/dev/ira")
+#: how often the directory is scanned
+POLL_S = 0.25
+#: the major number of USB device nodes (Linux's usb_device, /dev/bus/usb)
+USB_DEVICE_MAJOR = 189
+
+
+@dataclass(frozen=True, slots=True)
+class BoardSeen:
+    """A name in the directory and the link spec it stands for."""
+
+    name: str
+    spec: str
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    added: tuple[BoardSeen, ...]
+    removed: tuple[BoardSeen, ...]
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def link_spec(entry: Path, sysfs: Path = Path("/sys")) -> str | None:
+    """The link spec of a directory entry, or None when it is not (or no longer) a board."""
+    try:
+        st = entry.stat()  # follows the symlink: a dangling one is an unplugged board
+    except OSError:
+        return None
+    if not stat.S_ISCHR(st.st_mode):
+        return None
+    major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
+    if major != USB_DEVICE_MAJOR:
+        return str(entry)
+    device = sysfs / "dev" / "char" / f"{major}:{minor}"
+    vid, pid = _read(device / "idVendor"), _read(device / "idProduct")
+    if not vid or not pid:
+        return None
+    serial = _read(device / "serial")
+    return f"usb://{vid}:{pid}/{serial}" if serial else f"usb://{vid}:{pid}"
+
+
+class BoardDirectory:
+    """The boards a directory names; ``scan()`` says what changed since the last scan."""
+
+    def __init__(self, directory: Path = DEFAULT_DIRECTORY, sysfs: Path = Path("/sys")) -> None:
+        self.directory = directory
+        self._sysfs = sysfs
+        self._present: dict[str, BoardSeen] = {}
+
+    @property
+    def present(self) -> list[BoardSeen]:
+        return sorted(self._present.values(), key=lambda b: b.name)
+
+    def scan(self) -> Changes:
+        try:
+            names = sorted(os.listdir(self.directory))
+        except FileNotFoundError:
+            names = []  # no board plugged in yet: udev makes the directory with the first
+        now: dict[str, BoardSeen] = {}
+        for name in names:
+            if name.startswith("."):
+                continue
+            spec = link_spec(self.directory / name, self._sysfs)
+            if spec is not None:
+                now[name] = BoardSeen(name, spec)
+        added = tuple(b for n, b in now.items() if self._present.get(n) != b)
+        removed = tuple(b for n, b in self._present.items() if now.get(n) != b)
+        self._present = now
+        return Changes(added, removed)
+
+
+__all__ = [
+    "DEFAULT_DIRECTORY",
+    "POLL_S",
+    "BoardDirectory",
+    "BoardSeen",
+    "Changes",
+    "link_spec",
+]
