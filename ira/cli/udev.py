@@ -10,6 +10,8 @@ reloads udev and replays add events for the devices already plugged in;
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -55,6 +57,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         if name == "install":
             p.add_argument("--rules-dir", type=Path, default=udev.RULES_DIR, help=argparse.SUPPRESS)
             p.add_argument("--no-reload", action="store_true", help="do not reload udev")
+            p.add_argument(
+                "--service", action="store_true",
+                help=f"also install {udev.UNIT_NAME} (ira host serve --watch at boot) and start it",
+            )  # fmt: skip
+            p.add_argument("--unit-dir", type=Path, default=udev.UNIT_DIR, help=argparse.SUPPRESS)
     p = sub.add_parser("uninstall", help="remove the rules, reload udev")
     p.add_argument("--rules-dir", type=Path, default=udev.RULES_DIR, help=argparse.SUPPRESS)
     p.add_argument("--no-reload", action="store_true", help="do not reload udev")
@@ -78,6 +85,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"installed {path} (group {args.group}); boards appear under /dev/ira/")
             if not args.no_reload and not udev.udev_running():
                 print("udev is not running here: the rules take effect when it starts")
+            if args.service:
+                ira = shutil.which("ira") or os.path.abspath(sys.argv[0])
+                unit = udev.install_host_unit(ira, args.unit_dir, enable=not args.no_reload)
+                print(f"installed {unit}: logs with journalctl -u {udev.UNIT_NAME}")
         case "uninstall":
             removed = udev.uninstall(args.rules_dir, reload=not args.no_reload)
             print(f"removed {removed}" if removed else "no ira udev rules were installed")

@@ -265,6 +265,51 @@ def check_rules(text: str, source: str) -> list[list[RulePair]]:
     return rules
 
 
+# --- the host service ----------------------------------------------------------------------
+
+#: where ``install_host_unit`` puts the systemd unit
+UNIT_DIR = Path("/etc/systemd/system")
+UNIT_NAME = "ira-host.service"
+
+
+def render_host_unit(ira: str, directory: str = "/dev/ira") -> str:
+    """The systemd unit that runs ``ira host serve --watch`` at boot (``ira`` is its path)."""
+    for text, what in ((ira, "ira's path"), (directory, "the watched directory")):
+        if not text.startswith("/") or any(c.isspace() for c in text):
+            raise ConfigError(f"{what} {text!r} must be an absolute path without spaces")
+    return (
+        "[Unit]\n"
+        "Description=ira host service: serves the ira boards plugged into this machine\n"
+        "After=systemd-udevd.service network.target\n"
+        "\n"
+        "[Service]\n"
+        "Type=simple\n"
+        f"ExecStart={ira} host serve --watch {directory}\n"
+        "Restart=on-failure\n"
+        "RestartSec=2\n"
+        "\n"
+        "[Install]\n"
+        "WantedBy=multi-user.target\n"
+    )
+
+
+def install_host_unit(ira: str, unit_dir: Path = UNIT_DIR, *, enable: bool = True) -> Path:
+    """Write the unit; with systemd running, reload it and enable and start the service."""
+    path = unit_dir / UNIT_NAME
+    try:
+        unit_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(render_host_unit(ira), encoding="utf-8")
+    except PermissionError as exc:
+        raise ConfigError(f"cannot write {path}: run as root") from exc
+    if enable and Path("/run/systemd/system").is_dir() and shutil.which("systemctl"):
+        for args in (["daemon-reload"], ["enable", "--now", UNIT_NAME]):
+            done = subprocess.run(["systemctl", *args], capture_output=True, text=True)
+            if done.returncode != 0:
+                reason = (done.stderr.strip().splitlines() or ["failed"])[-1]
+                raise ConfigError(f"{path} written, but systemctl {' '.join(args)}: {reason}")
+    return path
+
+
 # --- installing ----------------------------------------------------------------------------
 
 
@@ -352,8 +397,10 @@ __all__ = [
     "check_group",
     "check_rules",
     "install",
+    "install_host_unit",
     "load_adapters",
     "parse_rule",
+    "render_host_unit",
     "render_rules",
     "udev_running",
     "uninstall",

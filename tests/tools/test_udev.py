@@ -18,7 +18,9 @@ from ira.tools.udev import (
     RulesConfig,
     check_rules,
     install,
+    install_host_unit,
     load_adapters,
+    render_host_unit,
     render_rules,
     uninstall,
 )
@@ -201,3 +203,15 @@ def test_the_shipped_rules_are_what_install_writes_by_default() -> None:
 def test_the_example_board_list_loads() -> None:
     example = Path(__file__).resolve().parents[2] / "udev" / "boards.example.toml"
     assert [a.name for a in load_adapters(example)] == ["bench-a", "bench-b"]
+
+
+def test_the_host_service_unit_runs_the_watching_host(tmp_path: Path) -> None:
+    path = install_host_unit("/usr/local/bin/ira", tmp_path, enable=False)
+    assert path == tmp_path / "ira-host.service"
+    unit = path.read_text()
+    assert "ExecStart=/usr/local/bin/ira host serve --watch /dev/ira\n" in unit
+    assert "Restart=on-failure" in unit and "WantedBy=multi-user.target" in unit
+    with pytest.raises(ConfigError, match="absolute path"):
+        render_host_unit("ira")
+    with pytest.raises(ConfigError, match="without spaces"):
+        render_host_unit("/opt/my ira/bin/ira")
