@@ -1,10 +1,11 @@
-"""docs/PROTOCOL.md is generated from the wire modules and must not drift."""
+"""docs/PROTOCOL.md is generated from docs/spec/*.md and the wire modules and must not drift."""
 
 from __future__ import annotations
 
-import types
+import enum
 from pathlib import Path
 
+import pytest
 from construct import Int8ul, Struct
 
 from ira.wire import MessageSpec, WireSpec, gendoc
@@ -41,8 +42,85 @@ def test_render_of_a_minimal_spec() -> None:
         encode=lambda msg: bytes([1, msg]),
         messages=(MessageSpec("PING", 1, schema, "Ping.", 7),),
     )
-    module = types.ModuleType("toy")
-    module.SPEC = spec  # type: ignore[attr-defined]
-    text = gendoc.render([module])
+    text = gendoc.render_spec(spec)
     assert "| 1 | 1 | `value` | u8 | a \\| value |" in text
     assert "0000  01 07" in text
+
+
+def _fragments(tmp_path: Path, **files: str) -> Path:
+    for name, text in files.items():
+        (tmp_path / f"{name}.md").write_text(text, encoding="utf-8")
+    return tmp_path
+
+
+def _all_wire_modules() -> str:
+    return "".join(f"<!-- gendoc: wire {m.__name__} -->\n" for m in gendoc.wire_modules())
+
+
+def test_fragments_in_file_name_order_with_contents(tmp_path: Path) -> None:
+    directory = _fragments(
+        tmp_path,
+        b20="## Second\n\nprose b\n",
+        a10="# Title\n\n<!-- gendoc: contents -->\n\n## First\n\nprose a\n",
+        c30=_all_wire_modules(),
+    )
+    text = gendoc.render(directory)
+    assert text.index("prose a") < text.index("prose b") < text.index("## Link frames")
+    assert "- [First](#first)\n- [Second](#second)\n- [Link frames" in text
+
+
+def test_a_fragment_that_misses_a_wire_module_is_refused(tmp_path: Path) -> None:
+    directory = _fragments(tmp_path, a="# Title\n")
+    with pytest.raises(gendoc.FragmentError, match="no fragment includes"):
+        gendoc.render(directory)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("<!-- gendoc: wire ira.wire.nothing -->", "no wire module"),
+        ("<!-- gendoc: states ira.wire.link:NOTHING -->", "cannot find"),
+        ("<!-- gendoc: frobnicate -->", "unknown directive"),
+    ],
+)
+def test_a_bad_directive_names_the_fragment_and_line(
+    tmp_path: Path, line: str, message: str
+) -> None:
+    directory = _fragments(tmp_path, a="# Title\n\n" + line + "\n" + _all_wire_modules())
+    with pytest.raises(gendoc.FragmentError, match=f"a.md:3: {message}|{message}"):
+        gendoc.render(directory)
+
+
+class Light(enum.Enum):
+    RED = "red"
+    GREEN = "green"
+
+
+class Press(enum.Enum):
+    GO = 1
+    STOP = 2
+
+
+class Colour(enum.IntEnum):
+    """A registry."""
+
+    RED = 1
+    GREEN = 2
+
+
+def test_render_transitions_in_enum_order() -> None:
+    table = {
+        (Light.GREEN, Press.STOP): Light.RED,
+        (Light.RED, Press.GO): Light.GREEN,
+    }
+    text = gendoc.render_transitions(table)
+    assert text.splitlines()[2:] == [
+        "| RED | GO | GREEN |",
+        "| GREEN | STOP | RED |",
+    ]
+
+
+def test_render_registry() -> None:
+    text = gendoc.render_registry(Colour)
+    assert "| 1 | `RED` |  |" in text
+    assert "| 2 | `GREEN` |  |" in text
