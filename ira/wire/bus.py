@@ -1019,7 +1019,7 @@ def _whole(d: MessageDef) -> Any:
 
 
 _SUMMARY = """\
-The bus protocol carries the vbus verbs (DESIGN §4) between the board's **connector**, which owns
+The bus protocol carries the verbs of a virtual bus between the board's **connector**, which owns
 a container of devices, and the host's **bus**, which sees proxy devices. Each bus message is one
 link message (delivered exactly once and in order per channel within a link session): a tag byte,
 then the body. All integers are little-endian; strings are UTF-8 with an explicit byte length;
@@ -1034,73 +1034,9 @@ arrives after the flushed WINDOW updates (release/acquire), and a window is atta
 first update. A reply travels on the channel of its request.
 """
 
-_NOTES = """\
-### Sessions and registration
-
-```
-host (bus)                                board (connector)
-   link SessionStarted                       link SessionStarted
-   BUS_HELLO {1..2}          ---------->
-                             <----------  BUS_WELCOME {status 0, version 2, limits}
-                             <----------  DEVADD ... (one per existing device)
-                             <----------  BUS_SYNCED {device_count}
-   DEVOPEN / DEVCALL / SHM_ATTACH ... and live DEVADD / DEVDROP
-```
-
-Link down/up within a session changes nothing here: the link resends what was not acknowledged.
-When the link reports that the peer restarted or that the session was lost, both sides forget
-the session: the board closes every handle (detaching windows and signals), the host fails every
-pending request ("the session reset; the call may or may not have run") and drops every proxy
-device; the next session starts again with BUS_HELLO and the DEVADD replay.
-
-### Requests
-
-DEVOPEN, DEVCALL, SHM_ATTACH and SHM_DETACH carry a host-chosen `call_id` that the reply echoes.
-The host never reuses a call id on one link and gives every request a timeout; a reply that
-arrives after the timeout is counted and dropped. A well-formed request that names an unknown
-device, handle, window or function gets a negative status; the board counts every refusal.
-
-### Shared windows
-
-A window is a byte array replicated on both sides; the host creates it (and chooses its id) and
-attaches it to a device with SHM_ATTACH. Each byte has one writer: the board writes
-`[device_offset, device_offset+device_length)`, the host the rest. Writes are local until the
-writer *flushes*; a flush sends the current contents of the dirty ranges as WINDOW spans, in
-order. Because spans carry absolute contents, replicas converge once both sides have flushed and
-the link is quiet. A WINDOW message is checked whole before any span is applied.
-
-A flush that does not fit one message (MAX_SPANS spans, MAX_SPANS x MAX_SPAN_BYTES data bytes)
-takes several. From bus version 2 on, every message of a flush but its last carries MORE, so
-the receiver knows when the peer's writes of one flush are all in its replica (a virtqueue's
-index and the entries it publishes, say) and may act on them without waiting for a SIGNAL.
-Towards a version 1 peer MORE is never set, and a version 1 peer's messages say nothing about
-where a flush ends.
-
-### Signals (shm-signal over messages)
-
-Each signal is a pair of shm-signal states, one per receiver: `{enabled, pending, dirty}`. Over a
-link the flags cannot live in shared memory, so each side keeps its own receiver state and a view
-of the peer's:
-
-* *inject* (sender): `peer.dirty = 1`; if `peer.enabled` and not `peer.pending`:
-  `peer.pending = 1`, send SIGNAL. Otherwise the event is coalesced into the next SIGNAL.
-* *SIGNAL arrives* (receiver): `pending = 1; dirty = 1`; if enabled, *wakeup*.
-* *wakeup* (receiver): `while enabled and (dirty or pending): { while enabled and dirty:
-  { dirty = 0; notifier() }; pending = 0 }`, then send SIGNAL_STATE (pending cleared only after
-  dirty is drained).
-* *enable* (receiver): `enabled = 1`; if `dirty or pending`: wakeup (self-delivery); otherwise, if
-  the peer last heard "disabled", send SIGNAL_STATE. *disable* is local only.
-* *SIGNAL_STATE arrives* (sender): `peer.enabled = enabled`;
-  `peer.pending = (SIGNALs sent != signals_seen)`; if `peer.dirty` and the peer is enabled and
-  not pending: send SIGNAL for the events coalesced meanwhile.
-
-At most one SIGNAL per signal is in flight, so any number of events posted while the receiver is
-busy cost one SIGNAL, and none is lost: an event posted while a SIGNAL is pending is covered by
-the SIGNAL sent when SIGNAL_STATE arrives.
-"""
 
 SPEC = WireSpec(
-    title="Bus protocol (`ira.wire.bus`)",
+    title="Bus protocol",
     summary=_SUMMARY,
     encode=encode,
     messages=tuple(
@@ -1128,5 +1064,4 @@ SPEC = WireSpec(
         Limit("MAX_SPAN_BYTES", MAX_SPAN_BYTES, "largest span in a WINDOW message"),
     ),
     statuses=tuple(StatusCode(s.name, int(s), _STATUS_MEANINGS[s]) for s in Status),
-    notes=_NOTES,
 )

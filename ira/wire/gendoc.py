@@ -11,8 +11,11 @@ directives is replaced by generated text:
 ``<!-- gendoc: states MODULE:NAME -->``
     a state table ``{(state, input): next state}`` of the code, rendered as it is
     (the code runs from the same dict, so the document cannot drift from it).
-``<!-- gendoc: registry MODULE:NAME -->``
-    an enum of the code as a registry table (value, name, the member's docstring).
+``<!-- gendoc: registry MODULE:ENUM [MODULE:MEANINGS] -->``
+    an enum of the code as a registry table (value, name, and the member's meaning
+    from the ``{member: text}`` dict MEANINGS).
+``<!-- gendoc: mapping MODULE:NAME KEY,VALUE -->``
+    a dict of the code as a two-column table headed KEY and VALUE.
 ``<!-- gendoc: contents -->`` / ``<!-- gendoc: banner -->``
     the table of contents (every ``##`` heading) and the "generated" notice.
 
@@ -28,6 +31,7 @@ import enum
 import importlib
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -71,7 +75,7 @@ _BANNER = """\
 """
 
 #: a line ``<!-- gendoc: NAME ARG -->`` in a fragment is replaced by generated text
-_DIRECTIVE = re.compile(r"^<!-- gendoc: (?P<name>[a-z-]+)(?: (?P<arg>[\w.:-]+))? -->$")
+_DIRECTIVE = re.compile(r"^<!-- gendoc: (?P<name>[a-z-]+)(?P<args>(?: [\w.:,-]+)*) -->$")
 
 _FORMATS = {"B": "u8", "H": "u16", "I": "u32", "Q": "u64", "b": "s8", "h": "s16", "i": "s32"}
 _FORMATS |= {"q": "s64", "L": "u32", "l": "s32"}
@@ -268,15 +272,31 @@ def _order(member: Any) -> int:
     return list(type(member)).index(member) if isinstance(member, enum.Enum) else 0
 
 
-def render_registry(kind: type[enum.Enum]) -> str:
-    """An enum's members as a registry table: name, value, and the member's docstring."""
+def render_registry(kind: type[enum.Enum], meanings: Mapping[Any, str] | None = None) -> str:
+    """An enum's members as a registry table: value, name, and its meaning from ``meanings``."""
     rows = ["| value | name | meaning |", "|---:|---|---|"]
     for member in kind:
-        meaning = getattr(member, "__doc__", "") or ""
-        if meaning == kind.__doc__:
-            meaning = ""
-        rows.append(f"| {member.value} | `{member.name}` | {_escape(meaning.strip())} |")
+        meaning = (meanings or {}).get(member, "")
+        value = member.value
+        shown = f"bit {value.bit_length() - 1}" if isinstance(member, enum.Flag) else str(value)
+        rows.append(f"| {shown} | `{member.name}` | {_escape(meaning)} |")
     return "\n".join(rows) + "\n"
+
+
+def render_mapping(table: Mapping[Any, Any], headers: str) -> str:
+    """A dict as a two-column table; ``headers`` is ``"key,value"``; flags show their names."""
+    left, _, right = headers.partition(",")
+    rows = [f"| {left} | {right} |", "|---|---|"]
+    for key, value in table.items():
+        rows.append(f"| {_flag_names(key)} | {_flag_names(value)} |")
+    return "\n".join(rows) + "\n"
+
+
+def _flag_names(value: Any) -> str:
+    if isinstance(value, enum.Flag):
+        names = [m.name for m in type(value) if m.value and m in value and m.name]
+        return " + ".join(f"`{n}`" for n in names) or "—"
+    return _cell(value)
 
 
 def _heading_anchor(title: str) -> str:
@@ -302,7 +322,8 @@ def _expand(name: str, text: str, modules: dict[str, ModuleType]) -> str:
         if match is None:
             out.append(line)
             continue
-        kind, arg = match["name"], match["arg"] or ""
+        kind, args = match["name"], match["args"].split()
+        arg = args[0] if args else ""
         where = f"{name}:{number}"
         if kind == "wire":
             if arg not in modules:
@@ -311,7 +332,10 @@ def _expand(name: str, text: str, modules: dict[str, ModuleType]) -> str:
         elif kind == "states":
             out.append(render_transitions(_attribute(arg)).rstrip())
         elif kind == "registry":
-            out.append(render_registry(_attribute(arg)).rstrip())
+            meanings = _attribute(args[1]) if len(args) > 1 else None
+            out.append(render_registry(_attribute(arg), meanings).rstrip())
+        elif kind == "mapping" and len(args) == 2:
+            out.append(render_mapping(_attribute(arg), args[1]).rstrip())
         elif kind in ("contents", "banner"):
             out.append(line.strip())  # filled in once the whole body is known
         else:

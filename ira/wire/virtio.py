@@ -790,7 +790,7 @@ SET_STATUS +DRIVER_OK                   ---->    the device is live; buffers add
 """
 
 SPEC = WireSpec(
-    title="virtio over the bus (`ira.wire.virtio`)",
+    title="virtio over the bus",
     summary=_SUMMARY,
     encode=encode,
     messages=_messages(),

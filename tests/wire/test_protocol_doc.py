@@ -8,7 +8,11 @@ from pathlib import Path
 import pytest
 from construct import Int8ul, Struct
 
+from ira.busmodel.device import Device
+from ira.busmodel.devices import BoardInfo, CountingDevice, Echo, RingLoopback
+from ira.link.framing import StreamDeframer, encode_frames
 from ira.wire import MessageSpec, WireSpec, gendoc
+from ira.wire.link import Feature
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md"
 
@@ -120,7 +124,58 @@ def test_render_transitions_in_enum_order() -> None:
     ]
 
 
+class Bits(enum.IntFlag):
+    LOW = 1
+    HIGH = 4
+
+
 def test_render_registry() -> None:
-    text = gendoc.render_registry(Colour)
-    assert "| 1 | `RED` |  |" in text
+    text = gendoc.render_registry(Colour, {Colour.RED: "stop"})
+    assert "| 1 | `RED` | stop |" in text
     assert "| 2 | `GREEN` |  |" in text
+    assert "| bit 2 | `HIGH` |  |" in gendoc.render_registry(Bits)
+
+
+def test_render_mapping_of_flags() -> None:
+    text = gendoc.render_mapping({Bits.HIGH: Bits.LOW | Bits.HIGH, Bits.LOW: Bits(0)}, "bit,needs")
+    assert text.splitlines() == [
+        "| bit | needs |",
+        "|---|---|",
+        "| `HIGH` | `LOW` + `HIGH` |",
+        "| `LOW` | — |",
+    ]
+
+
+# --- the prose's claims, held to the code --------------------------------------------
+
+COBS_EXAMPLES = [
+    ("11 22 00 33", "03 11 22 02 33"),
+    ("00", "01 01"),
+    (bytes(range(1, 255)).hex(), "ff" + bytes(range(1, 255)).hex()),
+    (bytes(range(1, 255)).hex() + "0005", "ff" + bytes(range(1, 255)).hex() + "010205"),
+]
+
+
+@pytest.mark.parametrize(("frame", "encoded"), COBS_EXAMPLES)
+def test_the_cobs_examples_of_the_spec(frame: str, encoded: str) -> None:
+    raw, wire = bytes.fromhex(frame), bytes.fromhex(encoded)
+    assert encode_frames([raw]) == b"\x00" + wire + b"\x00"
+    assert StreamDeframer(65536).feed(b"\x00" + wire + b"\x00") == [raw]
+    # a decoder accepts the code byte 01 after a final FF block, too
+    if wire[0] == 0xFF and len(wire) == 255:
+        assert StreamDeframer(65536).feed(b"\x00" + wire + b"\x01\x00") == [raw]
+    if len(raw) < 10:
+        assert f"| `{frame}` | `{encoded}` |" in DOC.read_text(encoding="utf-8")
+
+
+def test_every_link_feature_bit_is_in_the_registry() -> None:
+    text = DOC.read_text(encoding="utf-8")
+    for feature in Feature:
+        assert f"| {feature.value.bit_length() - 1} | `{feature.name}` |" in text
+
+
+@pytest.mark.parametrize("device", [Echo, BoardInfo, CountingDevice, RingLoopback])
+def test_every_standard_device_is_specified(device: type[Device]) -> None:
+    text = DOC.read_text(encoding="utf-8")
+    assert f"| `{device.type}` | {device.version} |" in text
+    assert f"### {device.type}\n" in text
