@@ -51,6 +51,8 @@ from ira.wire.bus import (
     schema_encode,
 )
 
+#: every test here runs under `make fuzz` (-m fuzz); some scale with IRA_FUZZ_EXAMPLES
+pytestmark = pytest.mark.fuzz
 FUZZ_EXAMPLES = int(os.environ.get("IRA_FUZZ_EXAMPLES", "6000"))
 
 # (message, golden bytes).  Written out by hand from docs/PROTOCOL.md's layouts.

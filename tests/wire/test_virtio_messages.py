@@ -54,6 +54,8 @@ from ira.wire.virtio import (
     split_addr,
 )
 
+#: every test here runs under `make fuzz` (-m fuzz); some scale with IRA_FUZZ_EXAMPLES
+pytestmark = pytest.mark.fuzz
 FUZZ_EXAMPLES = int(os.environ.get("IRA_FUZZ_EXAMPLES", "6000"))
 S = DeviceStatus
 F = VirtioFunc
