@@ -74,9 +74,12 @@ bench: $(NATIVE)
 hil: $(NATIVE)
 	$(BIN)/pytest -q hil_tests $(HIL_ARGS)
 
-## fuzz: longer fuzzing of every decoder
+## fuzz: every fuzz test (marker fuzz: the decoders, framing, virtqueues, venet frames, the link
+## and the bus state machines) at FUZZ_EXAMPLES examples each; a few minutes at the default,
+## e.g. `make fuzz FUZZ_EXAMPLES=200000` for a run of hours
+FUZZ_EXAMPLES ?= 5000
 fuzz: $(NATIVE)
-	IRA_FUZZ_EXAMPLES=200000 $(BIN)/pytest -q tests -k fuzz
+	IRA_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q -m fuzz tests
 
 ## soak: long fault matrices on the virtual null-modem
 soak: $(NATIVE)

@@ -31,22 +31,12 @@ only events (and counters) come out, or ``RemoteProtocolError`` when the peer
 speaks an incompatible protocol version or breaks the protocol; the link is
 closed after that.
 
-State table (input -> next state):
-
-=========== ====================== ===================== =====================
-state       HELLO(new epoch)       silence > dead        silence > session
-=========== ====================== ===================== =====================
-HANDSHAKE   UP (SessionStarted)    --                    --
-UP          UP (PeerRestarted)     DOWN (LinkDown)       --
-DOWN        UP (PeerRestarted)     --                    HANDSHAKE (SessionLost)
-=========== ====================== ===================== =====================
-
-and in DOWN any valid frame of the session -> UP (LinkUp).
+The state table is data (``ira.link.states.LINK_TRANSITIONS``): every change
+of ``state`` goes through ``states.step``, and docs/PROTOCOL.md prints the table.
 """
 
 from __future__ import annotations
 
-import enum
 import random
 from collections import deque
 from dataclasses import dataclass
@@ -66,6 +56,7 @@ from ira.link.events import (
 from ira.link.framing import StreamDeframer, encode_frames
 from ira.link.receiver import Fate, Receiver, ReceiverStatistics
 from ira.link.sender import Sender, SenderStatistics
+from ira.link.states import LinkInput, LinkState, step
 from ira.wire.link import (
     CRC_BYTES,
     DATA_HEADER_BYTES,
@@ -93,13 +84,6 @@ HELD_MASK = (1 << 64) - 1
 #: SACK ranges this end puts in an ACK (at most MAX_SACK_BLOCKS)
 ACK_SACK_BLOCKS = 2
 _HALF = 1 << 31
-
-
-class LinkState(enum.Enum):
-    HANDSHAKE = "handshake"
-    UP = "up"
-    DOWN = "down"
-    CLOSED = "closed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,7 +244,7 @@ class Link:
         return event
 
     def close(self) -> None:
-        self.state = LinkState.CLOSED
+        self.state = step(self.state, LinkInput.CLOSE)
 
     @property
     def busy(self) -> bool:
@@ -313,7 +297,7 @@ class Link:
             except RemoteProtocolError:
                 # the peer broke the protocol (a CRC-valid frame, so not noise): the
                 # session cannot be trusted any more, nothing goes in or out after this
-                self.state = LinkState.CLOSED
+                self.state = step(self.state, LinkInput.PROTOCOL_VIOLATED)
                 raise
 
     def _on_data(self, d: Data, sender: Sender, receiver: Receiver, now: float) -> None:
@@ -400,7 +384,7 @@ class Link:
     def _heard(self, now: float) -> None:
         self._last_rx = now
         if self.state is LinkState.DOWN:
-            self.state = LinkState.UP
+            self.state = step(self.state, LinkInput.FRAME_OF_SESSION)
             self._events.append(LinkUp(down_s=now - self._down_since))
             if self._sender is not None:
                 self._sender.resend_all(now)
@@ -472,7 +456,7 @@ class Link:
         self._dead_interval_s = max(
             cfg.dead_interval_s, min(4 * peer_keepalive_s, cfg.session_timeout_s / 2)
         )
-        self.state = LinkState.UP
+        self.state = step(self.state, LinkInput.SESSION_STARTED)
         self._hello_due = None
         self._last_rx = now
         self._counters.sessions += 1
@@ -622,7 +606,7 @@ class Link:
             # (now >= last_rx + dead) does not imply (now - last_rx >= dead) in floats
             silent = max(now - self._last_rx, self._dead_interval_s)
             if now >= self._last_rx + self._dead_interval_s:
-                self.state = LinkState.DOWN
+                self.state = step(self.state, LinkInput.DEAD_INTERVAL_SILENT)
                 self._down_since = self._last_rx
                 self._counters.link_downs += 1
                 self._events.append(LinkDown(silent_s=silent))
@@ -635,7 +619,7 @@ class Link:
             discarded = self._drop_session()
             self._counters.sessions_lost += 1
             self._events.append(SessionLost(old or 0, discarded))
-            self.state = LinkState.HANDSHAKE
+            self.state = step(self.state, LinkInput.SESSION_TIMED_OUT)
             self.peer_epoch = None
             self.epoch = self._new_epoch()  # the peer must see that this session is gone
             self._hello_due = now

@@ -44,6 +44,7 @@ them.  A module is listed in ``ira.wire.gendoc.WIRE_MODULES``.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -62,6 +63,40 @@ class MessageSpec:
     example: object
     direction: str = ""
     channel: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDef:
+    """One message of a tagged protocol, whole: the one place that defines it.
+
+    A wire module lists one entry per message in a table; its union of
+    message classes, its tag -> schema and tag -> class maps, its fast-codec
+    dispatch and its ``MessageSpec`` records (the document) are all derived from
+    that table, and tests hold the module's hand-written union to it.
+    """
+
+    #: the tag byte's enum member (its ``name`` is the protocol's name of the message)
+    tag: enum.IntEnum
+    #: the frozen dataclass of the decoded message
+    cls: type[Any]
+    #: construct ``Struct`` of the body (everything after the tag byte)
+    body: Any
+    #: who sends it (``host → board``, ``board → host``, ``both``)
+    direction: str
+    #: which link channel carries it
+    channel: str
+    #: one paragraph: what the message means and what its receiver does
+    meaning: str
+    #: an instance of ``cls``; its encoding is the golden example of the document
+    example: object
+    #: a hand-written encoder equal to the schema's byte for byte (tested), for the hot path
+    fast_encode: Callable[[Any], bytes] | None = None
+    #: a hand-written decoder equal to the schema's (tested), for the hot path
+    fast_decode: Callable[[bytes], Any] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.tag.name
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,12 +1,15 @@
-"""Bus messages: the vbus verbs carried over a link (DESIGN §4).
+"""Bus messages: the verbs of the virtual bus carried over a link.
 
 Every message is one link message: a tag byte (``Tag``) followed by the body
 of that message, little-endian, nothing after it.  ``decode`` turns bytes into
 one of the frozen dataclasses below (or raises ``RemoteProtocolError``);
 ``encode`` does the reverse (or raises ``LocalProtocolError``).
 
-The construct schemas below are the specification (docs/PROTOCOL.md is
-generated from them).  DEVCALL and DEVCALL_REPLY, which every call carries,
+Each message is defined once, by its entry in ``MESSAGES`` (tag, dataclass,
+schema, direction, channel, meaning, example, and the fast codecs where there
+are some); the switch of ``MESSAGE``, the class lookups, the fast-codec dispatch
+and docs/PROTOCOL.md are derived from that table.  The construct schemas are
+the specification.  DEVCALL and DEVCALL_REPLY, which every call carries,
 and WINDOW, SIGNAL and SIGNAL_STATE, which every frame of a virtqueue
 carries, are encoded and decoded on the hot path by precompiled ``struct``
 codecs (``encode_devcall``, ``encode_devcall_reply`` and the fast branches of
@@ -50,7 +53,7 @@ from construct import (
 )
 
 from ira.errors import LocalProtocolError, RemoteProtocolError
-from ira.wire import Limit, MessageSpec, StatusCode, WireSpec
+from ira.wire import Limit, MessageDef, MessageSpec, StatusCode, WireSpec
 
 # ---------------------------------------------------------------------------
 # Constants and limits
@@ -475,60 +478,6 @@ SIGNAL_STATE = Struct(
     "signals_seen" / Int32ul * "SIGNALs received on this signal so far (mod 2**32)",
 )
 
-_BODIES: dict[Tag, Any] = {
-    Tag.BUS_HELLO: BUS_HELLO,
-    Tag.BUS_WELCOME: BUS_WELCOME,
-    Tag.BUS_SYNCED: BUS_SYNCED,
-    Tag.DEVADD: DEVADD,
-    Tag.DEVDROP: DEVDROP,
-    Tag.DEVOPEN: DEVOPEN,
-    Tag.DEVOPEN_REPLY: DEVOPEN_REPLY,
-    Tag.DEVCLOSE: DEVCLOSE,
-    Tag.DEVCALL: DEVCALL,
-    Tag.DEVCALL_REPLY: DEVCALL_REPLY,
-    Tag.SHM_ATTACH: SHM_ATTACH,
-    Tag.SHM_ATTACH_REPLY: SHM_ATTACH_REPLY,
-    Tag.SHM_DETACH: SHM_DETACH,
-    Tag.SHM_DETACH_REPLY: SHM_DETACH_REPLY,
-    Tag.WINDOW: WINDOW,
-    Tag.SIGNAL: SIGNAL,
-    Tag.SIGNAL_STATE: SIGNAL_STATE,
-}
-
-MESSAGE = Struct(
-    "tag" / Int8ul * "Tag",
-    "body" / Switch(this.tag, {int(t): s for t, s in _BODIES.items()}, default=Error),
-    Terminated,
-)
-"""The whole message: tag byte, body, end of message (uncompiled)."""
-
-MESSAGE_COMPILED = MESSAGE.compile()
-"""``MESSAGE`` compiled; what ``encode``/``decode`` use (parity is tested)."""
-
-_CLASSES: dict[Tag, type[Any]] = {
-    Tag.BUS_HELLO: BusHello,
-    Tag.BUS_WELCOME: BusWelcome,
-    Tag.BUS_SYNCED: BusSynced,
-    Tag.DEVADD: DevAdd,
-    Tag.DEVDROP: DevDrop,
-    Tag.DEVOPEN: DevOpen,
-    Tag.DEVOPEN_REPLY: DevOpenReply,
-    Tag.DEVCLOSE: DevClose,
-    Tag.DEVCALL: DevCall,
-    Tag.DEVCALL_REPLY: DevCallReply,
-    Tag.SHM_ATTACH: ShmAttach,
-    Tag.SHM_ATTACH_REPLY: ShmAttachReply,
-    Tag.SHM_DETACH: ShmDetach,
-    Tag.SHM_DETACH_REPLY: ShmDetachReply,
-    Tag.WINDOW: WindowUpdate,
-    Tag.SIGNAL: SignalNotify,
-    Tag.SIGNAL_STATE: SignalState,
-}
-_TAGS: dict[type[Any], Tag] = {cls: tag for tag, cls in _CLASSES.items()}
-_FIELDS: dict[type[Any], tuple[str, ...]] = {
-    cls: tuple(f.name for f in fields(cls)) for cls in _CLASSES.values()
-}
-
 # Exceptions the (compiled) parser and builder raise on bad input.  The
 # compiled code reports short reads through ``struct.error`` rather than
 # ``StreamError``; UTF-8 errors come from our own conversion.
@@ -581,7 +530,7 @@ def _from_body(tag: Tag, body: Any) -> Message:
                 signal=body.signal, enabled=bool(body.enabled), signals_seen=body.signals_seen
             )
         case _:
-            cls = _CLASSES[tag]
+            cls = _BY_TAG[tag].cls
             result: Message = cls(**{name: body[name] for name in _FIELDS[cls]})
             return result
 
@@ -773,32 +722,269 @@ def _decode_signal_state(data: bytes) -> SignalState:
     return SignalState(signal, bool(enabled), seen)
 
 
+def _encode_signal(msg: SignalNotify) -> bytes:
+    try:
+        return _SIGNAL_MSG.pack(_SIGNAL_TAG, msg.signal)
+    except (struct.error, TypeError) as exc:
+        raise LocalProtocolError(f"cannot encode SIGNAL: {_why(exc)}") from exc
+
+
+def _encode_devcall_msg(msg: DevCall) -> bytes:
+    return encode_devcall(msg.call_id, msg.handle, msg.func, msg.flags, msg.payload)
+
+
+def _encode_devcall_reply_msg(msg: DevCallReply) -> bytes:
+    return encode_devcall_reply(msg.call_id, msg.status, msg.payload)
+
+
+# ---------------------------------------------------------------------------
+# The messages: one entry each; everything else is derived from this table
+# ---------------------------------------------------------------------------
+
+_HOST = "host → board"
+_BOARD = "board → host"
+_BOTH = "both"
+_SIGNAL_EXAMPLE = 0x3C6EF372
+_HANDLE_EXAMPLE = 0x9E3779B1
+
+MESSAGES: tuple[MessageDef, ...] = (
+    MessageDef(
+        Tag.BUS_HELLO,
+        BusHello,
+        BUS_HELLO,
+        _HOST,
+        "CONTROL",
+        "Registration. The host sends it once per link session, after the link's "
+        "SessionStarted, with the range of bus versions it speaks. Nothing but BUS_HELLO is "
+        "accepted by the board before it.",
+        BusHello(version_min=1, version_max=1),
+    ),
+    MessageDef(
+        Tag.BUS_WELCOME,
+        BusWelcome,
+        BUS_WELCOME,
+        _BOARD,
+        "CONTROL",
+        "The answer to BUS_HELLO: the chosen version (the highest both sides speak) and the "
+        "container's limits. With a negative status (EPROTONOSUPPORT) nothing follows and "
+        "the host stays unregistered; otherwise the DEVADD replay and BUS_SYNCED follow.",
+        BusWelcome(
+            status=0,
+            version=1,
+            max_call_payload_bytes=65536,
+            max_handles=64,
+            max_windows=64,
+            max_window_bytes=1 << 20,
+            max_total_window_bytes=4 << 20,
+        ),
+    ),
+    MessageDef(
+        Tag.BUS_SYNCED,
+        BusSynced,
+        BUS_SYNCED,
+        _BOARD,
+        "CONTROL",
+        "End of the DEVADD replay that follows BUS_WELCOME: the host now knows every device "
+        "that exists. Later DEVADD/DEVDROP messages are live hotswap events.",
+        BusSynced(device_count=2),
+    ),
+    MessageDef(
+        Tag.DEVADD,
+        DevAdd,
+        DEVADD,
+        _BOARD,
+        "CONTROL",
+        "A device exists in the board's container: its id (from a counter, never reused), "
+        "ABI version, type string and attributes. Replayed for every existing device on "
+        "registration, and sent live when a device is added at runtime.",
+        DevAdd(device_id=1, version=1, type="echo", attrs=(Attribute("board", "bb-1"),)),
+    ),
+    MessageDef(
+        Tag.DEVDROP,
+        DevDrop,
+        DEVDROP,
+        _BOARD,
+        "CONTROL",
+        "A device is gone (hot-unplug). Its handles, windows and signals are gone with it.",
+        DevDrop(device_id=1),
+    ),
+    MessageDef(
+        Tag.DEVOPEN,
+        DevOpen,
+        DEVOPEN,
+        _HOST,
+        "CONTROL",
+        "Open a device at an ABI version. The device id is looked up only in the container of "
+        "this link. Answered by DEVOPEN_REPLY.",
+        DevOpen(call_id=7, device_id=1, version=1),
+    ),
+    MessageDef(
+        Tag.DEVOPEN_REPLY,
+        DevOpenReply,
+        DEVOPEN_REPLY,
+        _BOARD,
+        "CONTROL",
+        "The opaque handle for the open device, or a negative status (ENODEV, EPROTONOSUPPORT, "
+        "EBUSY, EMFILE).",
+        DevOpenReply(call_id=7, status=0, handle=_HANDLE_EXAMPLE),
+    ),
+    MessageDef(
+        Tag.DEVCLOSE,
+        DevClose,
+        DEVCLOSE,
+        _HOST,
+        "BULK",
+        "Close a handle; its windows and signals are detached. No reply. Sent on BULK so that "
+        "it follows the host's window traffic for that handle.",
+        DevClose(handle=_HANDLE_EXAMPLE),
+    ),
+    MessageDef(
+        Tag.DEVCALL,
+        DevCall,
+        DEVCALL,
+        _HOST,
+        "CONTROL (BULK when ordered after window updates)",
+        "A synchronous call: the device runs function `func` with the payload and answers with "
+        "a status and a payload. Carried out exactly once per message within a session. A call "
+        "that must see window updates flushed before it is sent on BULK.",
+        DevCall(call_id=8, handle=_HANDLE_EXAMPLE, func=0, flags=0, payload=b"ping"),
+        fast_encode=_encode_devcall_msg,
+        fast_decode=_decode_devcall,
+    ),
+    MessageDef(
+        Tag.DEVCALL_REPLY,
+        DevCallReply,
+        DEVCALL_REPLY,
+        _BOARD,
+        "the channel of the call",
+        "The result of a DEVCALL. Unknown handle: EBADF; unknown function: ENOSYS. A negative "
+        "status is never a crash of either side.",
+        DevCallReply(call_id=8, status=0, payload=b"ping"),
+        fast_encode=_encode_devcall_reply_msg,
+        fast_decode=_decode_devcall_reply,
+    ),
+    MessageDef(
+        Tag.SHM_ATTACH,
+        ShmAttach,
+        SHM_ATTACH,
+        _HOST,
+        "BULK",
+        "Attach a shared window of `size_bytes` (id chosen by the host) to a device queue or "
+        "region `shm_id`, optionally with a signal. The board writes only "
+        "[device_offset, device_offset+device_length); the host writes the rest.",
+        ShmAttach(
+            call_id=9,
+            handle=_HANDLE_EXAMPLE,
+            shm_id=0,
+            window=1,
+            size_bytes=4096,
+            device_offset=2048,
+            device_length=2048,
+            flags=int(ShmFlags.SIGNAL),
+        ),
+    ),
+    MessageDef(
+        Tag.SHM_ATTACH_REPLY,
+        ShmAttachReply,
+        SHM_ATTACH_REPLY,
+        _BOARD,
+        "BULK",
+        "The signal handle (when asked for), or a negative status (EBADF, EEXIST, EINVAL, "
+        "ERANGE, ENOSPC, EOPNOTSUPP).",
+        ShmAttachReply(call_id=9, status=0, signal=_SIGNAL_EXAMPLE),
+    ),
+    MessageDef(
+        Tag.SHM_DETACH,
+        ShmDetach,
+        SHM_DETACH,
+        _HOST,
+        "BULK",
+        "Detach a window (and its signal) from a device.",
+        ShmDetach(call_id=10, handle=_HANDLE_EXAMPLE, window=1),
+    ),
+    MessageDef(
+        Tag.SHM_DETACH_REPLY,
+        ShmDetachReply,
+        SHM_DETACH_REPLY,
+        _BOARD,
+        "BULK",
+        "The window is detached, or EBADF for an unknown handle/window.",
+        ShmDetachReply(call_id=10, status=0),
+    ),
+    MessageDef(
+        Tag.WINDOW,
+        WindowUpdate,
+        WINDOW,
+        _BOTH,
+        "BULK",
+        "Replicated writes: each span is the current content of a byte range of the window, "
+        "written by the range's one writer. Applied in order; a message with any span out of "
+        "bounds or in a range the sender does not write is refused whole and counted. MORE "
+        "(bus v2) marks every message of a flush but its last.",
+        WindowUpdate(window=1, spans=(Span(offset=0, data=b"\x01\x02\x03\x04"),)),
+        fast_encode=_encode_window,
+        fast_decode=_decode_window,
+    ),
+    MessageDef(
+        Tag.SIGNAL,
+        SignalNotify,
+        SIGNAL,
+        _BOTH,
+        "BULK",
+        "A notification on a signal (shm-signal inject), sent only when the receiver has "
+        "notifications enabled and none is pending. Travels behind the window updates flushed "
+        "before it.",
+        SignalNotify(signal=_SIGNAL_EXAMPLE),
+        fast_encode=_encode_signal,
+        fast_decode=_decode_signal,
+    ),
+    MessageDef(
+        Tag.SIGNAL_STATE,
+        SignalState,
+        SIGNAL_STATE,
+        _BOTH,
+        "BULK",
+        "The receiver's side of a signal: sent when it has drained a notification (pending "
+        "cleared) or enables notifications again; carries whether notifications are enabled "
+        "and how many SIGNALs it has seen, so the sender knows whether one is still pending.",
+        SignalState(signal=_SIGNAL_EXAMPLE, enabled=True, signals_seen=1),
+        fast_encode=_encode_signal_state,
+        fast_decode=_decode_signal_state,
+    ),
+)
+"""Every bus message, in tag order: the definition the rest of this module derives from."""
+
+_BY_TAG: dict[Tag, MessageDef] = {Tag(d.tag): d for d in MESSAGES}
+_TAGS: dict[type[Any], Tag] = {d.cls: Tag(d.tag) for d in MESSAGES}
+_FIELDS: dict[type[Any], tuple[str, ...]] = {
+    d.cls: tuple(f.name for f in fields(d.cls)) for d in MESSAGES
+}
+#: the hot path's codecs, by class and by tag byte
+_FAST_ENCODERS: dict[type[Any], Callable[[Any], bytes]] = {
+    d.cls: d.fast_encode for d in MESSAGES if d.fast_encode is not None
+}
+_FAST_DECODERS: dict[int, Callable[[bytes], Message]] = {
+    int(d.tag): d.fast_decode for d in MESSAGES if d.fast_decode is not None
+}
+
+MESSAGE = Struct(
+    "tag" / Int8ul * "Tag",
+    "body" / Switch(this.tag, {int(d.tag): d.body for d in MESSAGES}, default=Error),
+    Terminated,
+)
+"""The whole message: tag byte, body, end of message (uncompiled)."""
+
+MESSAGE_COMPILED = MESSAGE.compile()
+"""``MESSAGE`` compiled; what ``encode``/``decode`` use when no fast codec does (parity is
+tested)."""
+
+
 def encode(msg: Message) -> bytes:
     """Encode one bus message; ``LocalProtocolError`` if it breaks a limit or a field range."""
-    if isinstance(msg, WindowUpdate):
-        return _encode_window(msg)
-    if isinstance(msg, SignalNotify):
-        try:
-            return _SIGNAL_MSG.pack(_SIGNAL_TAG, msg.signal)
-        except (struct.error, TypeError) as exc:
-            raise LocalProtocolError(f"cannot encode SIGNAL: {_why(exc)}") from exc
-    if isinstance(msg, SignalState):
-        return _encode_signal_state(msg)
-    if isinstance(msg, DevCall):
-        return encode_devcall(msg.call_id, msg.handle, msg.func, msg.flags, msg.payload)
-    if isinstance(msg, DevCallReply):
-        return encode_devcall_reply(msg.call_id, msg.status, msg.payload)
+    fast = _FAST_ENCODERS.get(type(msg))
+    if fast is not None:
+        return fast(msg)
     return schema_encode(msg)
-
-
-#: the fast decoders, by tag
-_FAST_DECODERS: dict[int, Callable[[bytes], Message]] = {
-    _WINDOW_TAG: _decode_window,
-    _SIGNAL_TAG: _decode_signal,
-    _SIGNAL_STATE_TAG: _decode_signal_state,
-    _DEVCALL_TAG: _decode_devcall,
-    _DEVCALL_REPLY_TAG: _decode_devcall_reply,
-}
 
 
 def decode(data: bytes) -> Message:
@@ -824,165 +1010,16 @@ def decode_uncompiled(data: bytes) -> Message:
 # ---------------------------------------------------------------------------
 
 
-def _whole(tag: Tag) -> Any:
+def _whole(d: MessageDef) -> Any:
     """The schema of one whole message, tag included, for the generated docs."""
     return Struct(
-        "tag" / Const(int(tag), Int8ul) * f"{int(tag):#04x} ({tag.name})",
-        *_BODIES[tag].subcons,
+        "tag" / Const(int(d.tag), Int8ul) * f"{int(d.tag):#04x} ({d.name})",
+        *d.body.subcons,
     )
 
 
-_HOST = "host → board"
-_BOARD = "board → host"
-_BOTH = "both"
-
-_MEANINGS: dict[Tag, tuple[str, str, str, Message]] = {
-    Tag.BUS_HELLO: (
-        _HOST,
-        "CONTROL",
-        "Registration. The host sends it once per link session, after the link's "
-        "SessionStarted, with the range of bus versions it speaks. Nothing but BUS_HELLO is "
-        "accepted by the board before it.",
-        BusHello(version_min=1, version_max=1),
-    ),
-    Tag.BUS_WELCOME: (
-        _BOARD,
-        "CONTROL",
-        "The answer to BUS_HELLO: the chosen version (the highest both sides speak) and the "
-        "container's limits. With a negative status (EPROTONOSUPPORT) nothing follows and "
-        "the host stays unregistered; otherwise the DEVADD replay and BUS_SYNCED follow.",
-        BusWelcome(
-            status=0,
-            version=1,
-            max_call_payload_bytes=65536,
-            max_handles=64,
-            max_windows=64,
-            max_window_bytes=1 << 20,
-            max_total_window_bytes=4 << 20,
-        ),
-    ),
-    Tag.BUS_SYNCED: (
-        _BOARD,
-        "CONTROL",
-        "End of the DEVADD replay that follows BUS_WELCOME: the host now knows every device "
-        "that exists. Later DEVADD/DEVDROP messages are live hotswap events.",
-        BusSynced(device_count=2),
-    ),
-    Tag.DEVADD: (
-        _BOARD,
-        "CONTROL",
-        "A device exists in the board's container: its id (from a counter, never reused), "
-        "ABI version, type string and attributes. Replayed for every existing device on "
-        "registration, and sent live when a device is added at runtime.",
-        DevAdd(device_id=1, version=1, type="echo", attrs=(Attribute("board", "bb-1"),)),
-    ),
-    Tag.DEVDROP: (
-        _BOARD,
-        "CONTROL",
-        "A device is gone (hot-unplug). Its handles, windows and signals are gone with it.",
-        DevDrop(device_id=1),
-    ),
-    Tag.DEVOPEN: (
-        _HOST,
-        "CONTROL",
-        "Open a device at an ABI version. The device id is looked up only in the container of "
-        "this link. Answered by DEVOPEN_REPLY.",
-        DevOpen(call_id=7, device_id=1, version=1),
-    ),
-    Tag.DEVOPEN_REPLY: (
-        _BOARD,
-        "CONTROL",
-        "The opaque handle for the open device, or a negative status (ENODEV, EPROTONOSUPPORT, "
-        "EBUSY, EMFILE).",
-        DevOpenReply(call_id=7, status=0, handle=0x9E3779B1),
-    ),
-    Tag.DEVCLOSE: (
-        _HOST,
-        "BULK",
-        "Close a handle; its windows and signals are detached. No reply. Sent on BULK so that "
-        "it follows the host's window traffic for that handle.",
-        DevClose(handle=0x9E3779B1),
-    ),
-    Tag.DEVCALL: (
-        _HOST,
-        "CONTROL (BULK when ordered after window updates)",
-        "A synchronous call: the device runs function `func` with the payload and answers with "
-        "a status and a payload. Carried out exactly once per message within a session. A call "
-        "that must see window updates flushed before it is sent on BULK.",
-        DevCall(call_id=8, handle=0x9E3779B1, func=0, flags=0, payload=b"ping"),
-    ),
-    Tag.DEVCALL_REPLY: (
-        _BOARD,
-        "the channel of the call",
-        "The result of a DEVCALL. Unknown handle: EBADF; unknown function: ENOSYS. A negative "
-        "status is never a crash of either side.",
-        DevCallReply(call_id=8, status=0, payload=b"ping"),
-    ),
-    Tag.SHM_ATTACH: (
-        _HOST,
-        "BULK",
-        "Attach a shared window of `size_bytes` (id chosen by the host) to a device queue or "
-        "region `shm_id`, optionally with a signal. The board writes only "
-        "[device_offset, device_offset+device_length); the host writes the rest.",
-        ShmAttach(
-            call_id=9,
-            handle=0x9E3779B1,
-            shm_id=0,
-            window=1,
-            size_bytes=4096,
-            device_offset=2048,
-            device_length=2048,
-            flags=int(ShmFlags.SIGNAL),
-        ),
-    ),
-    Tag.SHM_ATTACH_REPLY: (
-        _BOARD,
-        "BULK",
-        "The signal handle (when asked for), or a negative status (EBADF, EEXIST, EINVAL, "
-        "ERANGE, ENOSPC, EOPNOTSUPP).",
-        ShmAttachReply(call_id=9, status=0, signal=0x3C6EF372),
-    ),
-    Tag.SHM_DETACH: (
-        _HOST,
-        "BULK",
-        "Detach a window (and its signal) from a device.",
-        ShmDetach(call_id=10, handle=0x9E3779B1, window=1),
-    ),
-    Tag.SHM_DETACH_REPLY: (
-        _BOARD,
-        "BULK",
-        "The window is detached, or EBADF for an unknown handle/window.",
-        ShmDetachReply(call_id=10, status=0),
-    ),
-    Tag.WINDOW: (
-        _BOTH,
-        "BULK",
-        "Replicated writes: each span is the current content of a byte range of the window, "
-        "written by the range's one writer. Applied in order; a message with any span out of "
-        "bounds or in a range the sender does not write is refused whole and counted. MORE "
-        "(bus v2) marks every message of a flush but its last.",
-        WindowUpdate(window=1, spans=(Span(offset=0, data=b"\x01\x02\x03\x04"),)),
-    ),
-    Tag.SIGNAL: (
-        _BOTH,
-        "BULK",
-        "A notification on a signal (shm-signal inject), sent only when the receiver has "
-        "notifications enabled and none is pending. Travels behind the window updates flushed "
-        "before it.",
-        SignalNotify(signal=0x3C6EF372),
-    ),
-    Tag.SIGNAL_STATE: (
-        _BOTH,
-        "BULK",
-        "The receiver's side of a signal: sent when it has drained a notification (pending "
-        "cleared) or enables notifications again; carries whether notifications are enabled "
-        "and how many SIGNALs it has seen, so the sender knows whether one is still pending.",
-        SignalState(signal=0x3C6EF372, enabled=True, signals_seen=1),
-    ),
-}
-
 _SUMMARY = """\
-The bus protocol carries the vbus verbs (DESIGN §4) between the board's **connector**, which owns
+The bus protocol carries the verbs of a virtual bus between the board's **connector**, which owns
 a container of devices, and the host's **bus**, which sees proxy devices. Each bus message is one
 link message (delivered exactly once and in order per channel within a link session): a tag byte,
 then the body. All integers are little-endian; strings are UTF-8 with an explicit byte length;
@@ -997,86 +1034,22 @@ arrives after the flushed WINDOW updates (release/acquire), and a window is atta
 first update. A reply travels on the channel of its request.
 """
 
-_NOTES = """\
-### Sessions and registration
-
-```
-host (bus)                                board (connector)
-   link SessionStarted                       link SessionStarted
-   BUS_HELLO {1..2}          ---------->
-                             <----------  BUS_WELCOME {status 0, version 2, limits}
-                             <----------  DEVADD ... (one per existing device)
-                             <----------  BUS_SYNCED {device_count}
-   DEVOPEN / DEVCALL / SHM_ATTACH ... and live DEVADD / DEVDROP
-```
-
-Link down/up within a session changes nothing here: the link resends what was not acknowledged.
-When the link reports that the peer restarted or that the session was lost, both sides forget
-the session: the board closes every handle (detaching windows and signals), the host fails every
-pending request ("the session reset; the call may or may not have run") and drops every proxy
-device; the next session starts again with BUS_HELLO and the DEVADD replay.
-
-### Requests
-
-DEVOPEN, DEVCALL, SHM_ATTACH and SHM_DETACH carry a host-chosen `call_id` that the reply echoes.
-The host never reuses a call id on one link and gives every request a timeout; a reply that
-arrives after the timeout is counted and dropped. A well-formed request that names an unknown
-device, handle, window or function gets a negative status; the board counts every refusal.
-
-### Shared windows
-
-A window is a byte array replicated on both sides; the host creates it (and chooses its id) and
-attaches it to a device with SHM_ATTACH. Each byte has one writer: the board writes
-`[device_offset, device_offset+device_length)`, the host the rest. Writes are local until the
-writer *flushes*; a flush sends the current contents of the dirty ranges as WINDOW spans, in
-order. Because spans carry absolute contents, replicas converge once both sides have flushed and
-the link is quiet. A WINDOW message is checked whole before any span is applied.
-
-A flush that does not fit one message (MAX_SPANS spans, MAX_SPANS x MAX_SPAN_BYTES data bytes)
-takes several. From bus version 2 on, every message of a flush but its last carries MORE, so
-the receiver knows when the peer's writes of one flush are all in its replica (a virtqueue's
-index and the entries it publishes, say) and may act on them without waiting for a SIGNAL.
-Towards a version 1 peer MORE is never set, and a version 1 peer's messages say nothing about
-where a flush ends.
-
-### Signals (shm-signal over messages)
-
-Each signal is a pair of shm-signal states, one per receiver: `{enabled, pending, dirty}`. Over a
-link the flags cannot live in shared memory, so each side keeps its own receiver state and a view
-of the peer's:
-
-* *inject* (sender): `peer.dirty = 1`; if `peer.enabled` and not `peer.pending`:
-  `peer.pending = 1`, send SIGNAL. Otherwise the event is coalesced into the next SIGNAL.
-* *SIGNAL arrives* (receiver): `pending = 1; dirty = 1`; if enabled, *wakeup*.
-* *wakeup* (receiver): `while enabled and (dirty or pending): { while enabled and dirty:
-  { dirty = 0; notifier() }; pending = 0 }`, then send SIGNAL_STATE (pending cleared only after
-  dirty is drained).
-* *enable* (receiver): `enabled = 1`; if `dirty or pending`: wakeup (self-delivery); otherwise, if
-  the peer last heard "disabled", send SIGNAL_STATE. *disable* is local only.
-* *SIGNAL_STATE arrives* (sender): `peer.enabled = enabled`;
-  `peer.pending = (SIGNALs sent != signals_seen)`; if `peer.dirty` and the peer is enabled and
-  not pending: send SIGNAL for the events coalesced meanwhile.
-
-At most one SIGNAL per signal is in flight, so any number of events posted while the receiver is
-busy cost one SIGNAL, and none is lost: an event posted while a SIGNAL is pending is covered by
-the SIGNAL sent when SIGNAL_STATE arrives.
-"""
 
 SPEC = WireSpec(
-    title="Bus protocol (`ira.wire.bus`)",
+    title="Bus protocol",
     summary=_SUMMARY,
     encode=encode,
     messages=tuple(
         MessageSpec(
-            name=tag.name,
-            tag=int(tag),
-            schema=_whole(tag),
-            meaning=meaning,
-            example=example,
-            direction=direction,
-            channel=channel,
+            name=d.name,
+            tag=int(d.tag),
+            schema=_whole(d),
+            meaning=d.meaning,
+            example=d.example,
+            direction=d.direction,
+            channel=d.channel,
         )
-        for tag, (direction, channel, meaning, example) in _MEANINGS.items()
+        for d in MESSAGES
     ),
     limits=(
         Limit("BUS_VERSION_MIN", BUS_VERSION_MIN, "lowest bus version this implementation speaks"),
@@ -1091,5 +1064,4 @@ SPEC = WireSpec(
         Limit("MAX_SPAN_BYTES", MAX_SPAN_BYTES, "largest span in a WINDOW message"),
     ),
     statuses=tuple(StatusCode(s.name, int(s), _STATUS_MEANINGS[s]) for s in Status),
-    notes=_NOTES,
 )

@@ -253,7 +253,7 @@ sender's next `SET` (ira's sender sets each context again at least every 64 fram
 _NOTES = """\
 ### What ira's sender chooses
 
-The sender keeps one context per flow (the IP 5-tuple of `ira.venet.flowqueue`; other frames:
+The sender keeps one context per flow (the IP 5-tuple: addresses, protocol, ports; other frames:
 their Ethernet addresses and type), the 16 most recently used flows. The prefix is the frame's
 headers: the virtio-net header, Ethernet, IPv4 or IPv6, and TCP (with options) or UDP/ICMP's
 8 bytes; other frames: the virtio-net and Ethernet headers. A new flow, a prefix of another
@@ -296,7 +296,7 @@ _EXAMPLES = (
 )
 
 SPEC = WireSpec(
-    title="Compressed frames (`ira.wire.framedelta`)",
+    title="Compressed frames",
     summary=_SUMMARY,
     encode=encode,
     messages=tuple(

@@ -369,41 +369,9 @@ Within a session every message is delivered exactly once and in order per
 channel.
 """
 
-_NOTES = """\
-### Sessions and epochs
-
-Each end picks a random 64-bit epoch when it starts and sends HELLO (with
-backoff) until it hears HELLO or HELLO_ACK.  A HELLO from an epoch already
-known continues the session (nothing is lost); from a new epoch while a session
-exists it means the peer restarted: unacknowledged messages are discarded,
-`PeerRestarted` is reported and a new session starts.  A HELLO_ACK whose
-`peer_epoch` is not the receiver's epoch answers an earlier incarnation and is
-ignored.  Version: the highest version both ranges share; none -> the link
-stops with an error naming the fix.
-
-### Reliability
-
-Cumulative ack + up to MAX_SACK_BLOCKS SACK ranges, and in every ACK the
-`echo`/`held` pair: links never reorder, so a transmission up to 63 before the
-echoed one whose `held` bit is clear was lost (and one further back, still
-unacknowledged, too); it is resent at once, cut smaller if the line is noisy.
-RTT samples come only from ACKs that echo the very transmission they
-acknowledge.  A retransmission timer (at least twice the smoothed RTT) resends
-whatever was sent a whole timeout ago and is still unaccounted for; the next
-`held` bitmap shows whether that was needless.
-
-### Keepalive and link state
-
-Each end sends an ACK when it has sent nothing for its keepalive interval.
-Silence for the dead interval -> `LinkDown` (nothing new is sent; probes go
-on); a valid frame of the session -> `LinkUp` and everything unacknowledged is
-resent.  Down for the session timeout -> `SessionLost`: the end takes a new
-epoch, so its peer will see a restart.
-"""
-
 
 SPEC = WireSpec(
-    title="Link frames (`ira.wire.link`)",
+    title="Link frames",
     summary=_SUMMARY,
     encode=encode,
     messages=(
@@ -460,5 +428,4 @@ SPEC = WireSpec(
         Limit("WINDOW_UNIT_BYTES", WINDOW_UNIT_BYTES, "unit of the window fields"),
         Limit("CRC_BYTES", CRC_BYTES, "CRC-32 at the end of every frame"),
     ),
-    notes=_NOTES,
 )

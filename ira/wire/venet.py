@@ -228,7 +228,7 @@ def decode_uncompiled(data: bytes | bytearray | memoryview) -> VnetFrame:
 # --- the generated documentation (docs/PROTOCOL.md) -------------------------------------------
 
 _SUMMARY = """\
-venet carries Ethernet frames between a board and a host (DESIGN §6). Every frame starts with
+venet carries Ethernet frames between a board and a host. Every frame starts with
 the virtio-net header of virtio 1.x (`struct virtio_net_hdr`, virtio 1.2 §5.1.6), 12 bytes with
 `num_buffers`, little-endian, followed by the Ethernet frame from its destination MAC (no FCS).
 It is the layout of a Linux TAP opened with `IFF_VNET_HDR`, `TUNSETVNETHDRSZ` 12 and
@@ -236,7 +236,7 @@ It is the layout of a Linux TAP opened with `IFF_VNET_HDR`, `TUNSETVNETHDRSZ` 12
 
 The header has no tag byte (the heading below shows 0x00): a frame is a frame by where it
 travels. All zeros is a plain frame, complete with its checksums. A frame that fails any check
-below is dropped and counted under its reason (`ira.venet.vnethdr.Drop`); the interface stays
+below is dropped and counted under the check it failed; the interface stays
 up. A receiver may be stricter than the wire: it refuses GSO types it did not negotiate, and a
 frame without GSO longer than its MTU allows (MTU + ETH_HLEN + VLAN_HLEN).
 """
@@ -257,7 +257,7 @@ _NOTES = """\
 """
 
 SPEC = WireSpec(
-    title="virtio-net frames (`ira.wire.venet`)",
+    title="virtio-net frames",
     summary=_SUMMARY,
     encode=encode,
     messages=(

@@ -1,12 +1,13 @@
 """virtio over the bus: the DEVCALL payloads of a ``virtio`` device, and its event window.
 
 A virtio device on the board is a bus device of type ``virtio`` whose
-transport registers are DEVCALLs (DESIGN §5; the common configuration of
+transport registers are DEVCALLs (the common configuration of
 virtio over PCI, virtio 1.2 §4.1.4.3, turned into calls).  The function number
 travels in ``DEVCALL.func``; the payloads below travel in ``DEVCALL.payload``
-and ``DEVCALL_REPLY.payload``.  Each function has one request schema and one
-reply schema, both little-endian and of fixed size except where data follows
-to the end of the payload; an empty payload is the empty ``Struct``.
+and ``DEVCALL_REPLY.payload``.  Each function is defined once, by its entry in
+``FUNCTIONS``: one request schema and one reply schema, both little-endian
+and of fixed size except where data follows to the end of the payload; an
+empty payload is the empty ``Struct``.
 
 ``decode_request(func, payload)`` and ``decode_reply(func, payload)`` return
 frozen dataclasses (or raise ``RemoteProtocolError``); ``encode(msg)`` does
@@ -377,72 +378,179 @@ EVENT_RECORD = Struct(
 )
 """The first ``EVENT_BYTES`` bytes of the event window."""
 
-#: the request schema of each function
-REQUESTS: dict[VirtioFunc, Any] = {
-    VirtioFunc.DEVICE_FEATURES: FEATURE_SELECT,
-    VirtioFunc.DRIVER_FEATURES: FEATURE_SELECT,
-    VirtioFunc.SET_DRIVER_FEATURES: DRIVER_FEATURE_WORD,
-    VirtioFunc.STATUS: EMPTY,
-    VirtioFunc.SET_STATUS: STATUS_BYTE,
-    VirtioFunc.CONFIG_READ: CONFIG_RANGE,
-    VirtioFunc.CONFIG_WRITE: CONFIG_WRITE,
-    VirtioFunc.GENERATION: EMPTY,
-    VirtioFunc.QUEUE_COUNT: EMPTY,
-    VirtioFunc.QUEUE_MAX: QUEUE_INDEX,
-    VirtioFunc.QUEUE_SET: QUEUE_SETUP,
-    VirtioFunc.QUEUE_ENABLE: QUEUE_INDEX,
-    VirtioFunc.RESET: EMPTY,
-}
-#: the reply schema of each function (of a reply with status >= 0)
-REPLIES: dict[VirtioFunc, Any] = {
-    VirtioFunc.DEVICE_FEATURES: FEATURE_BITS,
-    VirtioFunc.DRIVER_FEATURES: FEATURE_BITS,
-    VirtioFunc.SET_DRIVER_FEATURES: EMPTY,
-    VirtioFunc.STATUS: STATUS_BYTE,
-    VirtioFunc.SET_STATUS: STATUS_BYTE,
-    VirtioFunc.CONFIG_READ: CONFIG_DATA,
-    VirtioFunc.CONFIG_WRITE: GENERATION,
-    VirtioFunc.GENERATION: GENERATION,
-    VirtioFunc.QUEUE_COUNT: QUEUE_TOTAL,
-    VirtioFunc.QUEUE_MAX: QUEUE_SIZE,
-    VirtioFunc.QUEUE_SET: EMPTY,
-    VirtioFunc.QUEUE_ENABLE: EMPTY,
-    VirtioFunc.RESET: EMPTY,
-}
 
-_REQUEST_CLASSES: dict[VirtioFunc, type[Any]] = {
-    cls.func: cls
-    for cls in (
+@dataclass(frozen=True, slots=True)
+class FunctionDef:
+    """One function of a virtio device, whole: its request and its reply.
+
+    ``FUNCTIONS`` holds one per function; the request and reply schemas and classes
+    by function, the codecs and the document are derived from it.
+    """
+
+    func: VirtioFunc
+    request: type[Any]
+    #: construct ``Struct`` of the request payload (``EMPTY``: no payload)
+    request_schema: Any
+    reply: type[Any]
+    #: construct ``Struct`` of the reply payload of a status >= 0 (``EMPTY``: none)
+    reply_schema: Any
+    #: what the request asks and what the device does (for a request with a payload)
+    meaning: str = ""
+    request_example: object = None
+    reply_meaning: str = ""
+    reply_example: object = None
+
+
+FUNCTIONS: tuple[FunctionDef, ...] = (
+    FunctionDef(
+        VirtioFunc.DEVICE_FEATURES,
         DeviceFeatures,
+        FEATURE_SELECT,
+        FeaturesReply,
+        FEATURE_BITS,
+        "Read 32 of the device's feature bits (selector 1: bits 32-63, VERSION_1 is bit 32).",
+        DeviceFeatures(select=1),
+        "32 offered feature bits (selector 1 of a virtio 1.x device: VERSION_1).",
+        FeaturesReply(bits=1),
+    ),
+    FunctionDef(
+        VirtioFunc.DRIVER_FEATURES,
         DriverFeatures,
+        FEATURE_SELECT,
+        FeaturesReply,
+        FEATURE_BITS,
+        "Read back the driver feature bits of one selector, as written.",
+        DriverFeatures(select=0),
+        "32 driver feature bits (INDIRECT_DESC and EVENT_IDX).",
+        FeaturesReply(bits=0x30000000),
+    ),
+    FunctionDef(
+        VirtioFunc.SET_DRIVER_FEATURES,
         SetDriverFeatures,
+        DRIVER_FEATURE_WORD,
+        EmptyReply,
+        EMPTY,
+        "Write the driver's accepted feature bits of one selector. Only while DRIVER is set and "
+        "FEATURES_OK is not (else EPERM); a selector past FEATURE_WORDS takes only 0.",
+        SetDriverFeatures(select=0, bits=0x30000000),
+    ),
+    FunctionDef(
+        VirtioFunc.STATUS,
         GetStatus,
+        EMPTY,
+        StatusReply,
+        STATUS_BYTE,
+        reply_meaning="The device status.",
+        reply_example=StatusReply(status=int(DeviceStatus.ACKNOWLEDGE | DeviceStatus.DRIVER)),
+    ),
+    FunctionDef(
+        VirtioFunc.SET_STATUS,
         SetStatus,
+        STATUS_BYTE,
+        StatusReply,
+        STATUS_BYTE,
+        "Write the device status (virtio 1.2 §2.1, §3.1.1): bits are set in order and never "
+        "cleared; 0 resets. A write the status rules forbid is EINVAL. Writing FEATURES_OK "
+        "makes the device check the driver features: if it refuses them FEATURES_OK stays "
+        "clear, which the driver sees in the reply.",
+        SetStatus(status=int(DeviceStatus.ACKNOWLEDGE | DeviceStatus.DRIVER)),
+        "The device status re-read after the write (also with EINVAL, when it was refused).",
+        StatusReply(
+            status=int(DeviceStatus.ACKNOWLEDGE | DeviceStatus.DRIVER | DeviceStatus.FEATURES_OK)
+        ),
+    ),
+    FunctionDef(
+        VirtioFunc.CONFIG_READ,
         ConfigRead,
+        CONFIG_RANGE,
+        ConfigReadReply,
+        CONFIG_DATA,
+        "Read configuration space. Past its end: ERANGE.",
+        ConfigRead(offset=0, length=6),
+        "The generation and the bytes, read at once, so one call is consistent; a driver "
+        "reading across calls compares generations (virtio 1.2 §2.5.1).",
+        ConfigReadReply(generation=2, data=b"\x02\x00\x00\x00\x00\x01"),
+    ),
+    FunctionDef(
+        VirtioFunc.CONFIG_WRITE,
         ConfigWrite,
+        CONFIG_WRITE,
+        GenerationReply,
+        GENERATION,
+        "Write configuration space (the device decides; read-only spaces answer EPERM).",
+        ConfigWrite(offset=4, data=b"\x01\x00"),
+        "The generation after the write.",
+        GenerationReply(generation=3),
+    ),
+    FunctionDef(
+        VirtioFunc.GENERATION,
         GetGeneration,
+        EMPTY,
+        GenerationReply,
+        GENERATION,
+        reply_meaning="The configuration generation.",
+        reply_example=GenerationReply(generation=3),
+    ),
+    FunctionDef(
+        VirtioFunc.QUEUE_COUNT,
         QueueCount,
+        EMPTY,
+        QueueCountReply,
+        QUEUE_TOTAL,
+        reply_meaning="The number of queues.",
+        reply_example=QueueCountReply(count=2),
+    ),
+    FunctionDef(
+        VirtioFunc.QUEUE_MAX,
         QueueMax,
+        QUEUE_INDEX,
+        QueueMaxReply,
+        QUEUE_SIZE,
+        "The largest size of a queue.",
+        QueueMax(queue=0),
+        "The largest size of the queue, 0 if the device has no such queue.",
+        QueueMaxReply(size=64),
+    ),
+    FunctionDef(
+        VirtioFunc.QUEUE_SET,
         QueueSet,
+        QUEUE_SETUP,
+        EmptyReply,
+        EMPTY,
+        "Set a queue up: its size and the addresses of its three parts. Only after "
+        "FEATURES_OK, before DRIVER_OK, and while the queue is not enabled (else EPERM); the "
+        "notify window must be attached to the device with a signal (else EINVAL). The "
+        "example puts a queue of 16 in window 3 (descriptors at 0, available ring at 256, used "
+        "ring at 296).",
+        QueueSet(
+            queue=0,
+            size=16,
+            notify_window=3,
+            desc=3 << ADDR_OFFSET_BITS | 0,
+            avail=3 << ADDR_OFFSET_BITS | 256,
+            used=3 << ADDR_OFFSET_BITS | 296,
+        ),
+    ),
+    FunctionDef(
+        VirtioFunc.QUEUE_ENABLE,
         QueueEnable,
-        Reset,
-    )
-}
-_REPLY_CLASSES: dict[VirtioFunc, type[Any]] = {
-    VirtioFunc.DEVICE_FEATURES: FeaturesReply,
-    VirtioFunc.DRIVER_FEATURES: FeaturesReply,
-    VirtioFunc.SET_DRIVER_FEATURES: EmptyReply,
-    VirtioFunc.STATUS: StatusReply,
-    VirtioFunc.SET_STATUS: StatusReply,
-    VirtioFunc.CONFIG_READ: ConfigReadReply,
-    VirtioFunc.CONFIG_WRITE: GenerationReply,
-    VirtioFunc.GENERATION: GenerationReply,
-    VirtioFunc.QUEUE_COUNT: QueueCountReply,
-    VirtioFunc.QUEUE_MAX: QueueMaxReply,
-    VirtioFunc.QUEUE_SET: EmptyReply,
-    VirtioFunc.QUEUE_ENABLE: EmptyReply,
-    VirtioFunc.RESET: EmptyReply,
-}
+        QUEUE_INDEX,
+        EmptyReply,
+        EMPTY,
+        "Enable a queue that was set up; the device checks the layout (alignment, bounds, "
+        "writer of each part) and answers EINVAL if it does not hold.",
+        QueueEnable(queue=0),
+    ),
+    FunctionDef(VirtioFunc.RESET, Reset, EMPTY, EmptyReply, EMPTY),
+)
+"""Every function of a virtio device, in function order: the definition the rest derives from."""
+
+#: the request schema of each function
+REQUESTS: dict[VirtioFunc, Any] = {d.func: d.request_schema for d in FUNCTIONS}
+#: the reply schema of each function (of a reply with status >= 0)
+REPLIES: dict[VirtioFunc, Any] = {d.func: d.reply_schema for d in FUNCTIONS}
+_REQUEST_CLASSES: dict[VirtioFunc, type[Any]] = {d.func: d.request for d in FUNCTIONS}
+_REPLY_CLASSES: dict[VirtioFunc, type[Any]] = {d.func: d.reply for d in FUNCTIONS}
 
 #: each schema, compiled once; what ``encode``/``decode_*`` use (parity is tested)
 _COMPILED: dict[int, Any] = {
@@ -543,94 +651,6 @@ def split_addr(addr: int) -> tuple[int, int]:
 _HOST = "host → board"
 _BOARD = "board → host"
 
-#: golden examples of the requests and replies that have a payload
-_REQUEST_EXAMPLES: dict[VirtioFunc, tuple[str, Request]] = {
-    VirtioFunc.DEVICE_FEATURES: (
-        "Read 32 of the device's feature bits (selector 1: bits 32-63, VERSION_1 is bit 32).",
-        DeviceFeatures(select=1),
-    ),
-    VirtioFunc.DRIVER_FEATURES: (
-        "Read back the driver feature bits of one selector, as written.",
-        DriverFeatures(select=0),
-    ),
-    VirtioFunc.SET_DRIVER_FEATURES: (
-        "Write the driver's accepted feature bits of one selector. Only while DRIVER is set and "
-        "FEATURES_OK is not (else EPERM); a selector past FEATURE_WORDS takes only 0.",
-        SetDriverFeatures(select=0, bits=0x30000000),
-    ),
-    VirtioFunc.SET_STATUS: (
-        "Write the device status (virtio 1.2 §2.1, §3.1.1): bits are set in order and never "
-        "cleared; 0 resets. A write the status rules forbid is EINVAL. Writing FEATURES_OK "
-        "makes the device check the driver features: if it refuses them FEATURES_OK stays "
-        "clear, which the driver sees in the reply.",
-        SetStatus(status=int(DeviceStatus.ACKNOWLEDGE | DeviceStatus.DRIVER)),
-    ),
-    VirtioFunc.CONFIG_READ: (
-        "Read configuration space. Past its end: ERANGE.",
-        ConfigRead(offset=0, length=6),
-    ),
-    VirtioFunc.CONFIG_WRITE: (
-        "Write configuration space (the device decides; read-only spaces answer EPERM).",
-        ConfigWrite(offset=4, data=b"\x01\x00"),
-    ),
-    VirtioFunc.QUEUE_MAX: ("The largest size of a queue.", QueueMax(queue=0)),
-    VirtioFunc.QUEUE_SET: (
-        "Set a queue up: its size and the addresses of its three parts. Only after "
-        "FEATURES_OK, before DRIVER_OK, and while the queue is not enabled (else EPERM); the "
-        "notify window must be attached to the device with a signal (else EINVAL). The "
-        "example puts a queue of 16 in window 3 (descriptors at 0, available ring at 256, used "
-        "ring at 296).",
-        QueueSet(
-            queue=0,
-            size=16,
-            notify_window=3,
-            desc=make_addr(3, 0),
-            avail=make_addr(3, 256),
-            used=make_addr(3, 296),
-        ),
-    ),
-    VirtioFunc.QUEUE_ENABLE: (
-        "Enable a queue that was set up; the device checks the layout (alignment, bounds, "
-        "writer of each part) and answers EINVAL if it does not hold.",
-        QueueEnable(queue=0),
-    ),
-}
-_REPLY_EXAMPLES: dict[VirtioFunc, tuple[str, Reply]] = {
-    VirtioFunc.DEVICE_FEATURES: (
-        "32 offered feature bits (selector 1 of a virtio 1.x device: VERSION_1).",
-        FeaturesReply(bits=1),
-    ),
-    VirtioFunc.DRIVER_FEATURES: (
-        "32 driver feature bits (INDIRECT_DESC and EVENT_IDX).",
-        FeaturesReply(bits=0x30000000),
-    ),
-    VirtioFunc.STATUS: (
-        "The device status.",
-        StatusReply(status=int(DeviceStatus.ACKNOWLEDGE | DeviceStatus.DRIVER)),
-    ),
-    VirtioFunc.SET_STATUS: (
-        "The device status re-read after the write (also with EINVAL, when it was refused).",
-        StatusReply(
-            status=int(DeviceStatus.ACKNOWLEDGE | DeviceStatus.DRIVER | DeviceStatus.FEATURES_OK)
-        ),
-    ),
-    VirtioFunc.CONFIG_READ: (
-        "The generation and the bytes, read at once, so one call is consistent; a driver "
-        "reading across calls compares generations (virtio 1.2 §2.5.1).",
-        ConfigReadReply(generation=2, data=b"\x02\x00\x00\x00\x00\x01"),
-    ),
-    VirtioFunc.CONFIG_WRITE: (
-        "The generation after the write.",
-        GenerationReply(generation=3),
-    ),
-    VirtioFunc.GENERATION: ("The configuration generation.", GenerationReply(generation=3)),
-    VirtioFunc.QUEUE_COUNT: ("The number of queues.", QueueCountReply(count=2)),
-    VirtioFunc.QUEUE_MAX: (
-        "The largest size of the queue, 0 if the device has no such queue.",
-        QueueMaxReply(size=64),
-    ),
-}
-
 
 def _messages() -> tuple[MessageSpec, ...]:
     specs = [
@@ -646,29 +666,27 @@ def _messages() -> tuple[MessageSpec, ...]:
             channel="window (event window, bytes 0..7)",
         )
     ]
-    for func in VirtioFunc:
-        if func in _REQUEST_EXAMPLES:
-            meaning, request = _REQUEST_EXAMPLES[func]
+    for d in FUNCTIONS:
+        if d.request_example is not None:
             specs.append(
                 MessageSpec(
-                    name=func.name,
-                    tag=int(func),
-                    schema=REQUESTS[func],
-                    meaning=meaning,
-                    example=request,
+                    name=d.func.name,
+                    tag=int(d.func),
+                    schema=d.request_schema,
+                    meaning=d.meaning,
+                    example=d.request_example,
                     direction=_HOST,
                     channel="DEVCALL payload",
                 )
             )
-        if func in _REPLY_EXAMPLES:
-            meaning, reply = _REPLY_EXAMPLES[func]
+        if d.reply_example is not None:
             specs.append(
                 MessageSpec(
-                    name=f"{func.name}_REPLY",
-                    tag=int(func),
-                    schema=REPLIES[func],
-                    meaning=meaning,
-                    example=reply,
+                    name=f"{d.func.name}_REPLY",
+                    tag=int(d.func),
+                    schema=d.reply_schema,
+                    meaning=d.reply_meaning,
+                    example=d.reply_example,
                     direction=_BOARD,
                     channel="DEVCALL_REPLY payload",
                 )
@@ -772,7 +790,7 @@ SET_STATUS +DRIVER_OK                   ---->    the device is live; buffers add
 """
 
 SPEC = WireSpec(
-    title="virtio over the bus (`ira.wire.virtio`)",
+    title="virtio over the bus",
     summary=_SUMMARY,
     encode=encode,
     messages=_messages(),

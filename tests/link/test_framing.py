@@ -21,6 +21,8 @@ from ira.link.framing import (
 )
 from ira.link.receiver import Receiver
 
+#: every test here runs under `make fuzz` (-m fuzz); some scale with IRA_FUZZ_EXAMPLES
+pytestmark = pytest.mark.fuzz
 EXAMPLES = max(200, int(os.environ.get("IRA_FUZZ_EXAMPLES", "0")))
 
 MAX_FRAME = 300

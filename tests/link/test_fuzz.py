@@ -47,6 +47,8 @@ from ira.wire.link import (
     seal,
 )
 
+#: every test here runs under `make fuzz` (-m fuzz); some scale with IRA_FUZZ_EXAMPLES
+pytestmark = pytest.mark.fuzz
 FUZZ_EXAMPLES = max(2000, int(os.environ.get("IRA_FUZZ_EXAMPLES", "0")))
 FUZZ = settings(
     max_examples=FUZZ_EXAMPLES,

@@ -23,6 +23,8 @@ from ira.virtio.ring import DescFlags, Descriptor
 
 N = 8
 NEXT, WRITE, INDIRECT = DescFlags.NEXT, DescFlags.WRITE, DescFlags.INDIRECT
+#: every test here runs under `make fuzz` (-m fuzz); some scale with IRA_FUZZ_EXAMPLES
+pytestmark = pytest.mark.fuzz
 EXAMPLES = max(300, int(os.environ.get("IRA_FUZZ_EXAMPLES", "0")))
 
 

@@ -17,12 +17,15 @@ import os
 import random
 from dataclasses import dataclass, field
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from vqrig import ChainSpec, Rig, pattern
 
 from ira.virtio import Chain, vring_need_event
 
+#: every test here runs under `make fuzz` (-m fuzz); some scale with IRA_FUZZ_EXAMPLES
+pytestmark = pytest.mark.fuzz
 EXAMPLES = max(150, int(os.environ.get("IRA_FUZZ_EXAMPLES", "0")) // 10)
 SETTINGS = settings(
     max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow]

@@ -39,6 +39,8 @@ from ira.wire.bus import Status
 
 RING, OUT, IN, TABLES = 0, 1, 2, 3
 SLOT = 32
+#: every test here runs under `make fuzz` (-m fuzz); some scale with IRA_FUZZ_EXAMPLES
+pytestmark = pytest.mark.fuzz
 SEEDS = max(8, int(os.environ.get("IRA_FUZZ_EXAMPLES", "0")) // 1000)
 
 

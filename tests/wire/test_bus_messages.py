@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import typing
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ira.errors import LocalProtocolError, RemoteProtocolError
-from ira.wire import MessageSpec, bus
+from ira.wire import MessageDef, MessageSpec, bus
 from ira.wire.bus import (
     MAX_ATTR_KEY_BYTES,
     MAX_ATTR_VALUE_BYTES,
@@ -50,6 +51,8 @@ from ira.wire.bus import (
     schema_encode,
 )
 
+#: every test here runs under `make fuzz` (-m fuzz); some scale with IRA_FUZZ_EXAMPLES
+pytestmark = pytest.mark.fuzz
 FUZZ_EXAMPLES = int(os.environ.get("IRA_FUZZ_EXAMPLES", "6000"))
 
 # (message, golden bytes).  Written out by hand from docs/PROTOCOL.md's layouts.
@@ -549,3 +552,20 @@ def test_fast_window_codec_on_full_spans() -> None:
     data = schema_encode(msg)
     assert encode(msg) == data
     assert decode(data) == msg
+
+
+def test_the_table_defines_every_message_once() -> None:
+    assert [int(d.tag) for d in bus.MESSAGES] == sorted(int(t) for t in Tag)
+    assert {d.cls for d in bus.MESSAGES} == set(typing.get_args(Message))
+    assert len({d.cls for d in bus.MESSAGES}) == len(bus.MESSAGES)
+    for d in bus.MESSAGES:
+        assert isinstance(d.example, d.cls)
+        assert decode(encode(d.example)) == d.example
+
+
+@pytest.mark.parametrize("d", [d for d in bus.MESSAGES if d.fast_encode], ids=lambda d: d.name)
+def test_every_fast_codec_of_the_table_equals_the_schema_on_its_example(d: MessageDef) -> None:
+    assert d.fast_encode is not None and d.fast_decode is not None
+    data = schema_encode(d.example)  # type: ignore[arg-type]
+    assert d.fast_encode(d.example) == data
+    assert d.fast_decode(data) == schema_decode(data) == d.example

@@ -35,6 +35,8 @@ from ira.wire.link import (
     seal,
 )
 
+#: every test here runs under `make fuzz` (-m fuzz); some scale with IRA_FUZZ_EXAMPLES
+pytestmark = pytest.mark.fuzz
 EXAMPLES = max(300, int(os.environ.get("IRA_FUZZ_EXAMPLES", "0")))
 FAST = settings(max_examples=EXAMPLES, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 

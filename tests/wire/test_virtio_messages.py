@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import struct
+import typing
 from collections.abc import Callable
 
 import pytest
@@ -53,6 +54,8 @@ from ira.wire.virtio import (
     split_addr,
 )
 
+#: every test here runs under `make fuzz` (-m fuzz); some scale with IRA_FUZZ_EXAMPLES
+pytestmark = pytest.mark.fuzz
 FUZZ_EXAMPLES = int(os.environ.get("IRA_FUZZ_EXAMPLES", "6000"))
 S = DeviceStatus
 F = VirtioFunc
@@ -395,3 +398,19 @@ def test_fuzz_random_payloads_give_a_message_or_remote_protocol_error(
     if event is not RemoteProtocolError:
         assert isinstance(event, EventRecord) and len(data) == EVENT_BYTES
         assert decode_event(encode(event)) == event
+
+
+def test_the_function_table_defines_every_function_once() -> None:
+    assert [d.func for d in wire.FUNCTIONS] == list(VirtioFunc)
+    for d in wire.FUNCTIONS:
+        assert d.request.func is d.func
+        assert (d.request_example is None) == (d.request_schema is EMPTY)
+        assert (d.reply_example is None) == (d.reply_schema is EMPTY)
+        if d.request_example is not None:
+            assert isinstance(d.request_example, d.request)
+            assert decode_request(d.func, encode(d.request_example)) == d.request_example
+        if d.reply_example is not None:
+            assert isinstance(d.reply_example, d.reply)
+            assert decode_reply(d.func, encode(d.reply_example)) == d.reply_example
+    assert {d.request for d in wire.FUNCTIONS} == set(typing.get_args(Request))
+    assert {d.reply for d in wire.FUNCTIONS} == set(typing.get_args(Reply))
