@@ -29,6 +29,7 @@ from ira.runtime.host import (
     HostClient,
     HostListener,
     HostService,
+    PortListener,
     VirtioClients,
 )
 
@@ -39,6 +40,7 @@ __all__ = [
     "HostClient",
     "HostListener",
     "HostService",
+    "PortListener",
     "ProfileChange",
     "VirtioClients",
 ]
