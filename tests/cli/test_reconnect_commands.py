@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from ira.busrt import BoardService, HostClient
 from ira.cli.main import main
-from ira.link.nullmodem import NullModem
+from ira.runtime import BoardService, HostClient
+from ira.tools.nullmodem import NullModem
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -26,10 +26,10 @@ import pytest
 
 from ira.busmodel.devices.counting import CounterFunc
 from ira.busmodel.events import BusEvent, DeviceAdded
-from ira.busrt import CallResult, HostClient, HostService
 from ira.link.events import LinkDown, LinkUp, PeerRestarted, SessionLost
-from ira.link.nullmodem import NullModem
-from ira.link.runtime import PortBack, PortEvent, PortLost, PortStatus
+from ira.runtime import CallResult, HostClient, HostService
+from ira.runtime.link import PortBack, PortEvent, PortLost, PortStatus
+from ira.tools.nullmodem import NullModem
 
 ROOT = Path(__file__).resolve().parents[2]
 
