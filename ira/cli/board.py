@@ -40,8 +40,8 @@ from typing import assert_never
 
 from ira.errors import ConfigError
 from ira.runtime import BoardService, ProfileChange
-from ira.runtime.link import PortBack, PortEvent, PortLost, PortWaiting
 from ira.runtime.network import BoardNet, tap_settings
+from ira.runtime.port import PortBack, PortEvent, PortLost, PortWaiting
 from ira.runtime.profile import DEFAULT_PROFILE, DeviceSpec, Profile, load_profile
 
 

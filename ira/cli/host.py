@@ -46,8 +46,8 @@ from ira.cli.board import add_net_arguments, add_reconnect_argument, describe_po
 from ira.errors import ConfigError, IraError
 from ira.link.events import LinkDown, LinkUp, PeerRestarted, SessionLost
 from ira.runtime import HostClient, HostService, VirtioClients
-from ira.runtime.link import PortEvent, PortState, PortStatus
 from ira.runtime.network import HostNet, tap_settings
+from ira.runtime.port import PortEvent, PortState, PortStatus
 from ira.venet.driver import NetDriverConfig
 from ira.virtio.features import feature_names
 from ira.virtio.host import BindingState, VirtioDeviceInfo

@@ -10,7 +10,8 @@ from typing import Self
 
 from ira.errors import LocalProtocolError
 from ira.link.config import LinkConfig
-from ira.runtime.link import LinkRuntime, PortEvent, PortState, TransportOpener, Upper
+from ira.runtime.link import LinkRuntime, Upper
+from ira.runtime.port import PortEvent, PortState, TransportOpener
 from ira.transports.base import Transport
 
 

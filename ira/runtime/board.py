@@ -16,7 +16,7 @@ from ira.busmodel.events import ConnectorEvent, HostRegistered
 from ira.link.config import LinkConfig
 from ira.link.events import LinkDown, LinkUp, PeerRestarted, SessionLost
 from ira.runtime.base import LinkService, link_numbers
-from ira.runtime.link import PortEvent
+from ira.runtime.port import PortEvent
 from ira.runtime.profile import (
     DEFAULT_PROFILE,
     DeviceContext,

@@ -43,7 +43,8 @@ from ira.errors import (
 from ira.link.config import LinkConfig
 from ira.link.events import LinkDown, LinkUp, PeerRestarted, SessionLost
 from ira.runtime.base import LinkService
-from ira.runtime.link import Completion, PortEvent, PortStatus
+from ira.runtime.link import Completion
+from ira.runtime.port import PortEvent, PortStatus
 from ira.transports.base import Transport
 from ira.virtio.calls import VIRTIO_TYPE
 from ira.virtio.entropy import ENTROPY_ID, EntropyClient

@@ -42,7 +42,6 @@ exit, and the first worker exception is re-raised to the caller.
 from __future__ import annotations
 
 import contextlib
-import enum
 import logging
 import os
 import queue
@@ -53,7 +52,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Generic, Protocol, TypeVar, cast
 
@@ -70,7 +68,17 @@ from ira.link.events import (
     SessionLost,
     SessionStarted,
 )
-from ira.transports import open_transport
+from ira.runtime.port import (
+    REOPEN_FIRST_S,
+    REOPEN_MAX_S,
+    PortBack,
+    PortEvent,
+    PortLost,
+    PortState,
+    PortStatus,
+    PortWaiting,
+    TransportOpener,
+)
 from ira.transports.base import Transport
 
 log = logging.getLogger(__name__)
@@ -89,69 +97,6 @@ READS_PER_TURN = 16
 #: the loop leaves the port to a caller waiting for a reply, and for this long after,
 #: looking at least this often whether it still does (see ``_await``)
 READER_LINGER_S = 0.005
-#: first wait before reopening a port that went away; doubles up to ``REOPEN_MAX_S``
-REOPEN_FIRST_S = 0.1
-REOPEN_MAX_S = 2.0
-
-
-@dataclass(frozen=True, slots=True)
-class TransportOpener:
-    """A way to open a link's transport, again after it went away.
-
-    ``open`` is called at each (re)open: a spec that is a symlink
-    (``/dev/serial/by-id/...``) is resolved again each time.
-    """
-
-    #: the link spec, for logs and error messages
-    name: str
-    open: Callable[[], Transport]
-
-    @classmethod
-    def for_spec(cls, spec: str) -> TransportOpener:
-        return cls(spec, lambda: open_transport(spec))
-
-
-class PortStatus(enum.Enum):
-    #: the transport is open
-    UP = "up"
-    #: it went away (hang-up, EIO, ENODEV, the path vanished); being reopened
-    DOWN = "down"
-    #: it was not there when the runtime started; waiting for it to appear
-    WAITING = "waiting"
-
-
-@dataclass(frozen=True, slots=True)
-class PortState:
-    """Whether a runtime's transport is open, since when (monotonic seconds), and why not."""
-
-    status: PortStatus
-    since: float
-    #: why it is down or waited for (the transport's error), else None
-    reason: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PortLost:
-    """The transport went away; the link is down and the port is being reopened."""
-
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class PortWaiting:
-    """The port was not there when the runtime started; it is opened when it appears."""
-
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class PortBack:
-    """The port was opened again after ``down_s`` seconds gone (or waited for)."""
-
-    down_s: float
-
-
-PortEvent = PortLost | PortWaiting | PortBack
 
 
 class Upper(Protocol):

@@ -28,7 +28,7 @@ from ira.busmodel.devices.counting import CounterFunc
 from ira.busmodel.events import BusEvent, DeviceAdded
 from ira.link.events import LinkDown, LinkUp, PeerRestarted, SessionLost
 from ira.runtime import CallResult, HostClient, HostService
-from ira.runtime.link import PortBack, PortEvent, PortLost, PortStatus
+from ira.runtime.port import PortBack, PortEvent, PortLost, PortStatus
 from ira.tools.nullmodem import NullModem
 
 ROOT = Path(__file__).resolve().parents[2]
