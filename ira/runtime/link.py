@@ -422,7 +422,7 @@ class LinkRuntime:
         sleeping = self._sleep_deadline
         if (
             self._out
-            or self._lost is not None
+            or self._is_lost()
             or (deadline is not None and (sleeping is None or deadline < sleeping))
         ):
             self._wake()
@@ -486,7 +486,7 @@ class LinkRuntime:
             return timeout_s
         end = None if timeout_s is None else time.monotonic() + timeout_s
         try:
-            while not done() and not self._stop.is_set() and self.transport is transport:
+            while not done() and not self._stop.is_set() and self._current() is transport:
                 wait = READER_LINGER_S
                 if end is not None:
                     wait = min(wait, end - time.monotonic())
@@ -506,7 +506,7 @@ class LinkRuntime:
     def _read_here(self, transport: Transport) -> None:
         """What the loop does when the port is readable, on the calling thread."""
         with self._owner:
-            if self._stop.is_set() or self.transport is not transport:
+            if self._stop.is_set() or self._current() is not transport:
                 return
             try:
                 now = time.monotonic()
@@ -517,6 +517,17 @@ class LinkRuntime:
                 raise
 
     # --- a port that comes and goes ---------------------------------------------------
+
+    # The two below read the attributes afresh: another thread (or a call) changes them,
+    # and a compiled build must not trust a check made earlier in the same loop.
+
+    def _is_lost(self) -> bool:
+        """The transport went away and the loop has not closed it yet."""
+        return self._lost is not None
+
+    def _current(self) -> Transport | None:
+        """The open transport, or None while the port is away."""
+        return self.transport
 
     def _lose(self, transport: Transport, exc: PortGone) -> None:
         """``transport`` went away (any thread): the loop closes it and reopens the port.
@@ -595,12 +606,12 @@ class LinkRuntime:
         """The loop while the port is gone: timers and calls go on, the port is reopened
         with a backoff (``REOPEN_FIRST_S`` doubling to ``REOPEN_MAX_S``)."""
         stop, bell, owner = self._stop, self._bell, self._owner
-        while not stop.is_set() and self.transport is None:
+        while not stop.is_set() and self._current() is None:
             now = time.monotonic()
             if now >= self._reopen_at:
                 self._reopen(now)
             deadline = self._turn(now)
-            if self.transport is not None:
+            if self._current() is not None:
                 return
             bell.arm()
             if self._inbox or stop.is_set():
@@ -624,7 +635,7 @@ class LinkRuntime:
         """Reads transports without a descriptor (the loop reads the others)."""
         while not self._stop.is_set():
             transport = self.transport
-            if transport is None or self._fd is not None or self._lost is not None:
+            if transport is None or self._fd is not None or self._is_lost():
                 self._stop.wait(0.05)
                 continue
             try:
@@ -633,7 +644,7 @@ class LinkRuntime:
                 self._lose(transport, exc)
                 continue
             except LinkClosed:
-                if self.transport is not transport or self._stop.is_set():
+                if self._current() is not transport or self._stop.is_set():
                     continue  # closed by the loop (a lost port) or by stop()
                 raise
             if data:
@@ -646,9 +657,9 @@ class LinkRuntime:
         owner.acquire()
         try:
             while not self._stop.is_set():
-                if self._lost is not None:
+                if self._is_lost():
                     self._close_lost(time.monotonic())
-                if self.transport is None:
+                if self._current() is None:
                     self._run_absent()
                     continue
                 fd = self._fd
@@ -680,7 +691,7 @@ class LinkRuntime:
         wrote_chunk = False
         deadline: float | None = None
         while not stop.is_set():
-            if self._lost is not None:
+            if self._is_lost():
                 return
             now = time.monotonic()
             # a chunk went out (room for the next), or output waits on a transport
@@ -698,7 +709,7 @@ class LinkRuntime:
                     continue
             # sleep, unless work arrived meanwhile (see Doorbell)
             bell.arm()
-            if inbox or rx or stop.is_set() or self._lost is not None:
+            if inbox or rx or stop.is_set() or self._is_lost():
                 bell.disarm()
                 continue
             if fd is None and self._out:
@@ -732,7 +743,7 @@ class LinkRuntime:
         """Up to ``READS_PER_TURN`` reads into the core: (anything came, the port may
         hold more — the last read was big)."""
         transport, core = self.transport, self.core
-        if transport is None or self._lost is not None:
+        if transport is None or self._is_lost():
             return False, False
         got = False
         for _ in range(READS_PER_TURN):
@@ -800,7 +811,7 @@ class LinkRuntime:
         out = self._out
         if out and self._fd is None:
             self._flush()  # no descriptor to wait on: try again each turn
-        if self.transport is None or self._lost is not None:
+        if self._current() is None or self._is_lost():
             # the port is gone: what the core sends meanwhile is lost, as on a dead line
             # (in DOWN the sender is paused: only probes and HELLOs go, and they return)
             core.data_to_send(now=now)
@@ -830,7 +841,7 @@ class LinkRuntime:
         Returns True when at least one chunk (one packet) went out completely.
         """
         transport = self.transport
-        if transport is None or self._lost is not None:
+        if transport is None or self._is_lost():
             return False
         try:
             return self._write(transport)
