@@ -28,13 +28,14 @@ def test_host_list_shows_the_boards_devices(rig: Rig, tmp_path: Path) -> None:
     with Child.board(rig.link_a, stock_profile(tmp_path / "board.toml")) as board:
         for _ in range(rounds):  # each listing is a new host session with the same board
             done = _ira_cli(rig, "host", "list", rig.link_b, "--json", *_wait(rig))
-            rows = json.loads(done.stdout)
+            rows = json.loads(done.stdout)["devices"]
             assert [r["type"] for r in rows] == list(STOCK_TYPES), board.output
             assert rows[0]["attributes"] == {"board": BOARD_NAME, "ira_version": ira.__version__}
             assert len({r["id"] for r in rows}) == len(rows)
         table = _ira_cli(rig, "host", "list", rig.link_b, *_wait(rig)).stdout.splitlines()
     assert table[0].split() == ["ID", "TYPE", "VERSION", "ATTRIBUTES"]
-    assert [line.split()[1] for line in table[1:]] == list(STOCK_TYPES)
+    assert [line.split()[1] for line in table[1:-1]] == list(STOCK_TYPES)
+    assert table[-1].startswith(f"link {rig.link_b}: up since ")
 
 
 def test_ping_loses_none(rig: Rig, tmp_path: Path) -> None:

@@ -36,6 +36,18 @@ class LinkClosed(TransportError):
     """The link was closed, locally or because the session was torn down."""
 
 
+class PortGone(LinkClosed):
+    """The port went away or is not there yet: hung up, EIO, ENODEV, a vanished path.
+
+    A transport raises it when reopening the same spec later may cure it (a
+    USB-serial adapter pulled and plugged back, a gadget re-enumerating, a board
+    whose port appears after it boots).  A link runtime that knows how to reopen
+    its transport closes it, reports the link down and reopens it with a backoff.
+    Errors a reopen cannot cure (permission denied, not a tty, a bad URL) are
+    plain ``TransportError`` or ``ConfigError``.
+    """
+
+
 class ConfigError(IraError):
     """A configuration value (URL, option, profile) is invalid."""
 

@@ -17,6 +17,14 @@ virtio-net headers, no checksum or segmentation offloads).  The interface's
 MTU is ``--mtu``, else the device's ``mtu`` option in the profile (else
 1500): a reload that changes the option changes the interface's MTU and,
 through the re-added device, the host's.
+
+A port that goes away (a USB-serial adapter pulled, a gadget re-enumerating)
+is reopened every 0.1 s doubling to 2 s, and a port that does not exist yet
+is waited for; the board says so once (``waiting for ...``, ``port gone``,
+``port back``).  A host that comes back within the session timeout (15 s)
+resumes its session with nothing lost.  ``--give-up-after S`` ends the board
+when the port stayed away S seconds; errors a reopen cannot cure (permission
+denied, not a serial port) end it at once.
 """
 
 from __future__ import annotations
@@ -28,10 +36,12 @@ import signal
 import sys
 import threading
 from types import FrameType
+from typing import assert_never
 
 from ira.errors import ConfigError
 from ira.runtime import BoardService, ProfileChange
 from ira.runtime.network import BoardNet, tap_settings
+from ira.runtime.port import PortBack, PortEvent, PortLost, PortWaiting
 from ira.runtime.profile import DEFAULT_PROFILE, DeviceSpec, Profile, load_profile
 
 
@@ -52,6 +62,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve.add_argument("link", metavar="LINK", help="link spec, e.g. /dev/ttyUSB0 or a pty path")
     serve.add_argument("--profile", metavar="FILE", help="board profile (TOML)")
     add_net_arguments(serve)
+    add_reconnect_argument(serve)
     serve.add_argument(
         "--mtu", type=int, metavar="N", help="MTU of the TAP and the device (68-65535; 1500)"
     )
@@ -73,6 +84,36 @@ def add_net_arguments(parser: argparse.ArgumentParser, *, per_link: bool = False
         action="store_true",
         help="plain frames: no virtio-net headers, no checksum/GSO offloads",
     )
+
+
+def add_reconnect_argument(parser: argparse.ArgumentParser) -> None:
+    """``--give-up-after S``: how long a port may stay away before the command ends."""
+    parser.add_argument(
+        "--give-up-after",
+        type=float,
+        metavar="S",
+        help="stop when a port stayed away S seconds (default: wait for it forever)",
+    )
+
+
+def give_up_after(args: argparse.Namespace) -> float | None:
+    """``--give-up-after``, validated before any port is opened."""
+    value: float | None = args.give_up_after
+    if value is not None and not value > 0:
+        raise ConfigError(f"--give-up-after {value:g}: give a positive number of seconds")
+    return value
+
+
+def describe_port(event: PortEvent, link: str) -> str:
+    """One line about a port going away, being waited for, or coming back."""
+    match event:
+        case PortWaiting(reason=reason):
+            return f"waiting for {link} to appear ({reason})"
+        case PortLost(reason=reason):
+            return f"port gone ({reason}); reopening it"
+        case PortBack(down_s=s):
+            return f"port back after {s:.1f} s"
+    assert_never(event)
 
 
 def _describe(change: ProfileChange) -> str:
@@ -104,9 +145,16 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.tap is None and (args.ip is not None or args.mtu is not None):
         raise ConfigError("--ip and --mtu configure the interface of --tap NAME: give --tap too")
     net_wanted = args.tap is not None
+    give_up_s = give_up_after(args)
     profile = _load(args.profile, net=net_wanted)
     stop = threading.Event()
     reload = threading.Event()
+    #: the loop thread's port lines wait for the header (printed after the board starts)
+    out_lock = threading.Lock()
+
+    def on_port_event(event: PortEvent) -> None:
+        with out_lock:
+            print(describe_port(event, args.link), flush=True)
 
     def on_stop(signum: int, frame: FrameType | None) -> None:
         stop.set()
@@ -143,21 +191,24 @@ def run_serve(args: argparse.Namespace) -> int:
                 profile,
                 on_event=None if net is None else net.on_event,
                 net_port=None if net is None else net.port_for,
+                on_port_event=on_port_event,
+                give_up_after_s=give_up_s,
             )
-            stack.enter_context(board)
             names = ", ".join(spec.name for spec in profile.devices) or "none"
-            print(
-                f"board {profile.board} serving on {args.link} (pid {os.getpid()}; "
-                f"SIGHUP reloads the profile): {names}",
-                flush=True,
-            )
-            if net is not None:
-                port = net.loop_port
+            with out_lock:
+                stack.enter_context(board)
                 print(
-                    f"interface {port.name} {args.ip or '(no address)'} mtu {port.mtu}"
-                    f"{'' if port.vnet_hdr else ' (no offloads)'}",
+                    f"board {profile.board} serving on {args.link} (pid {os.getpid()}; "
+                    f"SIGHUP reloads the profile): {names}",
                     flush=True,
                 )
+                if net is not None:
+                    port = net.loop_port
+                    print(
+                        f"interface {port.name} {args.ip or '(no address)'} mtu {port.mtu}"
+                        f"{'' if port.vnet_hdr else ' (no offloads)'}",
+                        flush=True,
+                    )
             while True:
                 stop.wait(0.5)
                 board.runtime.raise_if_failed()

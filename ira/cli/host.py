@@ -7,7 +7,13 @@ restarts; it runs until SIGINT or SIGTERM.  With ``--tap NAME`` (and
 ``virtio-net`` device on that link gets an interface here: it appears when
 the device is discovered (with the MAC and MTU the device gives), loses
 carrier when the device is dropped or the link goes down, and regains it
-after rediscovery.  ``list`` waits for discovery and prints one row per
+after rediscovery.  A link whose port goes away (``port gone``) is reopened
+every 0.1 s doubling to 2 s while the other links are served; back within
+the session timeout (15 s) its session resumes (``link up after ...;
+session resumed``), later the board is seen as restarted and rediscovered.
+A port that does not exist yet is waited for.  ``--give-up-after S`` stops
+serving a link whose port stayed away S seconds; ``serve`` ends when no
+link is left.  ``list`` waits for discovery and prints one row per
 device: id, type, ABI version, attributes; a ``virtio`` device (its virtio
 id is the ``virtio_device_id`` attribute) is initialised first, and the row
 adds the features negotiated (``features=...``), its state if it did not
@@ -15,7 +21,11 @@ reach DRIVER_OK, or ``virtio_driver=none`` when no host driver knows its id
 (with ``--json``: a ``virtio`` object).  A device that needed a reset also
 shows how often it failed and was reset, how long ago it last failed, when
 the next reset is due and why (``virtio_failures=1 virtio_resets=1
-virtio_failed=2.5s_ago virtio_reason="..."``).
+virtio_failed=2.5s_ago virtio_reason="..."``).  The last line says the
+link's state (``link LINK: up since 0.4 s``); when the board did not answer
+because the port is not there, ``list`` prints only that state
+(``waiting for its port since 5.0 s``, or ``down since``) and exits 1.
+With ``--json`` the output is ``{"link": {...}, "devices": [...]}``.
 """
 
 from __future__ import annotations
@@ -29,13 +39,15 @@ import threading
 import time
 from collections.abc import Callable
 from types import FrameType
+from typing import assert_never
 
 from ira.busmodel.events import BusEvent, BusReady, DeviceAdded, DeviceInfo, DeviceRemoved
-from ira.cli.board import add_net_arguments
-from ira.errors import ConfigError
+from ira.cli.board import add_net_arguments, add_reconnect_argument, describe_port, give_up_after
+from ira.errors import ConfigError, IraError
 from ira.link.events import LinkDown, LinkUp, PeerRestarted, SessionLost
 from ira.runtime import HostClient, HostService, VirtioClients
 from ira.runtime.network import HostNet, tap_settings
+from ira.runtime.port import PortEvent, PortState, PortStatus
 from ira.venet.driver import NetDriverConfig
 from ira.virtio.features import feature_names
 from ira.virtio.host import BindingState, VirtioDeviceInfo
@@ -52,6 +64,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = verbs.add_parser("serve", help="follow the devices of boards on one or more links")
     serve.add_argument("links", nargs="+", metavar="LINK", help="link specs")
     add_net_arguments(serve, per_link=True)
+    add_reconnect_argument(serve)
     serve.add_argument(
         "--no-header-delta",
         action="store_true",
@@ -83,11 +96,11 @@ def describe(event: BusEvent) -> str | None:
         case LinkDown(silent_s=s):
             return f"link down (nothing heard for {s:.1f} s)"
         case LinkUp(down_s=s):
-            return f"link up after {s:.1f} s"
+            return f"link up after {s:.1f} s; session resumed"
         case PeerRestarted():
             return "board restarted"
         case SessionLost():
-            return "session lost"
+            return "session lost: the board will be seen as restarted"
     return None
 
 
@@ -118,39 +131,69 @@ def _poster(client: HostClient) -> Callable[[Callable[[], None]], None]:
 def run_serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
     out_lock = threading.Lock()
+    give_up_s = give_up_after(args)
     nets = _nets(args)
     by_link: dict[str, HostNet] = {}
 
     def on_stop(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
+    def say(client: HostClient, line: str) -> None:
+        with out_lock:  # one link thread per link: keep their lines whole
+            sys.stdout.write(f"{client.name}: {line}\n")
+            sys.stdout.flush()
+
     def on_event(client: HostClient, event: BusEvent) -> None:
         net = by_link.get(client.name)
         if net is not None:
             net.on_event(event)
+        if isinstance(event, LinkDown) and client.port.status is not PortStatus.UP:
+            return  # "port gone" said it
         line = describe(event)
         if line is not None:
-            with out_lock:  # one link thread per link: keep their lines whole
-                sys.stdout.write(f"{client.name}: {line}\n")
-                sys.stdout.flush()
+            say(client, line)
+
+    def on_port_event(client: HostClient, event: PortEvent) -> None:
+        say(client, describe_port(event, client.name))
 
     clients: list[VirtioClients | None] = [None if n is None else n.clients() for n in nets]
     previous = {sig: signal.signal(sig, on_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with contextlib.ExitStack() as stack:
-            service = HostService(args.links, on_event=on_event, virtio_clients=clients)
+            service = HostService(
+                args.links,
+                on_event=on_event,
+                virtio_clients=clients,
+                on_port_event=on_port_event,
+                give_up_after_s=give_up_s,
+            )
             for client, net in zip(service.clients, nets, strict=True):
                 if net is not None:
                     by_link[client.name] = net
                     net.bind(_poster(client))
                     stack.callback(net.close)
             stack.enter_context(service)
-            while not stop.wait(0.5):
-                service.raise_if_failed()
+            _serve(service, stop, say)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0
+
+
+def _serve(
+    service: HostService, stop: threading.Event, say: Callable[[HostClient, str], None]
+) -> None:
+    """Until SIGINT/SIGTERM: a link that fails is reported once and the others go on;
+    with none left, the last failure ends the service."""
+    reported: set[str] = set()
+    while not stop.wait(0.5):
+        failed = service.failed()
+        if len(failed) == len(service.clients):
+            service.raise_if_failed()
+        for client, error in failed:
+            if client.name not in reported:
+                reported.add(client.name)
+                say(client, f"no longer served: {error}")
 
 
 def _virtio_json(info: VirtioDeviceInfo, now: float) -> dict[str, object]:
@@ -196,10 +239,44 @@ def _failures_text(info: VirtioDeviceInfo, now: float) -> str:
     return " " + " ".join(parts)
 
 
+def link_state_text(name: str, port: PortState, now: float) -> str:
+    """``link NAME: up since 0.4 s`` (or down / waiting for its port since, and why)."""
+    ago = f"{max(0.0, now - port.since):.1f} s"
+    match port.status:
+        case PortStatus.UP:
+            return f"link {name}: up since {ago}"
+        case PortStatus.DOWN:
+            return f"link {name}: down since {ago} ({port.reason})"
+        case PortStatus.WAITING:
+            return f"link {name}: waiting for its port since {ago} ({port.reason})"
+    assert_never(port.status)
+
+
+def link_state_json(name: str, port: PortState, now: float) -> dict[str, object]:
+    return {
+        "spec": name,
+        "state": port.status.value,
+        "since_s": round(max(0.0, now - port.since), 3),
+        "reason": port.reason,
+    }
+
+
 def run_list(args: argparse.Namespace) -> int:
     with HostClient(args.link) as client:
-        devices = client.list_devices(timeout_s=args.timeout)
+        try:
+            devices = client.list_devices(timeout_s=args.timeout)
+        except IraError:
+            port = client.port
+            if port.status is PortStatus.UP:
+                raise
+            now = time.monotonic()
+            if args.json:
+                print(json.dumps({"link": link_state_json(args.link, port, now), "devices": []}))
+            else:
+                print(link_state_text(args.link, port, now))
+            return 1
         virtio = {v.device_id: v for v in client.virtio_devices(timeout_s=args.timeout)}
+        port = client.port
         now = time.monotonic()  # the clock the bus stamps failures with
     if args.json:
         rows: list[dict[str, object]] = []
@@ -213,7 +290,8 @@ def run_list(args: argparse.Namespace) -> int:
             if d.device_id in virtio:
                 row["virtio"] = _virtio_json(virtio[d.device_id], now)
             rows.append(row)
-        print(json.dumps(rows, indent=2))
+        listing = {"link": link_state_json(args.link, port, now), "devices": rows}
+        print(json.dumps(listing, indent=2))
         return 0
     width = max([len("TYPE"), *(len(d.type) for d in devices)])
     print(f"{'ID':>4}  {'TYPE':<{width}}  {'VERSION':>7}  ATTRIBUTES")
@@ -222,4 +300,5 @@ def run_list(args: argparse.Namespace) -> int:
         if d.device_id in virtio:
             attrs = f"{attrs} {_virtio_text(virtio[d.device_id], now)}"
         print(f"{d.device_id:>4}  {d.type:<{width}}  {d.version:>7}  {attrs}".rstrip())
+    print(link_state_text(args.link, port, now))
     return 0

@@ -25,6 +25,8 @@ is sent, keepalive probes go on.  Any valid frame of the session moves back to
 ``UP`` (``LinkUp``) and everything unacknowledged is resent, so an outage loses
 nothing.  ``DOWN`` for ``session_timeout_s`` tears the session down
 (``SessionLost``): this end takes a new epoch, so the peer will see a restart.
+``transport_lost`` (the runtime lost its port and reopens it) moves ``UP`` to
+``DOWN`` at once, without waiting for the dead interval.
 
 The core never reads a clock: time comes in as ``now``.  Whatever bytes arrive,
 only events (and counters) come out, or ``RemoteProtocolError`` when the peer
@@ -245,6 +247,19 @@ class Link:
 
     def close(self) -> None:
         self.state = step(self.state, LinkInput.CLOSE)
+
+    def transport_lost(self, *, now: float) -> None:
+        """The transport went away (the runtime reopens it): the link is down now.
+
+        The session is kept: ``UP`` moves to ``DOWN`` at once (``LinkDown``)
+        instead of after the dead interval, so the layers above learn of it now;
+        the session timeout still counts from the last frame heard.  The frame
+        being cut from the old stream is dropped (it cannot continue on the new one).
+        """
+        if self._deframer is not None:
+            self._deframer.reset()
+        if self.state is LinkState.UP:
+            self._go_down(now)
 
     @property
     def busy(self) -> bool:
@@ -606,12 +621,7 @@ class Link:
             # (now >= last_rx + dead) does not imply (now - last_rx >= dead) in floats
             silent = max(now - self._last_rx, self._dead_interval_s)
             if now >= self._last_rx + self._dead_interval_s:
-                self.state = step(self.state, LinkInput.DEAD_INTERVAL_SILENT)
-                self._down_since = self._last_rx
-                self._counters.link_downs += 1
-                self._events.append(LinkDown(silent_s=silent))
-                if self._sender is not None:
-                    self._sender.pause()
+                self._go_down(now, silent)
             elif self._sender is not None:
                 self._sender.on_timeout(now)
         if self.state is LinkState.DOWN and now >= self._last_rx + cfg.session_timeout_s:
@@ -624,6 +634,18 @@ class Link:
             self.epoch = self._new_epoch()  # the peer must see that this session is gone
             self._hello_due = now
             self._hello_interval = cfg.hello_interval_s
+
+    def _go_down(self, now: float, silent_s: float | None = None) -> None:
+        """UP -> DOWN: after the dead interval's silence, or at once when the transport is
+        lost (``silent_s`` None: silent since the last frame)."""
+        cause = LinkInput.TRANSPORT_LOST if silent_s is None else LinkInput.DEAD_INTERVAL_SILENT
+        self.state = step(self.state, cause)
+        self._down_since = self._last_rx
+        self._counters.link_downs += 1
+        silent = now - self._last_rx if silent_s is None else silent_s
+        self._events.append(LinkDown(silent_s=silent))
+        if self._sender is not None:
+            self._sender.pause()
 
     # --- counters -------------------------------------------------------------------
 

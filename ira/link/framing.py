@@ -61,6 +61,12 @@ class StreamDeframer:
     def buffered_bytes(self) -> int:
         return len(self._buffer)
 
+    def reset(self) -> None:
+        """Drop the frame cut so far (the stream it came from is gone); counted as discarded."""
+        self.stats.discarded_bytes += len(self._buffer)
+        self._buffer.clear()
+        self._skipping = False
+
     def feed(self, data: bytes | bytearray) -> list[bytes]:
         pieces = data.split(b"\x00")
         # pieces[0] continues the chunk buffered so far, pieces[-1] starts the next

@@ -42,6 +42,8 @@ class LinkInput(enum.Enum):
     FRAME_OF_SESSION = enum.auto()
     #: no valid frame of the session for the dead interval
     DEAD_INTERVAL_SILENT = enum.auto()
+    #: the transport went away (the runtime reopens it; the session is kept)
+    TRANSPORT_LOST = enum.auto()
     #: down for the session timeout
     SESSION_TIMED_OUT = enum.auto()
     #: a CRC-valid frame that breaks the protocol (the session cannot be trusted)
@@ -57,6 +59,7 @@ LINK_TRANSITIONS: dict[tuple[LinkState, LinkInput], LinkState] = {
     (_S.UP, _I.SESSION_STARTED): _S.UP,
     (_S.UP, _I.FRAME_OF_SESSION): _S.UP,
     (_S.UP, _I.DEAD_INTERVAL_SILENT): _S.DOWN,
+    (_S.UP, _I.TRANSPORT_LOST): _S.DOWN,
     (_S.DOWN, _I.SESSION_STARTED): _S.UP,
     (_S.DOWN, _I.FRAME_OF_SESSION): _S.UP,
     (_S.DOWN, _I.SESSION_TIMED_OUT): _S.HANDSHAKE,

@@ -1,6 +1,7 @@
 """The runtimes: everything that runs the sans-I/O cores over real I/O.
 
 ``link`` (``LinkRuntime``: a link core over a transport, its loop and timers),
+``port`` (a link's port as it comes and goes: reopened with a backoff),
 ``board`` and ``host`` (the bus model over a link), ``network`` (venet's device
 and driver bridged to a TAP or an in-process endpoint), ``tap``, ``endpoint`` and
 ``netns`` (the network ports and namespaces), ``profile`` (board profiles).
@@ -19,7 +20,9 @@ and wait on a future, which is completed when the bus reports the outcome
 (``CallCompleted``, ``DeviceOpened``, ``CallFailed``).  Every wait has a timeout.
 
 Both services are context managers: the loop starts on entry and is stopped on
-exit, and an exception that stopped the loop is re-raised to the caller.
+exit, and an exception that stopped the loop is re-raised to the caller.  A link
+given as a spec is reopened when its port goes away (``port``): the services
+keep running meanwhile, and ``HostService`` serves its other links.
 """
 
 from ira.runtime.board import BoardService, ProfileChange
@@ -29,6 +32,7 @@ from ira.runtime.host import (
     HostClient,
     HostListener,
     HostService,
+    PortListener,
     VirtioClients,
 )
 
@@ -39,6 +43,7 @@ __all__ = [
     "HostClient",
     "HostListener",
     "HostService",
+    "PortListener",
     "ProfileChange",
     "VirtioClients",
 ]

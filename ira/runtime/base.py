@@ -11,12 +11,13 @@ from typing import Self
 from ira.errors import LocalProtocolError
 from ira.link.config import LinkConfig
 from ira.runtime.link import LinkRuntime, Upper
-from ira.transports import open_transport
+from ira.runtime.port import PortEvent, PortState, TransportOpener
 from ira.transports.base import Transport
 
 
-def open_link(link: str | Transport) -> Transport:
-    return open_transport(link) if isinstance(link, str) else link
+def link_opener(link: str | Transport) -> TransportOpener | Transport:
+    """A spec becomes a way to (re)open its transport; an open transport stays as it is."""
+    return TransportOpener.for_spec(link) if isinstance(link, str) else link
 
 
 def link_numbers(runtime: LinkRuntime) -> Mapping[str, int | float]:
@@ -38,11 +39,15 @@ class LinkService:
         link: str | Transport,
         link_config: LinkConfig | None,
         rng: random.Random | None,
+        give_up_after_s: float | None = None,
     ) -> None:
+        """``give_up_after_s``: stop when the port stayed away this long (default: wait
+        for it forever; a link given as an open ``Transport`` is never reopened)."""
         self.name = link if isinstance(link, str) else link.name
         self._link = link
         self._link_config = link_config
         self._rng = rng
+        self._give_up_after_s = give_up_after_s
         self._runtime: LinkRuntime | None = None
 
     def __enter__(self) -> Self:
@@ -73,13 +78,26 @@ class LinkService:
             raise LocalProtocolError(f"{self.name}: the {self._role} is not started")
         return self._runtime
 
-    def _new_runtime(self, upper: Upper, on_upper_event: Callable[[object], None]) -> LinkRuntime:
-        """Open the link and build (not start) the runtime that drives ``upper``."""
+    @property
+    def port(self) -> PortState:
+        """Whether the link's port is open, since when, and why not."""
+        return self.runtime.port
+
+    def _new_runtime(
+        self,
+        upper: Upper,
+        on_upper_event: Callable[[object], None],
+        on_port_event: Callable[[PortEvent], None] | None = None,
+    ) -> LinkRuntime:
+        """Open the link (or start waiting for its port) and build (not start) the
+        runtime that drives ``upper``."""
         self._runtime = LinkRuntime(
-            open_link(self._link),
+            link_opener(self._link),
             self._link_config,
             upper=upper,
             rng=self._rng,
             on_upper_event=on_upper_event,
+            on_port_event=on_port_event,
+            give_up_after_s=self._give_up_after_s,
         )
         return self._runtime

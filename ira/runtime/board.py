@@ -16,6 +16,7 @@ from ira.busmodel.events import ConnectorEvent, HostRegistered
 from ira.link.config import LinkConfig
 from ira.link.events import LinkDown, LinkUp, PeerRestarted, SessionLost
 from ira.runtime.base import LinkService, link_numbers
+from ira.runtime.port import PortEvent
 from ira.runtime.profile import (
     DEFAULT_PROFILE,
     DeviceContext,
@@ -50,9 +51,14 @@ class BoardService(LinkService):
         on_event: Callable[[ConnectorEvent], None] | None = None,
         rng: random.Random | None = None,
         net_port: Callable[[DeviceSpec], NetPort | None] | None = None,
+        on_port_event: Callable[[PortEvent], None] | None = None,
+        give_up_after_s: float | None = None,
     ) -> None:
-        """``net_port``: the network interface for the profile's ``virtio-net`` devices."""
-        super().__init__(link, link_config, rng)
+        """``net_port``: the network interface for the profile's ``virtio-net`` devices;
+        ``on_port_event``: told when the port goes, is waited for or is back (on the
+        loop thread); ``give_up_after_s``: see ``LinkService``."""
+        super().__init__(link, link_config, rng, give_up_after_s)
+        self._on_port_event = on_port_event
         self._net_port = net_port
         self._profile = profile
         self._on_event = on_event
@@ -67,7 +73,7 @@ class BoardService(LinkService):
 
     def start(self) -> None:
         self._started_at = time.monotonic()
-        runtime = self._new_runtime(self.connector, self._connector_event)
+        runtime = self._new_runtime(self.connector, self._connector_event, self._on_port_event)
         # install the devices before the loop runs (no other thread touches the
         # connector yet), so a host never meets this board with an empty container
         try:

@@ -44,6 +44,7 @@ from ira.link.config import LinkConfig
 from ira.link.events import LinkDown, LinkUp, PeerRestarted, SessionLost
 from ira.runtime.base import LinkService
 from ira.runtime.link import Completion
+from ira.runtime.port import PortEvent, PortStatus
 from ira.transports.base import Transport
 from ira.virtio.calls import VIRTIO_TYPE
 from ira.virtio.entropy import ENTROPY_ID, EntropyClient
@@ -71,6 +72,8 @@ class CallResult:
 
 
 HostListener = Callable[["HostClient", BusEvent], None]
+#: told when a host client's port goes away, is waited for, or is back
+PortListener = Callable[["HostClient", PortEvent], None]
 
 #: what a request's outcome is set in
 Outcome = Future[object] | Completion[object]
@@ -90,11 +93,16 @@ class HostClient(LinkService):
         rng: random.Random | None = None,
         virtio_clients: VirtioClients | None = None,
         virtio_policy: FeaturePolicy | None = None,
+        on_port_event: PortListener | None = None,
+        give_up_after_s: float | None = None,
     ) -> None:
         """``virtio_clients``: drivers for the board's ``virtio`` devices, by virtio id,
         besides (or instead of) those of ``VIRTIO_CLIENTS``; ``virtio_policy``: what
-        features they may accept (default: whatever is offered, VERSION_1 required)."""
-        super().__init__(link, link_config, rng)
+        features they may accept (default: whatever is offered, VERSION_1 required);
+        ``on_port_event``: told when the port goes, is waited for or is back (on the
+        loop thread, like ``on_event``); ``give_up_after_s``: see ``LinkService``."""
+        super().__init__(link, link_config, rng, give_up_after_s)
+        self._on_port_event = on_port_event
         self._on_event = on_event
         #: the driver of ``virtio`` devices (its bindings belong to the loop thread)
         self.virtio = VirtioHostDriver(
@@ -120,7 +128,7 @@ class HostClient(LinkService):
     # -- lifecycle ------------------------------------------------------
 
     def start(self) -> None:
-        self._new_runtime(self.bus, self._bus_event).start()
+        self._new_runtime(self.bus, self._bus_event, self._port_event).start()
 
     # -- discovery ------------------------------------------------------
 
@@ -143,6 +151,13 @@ class HostClient(LinkService):
         if refused is not None:
             raise RemoteProtocolError(f"{self.name}: the board refused registration ({refused})")
         if not ready:
+            port = runtime.port
+            if port.status is not PortStatus.UP:
+                gone = "gone" if port.status is PortStatus.DOWN else "waited for"
+                raise TransportError(
+                    f"{self.name}: no board answered within {timeout_s:g} s; its port is "
+                    f"{gone} ({port.reason})"
+                )
             raise TransportError(
                 f"{self.name}: no board answered within {timeout_s:g} s; "
                 "is `ira board serve` running on the other end?"
@@ -309,6 +324,13 @@ class HostClient(LinkService):
 
     # -- the loop thread ------------------------------------------------
 
+    def _port_event(self, event: PortEvent) -> None:
+        with self._cond:
+            self._changes += 1
+            self._cond.notify_all()
+        if self._on_port_event is not None:
+            self._on_port_event(self, event)
+
     def _complete(self, call_id: int, value: object) -> None:
         future = self._pending.pop(call_id, None)
         if future is not None:
@@ -372,8 +394,13 @@ class HostService:
         bus_config: BusConfig | None = None,
         on_event: HostListener | None = None,
         virtio_clients: Sequence[VirtioClients | None] | None = None,
+        on_port_event: PortListener | None = None,
+        give_up_after_s: float | None = None,
     ) -> None:
-        """``virtio_clients``: one mapping per link (see ``HostClient``)."""
+        """``virtio_clients``: one mapping per link (see ``HostClient``);
+        ``give_up_after_s``: see ``LinkService``.  A link whose port goes away is
+        reopened while the others are served; one that fails (see ``failed``)
+        does not stop the others."""
         if not links:
             raise LocalProtocolError("a host service needs at least one link")
         per_link = list(virtio_clients or [None] * len(links))
@@ -386,6 +413,8 @@ class HostService:
                 bus_config=bus_config,
                 on_event=on_event,
                 virtio_clients=clients,
+                on_port_event=on_port_event,
+                give_up_after_s=give_up_after_s,
             )
             for link, clients in zip(links, per_link, strict=True)
         ]
@@ -406,6 +435,16 @@ class HostService:
     ) -> None:
         self._stack.__exit__(exc_type, exc, tb)
 
+    def failed(self) -> list[tuple[HostClient, BaseException]]:
+        """The links whose runtime stopped on an error, with it (the others go on)."""
+        return [
+            (client, client.runtime.error)
+            for client in self.clients
+            if client.runtime.error is not None
+        ]
+
     def raise_if_failed(self) -> None:
+        """Raise the first error of a link that stopped (all of them, for a service
+        that must not go on without any)."""
         for client in self.clients:
             client.runtime.raise_if_failed()

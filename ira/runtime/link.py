@@ -55,7 +55,7 @@ from concurrent.futures import Future, InvalidStateError
 from types import TracebackType
 from typing import Generic, Protocol, TypeVar, cast
 
-from ira.errors import IraError, LinkClosed, TransportError
+from ira.errors import IraError, LinkClosed, PortGone, TransportError
 from ira.link.config import LinkConfig
 from ira.link.core import Link, LinkStatistics
 from ira.link.events import (
@@ -67,6 +67,17 @@ from ira.link.events import (
     PeerRestarted,
     SessionLost,
     SessionStarted,
+)
+from ira.runtime.port import (
+    REOPEN_FIRST_S,
+    REOPEN_MAX_S,
+    PortBack,
+    PortEvent,
+    PortLost,
+    PortState,
+    PortStatus,
+    PortWaiting,
+    TransportOpener,
 )
 from ira.transports.base import Transport
 
@@ -142,42 +153,123 @@ class Completion(Generic[T]):
         return cast(T, self._value)
 
 
+class Doorbell:
+    """Wakes a loop that sleeps in ``select``: at most one pipe write per sleep.
+
+    The loop ``arm``s the bell, looks for work once more, then sleeps on
+    ``fileno()``; whoever hands it work first queues the work, then ``ring``s.
+    So either the loop sees the work or the ringer sees it armed, and a busy
+    loop costs ringers no system call.  The flag is guarded by a lock (the
+    loop and several callers touch it), and ``ring`` is safe after ``close``.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._armed = False
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._r, False)
+        os.set_blocking(self._w, False)
+
+    def fileno(self) -> int:
+        return self._r
+
+    @property
+    def armed(self) -> bool:
+        """The loop sleeps or is about to (a hint: it may be woken meanwhile)."""
+        return self._armed
+
+    def arm(self) -> None:
+        with self._lock:
+            self._armed = True
+
+    def disarm(self) -> None:
+        """The loop is awake."""
+        with self._lock:
+            self._armed = False
+
+    def ring(self, *, always: bool = False) -> None:
+        """Wake the loop if it is armed (or ``always``)."""
+        with self._lock:
+            if not (self._armed or always) or self._w < 0:
+                return
+            self._armed = False
+            with contextlib.suppress(OSError):  # full: a wake-up is pending already
+                os.write(self._w, b"\x01")
+
+    def drain(self) -> None:
+        with contextlib.suppress(OSError):
+            os.read(self._r, 4096)
+
+    def close(self) -> None:
+        with self._lock:
+            for fd in (self._r, self._w):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self._r = self._w = -1
+
+
 class LinkRuntime:
-    """Runs a ``Link`` over a ``Transport`` in a background thread."""
+    """Runs a ``Link`` over a ``Transport`` in a background thread.
+
+    Given a ``TransportOpener`` the runtime reopens the transport when it goes
+    away (``PortGone``) and waits for it when it is not there yet; given an open
+    ``Transport`` it stops when that goes away.
+    """
 
     def __init__(
         self,
-        transport: Transport,
+        transport: Transport | TransportOpener,
         config: LinkConfig | None = None,
         *,
         upper: Upper | None = None,
         rng: random.Random | None = None,
         on_event: Callable[[LinkEvent], None] | None = None,
         on_upper_event: Callable[[object], None] | None = None,
+        on_port_event: Callable[[PortEvent], None] | None = None,
+        give_up_after_s: float | None = None,
     ) -> None:
-        cfg = config or LinkConfig(packet=transport.packet)
-        if cfg.packet != transport.packet:
-            raise TransportError(
-                f"{transport.name}: link configured for "
-                f"{'packet' if cfg.packet else 'stream'} framing on a "
-                f"{'packet' if transport.packet else 'stream'} transport"
-            )
-        self.transport = transport
-        self._fd = transport.fileno()
-        self.core = Link(cfg, rng=rng or random.Random(), now=time.monotonic())
+        """``on_port_event``: told when the port goes, is waited for, or is back (on
+        the thread that runs the cores); ``give_up_after_s``: stop with an error when
+        the port stayed away this long (default: reopen forever)."""
+        now = time.monotonic()
+        first: Transport | None
+        waiting: PortGone | None = None
+        if isinstance(transport, TransportOpener):
+            self._opener: TransportOpener | None = transport
+            self.name = transport.name
+            try:
+                first = transport.open()
+            except PortGone as exc:
+                first, waiting = None, exc
+        else:
+            self._opener = None
+            self.name = transport.name
+            first = transport
+        cfg = config or LinkConfig(packet=False if first is None else first.packet)
+        if first is not None:
+            try:
+                self._check_framing(first, cfg)
+            except TransportError:
+                if self._opener is not None:
+                    first.close()
+                raise
+        self._config = cfg
+        #: the open transport (None while the port is gone or waited for)
+        self.transport = first
+        self._fd = None if first is None else first.fileno()
+        self.core = Link(cfg, rng=rng or random.Random(), now=now)
         self.upper = upper
         self._on_event = on_event
         self._on_upper_event = on_upper_event
+        self._on_port_event = on_port_event
+        self._give_up_after_s = give_up_after_s
         #: link events for callers that read them (when neither an upper core nor
         #: ``on_event`` consumes them)
         self.events: queue.SimpleQueue[LinkEvent] = queue.SimpleQueue()
         #: sends (payload, channel) and calls, in the order they were made
         self._inbox: deque[tuple[bytes, Channel] | Callable[[], None]] = deque()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        #: the loop is about to sleep or sleeps in select (see _wake)
-        self._sleeping = False
+        #: wakes the loop when it sleeps in select (see _wake)
+        self._bell = Doorbell()
         #: held by whichever thread runs the cores: the loop, or a caller that found it asleep
         self._owner = threading.Lock()
         #: when the sleeping loop will wake up at the latest (see _run_inline)
@@ -194,7 +286,34 @@ class LinkRuntime:
         self._out: deque[bytes] = deque()
         self._out_offset = 0
         self._write_bytes = MAX_WRITE_BYTES
-        self._log = logging.LoggerAdapter(log, {"link": transport.name})
+        self._log = logging.LoggerAdapter(log, {"link": self.name})
+        #: the transport that went away and why, until the loop closes it (see _lose)
+        self._lost: tuple[Transport, PortGone] | None = None
+        self._lost_lock = threading.Lock()
+        self._port = PortState(PortStatus.UP, now)
+        self._reopen_in_s = REOPEN_FIRST_S
+        self._reopen_at = now
+        if waiting is not None:
+            self._port = PortState(PortStatus.WAITING, now, str(waiting))
+            self._reopen_at = now + REOPEN_FIRST_S
+            self._pending_port_events: list[PortEvent] = [PortWaiting(str(waiting))]
+            self._log.info("waiting for the port to appear: %s", waiting)
+        else:
+            self._pending_port_events = []
+
+    @staticmethod
+    def _check_framing(transport: Transport, cfg: LinkConfig) -> None:
+        if cfg.packet != transport.packet:
+            raise TransportError(
+                f"{transport.name}: link configured for "
+                f"{'packet' if cfg.packet else 'stream'} framing on a "
+                f"{'packet' if transport.packet else 'stream'} transport"
+            )
+
+    @property
+    def port(self) -> PortState:
+        """Whether the transport is open now, since when, and why not (any thread)."""
+        return self._port
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -213,14 +332,11 @@ class LinkRuntime:
             raise self._error
 
     def start(self) -> None:
-        loop = threading.Thread(
-            target=self._guard(self._loop), name=f"ira-link {self.transport.name}"
-        )
+        loop = threading.Thread(target=self._guard(self._loop), name=f"ira-link {self.name}")
         self._threads.append(loop)
-        if self._fd is None:
-            reader = threading.Thread(
-                target=self._guard(self._reader), name=f"ira-rx {self.transport.name}"
-            )
+        if self.transport is None or self._fd is None:
+            # transports without a descriptor get a reader thread (a reopened one may too)
+            reader = threading.Thread(target=self._guard(self._reader), name=f"ira-rx {self.name}")
             self._threads.append(reader)
         for t in self._threads:
             t.daemon = True
@@ -228,17 +344,14 @@ class LinkRuntime:
 
     def stop(self) -> None:
         self._stop.set()
-        self._sleeping = True
-        self._wake()
+        self._bell.ring(always=True)
         for t in self._threads:
             if t is not threading.current_thread():
                 t.join(timeout=5)
         self._threads.clear()
-        self.transport.close()
-        for fd in (self._wake_r, self._wake_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self._wake_r = self._wake_w = -1
+        if self.transport is not None:
+            self.transport.close()
+        self._bell.close()
 
     @property
     def error(self) -> BaseException | None:
@@ -263,32 +376,22 @@ class LinkRuntime:
         if self._error is None:
             self._error = exc
         self._stop.set()
-        self._sleeping = True
-        self._wake()
+        self._bell.ring(always=True)
 
     # --- calls from other threads ---------------------------------------------------
 
     def _wake(self) -> None:
-        """Wake the loop if it sleeps (or is about to) in ``select``.
-
-        Callers first append their work, then call this; the loop first sets
-        ``_sleeping``, then looks for work once more before it sleeps.  So
-        either the loop sees the work or the caller sees it sleeping: one
-        pipe write per sleep at most, none while the loop is busy.
-        """
-        if self._sleeping:
-            self._sleeping = False
-            with contextlib.suppress(OSError):  # full (a wake-up is pending) or closed
-                os.write(self._wake_w, b"\x01")
+        """Wake the loop if it sleeps (or is about to) in ``select`` (see ``Doorbell``)."""
+        self._bell.ring()
 
     def _check_running(self) -> None:
         if self._stop.is_set():
             self.raise_if_failed()
-            raise LinkClosed(f"{self.transport.name}: the link runtime is stopped")
+            raise LinkClosed(f"{self.name}: the link runtime is stopped")
 
     def _submit(self, item: tuple[bytes, Channel] | Callable[[], None]) -> None:
         self._inbox.append(item)
-        if self._sleeping and self._owner.acquire(blocking=False):
+        if self._bell.armed and self._owner.acquire(blocking=False):
             try:
                 self._run_inline()
             except BaseException as exc:  # as on the loop thread: the runtime stops
@@ -306,17 +409,22 @@ class LinkRuntime:
         write output the transport did not take, or keep a deadline earlier
         than the one it sleeps toward.
         """
-        if self._stop.is_set() or not self._sleeping:
+        if self._stop.is_set() or not self._bell.armed:
             self._wake()
             return
         self._caller_turn(time.monotonic())
 
     def _caller_turn(self, now: float) -> None:
         """A turn on a calling thread while the loop sleeps; wake the loop only for
-        output the transport did not take or a deadline before it looks again."""
+        output the transport did not take, a deadline before it looks again, or a
+        port that went away."""
         deadline = self._turn(now)
         sleeping = self._sleep_deadline
-        if self._out or (deadline is not None and (sleeping is None or deadline < sleeping)):
+        if (
+            self._out
+            or self._is_lost()
+            or (deadline is not None and (sleeping is None or deadline < sleeping))
+        ):
             self._wake()
 
     def post(self, fn: Callable[[], None]) -> None:
@@ -371,14 +479,14 @@ class LinkRuntime:
         the protocol work).  One caller at a time watches the port; while it
         does, and for ``READER_LINGER_S`` after, the loop watches only its
         wake-up pipe and its deadlines.  Returns at once, without waiting, when
-        another caller watches or the transport has no descriptor.
+        another caller watches, the transport has no descriptor or is gone.
         """
-        fd = self._fd
-        if fd is None or not self._watcher.acquire(blocking=False):
+        transport, fd = self.transport, self._fd
+        if transport is None or fd is None or not self._watcher.acquire(blocking=False):
             return timeout_s
         end = None if timeout_s is None else time.monotonic() + timeout_s
         try:
-            while not done() and not self._stop.is_set():
+            while not done() and not self._stop.is_set() and self._current() is transport:
                 wait = READER_LINGER_S
                 if end is not None:
                     wait = min(wait, end - time.monotonic())
@@ -386,19 +494,19 @@ class LinkRuntime:
                         break
                 try:
                     readable, _, _ = select.select([fd], (), (), wait)
-                except (OSError, ValueError):  # closed by stop() meanwhile
+                except (OSError, ValueError):  # closed by stop() or a lost port meanwhile
                     break
                 if readable:
-                    self._read_here()
+                    self._read_here(transport)
         finally:
             self._watched_at = time.monotonic()
             self._watcher.release()
         return None if end is None else max(0.0, end - time.monotonic())
 
-    def _read_here(self) -> None:
+    def _read_here(self, transport: Transport) -> None:
         """What the loop does when the port is readable, on the calling thread."""
         with self._owner:
-            if self._stop.is_set():
+            if self._stop.is_set() or self._current() is not transport:
                 return
             try:
                 now = time.monotonic()
@@ -408,16 +516,161 @@ class LinkRuntime:
                 self._fail(exc)
                 raise
 
+    # --- a port that comes and goes ---------------------------------------------------
+
+    # The two below read the attributes afresh: another thread (or a call) changes them,
+    # and a compiled build must not trust a check made earlier in the same loop.
+
+    def _is_lost(self) -> bool:
+        """The transport went away and the loop has not closed it yet."""
+        return self._lost is not None
+
+    def _current(self) -> Transport | None:
+        """The open transport, or None while the port is away."""
+        return self.transport
+
+    def _lose(self, transport: Transport, exc: PortGone) -> None:
+        """``transport`` went away (any thread): the loop closes it and reopens the port.
+
+        Without an opener there is no way back: the runtime stops with ``exc``.
+        """
+        if self._opener is None:
+            raise exc
+        with self._lost_lock:
+            if self._lost is not None or self.transport is not transport:
+                return
+            self._lost = (transport, exc)
+        self._bell.ring(always=True)
+
+    def _close_lost(self, now: float) -> None:
+        """On the loop thread: close the transport that went away, report the link down."""
+        lost = self._lost
+        assert lost is not None
+        transport, exc = lost
+        with self._lost_lock:
+            self.transport = None
+            self._fd = None
+            self._lost = None
+        transport.close()
+        self._out.clear()
+        self._out_offset = 0
+        self._rx.clear()
+        self._reopen_in_s = REOPEN_FIRST_S
+        self._reopen_at = now + REOPEN_FIRST_S
+        self._port = PortState(PortStatus.DOWN, now, str(exc))
+        self._log.info("port gone (%s); reopening it", exc)
+        self.core.transport_lost(now=now)
+        self._pending_port_events.append(PortLost(str(exc)))
+
+    def _reopen(self, now: float) -> None:
+        """On the loop thread: try to open the port again; back off while it is not there."""
+        opener = self._opener
+        assert opener is not None
+        try:
+            transport = opener.open()
+        except PortGone as exc:
+            self._port = PortState(self._port.status, self._port.since, str(exc))
+            limit = self._give_up_after_s
+            if limit is not None and now - self._port.since >= limit:
+                raise TransportError(
+                    f"{self.name}: the port stayed away for {limit:g} s; giving up ({exc})"
+                ) from exc
+            self._reopen_in_s = min(2 * self._reopen_in_s, REOPEN_MAX_S)
+            self._reopen_at = now + self._reopen_in_s
+            return
+        # an error a reopen cannot cure (permission denied, not a tty) stops the runtime
+        try:
+            self._check_framing(transport, self._config)
+        except TransportError:
+            transport.close()
+            raise
+        down_s = now - self._port.since
+        with self._lost_lock:
+            self.transport = transport
+            self._fd = transport.fileno()
+        self._port = PortState(PortStatus.UP, now)
+        self._log.info("port back after %.1f s", down_s)
+        self._pending_port_events.append(PortBack(down_s))
+
+    def _report_port_events(self) -> None:
+        events = self._pending_port_events
+        if not events or self._on_port_event is None:
+            events.clear()
+            return
+        pending = list(events)
+        events.clear()
+        for event in pending:
+            self._on_port_event(event)
+
+    def _run_absent(self) -> None:
+        """The loop while the port is gone: timers and calls go on, the port is reopened
+        with a backoff (``REOPEN_FIRST_S`` doubling to ``REOPEN_MAX_S``)."""
+        stop, bell, owner = self._stop, self._bell, self._owner
+        while not stop.is_set() and self._current() is None:
+            now = time.monotonic()
+            if now >= self._reopen_at:
+                self._reopen(now)
+            deadline = self._turn(now)
+            if self._current() is not None:
+                return
+            bell.arm()
+            if self._inbox or stop.is_set():
+                bell.disarm()
+                continue
+            wait = min(MAX_WAIT_S, max(0.0, self._reopen_at - now))
+            if deadline is not None:
+                wait = min(wait, max(0.0, deadline - now))
+            self._sleep_deadline = now + wait
+            owner.release()
+            try:
+                select.select([bell.fileno()], (), (), wait)
+            finally:
+                owner.acquire()
+            bell.disarm()
+            bell.drain()
+
     # --- the loop -----------------------------------------------------------------------
 
     def _reader(self) -> None:
+        """Reads transports without a descriptor (the loop reads the others)."""
         while not self._stop.is_set():
-            data = self.transport.recv(0.1)
+            transport = self.transport
+            if transport is None or self._fd is not None or self._is_lost():
+                self._stop.wait(0.05)
+                continue
+            try:
+                data = transport.recv(0.1)
+            except PortGone as exc:
+                self._lose(transport, exc)
+                continue
+            except LinkClosed:
+                if self._current() is not transport or self._stop.is_set():
+                    continue  # closed by the loop (a lost port) or by stop()
+                raise
             if data:
                 self._rx.append(data)
                 self._wake()
 
     def _loop(self) -> None:
+        """The loop over an open port (``_run_loop``) or while it is gone (``_run_absent``)."""
+        owner = self._owner
+        owner.acquire()
+        try:
+            while not self._stop.is_set():
+                if self._is_lost():
+                    self._close_lost(time.monotonic())
+                if self._current() is None:
+                    self._run_absent()
+                    continue
+                fd = self._fd
+                wake_r = self._bell.fileno()
+                rlist = [wake_r] if fd is None else [wake_r, fd]
+                wlist = [] if fd is None else [fd]
+                self._run_loop(fd, rlist, wlist)
+        finally:
+            owner.release()
+
+    def _run_loop(self, fd: int | None, rlist: list[int], wlist: list[int]) -> None:
         """One turn: read, run the cores, write; sleep in ``select`` only when idle.
 
         What the reads of a turn brought is answered (ACKs, replies) in that turn.
@@ -425,29 +678,21 @@ class LinkRuntime:
         busy line more has usually arrived, and a read that finds nothing costs
         less than a ``select``.  The cores run only when something may have
         changed for them: bytes arrived, a call or a timer is due, or a chunk of
-        output was written out (room for the next).
+        output was written out (room for the next).  Returns when the runtime
+        stops or the port went away.
         """
-        fd = self._fd
-        wake_r = self._wake_r
-        rlist = [wake_r] if fd is None else [wake_r, fd]
-        wlist = [] if fd is None else [fd]
-        owner = self._owner
-        owner.acquire()
-        try:
-            self._run_loop(fd, rlist, wlist)
-        finally:
-            owner.release()
-
-    def _run_loop(self, fd: int | None, rlist: list[int], wlist: list[int]) -> None:
         stop = self._stop
         core = self.core
         inbox, rx = self._inbox, self._rx
-        wake_r = self._wake_r
+        bell = self._bell
+        wake_r = bell.fileno()
         owner = self._owner
         readable = False
         wrote_chunk = False
         deadline: float | None = None
         while not stop.is_set():
+            if self._is_lost():
+                return
             now = time.monotonic()
             # a chunk went out (room for the next), or output waits on a transport
             # that has no descriptor to wait on (the turn's flush waits a little)
@@ -462,10 +707,10 @@ class LinkRuntime:
                 deadline = self._turn(now)
                 if readable:
                     continue
-            # sleep, unless work arrived meanwhile (see _wake)
-            self._sleeping = True
-            if inbox or rx or stop.is_set():
-                self._sleeping = False
+            # sleep, unless work arrived meanwhile (see Doorbell)
+            bell.arm()
+            if inbox or rx or stop.is_set() or self._is_lost():
+                bell.disarm()
                 continue
             if fd is None and self._out:
                 wait = 0.0  # the turn's flush waits for room itself
@@ -485,11 +730,10 @@ class LinkRuntime:
                 ready_r, ready_w, _ = select.select(watch, wlist if self._out else (), (), wait)
             finally:
                 owner.acquire()
-            self._sleeping = False
+            bell.disarm()
             deadline = self._next_deadline
             if ready_r and ready_r[0] == wake_r:
-                with contextlib.suppress(BlockingIOError):
-                    os.read(wake_r, 4096)
+                bell.drain()
                 readable = len(ready_r) > 1
             else:
                 readable = bool(ready_r)
@@ -499,9 +743,15 @@ class LinkRuntime:
         """Up to ``READS_PER_TURN`` reads into the core: (anything came, the port may
         hold more — the last read was big)."""
         transport, core = self.transport, self.core
+        if transport is None or self._is_lost():
+            return False, False
         got = False
         for _ in range(READS_PER_TURN):
-            data = transport.recv(0)
+            try:
+                data = transport.recv(0)
+            except PortGone as exc:
+                self._lose(transport, exc)
+                return got, False
             if data:
                 core.receive_data(data, now=now)
                 got = True
@@ -537,6 +787,8 @@ class LinkRuntime:
                 due = upper.next_deadline()
                 if due is not None and due <= now:
                     upper.handle_timeout(now=now)
+        if self._pending_port_events:
+            self._report_port_events()
         # events for callers go out after this turn's writes: the waiting thread
         # then finds the GIL free sooner
         ready: list[LinkEvent] = []
@@ -559,7 +811,12 @@ class LinkRuntime:
         out = self._out
         if out and self._fd is None:
             self._flush()  # no descriptor to wait on: try again each turn
-        if len(out) <= 1:
+        if self._current() is None or self._is_lost():
+            # the port is gone: what the core sends meanwhile is lost, as on a dead line
+            # (in DOWN the sender is paused: only probes and HELLOs go, and they return)
+            core.data_to_send(now=now)
+            self._next_deadline = deadline = self._deadline()
+        elif len(out) <= 1:
             # at most one chunk waits behind the one being written: the line never
             # runs dry between batches, and frames are cut only shortly before they
             # can go out (control messages overtake bulk data not yet cut)
@@ -584,6 +841,15 @@ class LinkRuntime:
         Returns True when at least one chunk (one packet) went out completely.
         """
         transport = self.transport
+        if transport is None or self._is_lost():
+            return False
+        try:
+            return self._write(transport)
+        except PortGone as exc:
+            self._lose(transport, exc)
+            return False
+
+    def _write(self, transport: Transport) -> bool:
         out = self._out
         timeout = 0.0 if self._fd is not None else 0.1
         done = False
@@ -629,7 +895,7 @@ class LinkRuntime:
             case LinkDown():
                 self._log.info("link down: nothing heard for %.1f s", event.silent_s)
             case LinkUp():
-                self._log.info("link up again after %.1f s", event.down_s)
+                self._log.info("link up again after %.1f s; session resumed", event.down_s)
             case SessionLost():
                 self._log.info("session lost; offering a new one")
             case _:

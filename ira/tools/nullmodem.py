@@ -36,6 +36,13 @@ dropped except by an injected fault, an unplug or a board that is off.
 * **Unplug**: ``unplug(duration_s)`` (or the schedule ``unplug_every_s`` /
   ``unplug_for_s``) silences both directions: what is in flight and whatever
   is sent meanwhile is lost, at line pace.
+* **Pull a port**: ``pull(end, duration_s)`` makes one end's port go away as a
+  pulled USB-serial adapter does: its pty master is closed (the program that
+  has the port open reads end-of-file, writes fail with EIO) and the pty node
+  disappears; after ``duration_s`` (or at ``plug(end)``) a new pty takes its
+  place.  ``symlink(end, path)`` keeps a stable name (``/dev/serial/by-id/…``
+  style) pointing at the end's current pty: it vanishes while the port is
+  pulled and points at the new pty when it is back.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ import select
 import threading
 import time
 import tty
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -162,6 +170,10 @@ class _End:
     off: bool = True
     next_probe: float = 0.0
     mask: int = -1  # what the poller has registered; -1: not registered
+    #: a stable name pointing at ``path`` (see ``NullModem.symlink``)
+    link: str | None = None
+    #: pulled (master closed, no pty) until this time; None: present
+    pulled_until: float | None = None
 
 
 @dataclass(slots=True)
@@ -176,6 +188,15 @@ class _Direction:
     #: the destination took less than offered: wait for the poller, not the clock
     blocked: bool = False
     counters: FaultCounters = field(default_factory=FaultCounters)
+
+
+def _point(link: str, target: str) -> None:
+    """Make ``link`` a symlink to ``target``, replacing what is there atomically."""
+    tmp = f"{link}.{os.getpid()}.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
 
 
 def _open_end(label: str) -> _End:
@@ -225,6 +246,8 @@ class NullModem:
         self._ends: tuple[_End, _End] | None = None
         self._dirs: tuple[_Direction, _Direction] | None = None
         self._wake_r = self._wake_w = -1
+        #: pull and plug requests for the worker, by end label (None: plug now)
+        self._pulls: dict[str, float | None] = {}
 
     # -- public ----------------------------------------------------------------
 
@@ -272,7 +295,11 @@ class NullModem:
             self._wake()
             thread.join()
             for end in self._ends:
-                os.close(end.master)
+                if end.master >= 0:
+                    os.close(end.master)
+                if end.link is not None:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(end.link)
             os.close(self._wake_r)
             os.close(self._wake_w)
         error, self._error = self._error, None
@@ -288,6 +315,54 @@ class NullModem:
         with self._lock:
             self._unplug_until = max(self._unplug_until, time.monotonic() + duration_s)
         self._wake()
+
+    def symlink(self, end: str, path: str) -> None:
+        """Keep ``path`` a symlink to the pty of ``end`` ("A" or "B"), across ``pull``s."""
+        target = self._end(end)
+        with self._lock:
+            target.link = path
+            if target.pulled_until is None:
+                _point(path, target.path)
+
+    def pull(self, end: str, duration_s: float | None = None) -> None:
+        """Make the port of ``end`` go away (as a pulled USB adapter), for ``duration_s``
+        seconds or until ``plug(end)``; returns once it is gone."""
+        if duration_s is not None and not duration_s > 0:
+            raise ConfigError(f"pull duration must be positive, got {duration_s}")
+        target = self._end(end)
+        until = float("inf") if duration_s is None else time.monotonic() + duration_s
+        with self._lock:
+            self._pulls[target.label] = until
+        self._wake()
+        self._settle(lambda: target.pulled_until is not None, f"pulling end {target.label}")
+
+    def plug(self, end: str) -> str:
+        """Bring the port of a pulled ``end`` back (a new pty); returns its path."""
+        target = self._end(end)
+        with self._lock:
+            self._pulls[target.label] = None
+        self._wake()
+        self._settle(lambda: target.pulled_until is None, f"plugging end {target.label}")
+        return target.path
+
+    def _end(self, end: str) -> _End:
+        ends = self._started()
+        for candidate in ends:
+            if candidate.label == end.upper():
+                return candidate
+        raise ConfigError(f"a null-modem end is 'A' or 'B', not {end!r}")
+
+    def _settle(self, done: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + 5.0
+        while True:
+            with self._lock:
+                if done() and not self._pulls:
+                    return
+            if self._thread is None or not self._thread.is_alive():
+                raise TransportError(f"the null-modem is not running ({what})")
+            if time.monotonic() >= deadline:
+                raise TransportError(f"the null-modem did not finish {what} within 5 s")
+            time.sleep(_PROBE_S / 4)
 
     def wait_until_open(self, timeout_s: float = 5.0) -> None:
         """Wait until the null-modem has seen both ends opened (bytes toward a closed end are lost).
@@ -399,7 +474,10 @@ class NullModem:
                         d.counters.bytes_lost_unplugged += len(d.pending)
                         d.pending.clear()
                 was_unplugged = unplugged
+                self._pull_and_plug(poller, ends, dirs, now)
                 for end in ends:
+                    if end.pulled_until is not None:
+                        continue
                     if end.off and now >= end.next_probe:
                         end.off = self._hung_up(end.master)
                         end.next_probe = now + _PROBE_S
@@ -409,7 +487,9 @@ class NullModem:
                 for d in dirs:
                     timeout = min(timeout, self._pump(d, now, unplugged))
                 for end in ends:
-                    if end.off:
+                    if end.pulled_until is not None:
+                        timeout = min(timeout, max(0.0, end.pulled_until - now))
+                    elif end.off:
                         timeout = min(timeout, max(0.0, end.next_probe - now))
                 if unplugged:
                     timeout = min(timeout, self._unplug_until - now)
@@ -428,6 +508,49 @@ class NullModem:
                     if d.src.master == fd and revents & (_POLLIN | _POLLHUP):
                         with self._lock:
                             self._read(d, hung_up=bool(revents & _POLLHUP))
+
+    def _pull_and_plug(
+        self,
+        poller: select.poll,
+        ends: tuple[_End, _End],
+        dirs: tuple[_Direction, _Direction],
+        now: float,
+    ) -> None:
+        """Carry out ``pull``/``plug`` requests and plug ends whose time came (lock held)."""
+        for end in ends:
+            request = self._pulls.pop(end.label, end.pulled_until)
+            if request is not None and now < request:
+                if end.pulled_until is None:
+                    self._remove_port(poller, end, dirs)
+                end.pulled_until = request
+            elif end.pulled_until is not None:
+                fresh = _open_end(end.label)
+                end.master, end.path = fresh.master, fresh.path
+                end.off, end.next_probe, end.mask = True, now + _PROBE_S, -1
+                end.pulled_until = None
+                if end.link is not None:
+                    _point(end.link, end.path)
+                log.info("null-modem end %s plugged back in as %s", end.label, end.path)
+
+    def _remove_port(
+        self, poller: select.poll, end: _End, dirs: tuple[_Direction, _Direction]
+    ) -> None:
+        """Close the end's master: its pty goes away, its opener reads EOF and gets EIO."""
+        if end.mask != -1:
+            poller.unregister(end.master)
+            end.mask = -1
+        os.close(end.master)
+        end.master = -1
+        end.off = True
+        for d in dirs:
+            if d.src is end or d.dst is end:
+                d.counters.bytes_lost_board_off += len(d.pending)
+                d.pending.clear()
+                d.blocked = False
+        if end.link is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(end.link)
+        log.info("null-modem end %s (%s) pulled", end.label, end.path)
 
     def _register(self, poller: select.poll, dirs: tuple[_Direction, _Direction]) -> None:
         """Poll each end that is on for what its directions need (hang-ups always)."""

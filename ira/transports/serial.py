@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import serial
 import serial.serialposix
 
-from ira.errors import ConfigError, LinkClosed, TransportError
+from ira.errors import ConfigError, LinkClosed, PortGone, TransportError
 
 __all__ = ["DEFAULT_BAUD", "SerialOptions", "SerialTransport", "open_serial", "parse_serial_spec"]
 
@@ -64,7 +64,8 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 _OPTIONS = ("baud", "rtscts", "xonxoff")
 
-_NO_SUCH_PORT = {errno.ENOENT, errno.ENODEV, errno.ENXIO, errno.ENOTDIR}
+#: the path is not there (yet): a reopen may find it
+_NO_SUCH_PORT = {errno.ENOENT, errno.ENODEV, errno.ENXIO}
 _DENIED = {errno.EACCES, errno.EPERM}
 _BUSY = {errno.EAGAIN, errno.EWOULDBLOCK, errno.EBUSY}
 _GONE = {errno.EIO, errno.ENXIO, errno.ENODEV, errno.EPIPE}
@@ -146,10 +147,10 @@ def _open_error(port: str, exc: serial.SerialException) -> TransportError:
     text = _one_line(exc)
     if "Could not configure port" in text and "Inappropriate ioctl" in text:
         return TransportError(f"{port} is not a serial port (it has no termios): check the path")
+    if code == errno.ENOTDIR:
+        return TransportError(f"no such serial port {port}: a part of the path is not a directory")
     if code in _NO_SUCH_PORT or "Could not configure port" in text:
-        return TransportError(
-            f"no such serial port {port}: check the cable and `ls /dev/serial/by-id/`"
-        )
+        return PortGone(f"no such serial port {port}: check the cable and `ls /dev/serial/by-id/`")
     if code in _DENIED:
         return TransportError(
             f"permission denied on {port}: add your user to the dialout group "
@@ -167,8 +168,8 @@ def _open_error(port: str, exc: serial.SerialException) -> TransportError:
     return TransportError(f"cannot open serial port {port}: {text}")
 
 
-def _hung_up(name: str) -> LinkClosed:
-    return LinkClosed(
+def _hung_up(name: str) -> PortGone:
+    return PortGone(
         f"serial port {name} hung up: the device was unplugged or the other end closed; "
         "reopen it when it is back"
     )

@@ -35,7 +35,10 @@ def test_host_list_prints_one_row_per_device(
         assert main(["host", "list", cable.path_b]) == 0
         table = capsys.readouterr().out.splitlines()
         assert main(["host", "list", cable.path_b, "--json"]) == 0
-        rows = json.loads(capsys.readouterr().out)
+        listing = json.loads(capsys.readouterr().out)
+    rows = listing["devices"]
+    assert listing["link"]["spec"] == cable.path_b and listing["link"]["state"] == "up"
+    assert re.fullmatch(rf"link {cable.path_b}: up since \d+\.\d s", table[-1])
     assert table[0].split() == ["ID", "TYPE", "VERSION", "ATTRIBUTES"]
     assert table[1].split() == ["1", "board-info", "1", "board=ira-board", "ira_version=0.1.0"]
     assert [r["type"] for r in rows] == ["board-info", "echo", "counter", "ring-loopback"]

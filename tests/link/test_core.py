@@ -895,3 +895,41 @@ def test_stream_statistics_count_noise() -> None:
 def test_config_refuses_values_the_link_cannot_work_with(fields: dict[str, float]) -> None:
     with pytest.raises(ConfigError):
         LinkConfig(**fields)  # type: ignore[arg-type]
+
+
+def test_a_lost_transport_takes_the_link_down_at_once_and_the_session_resumes() -> None:
+    pair = make_pair(seed=7)
+    up(pair)
+    sent = numbered(b"a", 50)
+    send_all(pair.a, sent)
+    pair.run_for(0.01)  # some of it in flight
+    lost_at = pair.now
+    pair.outage(lost_at, lost_at + 3.0)  # the port is away for 3 s
+    pair.a.transport_lost(now=lost_at)
+    pair.step()
+    downs = of_type(pair.events_a, LinkDown)
+    # at once: what it says is the silence so far, short of the dead interval
+    assert len(downs) == 1 and downs[0].silent_s < LinkConfig().dead_interval_s
+    assert pair.run_until(lambda: bool(of_type(pair.events_a, LinkUp)), timeout_s=10.0)
+    assert pair.run_until(lambda: len(received(pair.events_b)) == len(sent), timeout_s=10.0)
+    assert_exactly_once_in_order(sent, received(pair.events_b))
+    assert PeerRestarted not in kinds(pair.events_a) + kinds(pair.events_b)
+    assert SessionLost not in kinds(pair.events_a) + kinds(pair.events_b)
+
+
+def test_a_lost_transport_while_down_or_handshaking_changes_no_state() -> None:
+    link = new_link(seed=1)
+    link.transport_lost(now=0.5)  # handshaking: nothing to report
+    assert link.next_event() is None
+    assert link.statistics().state == "handshake"
+
+
+def test_the_deframer_drops_a_frame_cut_by_a_lost_stream() -> None:
+    frame = data_frame(payload=b"whole")
+    chunk = encode_frames([frame])
+    deframer = StreamDeframer(1024)
+    assert deframer.feed(chunk[: len(chunk) // 2]) == []
+    held = deframer.buffered_bytes
+    deframer.reset()
+    assert held > 0 and deframer.stats.discarded_bytes == held
+    assert deframer.feed(chunk) == [frame]

@@ -192,7 +192,7 @@ def test_the_commands(cable: NullModem, capsys: pytest.CaptureFixture[str]) -> N
         assert main(["host", "list", cable.path_b]) == 0
         table = capsys.readouterr().out.splitlines()
         assert main(["host", "list", cable.path_b, "--json"]) == 0
-        rows = json.loads(capsys.readouterr().out)
+        rows = json.loads(capsys.readouterr().out)["devices"]
     assert [bytes.fromhex(line) for line in lines] == [
         expected(5, 40)[0][:32],
         expected(5, 40)[0][32:],
@@ -234,7 +234,7 @@ def test_host_list_shows_a_device_that_needs_resets(
         assert main(["host", "list", cable.path_b]) == 0
         table = capsys.readouterr().out.splitlines()
         assert main(["host", "list", cable.path_b, "--json"]) == 0
-        rows = json.loads(capsys.readouterr().out)
+        rows = json.loads(capsys.readouterr().out)["devices"]
     broken = table[3].split(" virtio_reason=")
     assert broken[1] == '"the device set DEVICE_NEEDS_RESET at DRIVER_OK"'
     words = broken[0].split()
