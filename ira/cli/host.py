@@ -26,6 +26,13 @@ link's state (``link LINK: up since 0.4 s``); when the board did not answer
 because the port is not there, ``list`` prints only that state
 (``waiting for its port since 5.0 s``, or ``down since``) and exits 1.
 With ``--json`` the output is ``{"link": {...}, "devices": [...]}``.
+
+``serve --watch [DIR]`` also serves every board named in DIR (``/dev/ira``, where
+``ira udev install`` names them) from the moment its name appears: a line when a
+board is plugged in, unplugged (its link waits for it), back, or gone longer
+than ``--forget-after`` (the session timeout by default), when its link is
+closed; it comes back as a new session.  The names are looked at four times a
+second.  Interfaces (``--tap``) are for the LINKs given, not watched boards.
 """
 
 from __future__ import annotations
@@ -38,14 +45,16 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 from typing import assert_never
 
 from ira.busmodel.events import BusEvent, BusReady, DeviceAdded, DeviceInfo, DeviceRemoved
 from ira.cli.board import add_net_arguments, add_reconnect_argument, describe_port, give_up_after
 from ira.errors import ConfigError, IraError
+from ira.link.config import LinkConfig
 from ira.link.events import LinkDown, LinkUp, PeerRestarted, SessionLost
-from ira.runtime import HostClient, HostService, VirtioClients
+from ira.runtime import HostClient, HostService, VirtioClients, watch
 from ira.runtime.network import HostNet, tap_settings
 from ira.runtime.port import PortEvent, PortState, PortStatus
 from ira.venet.driver import NetDriverConfig
@@ -62,7 +71,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True)
     serve = verbs.add_parser("serve", help="follow the devices of boards on one or more links")
-    serve.add_argument("links", nargs="+", metavar="LINK", help="link specs")
+    serve.add_argument("links", nargs="*", metavar="LINK", help="link specs")
+    serve.add_argument(
+        "--watch", nargs="?", const=str(watch.DEFAULT_DIRECTORY), metavar="DIR",
+        help="also serve every board named in DIR as it is plugged in "
+        f"(default {watch.DEFAULT_DIRECTORY}, where `ira udev install` names boards)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--forget-after", type=float, default=FORGET_AFTER_S, metavar="S",
+        help="with --watch: stop serving a board whose name has been gone this long "
+        f"(default {FORGET_AFTER_S:g} s, the session timeout)",
+    )  # fmt: skip
     add_net_arguments(serve, per_link=True)
     add_reconnect_argument(serve)
     serve.add_argument(
@@ -78,6 +97,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--timeout", type=float, default=5.0, metavar="S", help="wait this long for the board"
     )
     lst.set_defaults(func=run_list)
+
+
+#: a watched board gone this long is no longer served: its session is over anyway
+FORGET_AFTER_S = LinkConfig().session_timeout_s
 
 
 def _attrs(info: DeviceInfo) -> str:
@@ -129,6 +152,12 @@ def _poster(client: HostClient) -> Callable[[Callable[[], None]], None]:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    if not args.links and args.watch is None:
+        raise ConfigError("give the links to serve, or --watch [DIR] to serve boards as they come")
+    if args.forget_after <= 0:
+        raise ConfigError(
+            f"--forget-after {args.forget_after:g}: give a positive number of seconds"
+        )
     stop = threading.Event()
     out_lock = threading.Lock()
     give_up_s = give_up_after(args)
@@ -173,7 +202,11 @@ def run_serve(args: argparse.Namespace) -> int:
                     net.bind(_poster(client))
                     stack.callback(net.close)
             stack.enter_context(service)
-            _serve(service, stop, say)
+            follower = None
+            if args.watch is not None:
+                boards = watch.BoardDirectory(Path(args.watch))
+                follower = watch.BoardFollower(boards, service, forget_after_s=args.forget_after)
+            _serve(service, stop, say, follower)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -181,19 +214,48 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def _serve(
-    service: HostService, stop: threading.Event, say: Callable[[HostClient, str], None]
+    service: HostService,
+    stop: threading.Event,
+    say: Callable[[HostClient, str], None],
+    follower: watch.BoardFollower[HostClient] | None = None,
 ) -> None:
     """Until SIGINT/SIGTERM: a link that fails is reported once and the others go on;
-    with none left, the last failure ends the service."""
+    with none left (and none to watch for), the last failure ends the service."""
     reported: set[str] = set()
-    while not stop.wait(0.5):
+    poll_s = 0.5 if follower is None else watch.POLL_S
+    while True:
+        if follower is not None:
+            _follow(follower, say)
+        if stop.wait(poll_s):
+            return
         failed = service.failed()
-        if len(failed) == len(service.clients):
+        if follower is None and len(failed) == len(service.clients):
             service.raise_if_failed()
         for client, error in failed:
             if client.name not in reported:
                 reported.add(client.name)
                 say(client, f"no longer served: {error}")
+
+
+def _follow(
+    follower: watch.BoardFollower[HostClient], say: Callable[[HostClient, str], None]
+) -> None:
+    """One look at the watched directory; a line for every board that came, went or is back."""
+    done = follower.poll(now=time.monotonic())
+    served = follower.served
+    directory = follower.boards.directory
+    for board in done.added:
+        say(served[board.name], f"board {board.name} plugged in ({directory}): serving it")
+    for board in done.back:
+        say(served[board.name], f"board {board.name} is back")
+    for board in done.gone:
+        say(served[board.name], f"board {board.name} unplugged: its link waits for it")
+    for board in done.forgotten:
+        sys.stdout.write(
+            f"{board.spec}: board {board.name} gone for {follower.forget_after_s:g} s: "
+            "no longer served\n"
+        )
+        sys.stdout.flush()
 
 
 def _virtio_json(info: VirtioDeviceInfo, now: float) -> dict[str, object]:

@@ -3,7 +3,6 @@ offers blocking requests; ``HostService`` runs one ``HostClient`` per link in on
 
 from __future__ import annotations
 
-import contextlib
 import random
 import threading
 import time
@@ -374,6 +373,7 @@ class HostClient(LinkService):
             case PeerRestarted() | SessionLost():
                 with self._cond:
                     self._ready = False
+                    self._sessions += 1  # the session's handles are gone with it
                     self._cond.notify_all()
             case LinkDown() | LinkUp() | SignalReceived() | WindowUpdated():
                 pass
@@ -384,7 +384,10 @@ class HostClient(LinkService):
 
 
 class HostService:
-    """A host serving several links in one process: one ``HostClient`` each."""
+    """A host serving several links in one process: one ``HostClient`` each.
+
+    Links can be added and removed while it runs (``add``, ``remove``), as a host
+    that follows the boards being plugged in does (``ira.runtime.watch``)."""
 
     def __init__(
         self,
@@ -401,30 +404,41 @@ class HostService:
         ``give_up_after_s``: see ``LinkService``.  A link whose port goes away is
         reopened while the others are served; one that fails (see ``failed``)
         does not stop the others."""
-        if not links:
-            raise LocalProtocolError("a host service needs at least one link")
         per_link = list(virtio_clients or [None] * len(links))
         if len(per_link) != len(links):
             raise LocalProtocolError("virtio_clients needs one entry per link")
+        self._link_config = link_config
+        self._bus_config = bus_config
+        self._on_event = on_event
+        self._on_port_event = on_port_event
+        self._give_up_after_s = give_up_after_s
+        self._running = False
         self.clients = [
-            HostClient(
-                link,
-                link_config=link_config,
-                bus_config=bus_config,
-                on_event=on_event,
-                virtio_clients=clients,
-                on_port_event=on_port_event,
-                give_up_after_s=give_up_after_s,
-            )
-            for link, clients in zip(links, per_link, strict=True)
+            self._client(link, clients) for link, clients in zip(links, per_link, strict=True)
         ]
-        self._stack = contextlib.ExitStack()
+
+    def _client(self, link: str | Transport, clients: VirtioClients | None) -> HostClient:
+        return HostClient(
+            link,
+            link_config=self._link_config,
+            bus_config=self._bus_config,
+            on_event=self._on_event,
+            virtio_clients=clients,
+            on_port_event=self._on_port_event,
+            give_up_after_s=self._give_up_after_s,
+        )
 
     def __enter__(self) -> HostService:
-        with contextlib.ExitStack() as stack:
+        started: list[HostClient] = []
+        try:
             for client in self.clients:
-                stack.enter_context(client)
-            self._stack = stack.pop_all()
+                client.__enter__()
+                started.append(client)
+        except BaseException:
+            for client in reversed(started):
+                client.__exit__(None, None, None)
+            raise
+        self._running = True
         return self
 
     def __exit__(
@@ -433,7 +447,23 @@ class HostService:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._stack.__exit__(exc_type, exc, tb)
+        self._running = False
+        for client in reversed(self.clients):
+            client.__exit__(exc_type, exc, tb)
+
+    def add(self, link: str | Transport, virtio_clients: VirtioClients | None = None) -> HostClient:
+        """Serve one more link (started now if the service runs)."""
+        client = self._client(link, virtio_clients)
+        if self._running:
+            client.__enter__()
+        self.clients.append(client)
+        return client
+
+    def remove(self, client: HostClient) -> None:
+        """Stop serving one link: its devices are dropped and its port closed."""
+        self.clients.remove(client)
+        if self._running:
+            client.__exit__(None, None, None)
 
     def failed(self) -> list[tuple[HostClient, BaseException]]:
         """The links whose runtime stopped on an error, with it (the others go on)."""

@@ -16,6 +16,13 @@ An entry becomes a link spec:
   so the link follows the board's serial number across re-enumerations.
 
 An entry whose target is gone (a dangling symlink) is a board unplugged.
+
+``BoardFollower`` turns the directory's changes into a host service's links: a
+board that appears gets a link; one that goes keeps its link, which waits for
+its port and resumes the session when the board is back within the session
+timeout; a board gone for ``forget_after_s`` has its link removed (and gets a
+new one, a new session, when it comes back), so a host that sees boards come
+and go for months holds links only for those present or recently gone.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, Protocol, TypeVar
 
 #: where udev puts ira's stable names
 DEFAULT_DIRECTORY = Path("/dev/ira")
@@ -103,11 +111,88 @@ class BoardDirectory:
         return Changes(added, removed)
 
 
+class Served(Protocol):
+    """What a follower needs of a served link (``HostClient``)."""
+
+    name: str
+
+
+C = TypeVar("C", bound=Served)
+
+
+class Links(Protocol[C]):
+    """What a follower needs of a host service (``HostService``)."""
+
+    def add(self, link: str) -> C: ...
+
+    def remove(self, client: C) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Followed:
+    """What a follower did in one poll, for the log."""
+
+    added: tuple[BoardSeen, ...] = ()
+    gone: tuple[BoardSeen, ...] = ()
+    back: tuple[BoardSeen, ...] = ()
+    forgotten: tuple[BoardSeen, ...] = ()
+
+
+class BoardFollower(Generic[C]):
+    """Keeps a host service's links in step with a directory of boards."""
+
+    def __init__(self, boards: BoardDirectory, links: Links[C], *, forget_after_s: float) -> None:
+        self.boards = boards
+        self._links = links
+        self.forget_after_s = forget_after_s
+        #: name -> (what it stood for, its client)
+        self._served: dict[str, tuple[BoardSeen, C]] = {}
+        #: name -> when it went
+        self._gone_since: dict[str, float] = {}
+
+    @property
+    def served(self) -> dict[str, C]:
+        return {name: client for name, (_, client) in self._served.items()}
+
+    def poll(self, *, now: float) -> Followed:
+        changes = self.boards.scan()
+        added: list[BoardSeen] = []
+        back: list[BoardSeen] = []
+        gone: list[BoardSeen] = []
+        forgotten: list[BoardSeen] = []
+        for board in changes.removed:
+            if board.name in self._served and board.name not in self._gone_since:
+                self._gone_since[board.name] = now
+                gone.append(board)
+        for board in changes.added:
+            known = self._served.get(board.name)
+            if known is not None and known[0] == board:
+                self._gone_since.pop(board.name, None)
+                back.append(board)
+                continue
+            if known is not None:  # the name stands for another board now
+                self._forget(board.name)
+            self._served[board.name] = (board, self._links.add(board.spec))
+            added.append(board)
+        for name, since in list(self._gone_since.items()):
+            if now - since >= self.forget_after_s:
+                forgotten.append(self._served[name][0])
+                self._forget(name)
+        return Followed(tuple(added), tuple(gone), tuple(back), tuple(forgotten))
+
+    def _forget(self, name: str) -> None:
+        self._gone_since.pop(name, None)
+        _, client = self._served.pop(name)
+        self._links.remove(client)
+
+
 __all__ = [
     "DEFAULT_DIRECTORY",
     "POLL_S",
     "BoardDirectory",
+    "BoardFollower",
     "BoardSeen",
     "Changes",
+    "Followed",
     "link_spec",
 ]

@@ -3,9 +3,10 @@
 ``Fleet(count, directory)`` makes ``count`` virtual null-modems and runs a board
 (``BoardService``, the stock devices) on the A end of each, in this process;
 the B ends are the host's, named ``DIRECTORY/board-NN`` as udev names boards
-under ``/dev/ira``.  ``unplug(i)`` removes a board's name and ``plug(i)`` makes
-it again, standing in for the udev events of a cable pulled and put back (the
-host's port goes away with the name, as a USB-serial adapter's does).
+under ``/dev/ira``.  ``unplug(i)`` pulls the host's port of a board (its pty
+goes away: an open port reads EIO, as a pulled USB-serial adapter's does) and
+removes its name, and ``plug(i)`` brings a new port back under the same name,
+as udev does for an adapter plugged in again.
 
 Run as ``python -m ira.tools.fleet N DIRECTORY`` it prints ``board-NN PATH``
 per board, then ``ready``, and serves until SIGINT or SIGTERM: a fleet in its
@@ -48,16 +49,12 @@ class Fleet:
         return self.directory / self.name(index)
 
     def plug(self, index: int) -> None:
-        path = self.path(index)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        tmp.symlink_to(self.modems[index].path_b)
-        tmp.replace(path)
+        """Board ``index``'s host port back (a new pty), named again."""
+        self.modems[index].plug("B")
 
     def unplug(self, index: int) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.path(index).unlink()
+        """Board ``index``'s host port gone, and its name with it."""
+        self.modems[index].pull("B")
 
     def plugged(self, index: int) -> bool:
         return self.path(index).is_symlink()
@@ -69,8 +66,7 @@ class Fleet:
                 modem = self._stack.enter_context(NullModem(self._cable))
                 self.modems.append(modem)
                 self.boards.append(self._stack.enter_context(BoardService(modem.path_a)))
-                self._stack.callback(self.unplug, index)
-                self.plug(index)
+                modem.symlink("B", str(self.path(index)))  # removed when the modem closes
         except BaseException:
             self._stack.close()
             raise
