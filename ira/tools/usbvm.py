@@ -302,7 +302,9 @@ class GuestVM:
                 self._console += data
                 self._seen.notify_all()
 
-    def run(self, script: str, *, timeout_s: float = 120.0, env: dict[str, str] | None = None) -> GuestResult:
+    def run(
+        self, script: str, *, timeout_s: float = 120.0, env: dict[str, str] | None = None
+    ) -> GuestResult:
         """Run a shell script in the guest (in the chroot); its status and output."""
         proc = self._proc
         if proc is None or proc.poll() is not None or proc.stdin is None:
@@ -416,7 +418,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"usbvm: {exc}", file=sys.stderr)
         return 2
     sys.stdout.write(result.output)
-    print(f"[guest booted in {booted:.1f} s; command took {result.elapsed_s:.1f} s]", file=sys.stderr)
+    print(
+        f"[guest booted in {booted:.1f} s; command took {result.elapsed_s:.1f} s]", file=sys.stderr
+    )
     return result.returncode
 
 
