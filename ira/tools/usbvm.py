@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gzip
+import hashlib
 import os
 import re
 import shlex
@@ -65,10 +66,13 @@ MODULES = (
     "cdc_acm",
     "tun",
 )
+#: module parameters: two UDCs, so two gadgets can be plugged in at once
+_PARAMS = {"dummy_hcd.ko": "num=2"}
 #: Debian packages the guest is built with (installed by the Makefile and .ci/run)
 PACKAGES = ("qemu-system-x86", "busybox-static", "kmod", "cpio")
 QEMU = "qemu-system-x86_64"
 BUSYBOX = "/bin/busybox"
+_RO_SHARE = "security_model=none,readonly=on,multidevs=remap"
 #: printed by the guest's init once it takes commands
 READY = "__IRA_GUEST_READY__"
 _RC = re.compile(r"__IRA_RC_(\d+)=(\d+)__")
@@ -79,7 +83,7 @@ export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
-for m in $(cat /modules.list); do insmod /modules/$m || echo "insmod $m failed"; done
+while read -r m args; do insmod /modules/$m $args || echo "insmod $m failed"; done < /modules.list
 work=$(sed -n 's/.*ira\.work=\([^ ]*\).*/\1/p' /proc/cmdline)
 mkdir -p /host
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=512000 hostroot /host
@@ -174,7 +178,9 @@ def build_image(directory: Path | None = None) -> GuestImage:
         raise TransportError(reason)
     package = kernel_package()
     version = package.removeprefix("linux-image-")
-    where = (directory or cache_dir()) / version
+    # a change of the recipe builds a new image next to the old one
+    recipe = hashlib.sha256(repr((_INIT, MODULES, _PARAMS)).encode()).hexdigest()[:8]
+    where = (directory or cache_dir()) / f"{version}-{recipe}"
     kernel, initrd = where / "vmlinuz", where / "initrd.gz"
     if kernel.exists() and initrd.exists():
         return GuestImage(kernel, initrd, version)
@@ -210,7 +216,7 @@ def build_image(directory: Path | None = None) -> GuestImage:
         for path in ordered:
             name = os.path.basename(path)
             shutil.copy2(path, root / "modules" / name)
-            names.append(name)
+            names.append(f"{name} {_PARAMS.get(name, '')}".strip())
         (root / "modules.list").write_text("\n".join(names) + "\n")
         init = root / "init"
         init.write_text(_INIT)
@@ -270,7 +276,7 @@ class GuestVM:
             "-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot",
             "-kernel", str(image.kernel), "-initrd", str(image.initrd),
             "-append", f"console=ttyS0 panic=-1 loglevel=3 ira.work={self._workdir}",
-            "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
+            "-virtfs", f"local,path=/,mount_tag=hostroot,{_RO_SHARE}",
             "-virtfs", f"local,path={self._workdir},mount_tag=work,security_model=none",
         ]  # fmt: skip
         self._proc = subprocess.Popen(

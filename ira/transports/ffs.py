@@ -134,9 +134,11 @@ class FfsTransport:
                 os.set_blocking(fd, True)
         except OSError as exc:
             raise TransportError(f"{self.name}: cannot open the endpoints: {exc}") from exc
+        self.gadget.bind()
+        # events queue up on ep0 meanwhile; started only once bound, the threads are
+        # always woken by the unbind of close()
         for thread in self._threads:
             thread.start()
-        self.gadget.bind()
 
     @property
     def connected(self) -> bool:
@@ -295,22 +297,21 @@ def open_ffs(spec: str) -> FfsTransport:
     options = parse_ffs_spec(spec)
     gadget = Gadget(options)
     gadget.create()
-    ep0: int | None = None
     try:
         ep0 = os.open(gadget.ffs_dir / "ep0", os.O_RDWR)
+    except OSError as exc:
+        gadget.remove()
+        raise TransportError(f"{spec}: cannot open {gadget.ffs_dir}/ep0: {exc}") from exc
+    transport = FfsTransport(spec, gadget, ep0)
+    try:
         os.write(ep0, encode(vendor_function()))
         os.write(ep0, encode(FfsStrings(("ira",))))
-        transport = FfsTransport(spec, gadget, ep0)
         transport.start()
     except OSError as exc:
-        if ep0 is not None:
-            os.close(ep0)
-        gadget.remove()
+        transport.close()
         raise TransportError(f"{spec}: FunctionFS refused ira's descriptors: {exc}") from exc
-    except TransportError:
-        if ep0 is not None:
-            os.close(ep0)
-        gadget.remove()
+    except BaseException:
+        transport.close()  # whatever went wrong, the gadget goes
         raise
     if gadget.acm_tty:
         log.info("%s: ACM serial port %s", spec, gadget.acm_tty)

@@ -112,6 +112,7 @@ class Gadget:
                 f"gadget {self.root} exists already: another `ira board serve ffs://"
                 f"{self.options.name}` runs, or one was killed (remove the directory)"
             )
+        self._choose_udc()  # checked before anything is made
         o = self.options
         try:
             self._mkdir(self.root)
@@ -145,8 +146,7 @@ class Gadget:
             self.remove()
             raise
 
-    def bind(self) -> None:
-        """Attach the gadget to its UDC: the host sees the device plugged in."""
+    def _choose_udc(self) -> str:
         udcs = udc_names()
         udc = self.options.udc or (udcs[0] if udcs else "")
         if not udc:
@@ -156,6 +156,11 @@ class Gadget:
             )
         if udc not in udcs:
             raise ConfigError(f"no UDC {udc!r}; this machine has: {', '.join(udcs) or 'none'}")
+        return udc
+
+    def bind(self) -> None:
+        """Attach the gadget to its UDC: the host sees the device plugged in."""
+        udc = self._choose_udc()
         try:
             (self.root / "UDC").write_text(udc)
         except OSError as exc:

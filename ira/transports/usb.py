@@ -27,6 +27,7 @@ import errno
 import logging
 import os
 import re
+import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -56,17 +57,29 @@ class UsbSpec:
     serial: str | None = None
     bus: int | None = None
     ports: tuple[int, ...] = ()
+    #: seconds ``open_usb`` waits for the device to appear (``?wait=S``)
+    wait_s: float = 0.0
 
 
 def parse_usb_spec(spec: str) -> UsbSpec:
-    """``usb://1d6b:0104/board1``, ``usb://1d6b:0104`` or ``usb://1-1.2``."""
+    """``usb://1d6b:0104/board1``, ``usb://1d6b:0104`` or ``usb://1-1.2``, ``?wait=S``."""
     if not spec.lower().startswith("usb://"):
         raise ConfigError(f"bad USB spec {spec!r}: write usb://VID:PID[/SERIAL] or usb://BUS-PORT")
-    rest = spec[len("usb://") :]
+    rest, _, query = spec[len("usb://") :].partition("?")
+    wait_s = 0.0
+    if query:
+        key, _, value = query.partition("=")
+        try:
+            wait_s = float(value) if key == "wait" else -1.0
+        except ValueError:
+            wait_s = -1.0
+        if not 0 <= wait_s <= 3600:
+            raise ConfigError(f"bad option {query!r} in {spec!r}: the one option is wait=SECONDS")
     if match := _ID.match(rest):
-        return UsbSpec(int(match[1], 16), int(match[2], 16), match[3])
+        return UsbSpec(int(match[1], 16), int(match[2], 16), match[3], wait_s=wait_s)
     if match := _PORT.match(rest):
-        return UsbSpec(bus=int(match[1]), ports=tuple(int(p) for p in match[2].split(".")))
+        ports = tuple(int(p) for p in match[2].split("."))
+        return UsbSpec(bus=int(match[1]), ports=ports, wait_s=wait_s)
     raise ConfigError(
         f"bad USB spec {spec!r}: write usb://VID:PID[/SERIAL] (hex, e.g. usb://1d6b:0104/board1) "
         "or usb://BUS-PORT[.PORT...] (e.g. usb://1-1.2)"
@@ -255,7 +268,8 @@ class UsbTransport:
         usb.util.dispose_resources(self._dev)
 
     def __repr__(self) -> str:
-        return f"<UsbTransport {self.name!r} at {_where(self._dev)}{' closed' if self._closed else ''}>"
+        closed = " closed" if self._closed else ""
+        return f"<UsbTransport {self.name!r} at {_where(self._dev)}{closed}>"
 
     def _check(self) -> None:
         if self._closed:
@@ -284,7 +298,11 @@ class UsbTransport:
 def open_usb(spec: str) -> UsbTransport:
     """Find, claim and open the board named by ``spec`` (see the module docstring)."""
     wanted = parse_usb_spec(spec)
+    deadline = time.monotonic() + wanted.wait_s
     devices = find_devices(wanted)
+    while not devices and time.monotonic() < deadline:
+        time.sleep(0.1)
+        devices = find_devices(wanted)
     if not devices:
         raise TransportError(
             f"no USB device matches {spec}: is the board plugged in and its gadget bound? "

@@ -217,10 +217,16 @@ def vendor_function(*, out_ep: int = 1, in_ep: int = 2) -> FfsDescriptors:
     )
 
 
+def _build(schema: cs.Construct, values: dict[str, object]) -> bytes:
+    data: bytes = schema.build(values)
+    return data
+
+
 def _descriptor(item: InterfaceDescriptor | EndpointDescriptor | SsCompanion) -> bytes:
     match item:
         case InterfaceDescriptor():
-            return INTERFACE_DESCRIPTOR.build(
+            return _build(
+                INTERFACE_DESCRIPTOR,
                 {
                     "bInterfaceNumber": item.number,
                     "bAlternateSetting": 0,
@@ -229,20 +235,21 @@ def _descriptor(item: InterfaceDescriptor | EndpointDescriptor | SsCompanion) ->
                     "bInterfaceSubClass": item.subclass,
                     "bInterfaceProtocol": item.protocol,
                     "iInterface": item.string_index,
-                }
+                },
             )
         case EndpointDescriptor():
-            return ENDPOINT_DESCRIPTOR.build(
+            return _build(
+                ENDPOINT_DESCRIPTOR,
                 {
                     "bEndpointAddress": item.address,
                     "bmAttributes": item.attributes,
                     "wMaxPacketSize": item.max_packet_bytes,
                     "bInterval": 0,
-                }
+                },
             )
         case SsCompanion():
-            return SS_COMPANION_DESCRIPTOR.build(
-                {"bMaxBurst": 0, "bmAttributes": 0, "wBytesPerInterval": 0}
+            return _build(
+                SS_COMPANION_DESCRIPTOR, {"bMaxBurst": 0, "bmAttributes": 0, "wBytesPerInterval": 0}
             )
 
 
@@ -258,7 +265,8 @@ def encode(
     match msg:
         case FfsDescriptors():
             body = b"".join(_descriptor(d) for d in (*msg.fs, *msg.hs, *msg.ss))
-            return FFS_DESCRIPTORS.build(
+            return _build(
+                FFS_DESCRIPTORS,
                 {
                     "length": 24 + len(body),
                     "flags": ALL_SPEEDS,
@@ -266,21 +274,23 @@ def encode(
                     "hs_count": len(msg.hs),
                     "ss_count": len(msg.ss),
                     "descriptors": body,
-                }
+                },
             )
         case FfsStrings():
             body = b"".join(s.encode() + b"\0" for s in msg.strings)
-            return FFS_STRINGS.build(
+            return _build(
+                FFS_STRINGS,
                 {
                     "length": 18 + len(body),
                     "str_count": len(msg.strings),
                     "lang_count": 1,
                     "lang": LANG_EN_US,
                     "strings": body,
-                }
+                },
             )
         case FfsEvent():
-            return FFS_EVENT.build(
+            return _build(
+                FFS_EVENT,
                 {
                     "bRequestType": msg.request_type,
                     "bRequest": msg.request,
@@ -289,7 +299,7 @@ def encode(
                     "wLength": msg.length,
                     "type": int(msg.type),
                     "pad": bytes(3),
-                }
+                },
             )
         case InterfaceDescriptor() | EndpointDescriptor() | SsCompanion():
             return _descriptor(msg)
