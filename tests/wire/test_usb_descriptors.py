@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -81,7 +83,5 @@ def test_unknown_event_type_is_refused() -> None:
 @given(st.binary(max_size=40))
 def test_decoders_only_raise_remote_protocol_error(data: bytes) -> None:
     for decoder in (decode_event, decode_interface):
-        try:
+        with contextlib.suppress(RemoteProtocolError):
             decoder(data)
-        except RemoteProtocolError:
-            pass
