@@ -249,6 +249,7 @@ class FfsTransport:
     def _out_loop(self) -> None:
         fd = self._ep_out
         assert fd is not None
+        babbling = False
         while not self._closed.is_set():
             if not self._enabled.wait(0.2):
                 continue
@@ -260,6 +261,12 @@ class FfsTransport:
                         self._error = TransportError(f"{self.name}: reading ep1: {exc}")
                     return
                 time.sleep(0.01)
+                continue
+            if len(data) == MAX_TRANSFER_BYTES or babbling:
+                # a transfer longer than any frame: dropped up to its end (a short packet)
+                if not babbling:
+                    self.counters["babble"] += 1
+                babbling = len(data) == MAX_TRANSFER_BYTES
                 continue
             if not data:
                 continue  # a zero-length transfer: nothing to hand over

@@ -150,12 +150,12 @@ def find_devices(spec: UsbSpec) -> list[Any]:
         for dev in devices:
             try:
                 serial = usb.util.get_string(dev, dev.iSerialNumber) if dev.iSerialNumber else None
-            except usb.core.USBError as exc:
-                if exc.errno in (errno.EACCES, errno.EPERM):
+            except (usb.core.USBError, ValueError) as exc:
+                # pyusb says "no langid" (ValueError) when it may not open the device
+                denied = getattr(exc, "errno", None) in (errno.EACCES, errno.EPERM)
+                if denied or not os.access(_node(dev), os.R_OK | os.W_OK):
                     raise _access_error(dev) from exc
                 continue  # gone meanwhile, or no string: not ours
-            except ValueError:
-                continue
             if serial == spec.serial:
                 matching.append(dev)
         devices = matching
@@ -215,6 +215,7 @@ class UsbTransport:
         self._packet_bytes = int(ep_out.wMaxPacketSize) or 64
         self._buffer = usb.util.create_buffer(MAX_TRANSFER_BYTES)
         self._stalls = 0
+        self._babbling = False
         self._closed = False
         #: babble (a transfer longer than any frame), cleared stalls
         self.counters: Counter[str] = Counter()
@@ -236,6 +237,12 @@ class UsbTransport:
             self._check()
             return self._on_error(exc, self._in)
         self._stalls = 0
+        if size == len(self._buffer) or self._babbling:
+            # a transfer longer than any frame: dropped up to its end (a short packet)
+            if not self._babbling:
+                self.counters["babble"] += 1
+            self._babbling = size == len(self._buffer)
+            return b""
         return bytes(self._buffer[:size])
 
     def send(self, data: bytes, timeout_s: float | None) -> int:
