@@ -122,11 +122,12 @@ def _holders(node: str) -> str:
 
 
 def _access_error(dev: Any) -> TransportError:
+    vid, pid = f"{dev.idVendor:04x}", f"{dev.idProduct:04x}"
     return TransportError(
-        f"permission denied on USB device {dev.idVendor:04x}:{dev.idProduct:04x} at "
-        f'{_node(dev)}: install the udev rule `SUBSYSTEM=="usb", ATTR{{idVendor}}=='
-        f'"{dev.idVendor:04x}", ATTR{{idProduct}}=="{dev.idProduct:04x}", MODE="0660", '
-        'GROUP="plugdev"` in /etc/udev/rules.d/70-ira.rules and join the plugdev group'
+        f"permission denied on USB device {vid}:{pid} at {_node(dev)}: install ira's udev rule "
+        f'(`sudo ira udev install`: ATTR{{idVendor}}=="{vid}", ATTR{{idProduct}}=="{pid}" '
+        "gets MODE 0660, GROUP plugdev) and join plugdev (`sudo usermod -aG plugdev $USER`, "
+        "then log in again)"
     )
 
 
