@@ -9,6 +9,7 @@ boards started with ``ira board serve ffs://b1?acm=1`` and ``ira board serve
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 from usbrig import GuestStack, LocalStack, run_scenario
@@ -65,3 +66,14 @@ def test_boards_exit_cleanly_and_remove_their_gadgets(facts: dict[str, object]) 
     assert facts["acm_board_rc"] == 0
     assert facts["gadgets_left"] == []
     assert facts["gadgets_left_after_linktest"] == []
+
+
+def test_loopback_over_usb(usb_stack: LocalStack | GuestStack) -> None:
+    """``ira loopback --usb``: the demo's report over a gadget, venet included."""
+    ran = usb_stack.run(
+        f"{sys.executable} -m ira loopback --usb -c 3 --tcp-bytes 256K --bytes 512K", 600
+    )
+    assert ran.returncode == 0, ran.output[-4000:]
+    assert "USB gadget: board ffs://ira-loop" in ran.output
+    assert "SHA-256 matches" in ran.output
+    assert "linktest PASS: ffs://ira-loop" in ran.output
