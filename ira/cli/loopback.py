@@ -1,4 +1,4 @@
-"""``ira loopback``: the whole stack on one machine over a virtual null-modem.
+"""``ira loopback [--usb]``: the whole stack on one machine over a virtual null-modem.
 
 A null-modem (two ptys), a board on end A exposing the default profile's devices
 and a ``virtio-net`` device, and a host on end B: discovery (the device table),
@@ -8,6 +8,11 @@ namespace and the host's in another, and ``ping`` and a TCP transfer cross the
 link between them; without root an in-process frame exchange stands in.  Last, a
 cable test of the link itself.  A summary closes the network part: devices,
 interfaces, RTTs, goodput and link statistics.
+
+With ``--usb`` the link is a USB cable instead: the board on a FunctionFS
+gadget (``ffs://ira-loop``) bound to a dummy_hcd UDC, the host on libusb
+(``usb://1d6b:0104/ira-loop``).  A kernel without dummy_hcd gets the same
+command run in a QEMU guest that has it (``ira.tools.usbvm``).
 
 Everything runs in this process (board and host are threads; each TAP is created
 inside its namespace).  The namespaces, interfaces and threads are gone when the
@@ -27,6 +32,7 @@ import signal
 import socket
 import statistics
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -36,7 +42,7 @@ from types import FrameType
 
 from ira import __version__, native
 from ira.cli.linktest import print_report
-from ira.errors import IraError, TransportError
+from ira.errors import ConfigError, IraError, TransportError
 from ira.link.core import LinkStatistics
 from ira.runtime import BoardService, HostClient
 from ira.runtime.endpoint import FrameEndpoint
@@ -45,6 +51,7 @@ from ira.runtime.network import BoardNet, HostNet, TapSettings
 from ira.runtime.profile import DEFAULT_PROFILE, DeviceSpec, Profile
 from ira.tools.linktest import measure, parse_size
 from ira.tools.nullmodem import NullModem, NullModemConfig
+from ira.transports.gadget import udc_names
 from ira.venet.netspec import feature_list, format_mac
 from ira.wire.venet import VNET_HDR_BYTES
 
@@ -60,6 +67,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("-c", "--count", type=int, default=10, help="DEVCALL round trips and pings")
     p.add_argument("--tcp-bytes", default="8M", help="size of the TCP transfer across (default 8M)")
     p.add_argument("--mtu", type=int, default=1500, help="MTU of the interfaces (default 1500)")
+    p.add_argument(
+        "--usb",
+        action="store_true",
+        help="over a USB gadget (FunctionFS <-> libusb on dummy_hcd: here when this kernel "
+        "has it, else in a QEMU guest) instead of a null-modem",
+    )
     p.set_defaults(func=run)
 
 
@@ -97,16 +110,48 @@ def _sigterm_interrupts() -> Iterator[None]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.usb and args.baud:
+        raise ConfigError("--baud throttles the null-modem; a USB link has no baud rate")
+    if args.usb and not _dummy_udcs():
+        return _in_guest(args)
     with _sigterm_interrupts():
         ok = _stack_demo(args)
         print("\ncable test of the link layer:")
         with contextlib.ExitStack() as stack:
-            nm2 = stack.enter_context(NullModem(NullModemConfig(baud=args.baud)))
-            report = measure(
-                nm2.path_a, nm2.path_b, parse_size(args.bytes), (1, 65536), 1, 600.0, stack
-            )
+            if args.usb:
+                path_a, path_b = _usb_links(_dummy_udcs()[0])
+            else:
+                nm2 = stack.enter_context(NullModem(NullModemConfig(baud=args.baud)))
+                path_a, path_b = nm2.path_a, nm2.path_b
+            report = measure(path_a, path_b, parse_size(args.bytes), (1, 65536), 1, 600.0, stack)
         print_report(report)
     return 0 if ok and report["ok"] else 1
+
+
+def _dummy_udcs() -> list[str]:
+    """The dummy_hcd device controllers of this kernel (root only: gadgets need it)."""
+    if os.geteuid() != 0:
+        return []
+    return [name for name in udc_names() if name.startswith("dummy_udc")]
+
+
+def _usb_links(udc: str) -> tuple[str, str]:
+    """The board's and the host's end of a gadget on ``udc``."""
+    return f"ffs://ira-loop?udc={udc}", "usb://1d6b:0104/ira-loop?wait=15"
+
+
+def _in_guest(args: argparse.Namespace) -> int:
+    """This kernel has no dummy_hcd: run the same command in the USB guest."""
+    from ira.tools.usbvm import GuestVM, build_image
+
+    argv = ["loopback", "--usb", "--bytes", args.bytes, "-c", str(args.count)]
+    argv += ["--tcp-bytes", args.tcp_bytes, "--mtu", str(args.mtu)]
+    print("no dummy_hcd in this kernel: running in a QEMU guest with one", flush=True)
+    with GuestVM(build_image()) as vm:
+        command = " ".join([sys.executable, "-m", "ira", *argv])
+        result = vm.run(command, timeout_s=1800)
+    print(result.output, end="")
+    return result.returncode
 
 
 @dataclass
@@ -153,20 +198,25 @@ def _open_net(stack: contextlib.ExitStack, board: list[BoardService], mtu: int) 
 
 def _stack_demo(args: argparse.Namespace) -> bool:
     with contextlib.ExitStack() as stack:
-        nm = stack.enter_context(NullModem(NullModemConfig(baud=args.baud)))
         print(f"ira {__version__}, {native.status()}")
-        print(
-            f"null-modem: A {nm.path_a}  <->  B {nm.path_b}"
-            + (f" at {args.baud} baud" if args.baud else "")
-        )
+        if args.usb:
+            path_a, path_b = _usb_links(_dummy_udcs()[0])
+            print(f"USB gadget: board {path_a}  <->  host {path_b}")
+        else:
+            nm = stack.enter_context(NullModem(NullModemConfig(baud=args.baud)))
+            path_a, path_b = nm.path_a, nm.path_b
+            print(
+                f"null-modem: A {nm.path_a}  <->  B {nm.path_b}"
+                + (f" at {args.baud} baud" if args.baud else "")
+            )
         boards: list[BoardService] = []
         net = _open_net(stack, boards, args.mtu)
         board = BoardService(
-            nm.path_a, PROFILE, on_event=net.board.on_event, net_port=net.board.port_for
+            path_a, PROFILE, on_event=net.board.on_event, net_port=net.board.port_for
         )
         boards.append(board)
         host = HostClient(
-            nm.path_b,
+            path_b,
             on_event=lambda client, event: net.host.on_event(event),
             virtio_clients=net.host.clients(),
         )

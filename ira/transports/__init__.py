@@ -5,6 +5,8 @@ A link spec names its transport by URL scheme; a bare path is a serial port::
     /dev/ttyUSB0, /dev/pts/7            a serial port (pyserial)
     serial:///dev/ttyS1?baud=921600&rtscts=1
     loop://, socket://host:port, rfc2217://..., spy://...   any pyserial URL
+    usb://VID:PID[/SERIAL], usb://BUS-PORT.PORT   a board in USB gadget mode (pyusb)
+    ffs://NAME                          the board's side: a FunctionFS gadget
 
 The registry maps a scheme to an *opener* (``"module:function"``, imported only
 when a spec of that scheme is opened, as python-can finds its interfaces), so an
@@ -55,6 +57,8 @@ BUILTIN: dict[str, Backend] = {
     "spy": _SERIAL,
     "alt": _SERIAL,
     "hwgrep": _SERIAL,
+    "usb": Backend("ira.transports.usb:open_usb", "pyusb libusb-package"),
+    "ffs": Backend("ira.transports.ffs:open_ffs", "construct"),
 }
 
 Opener = Callable[[str], Transport]

@@ -61,6 +61,7 @@ WIRE_MODULES = (
     "ira.wire.virtio",
     "ira.wire.venet",
     "ira.wire.framedelta",
+    "ira.wire.usb",
 )
 
 _ROOT = Path(__file__).resolve().parents[2]
