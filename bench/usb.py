@@ -46,15 +46,15 @@ import serial
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent / "tests" / "venet"))
-import test_virtio_net_root as root_rig  # type: ignore[import-not-found]
+import test_virtio_net_root as root_rig  # type: ignore[import-not-found]  # noqa: E402
 
-from ira.busmodel.devices.echo import EchoFunc
-from ira.runtime import BoardService, HostClient
-from ira.runtime.netns import NetNs
-from ira.tools.linktest import measure
-from ira.transports.gadget import Gadget, GadgetOptions, udc_names
-from ira.transports.usb import find_devices, parse_usb_spec
-from ira.wire.usb import MAX_TRANSFER_BYTES, FfsStrings, encode, vendor_function
+from ira.busmodel.devices.echo import EchoFunc  # noqa: E402
+from ira.runtime import BoardService, HostClient  # noqa: E402
+from ira.runtime.netns import NetNs  # noqa: E402
+from ira.tools.linktest import measure  # noqa: E402
+from ira.transports.gadget import Gadget, GadgetOptions, udc_names  # noqa: E402
+from ira.transports.usb import find_devices, parse_usb_spec  # noqa: E402
+from ira.wire.usb import MAX_TRANSFER_BYTES, FfsStrings, encode, vendor_function  # noqa: E402
 
 #: bytes of one raw transfer: under 64 KiB and not a whole number of packets
 RAW_TRANSFER = 65000
@@ -274,7 +274,7 @@ def venet_goodput(board_link: str, host_link: str, size: int, tmp: Path) -> floa
             )
             if (count, digest) != (size, root_rig.sha256(payload)):
                 raise SystemExit("benchmark: the TCP transfer arrived short or spoiled")
-            return size / elapsed
+            return float(size / elapsed)
         finally:
             for proc in (host, board):
                 proc.terminate()

@@ -34,7 +34,9 @@ def command(facts: dict[str, object], key: str) -> dict[str, object]:
 
 def listed(out: object) -> list[str]:
     assert isinstance(out, str)
-    return [line.split()[1] for line in out.splitlines()[1:] if line.strip()]
+    rows = [line for line in out.splitlines()[1:] if line.strip()]
+    assert rows and rows[-1].startswith("link "), out  # the link's state comes last
+    return [line.split()[1] for line in rows[:-1]]
 
 
 @pytest.mark.parametrize("kind", ["ffs", "acm"])
