@@ -57,6 +57,7 @@ from ira.busmodel.window import Window
 from ira.link.events import Channel, MessageReceived, SessionStarted
 from ira.runtime import BoardService, HostClient
 from ira.tools.nullmodem import NullModem, NullModemConfig
+from ira.wire.bus import SignalNotify
 
 #: calls kept in flight by the pipelining benchmark
 IN_FLIGHT = 256
@@ -211,7 +212,7 @@ def signals_per_event(
     load_handle: int | None,
 ) -> dict[str, float]:
     """SIGNAL messages per posted event; with ``load_handle`` the host pipelines calls meanwhile."""
-    before_signals = board.statistics().get("sent_SignalNotify", 0)
+    before_signals = board.statistics().sent.get(SignalNotify, 0)
     before_notes = listener.notifications
     first = board.call(lambda c: counter.events) + 1
     stop = threading.Event()
@@ -243,7 +244,7 @@ def signals_per_event(
     elapsed = time.perf_counter() - start
     last = first + events - 1
     listener.wait(lambda: listener.last_seen >= last)
-    signals = board.statistics().get("sent_SignalNotify", 0) - before_signals
+    signals = board.statistics().sent.get(SignalNotify, 0) - before_signals
     return {
         "events": events,
         "signal_messages": signals,

@@ -51,6 +51,7 @@ from ira.virtio.driver import UsedBuffer
 from ira.virtio.entropy import CHUNK_BYTES, ENTROPY_ID, Entropy, EntropyClient
 from ira.virtio.features import Feature, FeaturePolicy
 from ira.virtio.host import VirtioBinding
+from ira.wire.bus import SignalNotify
 
 PROFILE = Profile("bench", (DeviceSpec("virtio-rng", "virtio-rng", (("seed", 1),)),))
 #: the trickled load's board: the device is added by hand
@@ -94,8 +95,8 @@ def _counts(board: BoardService, host: HostClient) -> dict[str, int]:
     drv = host.runtime.call(lambda: binding.queues[0].statistics())
     return {
         "buffers": dev.get("queue0_chains_pushed", 0),
-        "kick_signals": host.statistics().get("sent_SignalNotify", 0),
-        "interrupt_signals": board.statistics().get("sent_SignalNotify", 0),
+        "kick_signals": host.statistics().sent.get(SignalNotify, 0),
+        "interrupt_signals": board.statistics().sent.get(SignalNotify, 0),
         "ring_kicks": drv.get("kicks", 0),
         "ring_kicks_suppressed": drv.get("kicks_suppressed", 0),
         "ring_interrupts": dev.get("virtio_notify", 0),

@@ -26,6 +26,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 
 from ira.busmodel.config import BusConfig
+from ira.busmodel.counters import BusCounts, BusStatistics, Refusal, Stale
 from ira.busmodel.drivers import DriverRegistry
 from ira.busmodel.events import (
     BusEvent,
@@ -75,6 +76,7 @@ from ira.wire.bus import (
     BusWelcome,
     CallFlags,
     DevAdd,
+    DevCall,
     DevCallReply,
     DevClose,
     DevDrop,
@@ -129,7 +131,9 @@ class Bus:
         self._requests = RequestTable()
         self._outbox = Outbox()
         self._events: deque[BusEvent] = deque()
-        self._counts: Counter[str] = Counter()
+        self._counts = BusCounts()
+        self._refused: Counter[Refusal] = Counter()
+        self._stale: Counter[Stale] = Counter()
         self._now = 0.0
 
     # -- public state ---------------------------------------------------
@@ -219,8 +223,8 @@ class Bus:
         data = encode_devcall(call_id, handle, func, _NO_REPLY if no_reply else 0, bytes(payload))
         if not no_reply:
             self._add_request(RequestKind.CALL, call_id, device_id, now, timeout_s, func=func)
-        self._outbox.send_encoded(Channel.BULK if ordered else Channel.CONTROL, data, "DevCall")
-        self._counts["calls"] += 1
+        self._outbox.send_encoded(Channel.BULK if ordered else Channel.CONTROL, data, DevCall)
+        self._counts.calls += 1
         return call_id
 
     def create_window(
@@ -364,7 +368,7 @@ class Bus:
         drivers' timers that are due."""
         self._now = now
         for request in self._requests.expire(now):
-            self._counts["timeouts"] += 1
+            self._counts.timeouts += 1
             if request.window is not None:
                 self._windows.retire(request.window.window_id)
             waited = now - request.issued_at
@@ -378,17 +382,24 @@ class Bus:
             if due is not None and due <= now:
                 driver.handle_timeout(self, now=now)
 
-    def statistics(self) -> dict[str, int]:
-        stats = {
-            "devices": len(self._proxies),
-            "handles": self._proxies.handle_count,
-            "windows": len(self._windows),
-            "pending_requests": len(self._requests),
-        }
-        stats.update(sorted(self._counts.items()))
-        stats["refused"] = sum(v for k, v in self._counts.items() if k.startswith("refused_"))
-        stats.update(self._outbox.statistics())
-        return stats
+    def statistics(self) -> BusStatistics:
+        k = self._counts
+        return BusStatistics(
+            devices=len(self._proxies),
+            handles=self._proxies.handle_count,
+            windows=len(self._windows),
+            pending_requests=len(self._requests),
+            messages_received=k.messages_received,
+            calls=k.calls,
+            calls_completed=k.calls_completed,
+            late_replies=k.late_replies,
+            requests_failed=k.requests_failed,
+            reset_requests=k.reset_requests,
+            timeouts=k.timeouts,
+            refused=dict(self._refused),
+            stale=dict(self._stale),
+            sent=dict(self._outbox.sent),
+        )
 
     # -- state ----------------------------------------------------------
 
@@ -399,8 +410,14 @@ class Bus:
         self._state = new
         return True
 
-    def _refuse(self, reason: str) -> None:
-        self._counts[f"refused_{reason}"] += 1
+    def _refuse(self, reason: Refusal) -> None:
+        self._refused[reason] += 1
+
+    def _count_problem(self, problem: Refusal | Stale) -> None:
+        if isinstance(problem, Refusal):
+            self._refused[problem] += 1
+        else:
+            self._stale[problem] += 1
 
     def _emit(self, ev: DeviceEvent, now: float) -> None:
         """Report an event about one device, to the caller and to the device's driver."""
@@ -413,7 +430,7 @@ class Bus:
         """Forget the session: fail every request, drop every device."""
         self._outbox.clear()
         for request in self._requests.drain():
-            self._counts["reset_requests"] += 1
+            self._counts.reset_requests += 1
             error = SessionReset(f"{request.kind.value} {request.call_id}: {RESET_MESSAGE}")
             self._emit(CallFailed(request.call_id, request.device_id, error), now)
         self._windows.reset()
@@ -433,12 +450,12 @@ class Bus:
     # -- receiving ------------------------------------------------------
 
     def _received(self, channel: Channel, payload: bytes, now: float) -> None:
-        self._counts["messages_received"] += 1
+        self._counts.messages_received += 1
         try:
             msg = decode(payload)
         except RemoteProtocolError as exc:
             log.debug("malformed message: %s", exc)
-            self._refuse("malformed")
+            self._refuse(Refusal.MALFORMED)
             return
         match msg:  # the per-call reply first: a match tries its cases in order
             case DevCallReply():
@@ -458,11 +475,11 @@ class Bus:
             case SignalNotify() | SignalState():
                 self._on_signal(msg)
             case _:
-                self._refuse("unexpected")
+                self._refuse(Refusal.UNEXPECTED)
 
     def _on_welcome(self, msg: BusWelcome) -> None:
         if self._state is not BusState.REGISTERING:
-            self._refuse("unexpected")
+            self._refuse(Refusal.UNEXPECTED)
             return
         if msg.status < 0 or not self.config.version_min <= msg.version <= self.config.version_max:
             log.warning("board refused registration: %s", _status_name(msg.status))
@@ -474,17 +491,17 @@ class Bus:
 
     def _on_synced(self, msg: BusSynced) -> None:
         if not self._transition(BusInput.RECV_SYNCED):
-            self._refuse("unexpected")
+            self._refuse(Refusal.UNEXPECTED)
             return
         log.info("bus ready (v%d), %d devices", self.version, len(self._proxies))
         self._events.append(BusReady(self.version, len(self._proxies)))
 
     def _on_devadd(self, msg: DevAdd, now: float) -> None:
         if self._state not in BUS_DISCOVERING:
-            self._refuse("unexpected")
+            self._refuse(Refusal.UNEXPECTED)
             return
         info = self._proxies.add(msg)
-        if isinstance(info, str):
+        if isinstance(info, Refusal):
             self._refuse(info)
             return
         log.info("device %d added: %s v%d", info.device_id, info.type, info.version)
@@ -495,7 +512,7 @@ class Bus:
 
     def _on_devdrop(self, msg: DevDrop, now: float) -> None:
         if self._state not in BUS_DISCOVERING or self._proxies.device(msg.device_id) is None:
-            self._refuse("unknown_device")
+            self._refuse(Refusal.UNKNOWN_DEVICE)
             return
         self._remove_device(msg.device_id, "dropped", now)
 
@@ -506,9 +523,9 @@ class Bus:
         request = requests.peek(call_id)
         if request is None or request.kind is not kind:
             if request is None and requests.issued(call_id):
-                self._counts["late_replies"] += 1
+                self._counts.late_replies += 1
             else:
-                self._refuse("unknown_call")
+                self._refuse(Refusal.UNKNOWN_CALL)
             return None
         requests.pop(call_id)
         return request
@@ -521,7 +538,7 @@ class Bus:
         if status < 0:
             self._fail(request, status, now)
             return
-        self._counts["calls_completed"] += 1
+        self._counts.calls_completed += 1
         rtt = now - request.issued_at
         ev = CallCompleted(
             request.call_id, request.device_id, request.func, status, msg.payload, rtt
@@ -547,7 +564,7 @@ class Bus:
                 self._emit(ev2, now)
 
     def _fail(self, request: Request, status: int, now: float) -> None:
-        self._counts["requests_failed"] += 1
+        self._counts.requests_failed += 1
         if request.kind is RequestKind.ATTACH and request.window is not None:
             self._windows.attach_failed(request.window)
         elif request.kind is RequestKind.DETACH and request.window is not None:
@@ -563,7 +580,7 @@ class Bus:
         if not self._proxies.opened(handle, request.device_id):
             # The device went away meanwhile (the board closed the handle with it),
             # or the board answered nonsense.
-            self._refuse("bad_handle")
+            self._refuse(Refusal.BAD_HANDLE)
             self._fail(request, Status.EBADF, now)
             return
         self._emit(DeviceOpened(request.call_id, request.device_id, handle), now)
@@ -601,9 +618,9 @@ class Bus:
     def _on_window(self, msg: WindowUpdate) -> None:
         problem = self._windows.received_update(msg)
         if problem is not None:
-            self._counts[problem] += 1
+            self._count_problem(problem)
 
     def _on_signal(self, msg: SignalNotify | SignalState) -> None:
         problem = self._windows.received_signal(msg)
         if problem is not None:
-            self._counts[problem] += 1
+            self._count_problem(problem)

@@ -20,10 +20,11 @@ Nothing the peer sends can raise out of this core.
 from __future__ import annotations
 
 import logging
-from collections import Counter, deque
+from collections import deque
 
 from ira.busmodel.config import ConnectorConfig
 from ira.busmodel.container import Container
+from ira.busmodel.counters import ConnectorCounts, ConnectorStatistics, Refusal
 from ira.busmodel.device import Attachment, Device, Handle
 from ira.busmodel.events import ConnectorEvent, HostRegistered
 from ira.busmodel.outbox import Outbox
@@ -99,7 +100,7 @@ class Connector:
         self._version = 0
         self._outbox = Outbox()
         self._events: deque[ConnectorEvent] = deque()
-        self._counts: Counter[str] = Counter()
+        self._counts = ConnectorCounts()
 
     # -- public state ---------------------------------------------------
 
@@ -191,11 +192,26 @@ class Connector:
     def handle_timeout(self, *, now: float) -> None:
         """Nothing to do: the connector keeps no timers (present for the common verbs)."""
 
-    def statistics(self) -> dict[str, int]:
-        stats = dict(self._container.statistics())
-        stats.update(sorted(self._counts.items()))
-        stats.update(self._outbox.statistics())
-        return stats
+    def statistics(self) -> ConnectorStatistics:
+        c, k = self._container, self._counts
+        return ConnectorStatistics(
+            devices=len(c.devices()),
+            handles=c.handle_count,
+            windows=c.window_count,
+            window_bytes=c.window_bytes,
+            signals=c.signal_count,
+            messages_received=k.messages_received,
+            opens=k.opens,
+            opens_refused=k.opens_refused,
+            calls=k.calls,
+            calls_failed=k.calls_failed,
+            replies_too_large=k.replies_too_large,
+            attaches=k.attaches,
+            attaches_refused=k.attaches_refused,
+            window_updates_applied=k.window_updates_applied,
+            refused=dict(c.refusals),
+            sent=dict(self._outbox.sent),
+        )
 
     # -- state ----------------------------------------------------------
 
@@ -216,12 +232,12 @@ class Connector:
     # -- receiving ------------------------------------------------------
 
     def _received(self, channel: Channel, payload: bytes, now: float) -> None:
-        self._counts["messages_received"] += 1
+        self._counts.messages_received += 1
         try:
             msg = decode(payload)
         except RemoteProtocolError as exc:
             log.debug("malformed message: %s", exc)
-            self._container.refuse("malformed")
+            self._container.refuse(Refusal.MALFORMED)
             return
         if isinstance(msg, BusHello):
             self._on_hello(msg)
@@ -249,10 +265,10 @@ class Connector:
             case SignalState():
                 self._on_signal_state(msg)
             case _:
-                self._container.refuse("unexpected")
+                self._container.refuse(Refusal.UNEXPECTED)
 
     def _not_registered(self, msg: Message, channel: Channel) -> None:
-        self._container.refuse("not_registered")
+        self._container.refuse(Refusal.NOT_REGISTERED)
         match msg:
             case DevOpen(call_id=call_id):
                 self._outbox.send(DevOpenReply(call_id, Status.ENOTCONN, 0), channel)
@@ -265,12 +281,12 @@ class Connector:
 
     def _on_hello(self, msg: BusHello) -> None:
         if self._state is not ConnectorState.AWAITING_HELLO:
-            self._container.refuse("unexpected_hello")
+            self._container.refuse(Refusal.UNEXPECTED_HELLO)
             return
         limits = self.config.limits
         version = min(self.config.version_max, msg.version_max)
         if version < max(self.config.version_min, msg.version_min):
-            self._container.refuse("bad_version")
+            self._container.refuse(Refusal.BAD_VERSION)
             self._outbox.send(BusWelcome(Status.EPROTONOSUPPORT, 0, 0, 0, 0, 0, 0))
             self._transition(ConnectorInput.RECV_HELLO_REFUSED)
             return
@@ -297,11 +313,11 @@ class Connector:
     def _on_open(self, msg: DevOpen, channel: Channel, now: float) -> None:
         device = self._container.device(msg.device_id)
         if device is None:
-            self._container.refuse("unknown_device")
+            self._container.refuse(Refusal.UNKNOWN_DEVICE)
             self._outbox.send(DevOpenReply(msg.call_id, Status.ENODEV, 0), channel)
             return
         if not self._container.can_open():
-            self._container.refuse("limit")
+            self._container.refuse(Refusal.LIMIT)
             self._outbox.send(DevOpenReply(msg.call_id, Status.EMFILE, 0), channel)
             return
         handle = self._container.new_handle(msg.device_id, msg.version)
@@ -311,16 +327,16 @@ class Connector:
             status = exc.status
         if status < 0:
             self._container.drop_handle(handle)
-            self._counts["opens_refused"] += 1
+            self._counts.opens_refused += 1
             self._outbox.send(DevOpenReply(msg.call_id, status, 0), channel)
             return
-        self._counts["opens"] += 1
+        self._counts.opens += 1
         self._outbox.send(DevOpenReply(msg.call_id, status, handle.handle_id), channel)
 
     def _on_close(self, msg: DevClose, now: float) -> None:
         handle = self._container.handle(msg.handle)
         if handle is None:
-            self._container.refuse("unknown_handle")
+            self._container.refuse(Refusal.UNKNOWN_HANDLE)
             return
         self._close(handle, now)
 
@@ -333,21 +349,21 @@ class Connector:
             device.close(handle, now=now)
 
     def _on_call(self, msg: DevCall, channel: Channel, now: float) -> None:
-        self._counts["calls"] += 1
+        self._counts.calls += 1
         status, out = self._call(msg, now)
         if not msg.flags & _NO_REPLY:
             reply = encode_devcall_reply(msg.call_id, status, out)
-            self._outbox.send_encoded(channel, reply, "DevCallReply")
+            self._outbox.send_encoded(channel, reply, DevCallReply)
 
     def _call(self, msg: DevCall, now: float) -> tuple[int, bytes]:
         container = self._container
         handle = container.handle(msg.handle)
         device = None if handle is None else container.device(handle.device_id)
         if handle is None or device is None:
-            container.refuse("unknown_handle")
+            container.refuse(Refusal.UNKNOWN_HANDLE)
             return Status.EBADF, b""
         if len(msg.payload) > self._max_call_payload_bytes:
-            container.refuse("limit")
+            container.refuse(Refusal.LIMIT)
             return Status.EMSGSIZE, b""
         try:
             status, out = device.call(handle, msg.func, msg.payload, now=now)
@@ -355,10 +371,10 @@ class Connector:
             return _status_of(exc.status), b""
         status = _status_of(status)
         if len(out) > MAX_CALL_PAYLOAD_BYTES:
-            self._counts["replies_too_large"] += 1
+            self._counts.replies_too_large += 1
             return Status.EMSGSIZE, b""
         if status < 0:
-            self._counts["calls_failed"] += 1
+            self._counts.calls_failed += 1
         return status, bytes(out)
 
     def _on_attach(self, msg: ShmAttach, channel: Channel, now: float) -> None:
@@ -380,19 +396,19 @@ class Connector:
         device = None if handle is None else self._container.device(handle.device_id)
         limits = self.config.limits
         if handle is None or device is None:
-            self._container.refuse("unknown_handle")
+            self._container.refuse(Refusal.UNKNOWN_HANDLE)
             return Status.EBADF, 0
         if not 1 <= msg.size_bytes <= limits.max_window_bytes:
-            self._container.refuse("limit")
+            self._container.refuse(Refusal.LIMIT)
             return Status.EINVAL, 0
         if msg.device_offset + msg.device_length > msg.size_bytes:
-            self._container.refuse("out_of_bounds")
+            self._container.refuse(Refusal.OUT_OF_BOUNDS)
             return Status.ERANGE, 0
         if self._container.window(msg.window) is not None:
-            self._container.refuse("window_exists")
+            self._container.refuse(Refusal.WINDOW_EXISTS)
             return Status.EEXIST, 0
         if not self._container.window_room(msg.size_bytes):
-            self._container.refuse("limit")
+            self._container.refuse(Refusal.LIMIT)
             return Status.ENOSPC, 0
         window = Window(
             msg.window,
@@ -411,21 +427,21 @@ class Connector:
         except DevcallError as exc:
             status = exc.status
         if status < 0:
-            self._counts["attaches_refused"] += 1
+            self._counts.attaches_refused += 1
             window.disconnect()
             return status, 0
         self._container.add_attachment(att)
-        self._counts["attaches"] += 1
+        self._counts.attaches += 1
         return status, 0 if signal is None else signal.signal_id
 
     def _on_detach(self, msg: ShmDetach, channel: Channel, now: float) -> None:
         handle = self._container.handle(msg.handle)
         att = None if handle is None else handle.attachments.get(msg.window)
         if handle is None:
-            self._container.refuse("unknown_handle")
+            self._container.refuse(Refusal.UNKNOWN_HANDLE)
             status = Status.EBADF
         elif att is None:
-            self._container.refuse("unknown_window")
+            self._container.refuse(Refusal.UNKNOWN_WINDOW)
             status = Status.EBADF
         else:
             self._detach(att, now)
@@ -442,26 +458,26 @@ class Connector:
     def _on_window(self, msg: WindowUpdate) -> None:
         att = self._container.window(msg.window)
         if att is None:
-            self._container.refuse("unknown_window")
+            self._container.refuse(Refusal.UNKNOWN_WINDOW)
             return
         status = att.window.apply(msg, writer=Side.HOST)
         if status is Status.ERANGE:
-            self._container.refuse("out_of_bounds")
+            self._container.refuse(Refusal.OUT_OF_BOUNDS)
         elif status is Status.EPERM:
-            self._container.refuse("wrong_writer")
+            self._container.refuse(Refusal.WRONG_WRITER)
         else:
-            self._counts["window_updates_applied"] += 1
+            self._counts.window_updates_applied += 1
 
     def _on_signal(self, msg: SignalNotify) -> None:
         att = self._container.signal(msg.signal)
         if att is None or att.signal is None:
-            self._container.refuse("unknown_signal")
+            self._container.refuse(Refusal.UNKNOWN_SIGNAL)
             return
         att.signal.received_signal()
 
     def _on_signal_state(self, msg: SignalState) -> None:
         att = self._container.signal(msg.signal)
         if att is None or att.signal is None:
-            self._container.refuse("unknown_signal")
+            self._container.refuse(Refusal.UNKNOWN_SIGNAL)
             return
         att.signal.received_state(msg)

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Iterator
 
 from ira.busmodel.config import ContainerLimits
+from ira.busmodel.counters import Refusal
 from ira.busmodel.device import Attachment, Device, Handle
 from ira.errors import LocalProtocolError
 
@@ -46,7 +47,7 @@ class Container:
     def __init__(self, limits: ContainerLimits, *, seed: int = 0) -> None:
         rng = random.Random(seed)
         self.limits = limits
-        self.refusals: Counter[str] = Counter()
+        self.refusals: Counter[Refusal] = Counter()
         self._next_device_id = 1
         self._devices: dict[int, Device] = {}
         self._handles: dict[int, Handle] = {}
@@ -56,7 +57,7 @@ class Container:
         self._handle_numbers = _Numbering(rng.getrandbits(32))
         self._signal_numbers = _Numbering(rng.getrandbits(32))
 
-    def refuse(self, reason: str) -> None:
+    def refuse(self, reason: Refusal) -> None:
         """Count one refused request or message."""
         self.refusals[reason] += 1
 
@@ -141,14 +142,19 @@ class Container:
 
     # -- accounting -----------------------------------------------------
 
-    def statistics(self) -> dict[str, int]:
-        stats = {
-            "devices": len(self._devices),
-            "handles": len(self._handles),
-            "windows": len(self._windows),
-            "window_bytes": self._window_bytes,
-            "signals": len(self._signals),
-            "refused": sum(self.refusals.values()),
-        }
-        stats.update({f"refused_{reason}": n for reason, n in sorted(self.refusals.items())})
-        return stats
+    @property
+    def window_bytes(self) -> int:
+        """Bytes of all windows attached now."""
+        return self._window_bytes
+
+    @property
+    def signal_count(self) -> int:
+        return len(self._signals)
+
+    @property
+    def window_count(self) -> int:
+        return len(self._windows)
+
+    @property
+    def handle_count(self) -> int:
+        return len(self._handles)

@@ -26,6 +26,7 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ira.busmodel.counters import Refusal, Stale
 from ira.busmodel.signal import Signal
 from ira.busmodel.window import Side, Window
 from ira.errors import LocalProtocolError
@@ -140,32 +141,28 @@ class HostWindows:
         self.retire_where(lambda entry: True)
         self._retired_signals.clear()
 
-    def received_update(self, msg: WindowUpdate) -> str | None:
+    def received_update(self, msg: WindowUpdate) -> Refusal | Stale | None:
         """Apply the board's update; returns the counter to raise when it is not applied."""
         entry = self._entries.get(msg.window)
         if entry is None:
             return (
-                "stale_updates"
-                if 1 <= msg.window < self._next_window_id
-                else "refused_unknown_window"
+                Stale.UPDATE if 1 <= msg.window < self._next_window_id else Refusal.UNKNOWN_WINDOW
             )
         if entry.state is WindowState.CREATED:
-            return "refused_unknown_window"
+            return Refusal.UNKNOWN_WINDOW
         status = entry.window.apply(msg, writer=Side.BOARD)
         if status is Status.ERANGE:
-            return "refused_out_of_bounds"
+            return Refusal.OUT_OF_BOUNDS
         if status is Status.EPERM:
-            return "refused_wrong_writer"
+            return Refusal.WRONG_WRITER
         return None
 
-    def received_signal(self, msg: SignalNotify | SignalState) -> str | None:
+    def received_signal(self, msg: SignalNotify | SignalState) -> Refusal | Stale | None:
         """Deliver SIGNAL / SIGNAL_STATE; returns the counter to raise when not delivered."""
         entry = self._signals.get(msg.signal)
         signal = None if entry is None else entry.window.signal
         if signal is None:
-            return (
-                "stale_signals" if msg.signal in self._retired_signals else "refused_unknown_signal"
-            )
+            return Stale.SIGNAL if msg.signal in self._retired_signals else Refusal.UNKNOWN_SIGNAL
         if isinstance(msg, SignalNotify):
             signal.received_signal()
         else:

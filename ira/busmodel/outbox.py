@@ -47,19 +47,20 @@ class Outbox:
 
     def __init__(self) -> None:
         self._queue: list[tuple[Channel, bytes]] = []
-        self.sent: Counter[str] = Counter()
+        #: messages sent, by wire message class
+        self.sent: Counter[type] = Counter()
 
     def send(self, msg: Message, channel: Channel | None = None) -> None:
         """Encode and queue ``msg`` on ``channel`` (default: ``channel_for(msg)``)."""
         self._queue.append((channel_for(msg) if channel is None else channel, encode(msg)))
-        self.sent[type(msg).__name__] += 1
+        self.sent[type(msg)] += 1
 
     def send_bulk(self, msg: Message) -> None:
         self.send(msg, Channel.BULK)
 
-    def send_encoded(self, channel: Channel, data: bytes, kind: str) -> None:
+    def send_encoded(self, channel: Channel, data: bytes, kind: type) -> None:
         """Queue a message already encoded (by a fast codec of ``ira.wire.bus``);
-        ``kind`` is its message type's name, for the counters."""
+        ``kind`` is its message class, for the counters."""
         self._queue.append((channel, data))
         self.sent[kind] += 1
 
@@ -70,12 +71,6 @@ class Outbox:
     def clear(self) -> None:
         """Forget what the old session had not handed over yet."""
         self._queue.clear()
-
-    def statistics(self) -> dict[str, int]:
-        """Messages sent, in all and by message type (``sent_<TYPE>``)."""
-        stats = {"messages_sent": sum(self.sent.values())}
-        stats.update({f"sent_{k}": v for k, v in sorted(self.sent.items())})
-        return stats
 
     def __len__(self) -> int:
         return len(self._queue)

@@ -8,6 +8,7 @@ bound at DEVADD when the registry has one for the exact type string.
 
 from __future__ import annotations
 
+from ira.busmodel.counters import Refusal
 from ira.busmodel.drivers import Driver, DriverRegistry
 from ira.busmodel.events import DeviceInfo
 from ira.wire.bus import DevAdd
@@ -35,12 +36,12 @@ class Proxies:
     def driver(self, device_id: int) -> Driver | None:
         return self._bound.get(device_id)
 
-    def add(self, msg: DevAdd) -> DeviceInfo | str:
+    def add(self, msg: DevAdd) -> DeviceInfo | Refusal:
         """The new proxy, or the reason it is refused."""
         if msg.device_id in self._devices:
-            return "duplicate_device"
+            return Refusal.DUPLICATE_DEVICE
         if len(self._devices) >= self._max_devices:
-            return "limit"
+            return Refusal.LIMIT
         attrs = tuple((a.key, a.value) for a in msg.attrs)
         info = DeviceInfo(msg.device_id, msg.type, msg.version, attrs)
         self._devices[msg.device_id] = info

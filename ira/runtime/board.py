@@ -11,6 +11,7 @@ from typing import TypeVar
 
 from ira.busmodel.config import ConnectorConfig
 from ira.busmodel.connector import Connector
+from ira.busmodel.counters import ConnectorStatistics
 from ira.busmodel.device import Device
 from ira.busmodel.events import ConnectorEvent, HostRegistered
 from ira.link.config import LinkConfig
@@ -103,7 +104,7 @@ class BoardService(LinkService):
         """Run ``fn(connector)`` on the loop thread (to reach device models safely)."""
         return self.runtime.call(lambda: fn(self.connector))
 
-    def statistics(self) -> dict[str, int]:
+    def statistics(self) -> ConnectorStatistics:
         return self.runtime.call(self.connector.statistics)
 
     def _apply(self, profile: Profile) -> ProfileChange:

@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from ira.busmodel.bus import Bus
 from ira.busmodel.config import BusConfig
+from ira.busmodel.counters import BusStatistics
 from ira.busmodel.devices.echo import EchoFunc
 from ira.busmodel.drivers import DriverRegistry
 from ira.busmodel.events import (
@@ -278,7 +279,7 @@ class HostClient(LinkService):
             handle = echo[0]
         return self.call(handle, EchoFunc.ECHO, payload, timeout_s=timeout_s)
 
-    def statistics(self) -> dict[str, int]:
+    def statistics(self) -> BusStatistics:
         return self.runtime.call(self.bus.statistics)
 
     def _devcall(

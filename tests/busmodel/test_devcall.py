@@ -18,6 +18,7 @@ from ira.busmodel import (
     DeviceOpened,
     Handle,
 )
+from ira.busmodel.counters import Refusal
 from ira.busmodel.devices import BoardInfo, CountingDevice, Echo
 from ira.busmodel.devices.counting import CounterFunc
 from ira.errors import DevcallError, DevcallTimeout, LocalProtocolError, SessionReset
@@ -83,8 +84,8 @@ def test_unknown_device_and_handle_on_the_wire() -> None:
     replies = [decode(data) for _, data in board.messages_to_send()]
     assert replies == [DevOpenReply(1, Status.ENODEV, 0), DevCallReply(2, Status.EBADF, b"")]
     stats = board.statistics()
-    assert stats["refused_unknown_device"] == 1
-    assert stats["refused_unknown_handle"] == 1
+    assert stats.refused[Refusal.UNKNOWN_DEVICE] == 1
+    assert stats.refused[Refusal.UNKNOWN_HANDLE] == 1
 
 
 def test_ten_thousand_calls_run_exactly_once() -> None:
@@ -101,7 +102,7 @@ def test_ten_thousand_calls_run_exactly_once() -> None:
     assert counter.count == 10_000
     assert {ev.call_id for ev in done} == call_ids
     assert sorted(struct.unpack("<Q", ev.payload)[0] for ev in done) == list(range(1, 10_001))
-    assert pair.host.statistics()["pending_requests"] == 0
+    assert pair.host.statistics().pending_requests == 0
 
 
 def test_no_reply_calls_run_once_and_report_nothing() -> None:
@@ -145,7 +146,7 @@ def test_session_reset_fails_pending_calls() -> None:
     for ev in failed:
         assert isinstance(ev.error, SessionReset)
         assert "the session reset; the call may or may not have run" in str(ev.error)
-    assert pair.host.statistics()["pending_requests"] == 0
+    assert pair.host.statistics().pending_requests == 0
 
 
 def test_timeouts_and_late_replies() -> None:
@@ -165,7 +166,7 @@ def test_timeouts_and_late_replies() -> None:
     done = pair.events(CallCompleted)
     assert [ev.call_id for ev in done] == [slow]
     stats = pair.host.statistics()
-    assert stats["late_replies"] == 1 and stats["timeouts"] == 1 and stats["refused"] == 0
+    assert stats.late_replies == 1 and stats.timeouts == 1 and stats.refused_total == 0
 
 
 def test_calls_on_a_closed_handle_are_local_errors() -> None:
@@ -173,7 +174,7 @@ def test_calls_on_a_closed_handle_are_local_errors() -> None:
     handle = pair.open(1)
     pair.host.close(handle)
     pair.pump()
-    assert pair.board.statistics()["handles"] == 0
+    assert pair.board.statistics().handles == 0
     with pytest.raises(LocalProtocolError):
         pair.host.call(handle, 0, now=0.0)
     with pytest.raises(LocalProtocolError):
@@ -190,7 +191,7 @@ def test_a_call_the_wire_cannot_carry_leaves_nothing_pending() -> None:
     for func in (-1, 1 << 32):
         with pytest.raises(LocalProtocolError):
             pair.host.call(handle, func, now=pair.now)
-    assert pair.host.statistics()["pending_requests"] == 0
+    assert pair.host.statistics().pending_requests == 0
     assert pair.host.next_deadline() is None
     assert pair.host.messages_to_send() == []
     ev = pair.call(handle, 0, b"still fine")

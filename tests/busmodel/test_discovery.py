@@ -20,6 +20,7 @@ from ira.busmodel import (
     HostRegistered,
     RegistrationRefused,
 )
+from ira.busmodel.counters import Refusal
 from ira.busmodel.devices import BoardInfo, CountingDevice, Echo
 from ira.busmodel.events import DeviceEvent
 from ira.errors import ConfigError, LocalProtocolError
@@ -191,9 +192,9 @@ def test_board_sees_host_restart_and_closes_handles() -> None:
     pair = Pair(board_with(Echo()))
     pair.start()
     pair.open(1)
-    assert pair.board.statistics()["handles"] == 1
+    assert pair.board.statistics().handles == 1
     pair.board.handle_link_event(PeerRestarted(1, 9, 0), now=0.0)
-    assert pair.board.statistics()["handles"] == 0
+    assert pair.board.statistics().handles == 0
     assert pair.board.state is ConnectorState.NO_SESSION
     pair.host = Bus()
     pair.start()
@@ -234,7 +235,7 @@ def test_version_negotiation_refusal() -> None:
     pair.start()
     # A second HELLO in the same session is refused and counted.
     board.handle_link_event(MessageReceived(Channel.CONTROL, encode(BusHello(1, 1))), now=0.0)
-    assert board.statistics()["refused_unexpected_hello"] == 1
+    assert board.statistics().refused[Refusal.UNEXPECTED_HELLO] == 1
     # A fresh connector offered only versions it does not speak refuses.
     fresh = Connector()
     fresh.handle_link_event(SessionStarted(1, 2, 0, 4096, 1), now=0.0)
@@ -262,4 +263,4 @@ def test_requests_before_registration_get_enotconn() -> None:
         board.handle_link_event(MessageReceived(Channel.CONTROL, encode(msg)), now=0.0)
     replies = [decode(data) for _, data in board.messages_to_send()]
     assert replies == [DevOpenReply(1, Status.ENOTCONN, 0), DevCallReply(2, Status.ENOTCONN, b"")]
-    assert board.statistics()["refused_not_registered"] == 2
+    assert board.statistics().refused[Refusal.NOT_REGISTERED] == 2

@@ -19,6 +19,7 @@ from ira.busmodel import (
     DeviceAdded,
     WindowAttached,
 )
+from ira.busmodel.counters import Refusal
 from ira.busmodel.devices import CountingDevice, Echo, RingLoopback
 from ira.busmodel.devices.counting import CounterFunc, CounterShm
 from ira.link.events import Channel, MessageReceived, SessionStarted
@@ -151,10 +152,10 @@ def feed(board: Connector, data: bytes, channel: Channel) -> list[bytes]:
 
 def check_bounded(board: Connector) -> None:
     stats = board.statistics()
-    assert stats["handles"] <= LIMITS.max_handles
-    assert stats["windows"] <= LIMITS.max_windows
-    assert stats["window_bytes"] <= LIMITS.max_total_window_bytes
-    assert stats["devices"] == 3
+    assert stats.handles <= LIMITS.max_handles
+    assert stats.windows <= LIMITS.max_windows
+    assert stats.window_bytes <= LIMITS.max_total_window_bytes
+    assert stats.devices == 3
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
@@ -162,7 +163,7 @@ def check_bounded(board: Connector) -> None:
 def test_hostile_host_messages(data: st.DataObject) -> None:
     victim, bystander = Victim(seed=1), Victim(seed=2)
     before = bystander.board.statistics()
-    refused_before = victim.board.statistics()["refused"]
+    refused_before = victim.board.statistics().refused_total
     messages = data.draw(st.lists(host_messages(victim.known()), min_size=1, max_size=40))
     for msg in messages:
         channel = data.draw(st.sampled_from(list(Channel)))
@@ -174,7 +175,7 @@ def test_hostile_host_messages(data: st.DataObject) -> None:
         ):
             assert any(decode(r).call_id == msg.call_id for r in replies)  # type: ignore[union-attr]
         check_bounded(victim.board)
-    assert victim.board.statistics()["refused"] >= refused_before
+    assert victim.board.statistics().refused_total >= refused_before
     # The other container saw nothing.
     assert bystander.board.statistics() == before
 
@@ -201,10 +202,10 @@ def test_a_long_hostile_run_raises_counters_and_stays_bounded() -> None:
         feed(victim.board, payload, rng.choice(list(Channel)))
         check_bounded(victim.board)
         if i % 2000 == 0:
-            refusals.append(victim.board.statistics()["refused"])
+            refusals.append(victim.board.statistics().refused_total)
     stats = victim.board.statistics()
-    assert refusals == sorted(refusals) and stats["refused"] > refusals[0]
-    assert stats["refused_malformed"] > 0 and stats["refused_unknown_handle"] > 0
+    assert refusals == sorted(refusals) and stats.refused_total > refusals[0]
+    assert stats.refused[Refusal.MALFORMED] > 0 and stats.refused[Refusal.UNKNOWN_HANDLE] > 0
     assert bystander.board.statistics() == before
     # The bystander still works.
     ev = bystander.pair.call(bystander.handle, CounterFunc.INCREMENT)
@@ -217,19 +218,19 @@ def test_a_handle_from_another_container_is_refused() -> None:
     [reply] = feed(a.board, encode(DevCall(5, b.handle, 0, 0, b"")), Channel.CONTROL)
     assert decode(reply) == DevCallReply(5, -9, b"")  # EBADF
     assert b.counter.count == 0 and a.counter.count == 0
-    assert a.board.statistics()["refused_unknown_handle"] == 1
+    assert a.board.statistics().refused[Refusal.UNKNOWN_HANDLE] == 1
 
 
 def test_window_update_out_of_bounds_or_in_the_boards_range_is_refused() -> None:
     victim = Victim(seed=8)
     window_id = victim.window.window_id
     for spans, reason in (
-        ((Span(60, b"12345"),), "refused_out_of_bounds"),
-        ((Span(0, b"x"),), "refused_wrong_writer"),  # the board writes all of it
-        ((Span(0xFFFFFFF0, b"x" * 32),), "refused_out_of_bounds"),
+        ((Span(60, b"12345"),), Refusal.OUT_OF_BOUNDS),
+        ((Span(0, b"x"),), Refusal.WRONG_WRITER),  # the board writes all of it
+        ((Span(0xFFFFFFF0, b"x" * 32),), Refusal.OUT_OF_BOUNDS),
     ):
         feed(victim.board, encode(WindowUpdate(window_id, spans)), Channel.BULK)
-        assert victim.board.statistics()[reason] >= 1
+        assert victim.board.statistics().refused[reason] >= 1
 
 
 # ---------------------------------------------------------------------------
@@ -273,4 +274,4 @@ def test_hostile_board(payloads: list[bytes]) -> None:
         assert len(host.devices()) <= 5
         host.handle_timeout(now=100.0)
     stats = host.statistics()
-    assert stats["devices"] <= 5
+    assert stats.devices <= 5

@@ -140,7 +140,7 @@ def _events_pair(interleave: Interleave = "fifo") -> tuple[Pair, CountingDevice,
 
 
 def _signals_in_flight(pair: Pair) -> int:
-    return pair.board.statistics().get("sent_SignalNotify", 0) - pair.to_host.tags["SIGNAL"]
+    return pair.board.statistics().sent.get(SignalNotify, 0) - pair.to_host.tags["SIGNAL"]
 
 
 def test_ten_thousand_events_to_a_busy_receiver_cost_few_signals() -> None:
@@ -156,7 +156,7 @@ def test_ten_thousand_events_to_a_busy_receiver_cost_few_signals() -> None:
         if i % 100 == 99:  # the busy host gets round to its messages now and then
             pair.pump()
     pair.pump()
-    signals = pair.board.statistics()["sent_SignalNotify"]
+    signals = pair.board.statistics().sent[SignalNotify]
     assert counter.events == total
     assert signals * 50 <= total, f"{signals} SIGNALs for {total} events"
     # None lost: the last notification saw the last event.

@@ -21,6 +21,7 @@ from ira.busmodel import (
     WindowAttached,
     WindowDetached,
 )
+from ira.busmodel.counters import Refusal
 from ira.busmodel.devices import Echo, RingLoopback
 from ira.busmodel.devices.ring_loopback import RingShm
 from ira.busmodel.window import FLUSH_MESSAGE_BYTES
@@ -179,8 +180,8 @@ def test_attach_refusals() -> None:
         assert channel is Channel.BULK
         assert decode(data) == ShmAttachReply(msg.call_id, status, 0)
     stats = board.statistics()
-    assert stats["windows"] == 2 and stats["window_bytes"] == 6000
-    assert stats["refused_window_exists"] == 1 and stats["refused_out_of_bounds"] == 1
+    assert stats.windows == 2 and stats.window_bytes == 6000
+    assert stats.refused[Refusal.WINDOW_EXISTS] == 1 and stats.refused[Refusal.OUT_OF_BOUNDS] == 1
 
 
 def test_detach_and_close_free_windows() -> None:
@@ -190,7 +191,7 @@ def test_detach_and_close_free_windows() -> None:
     first, second = pair.host.create_window(64), pair.host.create_window(64)
     attach(pair, handle, 0, first)
     attach(pair, handle, 1, second)
-    assert pair.board.statistics()["windows"] == 2
+    assert pair.board.statistics().windows == 2
     ev = pair.outcome(pair.host.detach(first, now=pair.now))
     assert isinstance(ev, WindowDetached)
     assert first.closed and scratch.detached == [first.window_id]
@@ -200,7 +201,7 @@ def test_detach_and_close_free_windows() -> None:
     pair.pump()
     assert second.closed
     stats = pair.board.statistics()
-    assert stats["windows"] == 0 and stats["signals"] == 0 and stats["window_bytes"] == 0
+    assert stats.windows == 0 and stats.signals == 0 and stats.window_bytes == 0
     assert sorted(scratch.detached) == [first.window_id, second.window_id]
 
 
@@ -218,7 +219,7 @@ def test_device_removal_closes_host_windows_and_stale_updates_are_ignored() -> N
     pair.pump()
     assert window.closed
     stats = pair.host.statistics()
-    assert stats["refused"] == 0
+    assert stats.refused_total == 0
 
 
 # ---------------------------------------------------------------------------
@@ -271,8 +272,8 @@ def test_replicas_converge_once_quiet(
     board.flush()
     pair.pump()
     assert host.read() == board.read()
-    assert pair.board.statistics()["refused"] == 0
-    assert pair.host.statistics()["refused"] == 0
+    assert pair.board.statistics().refused_total == 0
+    assert pair.host.statistics().refused_total == 0
 
 
 def test_signal_received_event_after_window_update() -> None:

@@ -29,6 +29,7 @@ from ira.virtio.entropy import CHUNK_BYTES, Entropy
 from ira.virtio.features import TRANSPORT_FEATURES
 from ira.virtio.host import VirtioBinding
 from ira.virtio.ring import Fault, QueueBroken
+from ira.wire.bus import SignalNotify
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -267,11 +268,11 @@ def test_sustained_reads_take_well_under_one_signal_per_buffer(cable: NullModem)
         read_entropy(host, 16 * CHUNK_BYTES)
         device = rng_device(board)
         buffers_before = device_state(board, device)[1]["queue0_chains_pushed"]
-        kicks_before = host.statistics()["sent_SignalNotify"]
-        interrupts_before = board.statistics()["sent_SignalNotify"]
+        kicks_before = host.statistics().sent[SignalNotify]
+        interrupts_before = board.statistics().sent[SignalNotify]
         assert len(read_entropy(host, 64 * 1024)) == 64 * 1024
         buffers = device_state(board, device)[1]["queue0_chains_pushed"] - buffers_before
-        kicks = host.statistics()["sent_SignalNotify"] - kicks_before
-        interrupts = board.statistics()["sent_SignalNotify"] - interrupts_before
+        kicks = host.statistics().sent[SignalNotify] - kicks_before
+        interrupts = board.statistics().sent[SignalNotify] - interrupts_before
     assert buffers == 64 * 1024 // CHUNK_BYTES
     assert (kicks + interrupts) / buffers < 0.5

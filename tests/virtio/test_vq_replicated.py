@@ -35,7 +35,7 @@ from ira.virtio import (
     split_layout,
 )
 from ira.virtio.ring import DESC_BYTES
-from ira.wire.bus import Status
+from ira.wire.bus import SignalNotify, Status
 
 RING, OUT, IN, TABLES = 0, 1, 2, 3
 SLOT = 32
@@ -229,5 +229,5 @@ def test_chains_go_round_exactly_once_over_a_noisy_link(seed: int) -> None:
     assert host.driver.outstanding == 0 and host.driver.num_free == queue_size
     # the line really was noisy, and the signals coalesced kicks and interrupts
     assert net.pair.ab.faults_injected + net.pair.ba.faults_injected > 0
-    assert net.host.statistics()["sent_SignalNotify"] < host.total
-    assert board.statistics()["sent_SignalNotify"] < host.total
+    assert net.host.statistics().sent[SignalNotify] < host.total
+    assert board.statistics().sent[SignalNotify] < host.total
