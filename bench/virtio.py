@@ -93,14 +93,15 @@ def _counts(board: BoardService, host: HostClient) -> dict[str, int]:
     dev = board.call(lambda c: device.statistics())
     binding = entropy_binding(host, timeout_s=WAIT_S)
     drv = host.runtime.call(lambda: binding.queues[0].statistics())
+    queue = dev.queues[0] if dev.queues else None
     return {
-        "buffers": dev.get("queue0_chains_pushed", 0),
+        "buffers": 0 if queue is None else queue.chains_pushed,
         "kick_signals": host.statistics().sent.get(SignalNotify, 0),
         "interrupt_signals": board.statistics().sent.get(SignalNotify, 0),
-        "ring_kicks": drv.get("kicks", 0),
-        "ring_kicks_suppressed": drv.get("kicks_suppressed", 0),
-        "ring_interrupts": dev.get("virtio_notify", 0),
-        "ring_interrupts_suppressed": dev.get("virtio_notify_suppressed", 0),
+        "ring_kicks": drv.kicks,
+        "ring_kicks_suppressed": drv.kicks_suppressed,
+        "ring_interrupts": dev.virtio_notify,
+        "ring_interrupts_suppressed": dev.virtio_notify_suppressed,
     }
 
 

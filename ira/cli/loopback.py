@@ -52,6 +52,7 @@ from ira.runtime.profile import DEFAULT_PROFILE, DeviceSpec, Profile
 from ira.tools.linktest import measure, parse_size
 from ira.tools.nullmodem import NullModem, NullModemConfig
 from ira.transports.gadget import udc_names
+from ira.venet.counters import DeltaStatistics, NetDriverStatistics
 from ira.venet.netspec import feature_list, format_mac
 from ira.wire.venet import VNET_HDR_BYTES
 
@@ -300,29 +301,37 @@ def _network(net: _Net, host: HostClient, args: argparse.Namespace) -> bool:
     else:
         ok, lines = _ping_and_tcp(net.namespaces, args)
     link = host.runtime.statistics()
-    counts = host.runtime.call(net.host.statistics)
+    driver, port_stats = host.runtime.call(net.host.statistics)
     print("\nsummary")
     _table(host)
     for line in lines:
         print(f"  {line}")
     print(f"  link (host end): {_link_line(link)}")
-    dropped = {k: v for k, v in counts.items() if "dropped" in k}
+    driver = driver or NetDriverStatistics()
+    dropped = {
+        f"{side}_dropped_{reason.value}": n
+        for side, counts in (
+            ("rx", driver.rx.dropped),
+            ("tx", driver.tx.dropped),
+            ("port", {} if port_stats is None else port_stats.dropped),
+        )
+        for reason, n in sorted(counts.items(), key=lambda item: item[0].value)
+    }
     print(
-        f"  venet (host end): sent {counts.get('tx_frames', 0)} frames, received "
-        f"{counts.get('rx_frames', 0)}, dropped {sum(dropped.values())}"
+        f"  venet (host end): sent {driver.tx.frames} frames, received "
+        f"{driver.rx.frames}, dropped {sum(dropped.values())}"
         + (f" {dropped}" if dropped else "")
-        + _compression(counts)
+        + _compression(driver.tx.delta)
     )
     return ok
 
 
-def _compression(counts: dict[str, int]) -> str:
+def _compression(delta: DeltaStatistics) -> str:
     """What header compression (IRA_HDR_DELTA) saved on the frames sent, if it was on."""
-    frames = sum(counts.get(f"tx_delta_{kind}_frames", 0) for kind in ("raw", "set", "delta"))
+    frames = sum(delta.frames.values())
     if not frames:
         return ""
-    saved = counts.get("tx_delta_bytes_saved", 0)
-    return f"; headers compressed: {saved / frames:.0f} bytes a frame saved"
+    return f"; headers compressed: {delta.bytes_saved / frames:.0f} bytes a frame saved"
 
 
 def _link_line(s: LinkStatistics) -> str:

@@ -47,6 +47,7 @@ from ira.errors import IraError, TransportError
 from ira.link.events import LinkDown, LinkUp, PeerRestarted
 from ira.runtime.profile import DeviceSpec
 from ira.runtime.tap import TAP_MAX_MTU, Offload, Tap, TapConfig
+from ira.venet.counters import NetDriverStatistics
 from ira.venet.driver import InterfaceSettings, NetDriverConfig, VirtioNetClient
 from ira.venet.netspec import NET_ID, NetPort, Offloads, format_mac, generated_mac
 from ira.venet.port import FramePort, PortStatistics
@@ -345,17 +346,13 @@ class HostNet:
         port = self.loop_port
         return port is not None and port.carrier
 
-    def statistics(self) -> dict[str, int]:
-        """The driver's and the port's counters (call on the runtime's thread)."""
-        counts: dict[str, int] = {}
-        if self.client is not None:
-            counts.update(self.client.statistics())
-        if self.loop_port is not None:
-            stats = self.loop_port.statistics()
-            counts["port_frames_read"] = stats.frames_read
-            counts["port_frames_written"] = stats.frames_written
-            counts.update({f"port_dropped_{k.value}": v for k, v in stats.dropped.items()})
-        return counts
+    def statistics(self) -> tuple[NetDriverStatistics | None, PortStatistics | None]:
+        """The driver's and the port's counters, if there are a driver and a port
+        (call on the runtime's thread)."""
+        return (
+            None if self.client is None else self.client.statistics(),
+            None if self.loop_port is None else self.loop_port.statistics(),
+        )
 
     def close(self) -> None:
         with self._lock:

@@ -16,10 +16,11 @@ encoded again.
 from __future__ import annotations
 
 import struct
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from ira.errors import RemoteProtocolError
+from ira.venet.counters import DeltaStatistics
 from ira.venet.flowqueue import flow_key
 from ira.venet.netspec import with_num_buffers
 from ira.wire.framedelta import (
@@ -111,7 +112,7 @@ class DeltaEncoder:
         self._since_set = [0] * MAX_CONTEXTS
         #: flow key -> context, least recently used first
         self._flows: OrderedDict[bytes, int] = OrderedDict()
-        self.counts: Counter[str] = Counter()
+        self.counts = DeltaStatistics()
 
     def encode(self, frame: bytes) -> Encoded:
         """``frame`` (virtio-net header first) as a compressed frame; nothing changes yet."""
@@ -140,8 +141,8 @@ class DeltaEncoder:
     def commit(self, encoded: Encoded) -> None:
         """``encoded`` is in the queue: the peer decodes it next, so record it."""
         kind = encoded.kind
-        self.counts[f"delta_{kind.name.lower()}_frames"] += 1
-        self.counts["delta_bytes_saved"] += encoded.frame_bytes - len(encoded.data)
+        self.counts.frames[kind] += 1
+        self.counts.bytes_saved += encoded.frame_bytes - len(encoded.data)
         if kind == Kind.RAW:
             return
         context = encoded.context

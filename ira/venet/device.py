@@ -54,9 +54,9 @@ port may also drop it while the link is down, ``ira.runtime.network``).
 from __future__ import annotations
 
 import logging
-from collections import Counter
 
 from ira.errors import RemoteProtocolError
+from ira.venet.counters import NetDeviceStatistics
 from ira.venet.delta import DeltaDecoder, DeltaEncoder, with_buffers
 from ira.venet.netspec import (
     BASE_FEATURES,
@@ -133,7 +133,7 @@ class VirtioNetDevice(VirtioDevice):
         self._held: list[Chain] = []
         #: whether the driver's receive buffer notifications are asked for
         self._rx_kicks = True
-        self._net: Counter[str] = Counter()
+        self._net = NetDeviceStatistics()
         #: header compression agreed: frames to the driver encoded, from it decoded
         self._delta = False
         self._encoder = DeltaEncoder()
@@ -197,15 +197,14 @@ class VirtioNetDevice(VirtioDevice):
         try:
             self._fill_and_ask(ring)
         except QueueBroken as exc:
-            self._net[f"queue_broken_{exc.fault}"] += 1
-            self.needs_reset(f"queue {RX_QUEUE}: {exc}")
+            self.queue_failed(RX_QUEUE, exc)
             return
         self.interrupt(RX_QUEUE)
 
-    def statistics(self) -> dict[str, int]:
-        counts = super().statistics()
-        counts.update(self._net)
-        counts.update({f"rx_{k}": v for k, v in self._encoder.counts.items()})
+    def net_statistics(self) -> NetDeviceStatistics:
+        """The frames of each direction (``statistics()`` has the virtio device's counters)."""
+        counts = self._net.copy()
+        counts.rx.delta = self._encoder.counts.copy()
         return counts
 
     # -- VirtioDevice hooks -----------------------------------------------------
@@ -275,13 +274,13 @@ class VirtioNetDevice(VirtioDevice):
                 return
             self._waiting = frame
             if not self._place(ring, frame):
-                self._net["rx_waits"] += 1
+                self._net.rx.waits += 1
                 return
             self._waiting = None
 
     def _read(self) -> bytes | None:
         """The next frame from the port that the driver may get, with its header."""
-        return next_outgoing_frame(self._port, self._to_driver, self._mtu, self._net, "rx")
+        return next_outgoing_frame(self._port, self._to_driver, self._mtu, self._net.rx.dropped)
 
     def _place(self, ring: VirtqueueDevice, frame: bytes) -> bool:
         """Write ``frame`` into receive buffers; False if there are not enough yet."""
@@ -295,7 +294,7 @@ class VirtioNetDevice(VirtioDevice):
                 if chain is None:
                     return False
                 if chain.writable_bytes < VNET_HDR_BYTES:
-                    self._net["rx_bad_buffers"] += 1
+                    self._net.rx.bad_buffers += 1
                     ring.push(chain, 0)  # §5.1.6.3: every buffer holds at least a header
                     continue
                 self._held.append(chain)
@@ -307,7 +306,7 @@ class VirtioNetDevice(VirtioDevice):
                 return False
             if chain.writable_bytes < size:
                 self._held = [chain]  # kept for the next frame
-                self._net["rx_dropped_buffer_too_small"] += 1
+                self._net.rx.dropped[Drop.BUFFER_TOO_SMALL] += 1
                 return True
             chains = [chain]
         if encoded is None:
@@ -321,8 +320,9 @@ class VirtioNetDevice(VirtioDevice):
             ring.write(chain, data[at : at + size])
             ring.push(chain, size)
             at += size
-        self._net["rx_frames"] += 1
-        self._net["rx_bytes"] += len(frame) - VNET_HDR_BYTES
+        rx = self._net.rx
+        rx.frames += 1
+        rx.frame_bytes += len(frame) - VNET_HDR_BYTES
         return True
 
     # -- transmitq: frames from the driver ---------------------------------------
@@ -336,7 +336,7 @@ class VirtioNetDevice(VirtioDevice):
             ring.push(chain, 0)
             frame, reason = (b"", Drop.OVERSIZE) if data is None else self._frame(data)
             if reason is not None:
-                self._net[f"tx_dropped_{reason.value}"] += 1
+                self._net.tx.dropped[reason] += 1
                 continue
             self._deliver(frame)
 
@@ -350,7 +350,7 @@ class VirtioNetDevice(VirtioDevice):
         return data, check_received(data, self._from_driver, self.mtu)
 
     def _deliver(self, frame: bytes) -> None:
-        deliver_to_port(self._port, frame, self._net, "tx")
+        deliver_to_port(self._port, frame, self._net.tx)
 
     # -- state ------------------------------------------------------------------
 

@@ -73,11 +73,12 @@ driver, since the receive buffers and the frame checks follow the MTU.
 from __future__ import annotations
 
 import logging
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ira.errors import ConfigError, RemoteProtocolError
+from ira.venet.counters import NetDriverStatistics
 from ira.venet.delta import DeltaDecoder, DeltaEncoder
 from ira.venet.flowqueue import FlowQueue, InflightLimit
 from ira.venet.netspec import (
@@ -241,7 +242,7 @@ class VirtioNetClient(VirtioClient):
         self._inflight = self._new_inflight_limit(DEFAULT_MTU)
         self._waiting: bytes | None = None  # taken from the flows, waiting for room
         self._tx_interrupts = True  # a queue's notifications start enabled
-        self._counts: Counter[str] = Counter()
+        self._counts = NetDriverStatistics()
         #: header compression agreed (IRA_HDR_DELTA): frames to the device are encoded,
         #: frames from it decoded, both in queue order
         self._delta = False
@@ -259,14 +260,14 @@ class VirtioNetClient(VirtioClient):
     def carrier(self) -> bool:
         return self.is_ready and self._link_status
 
-    def statistics(self) -> dict[str, int]:
-        counts = dict(self._counts)
-        counts["tx_inflight_bytes"] = self._fifo.used_bytes
-        counts["tx_inflight_limit"] = self._inflight.limit
-        counts["tx_queued_frames"] = len(self._flows)
-        counts.update({f"tx_{k}": v for k, v in self._encoder.counts.items()})
+    def statistics(self) -> NetDriverStatistics:
+        counts = self._counts.copy()
+        counts.tx_inflight_bytes = self._fifo.used_bytes
+        counts.tx_inflight_limit = self._inflight.limit
+        counts.tx_queued_frames = len(self._flows)
+        counts.tx.delta = self._encoder.counts.copy()
         if self._binding is not None:
-            counts["device_resets"] = self._binding.resets
+            counts.device_resets = self._binding.resets
         return counts
 
     def _new_flows(self, mtu: int) -> FlowQueue:
@@ -316,7 +317,7 @@ class VirtioNetClient(VirtioClient):
         # frames queued for the device before it was (re)initialised go with its rings
         stale = len(self._flows) + (self._waiting is not None)
         if stale:
-            self._counts["tx_dropped_reset"] += stale
+            self._counts.tx.dropped[Drop.RESET] += stale
         self._flows = self._new_flows(self._mtu)
         self._inflight = self._new_inflight_limit(self._mtu)
         self._waiting = None
@@ -346,7 +347,7 @@ class VirtioNetClient(VirtioClient):
         self._update_carrier()
 
     def failed(self, binding: VirtioBinding, reason: str) -> None:
-        self._counts["failures"] += 1
+        self._counts.failures += 1
         self._update_carrier()
 
     def removed(self, binding: VirtioBinding) -> None:
@@ -373,7 +374,7 @@ class VirtioNetClient(VirtioClient):
         while (read := self._read()) is not None:
             flows.push(read)
         if flows.dropped != dropped:
-            self._counts["tx_dropped_queue_full"] += flows.dropped - dropped
+            self._counts.tx.dropped[Drop.QUEUE_FULL] += flows.dropped - dropped
         self._send(binding)
 
     def _send(self, binding: VirtioBinding) -> None:
@@ -401,21 +402,22 @@ class VirtioNetClient(VirtioClient):
                     # the limit holds it: the device's next flush of used buffers
                     # arrives as a ring update (ring_updated), no notification needed —
                     # re-arming one after every frame would cost link bytes each time
-                    self._counts["tx_waits"] += 1
+                    self._counts.tx.waits += 1
                     break
                 if not self._tx_interrupts:  # blocked: now the device's word is needed
                     self._tx_interrupts = True
                     if binding.interrupts(TX_QUEUE, enabled=True) and self._reclaim(binding):
                         continue
-                self._counts["tx_waits"] += 1
+                self._counts.tx.waits += 1
                 break
             self._waiting = None
             window.write(at, data)
             queue.add([Buffer.at(window.window_id, at, len(data))], [], at)
             if encoded is not None:
                 self._encoder.commit(encoded)
-            self._counts["tx_frames"] += 1
-            self._counts["tx_bytes"] += len(frame) - VNET_HDR_BYTES
+            tx = self._counts.tx
+            tx.frames += 1
+            tx.frame_bytes += len(frame) - VNET_HDR_BYTES
         if self._waiting is None and self._tx_interrupts:
             # Not blocked: sent frames are reclaimed here, at the next pull, so the
             # device need not notify each one (nor the driver answer each SIGNAL).
@@ -454,7 +456,7 @@ class VirtioNetClient(VirtioClient):
 
     def _read(self) -> bytes | None:
         """The next frame from the port that the device may get, with its header."""
-        return next_outgoing_frame(self.port, self._to_device, self._mtu, self._counts, "tx")
+        return next_outgoing_frame(self.port, self._to_device, self._mtu, self._counts.tx.dropped)
 
     # -- receiveq ---------------------------------------------------------------------
 
@@ -486,13 +488,13 @@ class VirtioNetClient(VirtioClient):
                 self._parts.append(data)
             else:
                 if len(data) < (1 if self._delta else VNET_HDR_BYTES):
-                    self._counts[f"rx_dropped_{Drop.TRUNCATED.value}"] += 1
+                    self._counts.rx.dropped[Drop.TRUNCATED] += 1
                     continue
                 wanted = 1
                 if self._mergeable:
                     wanted = num_buffers(data) if self._delta else HEADER.unpack_from(data)[-1]
                 if not 1 <= wanted <= outstanding + 1:
-                    self._counts["rx_dropped_bad_num_buffers"] += 1
+                    self._counts.rx.dropped[Drop.BAD_NUM_BUFFERS] += 1
                     continue
                 self._parts, self._parts_wanted = [data], wanted
             if len(self._parts) == self._parts_wanted:
@@ -501,7 +503,7 @@ class VirtioNetClient(VirtioClient):
                     try:
                         frame = self._decoder.decode(b"".join(parts))
                     except RemoteProtocolError:
-                        self._counts[f"rx_dropped_{Drop.BAD_DELTA.value}"] += 1
+                        self._counts.rx.dropped[Drop.BAD_DELTA] += 1
                         continue
                 else:
                     # num_buffers is the transport's business: the stack gets 0, as from a TAP
@@ -512,9 +514,9 @@ class VirtioNetClient(VirtioClient):
     def _deliver(self, frame: bytes) -> None:
         reason = check_received(frame, self._from_device, self._mtu)
         if reason is not None:
-            self._counts[f"rx_dropped_{reason.value}"] += 1
+            self._counts.rx.dropped[reason] += 1
             return
-        deliver_to_port(self.port, frame, self._counts, "rx")
+        deliver_to_port(self.port, frame, self._counts.rx)
 
     # -- state ------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ira.errors import ConfigError
+from ira.venet.counters import DirectionStatistics
 from ira.venet.vnethdr import Drop, FramePolicy, check_frame
 from ira.virtio.features import Feature
 from ira.wire.venet import (
@@ -356,12 +357,12 @@ class NetPort(Protocol):
 
 
 def next_outgoing_frame(
-    port: NetPort | None, offloads: Offloads, mtu: int, dropped: Counter[str], prefix: str
+    port: NetPort | None, offloads: Offloads, mtu: int, dropped: Counter[Drop]
 ) -> bytes | None:
     """The next frame this end's port gives that may go to the peer, with its header.
 
     A port without virtio-net headers gets a plain one; frames the peer's offloads
-    or MTU refuse are counted in ``dropped`` as ``<prefix>_dropped_<reason>``.
+    or MTU refuse are counted in ``dropped``.
     """
     if port is None:
         return None
@@ -370,18 +371,18 @@ def next_outgoing_frame(
         reason = offloads.refuse(frame, mtu)
         if reason is None:
             return frame
-        dropped[f"{prefix}_dropped_{reason.value}"] += 1
+        dropped[reason] += 1
     return None
 
 
-def deliver_to_port(port: NetPort | None, frame: bytes, counts: Counter[str], prefix: str) -> None:
+def deliver_to_port(port: NetPort | None, frame: bytes, counts: DirectionStatistics) -> None:
     """Hand a frame from the peer (header included) to this end's port: without its
-    header when the port carries none; counted as ``<prefix>_frames``/``_bytes``, or
-    as ``<prefix>_dropped_no_port``/``_by_port``."""
+    header when the port carries none; counted in ``counts`` (delivered, or dropped
+    for ``NO_PORT`` or ``BY_PORT``)."""
     if port is None:
-        counts[f"{prefix}_dropped_no_port"] += 1
+        counts.dropped[Drop.NO_PORT] += 1
     elif port.write_frame(frame if port.vnet_hdr else frame[VNET_HDR_BYTES:]):
-        counts[f"{prefix}_frames"] += 1
-        counts[f"{prefix}_bytes"] += len(frame) - VNET_HDR_BYTES
+        counts.frames += 1
+        counts.frame_bytes += len(frame) - VNET_HDR_BYTES
     else:
-        counts[f"{prefix}_dropped_by_port"] += 1
+        counts.dropped[Drop.BY_PORT] += 1

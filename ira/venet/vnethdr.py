@@ -58,6 +58,16 @@ class Drop(enum.Enum):
     QUEUE_FULL = "queue_full"
     #: the receiving interface is administratively down
     INTERFACE_DOWN = "interface_down"
+    #: this end has no port to deliver to
+    NO_PORT = "no_port"
+    #: the port refused it (and counted why in its own statistics)
+    BY_PORT = "by_port"
+    #: device, rx: the driver's (unmerged) receive buffer is shorter than the frame
+    BUFFER_TOO_SMALL = "buffer_too_small"
+    #: driver, rx: num_buffers names more buffers than the device used or there are
+    BAD_NUM_BUFFERS = "bad_num_buffers"
+    #: driver, tx: queued when the device was reset (the old session's frames)
+    RESET = "reset"
     #: the receiving end has no carrier
     NO_CARRIER = "no_carrier"
     #: the kernel refused the frame (EINVAL) although it passed every check here
@@ -79,6 +89,7 @@ _MALFORMED = frozenset(
         Drop.BAD_GSO_TYPE,
         Drop.BAD_GSO,
         Drop.BAD_DELTA,
+        Drop.BAD_NUM_BUFFERS,
         Drop.BAD_HDR_LEN,
         Drop.BAD_CSUM,
     }

@@ -39,11 +39,11 @@ available meanwhile (§2.7.10).
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from typing import NoReturn
 
 from ira.errors import LocalProtocolError
+from ira.virtio.counters import DeviceRingStatistics
 from ira.virtio.memory import Memory, MemoryMap, make_addr, split_addr
 from ira.virtio.ring import (
     DESC_BYTES,
@@ -180,7 +180,7 @@ class VirtqueueDevice:
         self._held: dict[int, tuple[int, ...]] = {}  # head -> descriptor indices, per chain
         self._busy: set[int] = set()
         self._broken: QueueBroken | None = None
-        self._counts: Counter[str] = Counter()
+        self._counts = DeviceRingStatistics()
         self._write_used(RING_FLAGS, 0)
         self._write_used(RING_IDX, base)
         self._used_mem.write(self._avail_event_at, U16.pack(base))
@@ -208,14 +208,14 @@ class VirtqueueDevice:
         """Chains pushed since the last ``publish()``."""
         return (self._used_idx - self._published_idx) & _U16_MASK
 
-    def statistics(self) -> dict[str, int]:
-        return dict(self._counts)
+    def statistics(self) -> DeviceRingStatistics:
+        return self._counts.copy()
 
     def fail(self, fault: Fault, message: str) -> NoReturn:
         """Break the queue (counted once per queue) and raise ``QueueBroken``."""
         if self._broken is None:
             self._broken = QueueBroken(fault, message)
-            self._counts[f"fault_{fault}"] += 1
+            self._counts.faults[fault] += 1
         raise self._broken
 
     # -- taking chains --------------------------------------------------
@@ -269,7 +269,7 @@ class VirtqueueDevice:
         self._last_avail = (self._last_avail + 1) & _U16_MASK
         self._held[head] = tuple(indices)
         self._busy.update(indices)
-        self._counts["chains_popped"] += 1
+        self._counts.chains_popped += 1
         if self.event_idx and self._notifications:
             self._write_avail_event(self._last_avail)
         return Chain(head, tuple(walk.readable), tuple(walk.writable), indirect)
@@ -361,7 +361,7 @@ class VirtqueueDevice:
             self._used_at + used_entry_offset(slot), USED_ELEM.pack(chain.head, written_bytes)
         )
         self._used_idx = (self._used_idx + 1) & _U16_MASK
-        self._counts["chains_pushed"] += 1
+        self._counts.chains_pushed += 1
 
     def publish(self) -> bool:
         """Expose the chains pushed since the last publish; True if the driver must be notified.
@@ -386,8 +386,11 @@ class VirtqueueDevice:
             old_idx=old,
             new_idx=new,
         )
-        self._counts["publishes"] += 1
-        self._counts["notifications" if notify else "notifications_suppressed"] += 1
+        self._counts.publishes += 1
+        if notify:
+            self._counts.notifications += 1
+        else:
+            self._counts.notifications_suppressed += 1
         return notify
 
     def disable_notifications(self) -> None:

@@ -36,12 +36,13 @@ reset, when the device will never use them.
 
 from __future__ import annotations
 
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic, NoReturn, TypeVar
 
 from ira.errors import LocalProtocolError
+from ira.virtio.counters import DriverRingStatistics
 from ira.virtio.memory import MemoryMap, make_addr
 from ira.virtio.ring import (
     DESC_BYTES,
@@ -142,7 +143,7 @@ class VirtqueueDriver(Generic[T]):
         self._avail_flags = 0
         self._broken: QueueBroken | None = None
         self._detached = False
-        self._counts: Counter[str] = Counter()
+        self._counts = DriverRingStatistics()
         self._write_avail(RING_FLAGS, 0)
         self._write_avail(RING_IDX, base)
         self._avail_mem.write(self._used_event_at, U16.pack(base))
@@ -175,8 +176,8 @@ class VirtqueueDriver(Generic[T]):
         """Chains added since the last ``publish()``."""
         return (self._avail_idx - self._published_idx) & _U16_MASK
 
-    def statistics(self) -> dict[str, int]:
-        return dict(self._counts)
+    def statistics(self) -> DriverRingStatistics:
+        return self._counts.copy()
 
     # -- supplying buffers (§2.7.13) ------------------------------------
 
@@ -227,7 +228,7 @@ class VirtqueueDriver(Generic[T]):
         self._avail_idx = (self._avail_idx + 1) & _U16_MASK
         writable_bytes = sum(b.length for b in writable)
         self._in_flight[head] = _InFlight(token, descriptors, writable_bytes)
-        self._counts["chains_added"] += 1
+        self._counts.chains_added += 1
         return head
 
     def _add_indirect(self, buffers: list[Buffer], n_readable: int, table: Buffer) -> int:
@@ -250,7 +251,7 @@ class VirtqueueDriver(Generic[T]):
         self._memory.write(table.addr, b"".join(entries))
         head = self._free.popleft()
         self._write_desc(head, Descriptor(table.addr, table.length, DescFlags.INDIRECT, 0))
-        self._counts["indirect_chains"] += 1
+        self._counts.indirect_chains += 1
         return head
 
     def publish(self) -> bool:
@@ -281,8 +282,11 @@ class VirtqueueDriver(Generic[T]):
             old_idx=old,
             new_idx=new,
         )
-        self._counts["publishes"] += 1
-        self._counts["kicks" if notify else "kicks_suppressed"] += 1
+        self._counts.publishes += 1
+        if notify:
+            self._counts.kicks += 1
+        else:
+            self._counts.kicks_suppressed += 1
         return notify
 
     # -- receiving used buffers (§2.7.14) -------------------------------
@@ -324,7 +328,7 @@ class VirtqueueDriver(Generic[T]):
             self._last_used = (self._last_used + 1) & _U16_MASK
             used.append(UsedBuffer(entry.token, length))
         if used:
-            self._counts["chains_used"] += len(used)
+            self._counts.chains_used += len(used)
             if self.event_idx and not self._avail_flags & VRING_AVAIL_F_NO_INTERRUPT:
                 self._write_used_event(self._last_used)
         return used
@@ -380,7 +384,7 @@ class VirtqueueDriver(Generic[T]):
 
     def _break(self, fault: Fault, message: str) -> NoReturn:
         self._broken = QueueBroken(fault, message)
-        self._counts[f"fault_{fault}"] += 1
+        self._counts.faults[fault] += 1
         raise self._broken
 
     def _write_desc(self, index: int, desc: Descriptor) -> None:

@@ -12,6 +12,7 @@ the bindings' timers and reports on them: ``devices()`` (a
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -63,6 +64,17 @@ class VirtioDeviceInfo:
     def settled(self) -> bool:
         """Initialisation is over, or never started (no client)."""
         return self.state is not BindingState.INITIALISING
+
+
+@dataclass(frozen=True, slots=True)
+class HostStatistics:
+    """The host's virtio driver over the bindings present now."""
+
+    #: failures and resets, summed over the bindings
+    failures: int
+    resets: int
+    #: bindings by state
+    bindings: Mapping[BindingState, int]
 
 
 class VirtioHostDriver(Driver):
@@ -128,15 +140,14 @@ class VirtioHostDriver(Driver):
             if deadline is not None and deadline <= now:
                 binding.handle_timeout(now=now)
 
-    def statistics(self) -> dict[str, int]:
-        """Counters over the bindings present: failures, resets, give-ups, by state."""
-        counts = {"virtio_failures": 0, "virtio_resets": 0}
-        for b in self.bindings.values():
-            counts["virtio_failures"] += b.failures
-            counts["virtio_resets"] += b.resets
-            key = f"virtio_{b.state.value}"
-            counts[key] = counts.get(key, 0) + 1
-        return counts
+    def statistics(self) -> HostStatistics:
+        """Counters over the bindings present: failures, resets, bindings by state."""
+        bindings = self.bindings.values()
+        return HostStatistics(
+            failures=sum(b.failures for b in bindings),
+            resets=sum(b.resets for b in bindings),
+            bindings=Counter(b.state for b in bindings),
+        )
 
     def negotiations(self) -> dict[int, Negotiation]:
         """The negotiated features of every bound device, by bus device id."""

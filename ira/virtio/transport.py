@@ -56,7 +56,6 @@ the device sets FAILED (§2.1): the device says so in one line, counts it
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import assert_never
@@ -97,6 +96,7 @@ from ira.virtio.calls import (
     decode_request,
     encode,
 )
+from ira.virtio.counters import DeviceStatistics
 from ira.virtio.device import VirtqueueDevice
 from ira.virtio.features import (
     FEATURE_WORDS,
@@ -150,7 +150,7 @@ class VirtioDevice(Device):
         self._memory = MemoryMap()
         self._signalled: dict[int, Callable[[], None]] = {}
         self._event: Attachment | None = None
-        self._counts: Counter[str] = Counter()
+        self._counts = DeviceStatistics()
 
     # -- for device authors -------------------------------------------------
 
@@ -190,9 +190,12 @@ class VirtioDevice(Device):
         try:
             wanted = q.ring.publish()
         except QueueBroken as exc:
-            self._queue_broken(index, exc)
+            self.queue_failed(index, exc)
             return False
-        self._counts["virtio_notify" if wanted else "virtio_notify_suppressed"] += 1
+        if wanted:
+            self._counts.virtio_notify += 1
+        else:
+            self._counts.virtio_notify_suppressed += 1
         att = self._attachment(q.setup.notify_window)
         if att is not None and att.signal is not None:
             att.signal.notify()
@@ -218,7 +221,7 @@ class VirtioDevice(Device):
             else:
                 waiting = q.ring.enable_notifications()
         except QueueBroken as exc:
-            self._queue_broken(index, exc)
+            self.queue_failed(index, exc)
             return False
         if att is not None and att.signal is not None:
             if enabled:
@@ -241,15 +244,12 @@ class VirtioDevice(Device):
             return
         log.info("virtio device %d needs a reset: %s", self.virtio_id, reason)
         self._status |= S.DEVICE_NEEDS_RESET
-        self._counts["needs_reset"] += 1
+        self._counts.needs_reset += 1
         self._post_event(notify=True)
 
-    def statistics(self) -> dict[str, int]:
-        counts = dict(self._counts)
-        for i, q in enumerate(self._queues):
-            if q.ring is not None:
-                for key, value in q.ring.statistics().items():
-                    counts[f"queue{i}_{key}"] = value
+    def statistics(self) -> DeviceStatistics:
+        counts = self._counts.copy()
+        counts.queues = tuple(None if q.ring is None else q.ring.statistics() for q in self._queues)
         return counts
 
     # -- hooks ------------------------------------------------------------------
@@ -325,14 +325,14 @@ class VirtioDevice(Device):
         if handle is not self._handle:
             return Status.EBADF, b""
         try:
-            name = VirtioFunc(func).name
+            function = VirtioFunc(func)
         except ValueError:
             return Status.ENOSYS, b""
-        self._counts[f"call_{name.lower()}"] += 1
+        self._counts.calls[function] += 1
         try:
             request = decode_request(func, payload)
         except RemoteProtocolError:
-            self._counts["bad_calls"] += 1
+            self._counts.bad_calls += 1
             return Status.EINVAL, b""
         status, reply = self._run(request)
         return status, (b"" if reply is None else encode(reply))
@@ -388,7 +388,7 @@ class VirtioDevice(Device):
             case StatusWrite.RESET:
                 self._reset()
             case StatusWrite.REFUSE:
-                self._counts["status_refused"] += 1
+                self._counts.status_refused += 1
                 return Status.EINVAL, StatusReply(self._status)
             case StatusWrite.ACCEPT:
                 self._set_bits(requested)
@@ -397,7 +397,7 @@ class VirtioDevice(Device):
                     self._features = self._driver_features
                     self._set_bits(requested)
                 else:
-                    self._counts["features_refused"] += 1
+                    self._counts.features_refused += 1
                     self._set_bits(requested & ~S.FEATURES_OK)
             case StatusWrite.GO_LIVE:
                 self._set_bits(requested)
@@ -405,7 +405,7 @@ class VirtioDevice(Device):
             case StatusWrite.FAIL:
                 needed_reset = bool(self._status & S.DEVICE_NEEDS_RESET)
                 self._set_bits(requested)
-                self._counts["driver_failed"] += 1
+                self._counts.driver_failed += 1
                 log.warning(
                     "virtio device %d: the driver gave up on it (FAILED%s); it waits for a reset",
                     self.virtio_id,
@@ -485,7 +485,7 @@ class VirtioDevice(Device):
         self._post_event(notify=False)
 
     def _go_live(self) -> None:
-        self._counts["driver_ok"] += 1
+        self._counts.driver_ok += 1
         self.driver_ok()
         for i, q in enumerate(self._queues):
             if q.ring is not None:
@@ -500,7 +500,7 @@ class VirtioDevice(Device):
         for q in self._queues:
             q.setup, q.ring = None, None
         if was_initialised:
-            self._counts["resets"] += 1
+            self._counts.resets += 1
             self.device_reset()
         self._post_event(notify=False)
 
@@ -521,26 +521,27 @@ class VirtioDevice(Device):
             try:
                 waiting = ring.pending()
             except QueueBroken as exc:
-                self._queue_broken(i, exc)
+                self.queue_failed(i, exc)
                 continue
             if waiting:
-                self._counts["ring_update_runs"] += 1
+                self._counts.ring_update_runs += 1
                 self._run_queue(i)
 
     def _run_queue(self, index: int) -> None:
         ring = self.queue(index)
         if ring is None:
-            self._counts["notify_ignored"] += 1  # not live: buffers wait for DRIVER_OK
+            self._counts.notify_ignored += 1  # not live: buffers wait for DRIVER_OK
             return
         try:
             self.queue_notified(index, ring)
         except QueueBroken as exc:
-            self._queue_broken(index, exc)
+            self.queue_failed(index, exc)
             return
         self.interrupt(index)
 
-    def _queue_broken(self, index: int, exc: QueueBroken) -> None:
-        self._counts[f"queue_broken_{exc.fault}"] += 1
+    def queue_failed(self, index: int, exc: QueueBroken) -> None:
+        """Queue ``index`` broke (``exc`` says why): count it and need a reset (§2.1.2)."""
+        self._counts.queue_broken[exc.fault] += 1
         self.needs_reset(f"queue {index}: {exc}")
 
     def _attachment(self, window_id: int) -> Attachment | None:

@@ -43,8 +43,8 @@ def test_a_tcp_stream_carries_its_headers_in_a_third_of_the_bytes() -> None:
     deltas = [s for s in sizes if s < 78]
     assert len(deltas) == 200 - -(-200 // REFRESH_FRAMES)  # SET again every 64 frames
     assert max(deltas) <= 26, sizes
-    assert enc.counts["delta_set_frames"] == 4 and enc.counts["delta_delta_frames"] == 196
-    assert enc.counts["delta_bytes_saved"] == sum(78 + 1448 - (s + 1448) for s in sizes)
+    assert enc.counts.frames[Kind.SET] == 4 and enc.counts.frames[Kind.DELTA] == 196
+    assert enc.counts.bytes_saved == sum(78 + 1448 - (s + 1448) for s in sizes)
 
 
 def test_flows_keep_their_own_contexts_and_the_least_recent_gives_way() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import struct
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import pytest
 from hypothesis import given, settings
@@ -45,10 +45,13 @@ from ira.venet.netspec import (
 )
 from ira.venet.vnethdr import Drop
 from ira.virtio.calls import VIRTIO_TYPE
+from ira.virtio.counters import DeviceRingStatistics, DeviceStatistics
 from ira.virtio.driver import Buffer
 from ira.virtio.features import FeaturePolicy
 from ira.virtio.host import BindingState, VirtioBinding, VirtioHostDriver
-from ira.wire.bus import BUS_VERSION_MAX, SignalNotify, WindowUpdate, decode
+from ira.virtio.ring import Fault
+from ira.wire.bus import BUS_VERSION_MAX, SignalNotify, SignalState, WindowUpdate, decode
+from ira.wire.framedelta import Kind
 from ira.wire.venet import HEADER, VNET_HDR_BYTES, GsoType, HdrFlags
 
 CLEAN = LineFaults()
@@ -287,8 +290,8 @@ def test_mtu_9000_is_the_interfaces_and_bounds_plain_frames() -> None:
     assert rig.run_until(lambda: rig.board_port.delivered and rig.host_port.delivered)
     rig.run_until(lambda: False, timeout_s=0.5)
     assert rig.host_port.delivered == [fits] and rig.board_port.delivered == [fits]
-    assert rig.device.statistics()["rx_dropped_oversize"] == 1
-    assert rig.client.statistics()["tx_dropped_oversize"] == 1
+    assert rig.device.net_statistics().rx.dropped[Drop.OVERSIZE] == 1
+    assert rig.client.statistics().tx.dropped[Drop.OVERSIZE] == 1
 
 
 def test_without_the_mtu_feature_the_driver_assumes_1500() -> None:
@@ -320,7 +323,7 @@ def test_frames_cross_both_ways_in_order(
     )
     assert rig.host_port.delivered == [f if host_vnet else bare(f) for f in up]
     assert rig.board_port.delivered == [f if board_vnet else bare(f) for f in down]
-    assert rig.device.statistics()["rx_frames"] == rig.client.statistics()["rx_frames"] == 300
+    assert rig.device.net_statistics().rx.frames == rig.client.statistics().rx.frames == 300
 
 
 def test_frames_flow_on_ring_updates_alone_when_no_signal_arrives() -> None:
@@ -342,8 +345,8 @@ def test_frames_flow_on_ring_updates_alone_when_no_signal_arrives() -> None:
     assert rig.host_port.delivered == up and rig.board_port.delivered == down
     assert rig.signals_dropped > 0 and rig.split_messages > 0
     stats = rig.device.statistics()
-    assert stats["ring_update_runs"] > 0
-    assert not any(key.startswith(("needs_reset", "queue_broken")) for key in stats)
+    assert stats.ring_update_runs > 0
+    assert stats.needs_reset == 0 and not stats.queue_broken
     assert rig.binding.state is BindingState.READY and rig.removed == 0
 
 
@@ -356,7 +359,7 @@ def test_a_version_1_bus_still_waits_for_signals() -> None:
     rig.host_port.send(*(frame(bytes([i]) * 100) for i in range(20)))
     rig.run_until(lambda: len(rig.board_port.delivered) == 20, timeout_s=10.0)
     assert len(rig.board_port.delivered) < 20
-    assert rig.split_messages == 0 and "ring_update_runs" not in rig.device.statistics()
+    assert rig.split_messages == 0 and rig.device.statistics().ring_update_runs == 0
 
 
 @pytest.mark.parametrize("mergeable", [True, False], ids=["mrg_rxbuf", "big-buffers"])
@@ -376,7 +379,7 @@ def test_gso_segments_cross_whole(mergeable: bool, delta: bool) -> None:
     assert rig.board_port.delivered == segments
     if mergeable:  # a 64 KiB segment takes 16 or 17 pages
         pages = sum(-(-len(s) // 4096) for s in segments)
-        assert rig.device.statistics()["queue0_chains_pushed"] == pages == 41
+        assert queue_statistics(rig.device.statistics(), 0).chains_pushed == pages == 41
 
 
 @pytest.mark.parametrize("mergeable", [True, False], ids=["mrg_rxbuf", "big-buffers"])
@@ -404,7 +407,7 @@ def test_a_receive_slot_holds_the_longest_compressed_frame() -> None:
     assert len(longest) == 8192
     rig.board_port.send(longest)
     assert rig.run_until(lambda: rig.host_port.delivered == [longest])
-    assert "rx_dropped_buffer_too_small" not in rig.device.statistics()
+    assert Drop.BUFFER_TOO_SMALL not in rig.device.net_statistics().rx.dropped
 
 
 def test_a_backlog_waits_in_the_port_and_nothing_is_lost() -> None:
@@ -415,9 +418,9 @@ def test_a_backlog_waits_in_the_port_and_nothing_is_lost() -> None:
     assert len(rig.board_port.outgoing) > 1000  # read only as far as buffers allow
     assert rig.run_until(lambda: len(rig.host_port.delivered) == 2000, timeout_s=120.0)
     assert rig.host_port.delivered == frames
-    stats = rig.device.statistics()
-    assert stats["rx_waits"] > 0
-    assert not any(k.startswith("rx_dropped") for k in stats)
+    stats = rig.device.net_statistics()
+    assert stats.rx.waits > 0
+    assert not stats.rx.dropped
 
 
 def test_the_driver_bounds_its_bytes_in_flight() -> None:
@@ -425,11 +428,11 @@ def test_the_driver_bounds_its_bytes_in_flight() -> None:
     rig.host_port.send(*(tcp_gso_frame(60000) for _ in range(40)))
     limit = rig.client.config.tx_inflight_bytes
     stats = rig.client.statistics()
-    assert stats["tx_inflight_bytes"] <= limit
+    assert stats.tx_inflight_bytes <= limit
     # the rest waits in the driver's flow queue (taken from the port, to be scheduled)
-    assert stats["tx_queued_frames"] > 30 and not rig.host_port.outgoing
+    assert stats.tx_queued_frames > 30 and not rig.host_port.outgoing
     assert rig.run_until(lambda: len(rig.board_port.delivered) == 40)
-    assert rig.client.statistics()["tx_queued_frames"] == 0
+    assert rig.client.statistics().tx_queued_frames == 0
 
 
 def _tcp_frame(sport: int, seq: int, size: int = 1400) -> bytes:
@@ -461,8 +464,8 @@ def test_on_a_slow_line_a_sparse_flow_waits_behind_what_is_in_flight_not_the_bac
     rig.host_port.send(*bulk[40:])
     stats = rig.client.statistics()
     floor = 4 * (VNET_HDR_BYTES + 18 + 1500)
-    assert stats["tx_inflight_limit"] == floor  # measured: 0.05 s of 11.5 kB/s is less
-    assert stats["tx_inflight_bytes"] <= floor and stats["tx_queued_frames"] > 20
+    assert stats.tx_inflight_limit == floor  # measured: 0.05 s of 11.5 kB/s is less
+    assert stats.tx_inflight_bytes <= floor and stats.tx_queued_frames > 20
     sent_at = len(rig.board_port.delivered)
     sparse = _tcp_frame(40001, 0, size=60)
     rig.host_port.send(sparse)
@@ -481,8 +484,8 @@ def test_a_steady_stream_costs_no_signal_per_frame(bus_version: int) -> None:
     bus v2, whose ring updates are announced, not even the receiveq's notifications."""
     rig = Rig(bus_version_max=bus_version).ready()
     stats = rig.board.statistics, rig.host.statistics
-    before_board = stats[0]().get("sent_SignalNotify", 0)
-    before_host = stats[1]().get("sent_SignalState", 0)
+    before_board = stats[0]().sent.get(SignalNotify, 0)
+    before_host = stats[1]().sent.get(SignalState, 0)
     down = [frame(struct.pack(">I", i) + bytes(1400)) for i in range(100)]
     up = [frame(struct.pack(">I", i) + bytes(40)) for i in range(100)]
     for d, u in zip(down, up, strict=True):  # one frame each way at a time, like TCP
@@ -491,13 +494,13 @@ def test_a_steady_stream_costs_no_signal_per_frame(bus_version: int) -> None:
         rig.board_port.send(u)
         assert rig.run_until(lambda: rig.host_port.delivered[-1:] == [u])  # noqa: B023
     assert rig.board_port.delivered == down and rig.host_port.delivered == up
-    board_signals = stats[0]().get("sent_SignalNotify", 0) - before_board
-    host_answers = stats[1]().get("sent_SignalState", 0) - before_host
+    board_signals = stats[0]().sent.get(SignalNotify, 0) - before_board
+    host_answers = stats[1]().sent.get(SignalState, 0) - before_host
     if bus_version == 1:  # one SIGNAL per receiveq frame to the host (and its answer)
         assert 90 <= board_signals < 110 and 90 <= host_answers < 110
     else:  # one SIGNAL per queue at most, which waits unanswered
         assert board_signals <= 2 and host_answers == 0
-    assert rig.client.statistics()["tx_inflight_bytes"] < 2 * len(down[0])
+    assert rig.client.statistics().tx_inflight_bytes < 2 * len(down[0])
 
 
 @pytest.mark.parametrize("down", [True, False], ids=["to-board", "to-host"])
@@ -516,9 +519,10 @@ def test_header_delta_takes_most_header_bytes_off_the_line(down: bool) -> None:
             assert rig.run_until(lambda: dst.delivered[-1:] == [segment])  # noqa: B023
         assert dst.delivered == segments
         sent[delta] = link.statistics().wire_bytes_sent - before
-        stats = rig.client.statistics() if down else rig.device.statistics()
-        prefix = "tx_" if down else "rx_"
-        assert stats.get(f"{prefix}delta_delta_frames", 0) == (98 if delta else 0)
+        compressed = (
+            rig.client.statistics().tx.delta if down else rig.device.net_statistics().rx.delta
+        )
+        assert compressed.frames[Kind.DELTA] == (98 if delta else 0)
     assert (sent[False] - sent[True]) / len(segments) >= 50, sent
 
 
@@ -535,8 +539,8 @@ def test_a_compressed_frame_that_cannot_be_decoded_is_dropped_and_counted() -> N
     window.write(at, bogus)
     binding.queues[TX_QUEUE].add([Buffer.at(window.window_id, at, len(bogus))], [], at)
     binding.kick(TX_QUEUE)
-    rig.run_until(lambda: rig.device.statistics().get("tx_dropped_bad_delta", 0) == 1)
-    assert rig.device.statistics()["tx_dropped_bad_delta"] == 1
+    rig.run_until(lambda: rig.device.net_statistics().tx.dropped[Drop.BAD_DELTA] == 1)
+    assert rig.device.net_statistics().tx.dropped[Drop.BAD_DELTA] == 1
     assert rig.device.live and binding.state is BindingState.READY
     crossing(rig)
     crossing(rig, 1400)
@@ -553,12 +557,12 @@ def test_receive_buffers_are_offered_again_in_batches() -> None:
         rig.board_port.send(u)
         assert rig.run_until(lambda: rig.host_port.delivered[-1:] == [u])  # noqa: B023
         if waits is None:  # (the first frame may come before the device saw the buffers)
-            waits = rig.device.statistics().get("rx_waits", 0)
+            waits = rig.device.net_statistics().rx.waits
     assert rig.host_port.delivered == up
     refills = [m for m in map(decode, rig.host_sent) if isinstance(m, WindowUpdate)]
     # 128 buffers of 4 KiB (the 512 KiB window): offered again 64 at a time
     assert 3 <= len(refills) <= 4, len(refills)
-    assert rig.device.statistics().get("rx_waits", 0) == waits  # never short of buffers
+    assert rig.device.net_statistics().rx.waits == waits  # never short of buffers
 
 
 def test_a_stream_of_one_frame_size_leaves_the_descriptors_as_they_were() -> None:
@@ -598,8 +602,14 @@ REFUSED = [
 ]
 
 
-def _counts(stats: dict[str, int], prefix: str) -> dict[str, int]:
-    return {k.removeprefix(prefix): v for k, v in stats.items() if k.startswith(prefix)}
+def queue_statistics(stats: DeviceStatistics, index: int) -> DeviceRingStatistics:
+    queue = stats.queues[index]
+    assert queue is not None, f"queue {index} is not set up"
+    return queue
+
+
+def _counts(dropped: Mapping[Drop, int]) -> dict[str, int]:
+    return {reason.value: n for reason, n in dropped.items() if n}
 
 
 @pytest.mark.parametrize("delta", [True, False], ids=["delta", "plain"])
@@ -616,11 +626,11 @@ def test_malformed_frames_are_dropped_counted_and_the_link_stays_up(delta: bool)
         expected_rx[reason.value] = expected_rx.get(reason.value, 0) + 1
     refused = {reason.value: 1 for reason, _ in REFUSED}
     # board -> host: the device refuses some, the driver drops the rest
-    assert _counts(rig.device.statistics(), "rx_dropped_") == refused
-    assert _counts(rig.client.statistics(), "rx_dropped_") == expected_rx
+    assert _counts(rig.device.net_statistics().rx.dropped) == refused
+    assert _counts(rig.client.statistics().rx.dropped) == expected_rx
     # host -> board: the driver refuses some, the device drops the rest
-    assert _counts(rig.client.statistics(), "tx_dropped_") == refused
-    assert _counts(rig.device.statistics(), "tx_dropped_") == expected_rx
+    assert _counts(rig.client.statistics().tx.dropped) == refused
+    assert _counts(rig.device.net_statistics().tx.dropped) == expected_rx
     assert rig.device.live and rig.client.carrier and rig.board_port.carrier
 
 
@@ -631,7 +641,7 @@ def test_offloads_not_agreed_are_refused_by_the_sender() -> None:
     partial = frame(bytes(60), (NEEDS_CSUM, 0, 0, 0, 34, 16, 0))
     rig.board_port.send(partial, tcp_gso_frame(3000), frame(bytes(60)))
     assert rig.run_until(lambda: len(rig.host_port.delivered) == 1)
-    assert _counts(rig.device.statistics(), "rx_dropped_") == {"bad_flags": 2}
+    assert _counts(rig.device.net_statistics().rx.dropped) == {"bad_flags": 2}
     # the other direction keeps its offloads
     rig.host_port.send(tcp_gso_frame(3000))
     assert rig.run_until(lambda: len(rig.board_port.delivered) == 1)
@@ -646,11 +656,11 @@ def test_whatever_the_stack_hands_over_only_frames_or_counts_come_out(
     rig.board_port.send(*junk)
     rig.host_port.send(*junk)
     rig.run_until(lambda: False, timeout_s=1.0)
-    rx = rig.client.statistics().get("rx_frames", 0)
-    tx = rig.device.statistics().get("tx_frames", 0)
+    rx = rig.client.statistics().rx.frames
+    tx = rig.device.net_statistics().tx.frames
     assert rx == len(rig.host_port.delivered) and tx == len(rig.board_port.delivered)
-    dropped = sum(_counts(rig.device.statistics(), "rx_dropped_").values()) + sum(
-        _counts(rig.client.statistics(), "rx_dropped_").values()
+    dropped = sum(_counts(rig.device.net_statistics().rx.dropped).values()) + sum(
+        _counts(rig.client.statistics().rx.dropped).values()
     )
     assert rx + dropped == len(junk)
     assert rig.device.live and rig.client.carrier
@@ -717,8 +727,8 @@ def test_a_malformed_chain_resets_the_device_and_traffic_flows_again() -> None:
     assert rig.host_port.carriers == [True, False, True]
     assert rig.board_port.carriers == [False, True, False, True]  # (off until the first host)
     stats = rig.device.statistics()
-    assert stats["queue_broken_out_of_window"] == 1 and stats["resets"] == 1
-    assert len(rig.clients) == 1 and rig.client.statistics()["device_resets"] == 1
+    assert stats.queue_broken[Fault.OUT_OF_WINDOW] == 1 and stats.resets == 1
+    assert len(rig.clients) == 1 and rig.client.statistics().device_resets == 1
     crossing(rig)
     crossing(rig, 1400)
 
@@ -732,7 +742,7 @@ def test_an_mtu_change_reaches_the_host_through_a_reset() -> None:
     assert rig.host_port.mtu == 9000 and rig.binding.failures == 0
     # the new generation is seen first (the DEVICE_NEEDS_RESET just after it): no failure
     assert rig.binding.reason == "the device's MTU changed from 1500 to 9000"
-    assert rig.device.statistics()["needs_reset"] == 1
+    assert rig.device.statistics().needs_reset == 1
     crossing(rig, 8900)  # frames of the new MTU cross both ways
     rig.device.set_mtu(9000)  # no change: nothing happens
     rig.run_until(lambda: False, timeout_s=2.0)

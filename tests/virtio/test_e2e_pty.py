@@ -24,6 +24,7 @@ from ira.runtime.profile import DeviceSpec, Profile
 from ira.tools.nullmodem import NullModem
 from ira.virtio import BindingState, Buffer, DeviceStatus, Feature
 from ira.virtio.calls import VIRTIO_TYPE
+from ira.virtio.counters import DeviceStatistics
 from ira.virtio.device import VirtqueueDevice
 from ira.virtio.entropy import CHUNK_BYTES, Entropy
 from ira.virtio.features import TRANSPORT_FEATURES
@@ -84,7 +85,14 @@ def rng_device(board: BoardService) -> Entropy:
     return device
 
 
-def device_state(board: BoardService, device: Entropy) -> tuple[int, dict[str, int]]:
+def pushed(stats: DeviceStatistics) -> int:
+    """Chains the device pushed on its queue 0 (which must be set up)."""
+    queue = stats.queues[0]
+    assert queue is not None, "queue 0 is not set up"
+    return queue.chains_pushed
+
+
+def device_state(board: BoardService, device: Entropy) -> tuple[int, DeviceStatistics]:
     """The device's status and statistics, read on the board's loop thread."""
     return board.call(lambda c: (int(device.status), device.statistics()))
 
@@ -111,8 +119,8 @@ def test_rng_through_discovery_negotiation_and_driver_ok(cable: NullModem) -> No
         assert found.device_id == info.device_id
         assert found.attributes == {"virtio_device_id": "4"}
         status, stats = device_state(board, rng_device(board))
-        assert status == LIVE and stats["driver_ok"] == 1
-        assert stats["queue0_chains_pushed"] == -(-1000 // CHUNK_BYTES)
+        assert status == LIVE and stats.driver_ok == 1
+        assert pushed(stats) == -(-1000 // CHUNK_BYTES)
         # the binding was negotiated once and keeps serving reads
         assert read_entropy(host, 64) == second
         binding = entropy_binding(host, timeout_s=1.0)
@@ -130,7 +138,7 @@ def test_reset_and_reinitialisation(cable: NullModem) -> None:
         assert lost == []
         assert entropy_binding(host, timeout_s=5.0) is binding
         status, stats = device_state(board, device)
-        assert status == LIVE and stats["resets"] == 1 and stats["driver_ok"] == 2
+        assert status == LIVE and stats.resets == 1 and stats.driver_ok == 2
         assert len(read_entropy(host, 300)) == 300
 
         # a chain the device must refuse: DEVICE_NEEDS_RESET, and the host resets the
@@ -146,8 +154,8 @@ def test_reset_and_reinitialisation(cable: NullModem) -> None:
             timeout_s=5.0,
         )
         status, stats = device_state(board, device)
-        assert stats["queue_broken_out_of_window"] == 1 and stats["needs_reset"] == 1
-        assert status == LIVE and stats["resets"] == 2 and stats["driver_ok"] == 3
+        assert stats.queue_broken[Fault.OUT_OF_WINDOW] == 1 and stats.needs_reset == 1
+        assert status == LIVE and stats.resets == 2 and stats.driver_ok == 3
         (info,) = host.virtio_devices()
         assert (info.state, info.failures, info.resets) == (BindingState.READY, 1, 1)
         assert info.failed_at is not None and info.failed_at <= time.monotonic()
@@ -180,7 +188,7 @@ def test_board_restart_mid_use_drops_and_rediscovers_the_device(cable: NullModem
             # a fresh device, freshly negotiated: its bytes start from its own seed
             assert [read_entropy(host, 100)] == expected(2, 100)
             status, stats = device_state(board, rng_device(board))
-            assert status == LIVE and stats["driver_ok"] == 1
+            assert status == LIVE and stats.driver_ok == 1
             (info,) = host.virtio_devices()
             assert info.negotiation is not None
             assert info.negotiation.accepted & Feature.EVENT_IDX.mask
@@ -267,11 +275,11 @@ def test_sustained_reads_take_well_under_one_signal_per_buffer(cable: NullModem)
     with BoardService(cable.path_a, profile(seed=4)) as board, HostClient(cable.path_b) as host:
         read_entropy(host, 16 * CHUNK_BYTES)
         device = rng_device(board)
-        buffers_before = device_state(board, device)[1]["queue0_chains_pushed"]
+        buffers_before = pushed(device_state(board, device)[1])
         kicks_before = host.statistics().sent[SignalNotify]
         interrupts_before = board.statistics().sent[SignalNotify]
         assert len(read_entropy(host, 64 * 1024)) == 64 * 1024
-        buffers = device_state(board, device)[1]["queue0_chains_pushed"] - buffers_before
+        buffers = pushed(device_state(board, device)[1]) - buffers_before
         kicks = host.statistics().sent[SignalNotify] - kicks_before
         interrupts = board.statistics().sent[SignalNotify] - interrupts_before
     assert buffers == 64 * 1024 // CHUNK_BYTES

@@ -94,12 +94,12 @@ def test_a_malformed_chain_resets_the_device_and_reads_go_on(
     assert binding.resets == 1 and binding.retry_at is None
     assert host.device.status == LIVE
     stats = host.device.statistics()
-    assert stats["queue_broken_out_of_window"] == 1 and stats["resets"] == 1
+    assert stats.queue_broken[Fault.OUT_OF_WINDOW] == 1 and stats.resets == 1
     host.read(300)
     (info,) = host.driver.devices()
     assert (info.failures, info.resets, info.failed_at) == (1, 1, binding.failed_at)
     assert info.reason == "the device set DEVICE_NEEDS_RESET"
-    assert host.driver.statistics()["virtio_resets"] == 1
+    assert host.driver.statistics().resets == 1
     lines = [(r.levelno, r.getMessage()) for r in caplog.records]
     assert lines == [
         (
@@ -140,18 +140,18 @@ def test_a_device_that_fails_every_time_is_reset_with_doubling_waits_then_given_
     # the board is told: FAILED in its status, one line there, counted
     host.until(lambda: bool(host.device.status & S.FAILED))
     assert host.device.status == LIVE | S.DEVICE_NEEDS_RESET | S.FAILED
-    assert host.device.statistics()["driver_failed"] == 1
+    assert host.device.statistics().driver_failed == 1
     board_lines = [r.getMessage() for r in caplog.records if r.name == "ira.virtio.transport"]
     assert board_lines[-1] == (
         "virtio device 4: the driver gave up on it (FAILED, after DEVICE_NEEDS_RESET); "
         "it waits for a reset"
     )
     # given up: nothing more happens, however long the board stays
-    device_resets = host.device.statistics()["resets"]
+    device_resets = host.device.statistics().resets
     host.net.run_until(lambda: False, timeout_s=60.0)
     assert binding.state is BindingState.FAILED and binding.resets == 6
     assert binding.retry_at is None and host.driver.next_deadline() is None
-    assert host.device.statistics()["resets"] == device_resets
+    assert host.device.statistics().resets == device_resets
     (info,) = host.driver.devices()
     assert info.state is BindingState.FAILED and info.reason == binding.reason
     # asked by hand, the host tries again (a new row)

@@ -48,6 +48,7 @@ from ira.virtio.features import (
 )
 from ira.virtio.host import BindingState, VirtioBinding, VirtioHostDriver
 from ira.virtio.memory import MemoryMap
+from ira.virtio.ring import Fault
 from ira.virtio.status import STATUS_REQUIRES, StatusWrite, decide
 from ira.virtio.transport import VirtioDevice
 from ira.wire.bus import Status
@@ -218,7 +219,7 @@ def test_a_driver_that_gives_up_is_logged_and_counted_once(
     # only a reset is accepted now, and a second FAILED is refused, not counted again
     again = S.ACKNOWLEDGE | S.DRIVER | S.FEATURES_OK | S.FAILED
     assert raw.call(VirtioFunc.SET_STATUS, bytes([again]))[0] == Status.EINVAL
-    assert echo.statistics()["driver_failed"] == 1
+    assert echo.statistics().driver_failed == 1
     assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
         (
             logging.WARNING,
@@ -375,7 +376,7 @@ def test_no_buffer_is_used_before_driver_ok() -> None:
     assert window.signal is not None
     window.signal.notify()
     raw.net.run_until(lambda: False, timeout_s=0.5)
-    assert raw.device.statistics()["notify_ignored"] == 1 and driver.pending() == 0
+    assert raw.device.statistics().notify_ignored == 1 and driver.pending() == 0
     raw.status(S.ACKNOWLEDGE | S.DRIVER | S.FEATURES_OK | S.DRIVER_OK)
     assert raw.net.run_until(lambda: driver.pending() == 1, timeout_s=5.0)
     (used,) = driver.collect()
@@ -399,7 +400,7 @@ def test_a_broken_queue_needs_a_reset() -> None:
     assert window.signal is not None
     window.signal.notify()
     assert raw.net.run_until(lambda: bool(raw.status() & S.DEVICE_NEEDS_RESET), timeout_s=5.0)
-    assert raw.device.statistics()["queue_broken_descriptor_loop"] == 1
+    assert raw.device.statistics().queue_broken[Fault.DESCRIPTOR_LOOP] == 1
     assert raw.net.run_until(
         lambda: any(e.window_id == event.window_id for e in raw.net.events(SignalReceived)),
         timeout_s=5.0,
@@ -435,19 +436,19 @@ def test_a_ring_update_alone_runs_the_queue_once_live_and_enabled() -> None:
 
     add(1)  # not live yet: the chain waits for DRIVER_OK
     raw.net.run_until(lambda: False, timeout_s=0.5)
-    assert driver.pending() == 0 and "ring_update_runs" not in echo.statistics()
+    assert driver.pending() == 0 and echo.statistics().ring_update_runs == 0
     raw.status(S.ACKNOWLEDGE | S.DRIVER | S.FEATURES_OK | S.DRIVER_OK)
     assert raw.net.run_until(lambda: driver.pending() == 1, timeout_s=5.0)
     driver.collect()
     add(2)
     assert raw.net.run_until(lambda: driver.pending() == 1, timeout_s=5.0)
     assert [u.token for u in driver.collect()] == [2]
-    assert echo.statistics()["ring_update_runs"] == 1
+    assert echo.statistics().ring_update_runs == 1
     # Notifications disabled by the device: a ring update leaves the chain where it is.
     assert echo.notifications(0, enabled=False) is False
     add(3)
     raw.net.run_until(lambda: False, timeout_s=0.5)
-    assert driver.pending() == 0 and echo.statistics()["ring_update_runs"] == 1
+    assert driver.pending() == 0 and echo.statistics().ring_update_runs == 1
     assert echo.notifications(0, enabled=True) is True  # the device's own look finds it
 
 
@@ -459,7 +460,7 @@ def test_a_ring_update_that_breaks_the_queue_needs_a_reset() -> None:
     window.write(lay.avail_offset + 2, struct.pack("<H", 9))  # 9 chains in a queue of 8
     window.flush()
     assert raw.net.run_until(lambda: bool(raw.status() & S.DEVICE_NEEDS_RESET), timeout_s=5.0)
-    assert raw.device.statistics()["queue_broken_avail_index_jump"] == 1
+    assert raw.device.statistics().queue_broken[Fault.AVAIL_INDEX_JUMP] == 1
 
 
 # -- the host driver and the entropy device, end to end -------------------------------------
@@ -554,7 +555,7 @@ def test_needs_reset_then_reinitialise() -> None:
     binding.kick(0)
     host.binding(BindingState.NEEDS_RESET)
     assert host.device.status & S.DEVICE_NEEDS_RESET
-    assert host.device.statistics()["queue_broken_out_of_window"] == 1
+    assert host.device.statistics().queue_broken[Fault.OUT_OF_WINDOW] == 1
     lost = binding.reinitialise(now=host.net.now)
     assert lost == [0]
     binding = host.binding(BindingState.READY)

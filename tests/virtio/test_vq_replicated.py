@@ -225,7 +225,7 @@ def test_chains_go_round_exactly_once_over_a_noisy_link(seed: int) -> None:
     assert sorted(t for t, _ in host.used) == list(range(host.total))
     assert device.queue is not None and device.queue.broken is None
     stats = device.queue.statistics()
-    assert stats["chains_popped"] == stats["chains_pushed"] == host.total
+    assert stats.chains_popped == stats.chains_pushed == host.total
     assert host.driver.outstanding == 0 and host.driver.num_free == queue_size
     # the line really was noisy, and the signals coalesced kicks and interrupts
     assert net.pair.ab.faults_injected + net.pair.ba.faults_injected > 0

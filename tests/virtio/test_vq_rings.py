@@ -7,6 +7,7 @@ from vqrig import IN, OUT, TABLES, ChainSpec, Rig, pattern
 
 from ira.errors import LocalProtocolError
 from ira.virtio import Buffer, UsedBuffer
+from ira.virtio.counters import DeviceRingStatistics, DriverRingStatistics
 
 
 def roundtrip(rig: Rig, token: int, spec: ChainSpec, written: int) -> UsedBuffer[int]:
@@ -186,15 +187,9 @@ def test_detach_hands_back_what_was_not_used() -> None:
 def test_statistics_count_what_happened() -> None:
     rig = Rig(4, event_idx=True)
     roundtrip(rig, 1, ChainSpec((1,), (1,)), 1)
-    assert rig.driver.statistics() == {
-        "chains_added": 1,
-        "publishes": 1,
-        "kicks": 1,
-        "chains_used": 1,
-    }
-    assert rig.device.statistics() == {
-        "chains_popped": 1,
-        "chains_pushed": 1,
-        "publishes": 1,
-        "notifications": 1,
-    }
+    assert rig.driver.statistics() == DriverRingStatistics(
+        chains_added=1, publishes=1, kicks=1, chains_used=1
+    )
+    assert rig.device.statistics() == DeviceRingStatistics(
+        chains_popped=1, chains_pushed=1, publishes=1, notifications=1
+    )
