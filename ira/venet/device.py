@@ -54,7 +54,19 @@ port may also drop it while the link is down, ``ira.runtime.network``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
+from ira.busmodel.device import Device
+from ira.busmodel.registry import (
+    DeviceContext,
+    DeviceSpec,
+    DeviceType,
+    DeviceTypes,
+    Option,
+    bool_option,
+    int_option,
+    str_option,
+)
 from ira.errors import RemoteProtocolError
 from ira.venet.counters import NetDeviceStatistics
 from ira.venet.delta import DeltaDecoder, DeltaEncoder, with_buffers
@@ -75,7 +87,9 @@ from ira.venet.netspec import (
     check_received,
     deliver_to_port,
     features_consistent,
+    generated_mac,
     next_outgoing_frame,
+    parse_mac,
     with_num_buffers,
 )
 from ira.venet.vnethdr import Drop
@@ -84,7 +98,7 @@ from ira.virtio.features import TRANSPORT_FEATURES, DeviceStatus
 from ira.virtio.ring import QueueBroken
 from ira.virtio.transport import VirtioDevice
 from ira.wire.framedelta import MAX_OVERHEAD
-from ira.wire.venet import VNET_HDR_BYTES
+from ira.wire.venet import MAX_MTU, MIN_MTU, VNET_HDR_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -361,3 +375,50 @@ class VirtioNetDevice(VirtioDevice):
     def _update_carrier(self) -> None:
         if self._port is not None:
             self._port.set_carrier(self.live)
+
+
+#: the network interface a ``virtio-net`` device of a profile bridges to, by its spec
+NetPortFor = Callable[[DeviceSpec], NetPort | None]
+
+
+def register_device_types(types: DeviceTypes, net_port: NetPortFor | None = None) -> None:
+    """Add ``virtio-net``; its devices bridge to ``net_port(spec)`` (none: no interface)."""
+
+    def virtio_net(spec: DeviceSpec, ctx: DeviceContext) -> Device:
+        mac = str_option(spec, "mac")
+        return VirtioNetDevice(
+            generated_mac(ctx.board, spec.name) if mac is None else parse_mac(mac),
+            mtu=int_option(spec, "mtu", DEFAULT_MTU),
+            port=None if net_port is None else net_port(spec),
+            offloads=bool_option(spec, "offloads", True),
+            header_delta=bool_option(spec, "header_delta", True),
+        )
+
+    types.register(
+        DeviceType(
+            "virtio-net",
+            virtio_net,
+            "a network interface on each end (virtio 1.2 §5.1)",
+            (
+                Option(
+                    "mac",
+                    str,
+                    "the host interface's MAC, e.g. 02:00:00:00:00:01; "
+                    "default: derived from the board's and the device's names",
+                    parse=parse_mac,
+                ),
+                Option(
+                    "mtu",
+                    int,
+                    "the MTU both interfaces get",
+                    default=DEFAULT_MTU,
+                    minimum=MIN_MTU,
+                    maximum=MAX_MTU,
+                ),
+                Option("offloads", bool, "offer checksum and GSO offloads", default=True),
+                Option(
+                    "header_delta", bool, "offer header compression (IRA_HDR_DELTA)", default=True
+                ),
+            ),
+        )
+    )

@@ -15,6 +15,15 @@ from __future__ import annotations
 
 import random
 
+from ira.busmodel.device import Device
+from ira.busmodel.registry import (
+    DeviceContext,
+    DeviceSpec,
+    DeviceType,
+    DeviceTypes,
+    Option,
+    int_option,
+)
 from ira.virtio.device import VirtqueueDevice
 from ira.virtio.driver import Buffer, UsedBuffer
 from ira.virtio.host import VirtioBinding, VirtioClient, WindowSpec
@@ -84,3 +93,27 @@ class EntropyClient(VirtioClient):
             queue.add([], [Buffer.at(window.window_id, slot * CHUNK_BYTES, size)], slot)
             outstanding += size
         binding.kick(0)
+
+
+def _virtio_rng(spec: DeviceSpec, ctx: DeviceContext) -> Device:
+    if spec.option("seed") is None:
+        return Entropy(random.SystemRandom())
+    return Entropy(random.Random(int_option(spec, "seed", 0)))
+
+
+def register_device_types(types: DeviceTypes) -> None:
+    """Add ``virtio-rng`` (``ira virtio rng LINK`` reads it)."""
+    types.register(
+        DeviceType(
+            "virtio-rng",
+            _virtio_rng,
+            "virtio entropy (virtio 1.2 §5.4)",
+            (
+                Option(
+                    "seed",
+                    int,
+                    "repeatable bytes from random.Random(seed); default: the OS's entropy",
+                ),
+            ),
+        )
+    )
