@@ -1,4 +1,11 @@
-"""``ira board serve LINK [--profile FILE] [--tap NAME --ip CIDR [--mtu N]]``: a board.
+"""``ira board serve [LINK] [--profile FILE] [--tap NAME --ip CIDR [--mtu N]]``: a board.
+
+A profile (docs/PROFILES.md) may hold everything: the link (``[link]``: spec,
+baud, flow control), the network interface (``[net]``: TAP name, address,
+MTU) and the devices; ``ira board serve --profile FILE`` then needs no other
+argument.  LINK, ``--baud``, ``--flow-control``, ``--tap``, ``--ip``, ``--mtu``
+and ``--no-offload`` override the profile's values.  The whole profile is
+checked before anything is opened; an error names the file, line and key.
 
 The board runs until SIGINT or SIGTERM.  Hotswap by hand: edit the profile and
 send SIGHUP (``kill -HUP PID``; the PID is printed at start).  The board
@@ -35,6 +42,7 @@ import os
 import signal
 import sys
 import threading
+from dataclasses import replace
 from types import FrameType
 from typing import assert_never
 
@@ -42,7 +50,18 @@ from ira.errors import ConfigError
 from ira.runtime import BoardService, ProfileChange
 from ira.runtime.network import BoardNet, tap_settings
 from ira.runtime.port import PortBack, PortEvent, PortLost, PortWaiting
-from ira.runtime.profile import DEFAULT_PROFILE, DeviceSpec, Profile, load_profile
+from ira.runtime.profile import (
+    DEFAULT_PROFILE,
+    MAX_BAUD,
+    MIN_BAUD,
+    DeviceSpec,
+    FlowControl,
+    NetSettings,
+    Profile,
+    load_profile,
+)
+from ira.runtime.tap import TAP_MAX_MTU
+from ira.wire.venet import MIN_MTU
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -59,8 +78,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    serve.add_argument("link", metavar="LINK", help="link spec, e.g. /dev/ttyUSB0 or a pty path")
+    serve.add_argument(
+        "link",
+        metavar="LINK",
+        nargs="?",
+        help="link spec, e.g. /dev/ttyUSB0 or a pty path (default: the profile's [link] spec)",
+    )
     serve.add_argument("--profile", metavar="FILE", help="board profile (TOML)")
+    serve.add_argument("--baud", type=int, metavar="N", help="serial line rate (the profile's)")
+    serve.add_argument(
+        "--flow-control",
+        choices=[f.value for f in FlowControl],
+        help="serial flow control (the profile's, else none)",
+    )
     add_net_arguments(serve)
     add_reconnect_argument(serve)
     serve.add_argument(
@@ -121,32 +151,60 @@ def _describe(change: ProfileChange) -> str:
     return " ".join(parts) or "no change"
 
 
-def _load(path: str | None, *, net: bool) -> Profile:
-    """The profile, with a ``virtio-net`` device ``net0`` added if ``net`` and it has none."""
+def _load(path: str | None, args: argparse.Namespace) -> Profile:
+    """The profile with the command line's overrides; a ``virtio-net`` device ``net0``
+    is added when there is a network interface and the profile has no such device."""
     profile = DEFAULT_PROFILE if path is None else load_profile(path)
-    if net and not any(spec.type == "virtio-net" for spec in profile.devices):
-        spec = DeviceSpec(name="net0", type="virtio-net")
-        profile = Profile(profile.board, (*profile.devices, spec))
-    return profile
+    link = replace(
+        profile.link,
+        spec=args.link or profile.link.spec,
+        baud=args.baud if args.baud is not None else profile.link.baud,
+        flow_control=(
+            FlowControl(args.flow_control) if args.flow_control else profile.link.flow_control
+        ),
+    )
+    net = profile.net
+    if args.tap is not None:
+        net = NetSettings(args.tap) if net is None else replace(net, tap=args.tap)
+    if net is None:
+        if args.ip is not None or args.mtu is not None or args.no_offload:
+            raise ConfigError(
+                "--ip, --mtu and --no-offload configure the interface of --tap NAME "
+                "(or of the profile's [net]): give --tap too"
+            )
+    else:
+        net = replace(
+            net,
+            address=args.ip if args.ip is not None else net.address,
+            mtu=args.mtu if args.mtu is not None else net.mtu,
+            offloads=net.offloads and not args.no_offload,
+        )
+    devices = profile.devices
+    if net is not None and not any(spec.type == "virtio-net" for spec in devices):
+        devices = (*devices, DeviceSpec(name="net0", type="virtio-net"))
+    return replace(profile, devices=devices, link=link, net=net)
 
 
-def _net_mtu(profile: Profile, mtu: int | None) -> int | None:
-    """``--mtu``, else the profile's network device's ``mtu`` option."""
-    if mtu is not None:
-        return mtu
+def _net_mtu(profile: Profile) -> int | None:
+    """``[net]``'s MTU (or ``--mtu``), else the profile's network device's ``mtu`` option."""
+    if profile.net is not None and profile.net.mtu is not None:
+        return profile.net.mtu
     for spec in profile.devices:
         if spec.type == "virtio-net":
-            value = dict(spec.options).get("mtu")
+            value = spec.option("mtu")
             return value if isinstance(value, int) and not isinstance(value, bool) else None
     return None
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    if args.tap is None and (args.ip is not None or args.mtu is not None):
-        raise ConfigError("--ip and --mtu configure the interface of --tap NAME: give --tap too")
-    net_wanted = args.tap is not None
+    profile = _load(args.profile, args)
+    link_spec = profile.link.link_spec()
+    if args.baud is not None and not MIN_BAUD <= args.baud <= MAX_BAUD:
+        raise ConfigError(f"--baud {args.baud} is out of range ({MIN_BAUD}..{MAX_BAUD})")
+    if args.mtu is not None and not MIN_MTU <= args.mtu <= TAP_MAX_MTU:
+        raise ConfigError(f"--mtu {args.mtu} is out of range ({MIN_MTU}..{TAP_MAX_MTU})")
+    net_settings = profile.net
     give_up_s = give_up_after(args)
-    profile = _load(args.profile, net=net_wanted)
     stop = threading.Event()
     reload = threading.Event()
     #: the loop thread's port lines wait for the header (printed after the board starts)
@@ -154,7 +212,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
     def on_port_event(event: PortEvent) -> None:
         with out_lock:
-            print(describe_port(event, args.link), flush=True)
+            print(describe_port(event, link_spec), flush=True)
 
     def on_stop(signum: int, frame: FrameType | None) -> None:
         stop.set()
@@ -174,20 +232,23 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         with contextlib.ExitStack() as stack:
             net: BoardNet | None = None
-            if net_wanted:
+            if net_settings is not None:
                 settings = tap_settings(
-                    args.tap, args.ip, _net_mtu(profile, args.mtu), offloads=not args.no_offload
+                    net_settings.tap,
+                    net_settings.address,
+                    _net_mtu(profile),
+                    offloads=net_settings.offloads,
                 )
                 # the TAP exists before the link; its frames go to the board's loop thread
                 net = BoardNet.with_tap(
                     settings,
                     profile.board,
                     lambda fn: board.runtime.post(fn),
-                    fixed_mtu=args.mtu is not None,
+                    fixed_mtu=net_settings.mtu is not None,
                 )
                 stack.callback(net.close)
             board = BoardService(
-                args.link,
+                link_spec,
                 profile,
                 on_event=None if net is None else net.on_event,
                 net_port=None if net is None else net.port_for,
@@ -198,14 +259,15 @@ def run_serve(args: argparse.Namespace) -> int:
             with out_lock:
                 stack.enter_context(board)
                 print(
-                    f"board {profile.board} serving on {args.link} (pid {os.getpid()}; "
+                    f"board {profile.board} serving on {link_spec} (pid {os.getpid()}; "
                     f"SIGHUP reloads the profile): {names}",
                     flush=True,
                 )
                 if net is not None:
                     port = net.loop_port
                     print(
-                        f"interface {port.name} {args.ip or '(no address)'} mtu {port.mtu}"
+                        f"interface {port.name} {' '.join(settings.addresses) or '(no address)'} "
+                        f"mtu {port.mtu}"
                         f"{'' if port.vnet_hdr else ' (no offloads)'}",
                         flush=True,
                     )
@@ -216,11 +278,21 @@ def run_serve(args: argparse.Namespace) -> int:
                     reload.clear()
                     stop.clear()
                     try:
-                        change = board.apply_profile(_load(args.profile, net=net_wanted))
+                        reloaded = _load(args.profile, args)
+                        change = board.apply_profile(reloaded)
                     except ConfigError as exc:
                         print(f"ira board: reload refused: {exc}", file=sys.stderr, flush=True)
                         continue
-                    print(f"profile reloaded: {_describe(change)}", flush=True)
+                    kept = [
+                        f"[{name}]"
+                        for name, old, new in (
+                            ("link", profile.link, reloaded.link),
+                            ("net", profile.net, reloaded.net),
+                        )
+                        if old != new
+                    ]
+                    note = f" ({' and '.join(kept)} kept until a restart)" if kept else ""
+                    print(f"profile reloaded: {_describe(change)}{note}", flush=True)
                 elif stop.is_set():
                     break
     finally:

@@ -14,17 +14,12 @@ from ira.busmodel.connector import Connector
 from ira.busmodel.counters import ConnectorStatistics
 from ira.busmodel.device import Device
 from ira.busmodel.events import ConnectorEvent, HostRegistered
+from ira.busmodel.registry import DeviceContext, DeviceSpec
 from ira.link.config import LinkConfig
 from ira.link.events import LinkDown, LinkUp, PeerRestarted, SessionLost
 from ira.runtime.base import LinkService, link_numbers
 from ira.runtime.port import PortEvent
-from ira.runtime.profile import (
-    DEFAULT_PROFILE,
-    DeviceContext,
-    DeviceSpec,
-    Profile,
-    build_device,
-)
+from ira.runtime.profile import DEFAULT_PROFILE, Profile, standard_device_types
 from ira.transports.base import Transport
 from ira.venet.netspec import NetPort
 
@@ -60,7 +55,7 @@ class BoardService(LinkService):
         loop thread); ``give_up_after_s``: see ``LinkService``."""
         super().__init__(link, link_config, rng, give_up_after_s)
         self._on_port_event = on_port_event
-        self._net_port = net_port
+        self._types = standard_device_types(net_port)
         self._profile = profile
         self._on_event = on_event
         self.connector = Connector(connector_config)
@@ -114,7 +109,6 @@ class BoardService(LinkService):
             board=profile.board,
             started_at=self._started_at,
             link_statistics=lambda: link_numbers(runtime),
-            net_port=self._net_port,
         )
         removed: list[str] = []
         for name, (spec, board, device_id) in list(self._installed.items()):
@@ -128,7 +122,7 @@ class BoardService(LinkService):
         for spec in profile.devices:
             if spec.name in self._installed:
                 continue
-            device: Device = build_device(spec, ctx)
+            device: Device = self._types.build(spec, ctx)
             device_id = self.connector.add_device(device, now=now)
             self._installed[spec.name] = (spec, profile.board, device_id)
             added.append(spec.name)

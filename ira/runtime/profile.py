@@ -1,81 +1,149 @@
-"""Board profiles: which devices a board exposes (a small TOML file).
+"""Board profiles: everything a board needs, in one TOML file (docs/PROFILES.md).
 
 ::
 
-    board = "bb-1"              # the board's name (board-info reports it)
+    board = "bb-1"                # the board's name (board-info reports it)
 
-    [[device]]
-    type = "board-info"
+    [link]                        # how the board reaches its host
+    spec = "/dev/ttyUSB0"         # a device path or link URL (``ira board serve LINK``)
+    baud = 115200                 # serial ports: line rate
+    flow_control = "rtscts"       # serial ports: "none" or "rtscts"
+
+    [net]                         # a TAP bridged to the board's virtio-net device
+    tap = "ira0"
+    address = "10.0.0.1/24"
+    mtu = 1500
 
     [[device]]
     type = "echo"
 
     [[device]]
-    type = "counter"
-    name = "counter-a"          # optional; tells two devices of one type apart
+    type = "virtio-net"
+    options = { header_delta = true }
 
-    [[device]]
-    type = "counter"
-    name = "counter-b"
-    options = {}                # per-type options (the stock devices take none)
+Device types come from a ``DeviceTypes`` registry that each layer fills in
+(``standard_device_types()``); each ``[[device]]`` is checked against its type
+(options, their types and ranges) here, before anything is built or opened.
+Each device is known by its ``name`` (default: its type), unique in the
+profile.  Reloading a profile on a running board (``ira board serve`` does it
+on SIGHUP) removes the devices whose name is gone or whose entry changed and
+adds the new ones; the others stay as they are, handles and all.
 
-    [[device]]
-    type = "virtio-net"         # a network interface on each end (ira.venet)
-    options = { mtu = 9000 }    # mac (the host's; default derived from the board's
-                                # name), mtu (68..65535, default 1500), offloads,
-                                # header_delta (true: offer header compression)
-
-    [[device]]
-    type = "virtio-rng"         # virtio entropy (ira.virtio.entropy): `ira virtio rng LINK`
-    options = { seed = 1 }      # optional: repeatable bytes; default: the OS's entropy
-
-Each device is known by its ``name`` (default: its type), which must be unique
-in the profile.  Reloading a profile on a running board (``ira board serve``
-does it on SIGHUP) removes the devices whose name is gone or whose entry
-changed and adds the new ones; the others stay as they are, handles and all.
-
-Parsing is pure: ``parse_profile(text)``; ``load_profile(path)`` reads the
-file first.  A malformed profile raises ``ConfigError`` with one line naming
-the key.
+Parsing is pure: ``parse_profile(text, source=...)``; ``load_profile(path)``
+reads the file first.  A malformed profile raises ``ConfigError`` with one
+line ``FILE:LINE: KEY: what is wrong``.
 """
 
 from __future__ import annotations
 
-import random
+import enum
+import re
 import tomllib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+import urllib.parse
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ira.busmodel.device import Device
-from ira.busmodel.devices import BoardInfo, CountingDevice, Echo, RingLoopback
+from ira.busmodel import devices
+from ira.busmodel.registry import DeviceSpec, DeviceTypes, OptionValue
 from ira.errors import ConfigError
-from ira.venet.device import VirtioNetDevice
-from ira.venet.netspec import DEFAULT_MTU, NetPort, generated_mac, parse_mac
-from ira.virtio.entropy import Entropy
+from ira.runtime.tap import TAP_MAX_MTU, TapConfig, parse_cidr
+from ira.runtime.tomlkeys import KeyPath, format_key, key_lines, line_of
+from ira.venet import device as venet_device
+from ira.venet.device import NetPortFor
+from ira.virtio import entropy
+from ira.wire.venet import MIN_MTU
+
+__all__ = [
+    "DEFAULT_BOARD",
+    "DEFAULT_PROFILE",
+    "DeviceSpec",
+    "FlowControl",
+    "LinkSettings",
+    "NetSettings",
+    "Profile",
+    "load_profile",
+    "parse_profile",
+    "standard_device_types",
+]
 
 #: the board name when a profile names none
 DEFAULT_BOARD = "ira-board"
+#: line rates a profile may ask for (bits per second)
+MIN_BAUD, MAX_BAUD = 50, 12_000_000
+
+
+class FlowControl(enum.Enum):
+    """Flow control of a serial link."""
+
+    NONE = "none"
+    #: RTS/CTS hardware flow control
+    RTSCTS = "rtscts"
 
 
 @dataclass(frozen=True, slots=True)
-class DeviceSpec:
-    """One ``[[device]]`` entry."""
+class LinkSettings:
+    """``[link]``: how the board reaches its host."""
 
-    #: unique within the profile; what a reload matches devices by
-    name: str
-    #: the device type string (a key of ``DEVICE_TYPES``)
-    type: str
-    #: per-type options, sorted by key
-    options: tuple[tuple[str, str | int | float | bool], ...] = ()
+    #: a device path or link URL; None: the command line must give one
+    spec: str | None = None
+    #: serial ports: line rate; None: the spec's (else 115200)
+    baud: int | None = None
+    #: serial ports: None: the spec's (else none)
+    flow_control: FlowControl | None = None
+
+    def link_spec(self, spec: str | None = None) -> str:
+        """The link spec to open: ``spec`` (a command line's) else ours, with baud and
+        flow control added as ``serial://`` options; ``ConfigError`` if there is none."""
+        spec = spec or self.spec
+        if not spec:
+            raise ConfigError(
+                "no link: give LINK on the command line or spec in the profile's [link]"
+            )
+        options = []
+        if self.baud is not None:
+            options.append(("baud", str(self.baud)))
+        if self.flow_control is not None:
+            options.append(("rtscts", "1" if self.flow_control is FlowControl.RTSCTS else "0"))
+        if not options:
+            return spec
+        if "://" not in spec:
+            return f"serial://{spec}?{urllib.parse.urlencode(options)}"
+        scheme, rest = spec.split("://", 1)
+        if scheme.lower() != "serial":
+            raise ConfigError(
+                f"baud and flow_control apply to serial ports, not to {spec!r}: "
+                "leave them out of [link]"
+            )
+        given = urllib.parse.parse_qsl(urllib.parse.urlsplit(spec).query)
+        twice = sorted({k for k, _ in given} & {k for k, _ in options})
+        if twice:
+            raise ConfigError(f"{twice[0]} is given both in {spec!r} and in [link]: give it once")
+        sep = "&" if "?" in rest else "?"
+        return f"{spec}{sep}{urllib.parse.urlencode(options)}"
+
+
+@dataclass(frozen=True, slots=True)
+class NetSettings:
+    """``[net]``: a TAP interface bridged to the board's ``virtio-net`` device."""
+
+    #: the TAP's name (1-15 bytes)
+    tap: str
+    #: its address with prefix length; None: no address
+    address: str | None = None
+    #: its MTU, which the device then offers the host too; None: the device's option
+    mtu: int | None = None
+    #: carry virtio-net headers and offer checksum/GSO offloads
+    offloads: bool = True
 
 
 @dataclass(frozen=True, slots=True)
 class Profile:
-    """A board's name and the devices it exposes, in order."""
+    """A board: its name, its link, its network interface and its devices, in order."""
 
     board: str = DEFAULT_BOARD
     devices: tuple[DeviceSpec, ...] = ()
+    link: LinkSettings = field(default_factory=LinkSettings)
+    net: NetSettings | None = None
 
     def device(self, name: str) -> DeviceSpec | None:
         for spec in self.devices:
@@ -83,70 +151,6 @@ class Profile:
                 return spec
         return None
 
-
-@dataclass(frozen=True, slots=True)
-class DeviceContext:
-    """What a device factory may use besides its options."""
-
-    board: str
-    #: monotonic seconds when the board started
-    started_at: float
-    #: the link core's statistics, for board-info
-    link_statistics: Callable[[], Mapping[str, int | float]] | None = None
-    #: the network interface a ``virtio-net`` device bridges to, if the board has one
-    net_port: Callable[[DeviceSpec], NetPort | None] | None = None
-
-
-DeviceFactory = Callable[[DeviceSpec, DeviceContext], Device]
-
-
-def _board_info(spec: DeviceSpec, ctx: DeviceContext) -> Device:
-    return BoardInfo(ctx.board, started_at=ctx.started_at, link_statistics=ctx.link_statistics)
-
-
-def _virtio_net(spec: DeviceSpec, ctx: DeviceContext) -> Device:
-    options = dict(spec.options)
-    mac, mtu, offloads, header_delta = (
-        options.get("mac"),
-        options.get("mtu", DEFAULT_MTU),
-        options.get("offloads", True),
-        options.get("header_delta", True),
-    )
-    if not isinstance(mtu, int) or isinstance(mtu, bool):
-        raise ConfigError(f"{spec.name}: options.mtu must be an integer")
-    if not isinstance(offloads, bool):
-        raise ConfigError(f"{spec.name}: options.offloads must be true or false")
-    if not isinstance(header_delta, bool):
-        raise ConfigError(f"{spec.name}: options.header_delta must be true or false")
-    if mac is not None and not isinstance(mac, str):
-        raise ConfigError(f"{spec.name}: options.mac must be a string like 02:00:00:00:00:01")
-    return VirtioNetDevice(
-        generated_mac(ctx.board, spec.name) if mac is None else parse_mac(mac),
-        mtu=mtu,
-        port=ctx.net_port(spec) if ctx.net_port is not None else None,
-        offloads=offloads,
-        header_delta=header_delta,
-    )
-
-
-def _virtio_rng(spec: DeviceSpec, ctx: DeviceContext) -> Device:
-    seed = dict(spec.options).get("seed")
-    if seed is None:
-        return Entropy(random.SystemRandom())
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ConfigError(f"{spec.name}: options.seed must be an integer")
-    return Entropy(random.Random(seed))
-
-
-#: device type -> (factory, allowed option names)
-DEVICE_TYPES: dict[str, tuple[DeviceFactory, frozenset[str]]] = {
-    "board-info": (_board_info, frozenset()),
-    "echo": (lambda spec, ctx: Echo(), frozenset()),
-    "counter": (lambda spec, ctx: CountingDevice(), frozenset()),
-    "ring-loopback": (lambda spec, ctx: RingLoopback(), frozenset()),
-    "virtio-net": (_virtio_net, frozenset({"mac", "mtu", "offloads", "header_delta"})),
-    "virtio-rng": (_virtio_rng, frozenset({"seed"})),
-}
 
 #: what a board exposes when no profile is given
 DEFAULT_PROFILE = Profile(
@@ -157,73 +161,194 @@ DEFAULT_PROFILE = Profile(
 )
 
 
-def build_device(spec: DeviceSpec, ctx: DeviceContext) -> Device:
-    """A new device model for ``spec``."""
-    factory, _ = DEVICE_TYPES[spec.type]
-    return factory(spec, ctx)
+def standard_device_types(net_port: NetPortFor | None = None) -> DeviceTypes:
+    """Every layer's device types; ``virtio-net`` devices bridge to ``net_port(spec)``."""
+    types = DeviceTypes()
+    devices.register_device_types(types)
+    entropy.register_device_types(types)
+    venet_device.register_device_types(types, net_port)
+    return types
 
 
-def parse_profile(text: str, *, source: str = "profile") -> Profile:
-    """Parse a profile; ``ConfigError`` (one line naming the key) when malformed."""
+class _Reader:
+    """One profile text being checked: every error names the source, line and key."""
+
+    def __init__(self, text: str, source: str) -> None:
+        self.source = source
+        self.text = text
+        self._lines: dict[KeyPath, int] | None = None
+
+    def error(self, path: KeyPath, why: str) -> ConfigError:
+        if self._lines is None:
+            self._lines = key_lines(self.text)
+        line = line_of(self._lines, path)
+        key = format_key(path)
+        return ConfigError(f"{self.source}:{line}: {key}: {why}")
+
+    def table(self, data: dict[str, object], path: KeyPath, allowed: tuple[str, ...]) -> None:
+        for key in data:
+            if key not in allowed:
+                raise self.error((*path, key), f"unknown key; expected {', '.join(allowed)}")
+
+    def string(self, data: dict[str, object], path: KeyPath, key: str) -> str | None:
+        value = data.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value:
+            raise self.error((*path, key), "must be a non-empty string")
+        return value
+
+    def integer(
+        self, data: dict[str, object], path: KeyPath, key: str, low: int, high: int
+    ) -> int | None:
+        value = data.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise self.error((*path, key), f"must be an integer ({low}..{high})")
+        if not low <= value <= high:
+            raise self.error((*path, key), f"{value} is out of range ({low}..{high})")
+        return value
+
+    def boolean(self, data: dict[str, object], path: KeyPath, key: str) -> bool | None:
+        value = data.get(key)
+        if value is not None and not isinstance(value, bool):
+            raise self.error((*path, key), "must be true or false")
+        return value
+
+
+def parse_profile(
+    text: str, *, source: str = "profile", types: DeviceTypes | None = None
+) -> Profile:
+    """Parse and check a profile against ``types`` (default: ``standard_device_types()``);
+    ``ConfigError`` (one line: source, line, key) when it is not valid."""
+    types = types or standard_device_types()
+    reader = _Reader(text, source)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
-    unknown = sorted(set(data) - {"board", "device"})
-    if unknown:
-        raise ConfigError(f"{source}: unknown key {unknown[0]!r}; expected 'board' and [[device]]")
-    board = data.get("board", DEFAULT_BOARD)
-    if not isinstance(board, str) or not board:
-        raise ConfigError(f"{source}: 'board' must be a non-empty string")
-    entries = data.get("device", [])
+        raise _syntax_error(text, source, exc) from None
+    reader.table(data, (), ("board", "link", "net", "device"))
+    board = reader.string(data, (), "board") or DEFAULT_BOARD
+    return Profile(
+        board=board,
+        devices=_devices(reader, data.get("device", []), types),
+        link=_link(reader, data.get("link", {})),
+        net=_net(reader, data.get("net")),
+    )
+
+
+def _syntax_error(text: str, source: str, exc: tomllib.TOMLDecodeError) -> ConfigError:
+    """tomllib's message ends "(at line L, column C)": lead with the line and its key."""
+    message = str(exc)
+    found = re.search(r"\(at line (\d+), column (\d+)\)$", message)
+    if found is None:
+        return ConfigError(f"{source}:1: not valid TOML: {message}")
+    number = int(found.group(1))
+    what = message[: found.start()].rstrip()
+    lines = text.splitlines()
+    written = lines[number - 1] if 0 < number <= len(lines) else ""
+    key = re.match(r"\s*([^=\s\[\]]+)\s*=", written)
+    where = f" {key.group(1)}:" if key else ""
+    return ConfigError(
+        f"{source}:{number}:{where} not valid TOML: {what} (column {found.group(2)})"
+    )
+
+
+def _link(reader: _Reader, data: object) -> LinkSettings:
+    path: KeyPath = ("link",)
+    if not isinstance(data, dict):
+        raise reader.error(path, "must be a table ([link])")
+    reader.table(data, path, ("spec", "baud", "flow_control"))
+    flow = data.get("flow_control")
+    if flow is not None and flow not in {f.value for f in FlowControl}:
+        why = (
+            "xonxoff cannot carry binary frames (they contain the XON/XOFF bytes)"
+            if flow == "xonxoff"
+            else "must be one of"
+        )
+        raise reader.error((*path, "flow_control"), f'{why}: use "none" or "rtscts"')
+    return LinkSettings(
+        spec=reader.string(data, path, "spec"),
+        baud=reader.integer(data, path, "baud", MIN_BAUD, MAX_BAUD),
+        flow_control=None if flow is None else FlowControl(flow),
+    )
+
+
+def _net(reader: _Reader, data: object) -> NetSettings | None:
+    path: KeyPath = ("net",)
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise reader.error(path, "must be a table ([net])")
+    reader.table(data, path, ("tap", "address", "mtu", "offloads"))
+    tap = reader.string(data, path, "tap")
+    if tap is None:
+        raise reader.error((*path, "tap"), 'missing: name the TAP interface, e.g. tap = "ira0"')
+    try:
+        TapConfig(name=tap)
+    except ConfigError as exc:
+        raise reader.error((*path, "tap"), str(exc)) from None
+    address = reader.string(data, path, "address")
+    if address is not None:
+        try:
+            parse_cidr(address)
+        except ConfigError as exc:
+            raise reader.error((*path, "address"), str(exc)) from None
+    offloads = reader.boolean(data, path, "offloads")
+    return NetSettings(
+        tap=tap,
+        address=address,
+        mtu=reader.integer(data, path, "mtu", MIN_MTU, TAP_MAX_MTU),
+        offloads=True if offloads is None else offloads,
+    )
+
+
+def _devices(reader: _Reader, entries: object, types: DeviceTypes) -> tuple[DeviceSpec, ...]:
     if not isinstance(entries, list):
-        raise ConfigError(f"{source}: 'device' must be an array of tables ([[device]])")
-    devices: list[DeviceSpec] = []
+        raise reader.error(("device",), "must be an array of tables ([[device]])")
+    specs: list[DeviceSpec] = []
     names: set[str] = set()
     for index, entry in enumerate(entries):
-        spec = _device_spec(entry, f"{source}: device[{index}]")
+        path: KeyPath = ("device", index)
+        spec = _device_spec(reader, entry, path, types)
         if spec.name in names:
-            raise ConfigError(
-                f"{source}: device[{index}].name: {spec.name!r} is used twice; "
-                "give each device of one type its own name"
+            raise reader.error(
+                (*path, "name"),
+                f"{spec.name!r} is used twice; give each device of one type its own name",
             )
         names.add(spec.name)
-        devices.append(spec)
-    return Profile(board=board, devices=tuple(devices))
+        specs.append(spec)
+    return tuple(specs)
 
 
-def _device_spec(entry: object, where: str) -> DeviceSpec:
+def _device_spec(reader: _Reader, entry: object, path: KeyPath, types: DeviceTypes) -> DeviceSpec:
     if not isinstance(entry, dict):
-        raise ConfigError(f"{where}: must be a table")
-    unknown = sorted(set(entry) - {"type", "name", "options"})
-    if unknown:
-        raise ConfigError(f"{where}.{unknown[0]}: unknown key; use type, name and options")
+        raise reader.error(path, "must be a table")
+    reader.table(entry, path, ("type", "name", "options"))
     dtype = entry.get("type")
     if not isinstance(dtype, str):
-        raise ConfigError(f"{where}.type: missing; one of {', '.join(sorted(DEVICE_TYPES))}")
-    if dtype not in DEVICE_TYPES:
-        raise ConfigError(
-            f"{where}.type: unknown device type {dtype!r}; one of {', '.join(sorted(DEVICE_TYPES))}"
-        )
+        raise reader.error((*path, "type"), f"missing; one of {', '.join(types.names())}")
     name = entry.get("name", dtype)
     if not isinstance(name, str) or not name:
-        raise ConfigError(f"{where}.name: must be a non-empty string")
+        raise reader.error((*path, "name"), "must be a non-empty string")
     options = entry.get("options", {})
     if not isinstance(options, dict):
-        raise ConfigError(f"{where}.options: must be a table")
-    allowed = DEVICE_TYPES[dtype][1]
+        raise reader.error((*path, "options"), "must be a table")
+    given: list[tuple[str, OptionValue]] = []
     for key, value in sorted(options.items()):
-        if key not in allowed:
-            shown = ", ".join(sorted(allowed)) or "none"
-            raise ConfigError(
-                f"{where}.options.{key}: not an option of {dtype!r} (options: {shown})"
-            )
         if not isinstance(value, str | int | float | bool):
-            raise ConfigError(f"{where}.options.{key}: must be a string, number or boolean")
-    return DeviceSpec(name=name, type=dtype, options=tuple(sorted(options.items())))
+            raise reader.error((*path, "options", key), "must be a string, number or boolean")
+        given.append((key, value))
+    spec = DeviceSpec(name=name, type=dtype, options=tuple(given))
+    problem = types.problem(spec)
+    if problem is not None:
+        keys, why = problem
+        raise reader.error((*path, *keys), why)
+    return spec
 
 
-def load_profile(path: str | Path) -> Profile:
+def load_profile(path: str | Path, *, types: DeviceTypes | None = None) -> Profile:
     """Read and parse a profile file."""
     p = Path(path)
     try:
@@ -232,4 +357,4 @@ def load_profile(path: str | Path) -> Profile:
         raise ConfigError(f"{p}: cannot read the profile: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{p}: the profile is not UTF-8 text") from None
-    return parse_profile(text, source=str(p))
+    return parse_profile(text, source=str(p), types=types)
