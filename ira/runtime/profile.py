@@ -239,20 +239,21 @@ def parse_profile(
 
 
 def _syntax_error(text: str, source: str, exc: tomllib.TOMLDecodeError) -> ConfigError:
-    """tomllib's message ends "(at line L, column C)": lead with the line and its key."""
+    """tomllib's message ends "(at line L, column C)" or "(at end of document)": lead
+    with the line and the key written on it."""
     message = str(exc)
-    found = re.search(r"\(at line (\d+), column (\d+)\)$", message)
+    lines = text.splitlines()
+    found = re.search(r"\s*\(at (?:line (\d+), column (\d+)|end of document)\)$", message)
     if found is None:
         return ConfigError(f"{source}:1: not valid TOML: {message}")
-    number = int(found.group(1))
-    what = message[: found.start()].rstrip()
-    lines = text.splitlines()
+    number = int(found.group(1)) if found.group(1) else max(len(lines), 1)
+    what = message[: found.start()]
+    if found.group(2):
+        what += f" (column {found.group(2)})"
     written = lines[number - 1] if 0 < number <= len(lines) else ""
     key = re.match(r"\s*([^=\s\[\]]+)\s*=", written)
     where = f" {key.group(1)}:" if key else ""
-    return ConfigError(
-        f"{source}:{number}:{where} not valid TOML: {what} (column {found.group(2)})"
-    )
+    return ConfigError(f"{source}:{number}:{where} not valid TOML: {what}")
 
 
 def _link(reader: _Reader, data: object) -> LinkSettings:

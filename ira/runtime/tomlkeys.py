@@ -52,9 +52,9 @@ def key_lines(text: str) -> dict[KeyPath, int]:
             if header.group(1) == "[[":
                 index = arrays.get(path, -1) + 1
                 arrays[path] = index
-                table = (*path, index)
+                table = (*_within_arrays(arrays, path[:-1]), path[-1], index)
             else:
-                table = path
+                table = _within_arrays(arrays, path)
             _record(lines, table, number)
             continue
         assign = _ASSIGN.match(line)
@@ -70,6 +70,18 @@ def key_lines(text: str) -> dict[KeyPath, int]:
             if value.count(quote) % 2:
                 in_string = quote
     return lines
+
+
+def _within_arrays(arrays: dict[tuple[str, ...], int], path: tuple[str, ...]) -> KeyPath:
+    """``path`` of a header with the current element of each array of tables it passes
+    (``[device.options]`` after the second ``[[device]]`` is ``device[1].options``)."""
+    out: list[str | int] = []
+    for end in range(1, len(path) + 1):
+        out.append(path[end - 1])
+        index = arrays.get(path[:end])
+        if index is not None:
+            out.append(index)
+    return tuple(out)
 
 
 def _record(lines: dict[KeyPath, int], path: KeyPath, number: int) -> None:

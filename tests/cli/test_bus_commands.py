@@ -124,3 +124,86 @@ def test_host_serve_logs_devices_of_several_links(tmp_path: Path) -> None:
     for link in (one.path_b, two.path_b):
         assert f"{link}: + device 2 echo v1" in lines
         assert f"{link}: ready: 4 devices" in lines
+
+
+def _wait_line(proc: subprocess.Popen[str], prefix: str) -> str:
+    assert proc.stdout is not None
+    while line := proc.stdout.readline():
+        if line.startswith(prefix):
+            return line.strip()
+    raise AssertionError(
+        f"no line starting {prefix!r}; stderr: {proc.stderr and proc.stderr.read()}"
+    )
+
+
+def test_a_profile_with_its_link_runs_a_board_with_no_other_argument(
+    cable: NullModem, tmp_path: Path
+) -> None:
+    profile = tmp_path / "profile.toml"
+    text = (
+        "board = 'bb-2'\n\n[link]\nspec = '{spec}'\nbaud = {baud}\nflow_control = 'none'\n\n"
+        "[[device]]\ntype = 'echo'\n"
+    )
+    profile.write_text(text.format(spec=cable.path_a, baud=115200), encoding="utf-8")
+    board = _ira("board", "serve", "--profile", str(profile))
+    try:
+        line = _wait_line(board, "board bb-2 serving on")
+        assert f"serial://{cable.path_a}?baud=115200&rtscts=0" in line
+        with HostClient(cable.path_b) as host:
+            assert [d.type for d in host.wait_ready()] == ["echo"]
+            assert host.ping(b"x" * 16).payload == b"x" * 16
+            # a reload applies the devices; the link it runs on stays until a restart
+            text += "[[device]]\ntype = 'counter'\n"
+            profile.write_text(text.format(spec=cable.path_a, baud=9600), encoding="utf-8")
+            board.send_signal(signal.SIGHUP)
+            assert host.wait_for(lambda ds: len(ds) == 2, timeout_s=2.0)
+            line = _wait_line(board, "profile reloaded:")
+            assert line == "profile reloaded: +counter ([link] kept until a restart)"
+        board.send_signal(signal.SIGTERM)
+        assert board.wait(5) == 0
+    finally:
+        board.kill()
+        board.wait()
+
+
+def test_the_command_line_overrides_the_profiles_link(cable: NullModem, tmp_path: Path) -> None:
+    profile = tmp_path / "profile.toml"
+    profile.write_text("board = 'bb-3'\n[link]\nspec = '/dev/ira-no-such-port'\n", encoding="utf-8")
+    board = _ira("board", "serve", cable.path_a, "--profile", str(profile))
+    try:
+        assert f"serving on {cable.path_a} " in _wait_line(board, "board bb-3 serving on")
+        with HostClient(cable.path_b) as host:
+            assert [d.type for d in host.wait_ready()] == []
+        board.send_signal(signal.SIGTERM)
+        assert board.wait(5) == 0
+    finally:
+        board.kill()
+        board.wait()
+
+
+@pytest.mark.parametrize(
+    ("text", "argv", "message"),
+    [
+        ("board = 'b'\n", [], "no link: give LINK on the command line or spec in"),
+        ("[link]\nspec = 'socket://localhost:1'\nbaud = 9600\n", [], "apply to serial ports"),
+        (
+            "[link]\nspec = 'x'\n\n[net]\ntap = 'ira0'\nmtu = 9\n",
+            [],
+            "PROFILE:6: net.mtu: 9 is out",
+        ),
+        ("[link]\nspec = 'x'\n", ["--ip", "10.0.0.1/24"], "give --tap too"),
+        ("[link]\nspec = 'x'\n", ["--baud", "7"], "--baud 7 is out of range"),
+    ],
+)
+def test_a_profile_or_flag_that_cannot_work_is_one_line_and_exit_2(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    text: str,
+    argv: list[str],
+    message: str,
+) -> None:
+    profile = tmp_path / "profile.toml"
+    profile.write_text(text, encoding="utf-8")
+    assert main(["board", "serve", "--profile", str(profile), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message.replace("PROFILE", str(profile)) in err, err
