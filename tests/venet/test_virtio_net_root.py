@@ -96,8 +96,12 @@ def rig(
     board_args: tuple[str, ...] = (),
     baud: int | None = None,
     ber: float = 0.0,
+    profile: str | None = None,
 ) -> Iterator[Rig]:
-    """A board and a host serving TAPs in two namespaces, until the host has carrier."""
+    """A board and a host serving TAPs in two namespaces, until the host has carrier.
+
+    With ``profile`` (a board profile with ``{link}`` for the board's end of the
+    null-modem) the board runs ``ira board serve --profile FILE`` and nothing else."""
     require_root_support(ping=True)
     names: list[str] = []
     with ExitStack() as stack:
@@ -107,6 +111,10 @@ def rig(
         names += [board_ns.name, host_ns.name]
         log = tmp_path / "ira.log"
         board_argv = ["board", "serve", nm.path_a, "--tap", TAP, "--ip", f"{BOARD_IP}/24"]
+        if profile is not None:
+            path = tmp_path / "profile.toml"
+            path.write_text(profile.format(link=nm.path_a), encoding="utf-8")
+            board_argv = ["board", "serve", "--profile", str(path)]
         r = Rig(nm, board_ns, host_ns, [*board_argv, *board_args], log)
         r.start_board()
         wait_for("the board's TAP", lambda: carrier(board_ns) is not None, 10.0, log)
@@ -187,6 +195,36 @@ def test_ping_20_and_16_mib_of_tcp(tmp_path: Path) -> None:
         back = os.urandom(4 << 20)
         count, digest, _ = transfer(r.board_ns, r.host_ns, HOST_IP, back)
         assert (count, digest) == (len(back), sha256(back))
+
+
+PROFILE = f"""
+board = "bb-profile"
+
+[link]
+spec = "{{link}}"
+baud = 115200
+
+[net]
+tap = "{TAP}"
+address = "{BOARD_IP}/24"
+mtu = 4000
+
+[[device]]
+type = "board-info"
+
+[[device]]
+type = "virtio-net"
+"""
+
+
+def test_a_profile_with_link_and_net_runs_the_board_alone(tmp_path: Path) -> None:
+    """``ira board serve --profile FILE``: the link, the TAP, its address and MTU from the file."""
+    with rig(tmp_path, profile=PROFILE) as r:
+        for ns in (r.board_ns, r.host_ns):
+            assert " mtu 4000 " in ns.run(["ip", "-o", "link", "show", TAP]).stdout.decode()
+        address = r.board_ns.run(["ip", "-o", "addr", "show", TAP]).stdout.decode()
+        assert f" {BOARD_IP}/24 " in address
+        assert "3 received" in ping(r.host_ns, BOARD_IP, count=3, size=3972)
 
 
 def test_mtu_9000_carries_9000_byte_pings_unfragmented(tmp_path: Path) -> None:
