@@ -63,7 +63,9 @@ class Option:
     def _range(self) -> str:
         if self.minimum is None and self.maximum is None:
             return ""
-        return f" ({self.minimum if self.minimum is not None else ''}..{self.maximum or ''})"
+        low = "" if self.minimum is None else self.minimum
+        high = "" if self.maximum is None else self.maximum
+        return f" ({low}..{high})"
 
 
 @dataclass(frozen=True, slots=True)
