@@ -40,7 +40,9 @@ import enum
 import re
 import tomllib
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from ira.busmodel import devices
@@ -66,6 +68,8 @@ __all__ = [
     "standard_device_types",
 ]
 
+#: the entry-point group other packages register device types in
+ENTRY_POINT_GROUP = "ira.device_types"
 #: the board name when a profile names none
 DEFAULT_BOARD = "ira-board"
 #: line rates a profile may ask for (bits per second)
@@ -162,11 +166,20 @@ DEFAULT_PROFILE = Profile(
 
 
 def standard_device_types(net_port: NetPortFor | None = None) -> DeviceTypes:
-    """Every layer's device types; ``virtio-net`` devices bridge to ``net_port(spec)``."""
+    """Every layer's device types, then those of other packages (each entry point of the
+    group ``ira.device_types`` is a ``register_device_types(types)`` function);
+    ``virtio-net`` devices bridge to ``net_port(spec)``."""
     types = DeviceTypes()
     devices.register_device_types(types)
     entropy.register_device_types(types)
     venet_device.register_device_types(types, net_port)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        dist = ep.dist.name if ep.dist is not None else ep.value
+        try:
+            register: Callable[[DeviceTypes], None] = ep.load()
+        except ImportError as exc:
+            raise ConfigError(f"device types of {dist} cannot be loaded: {exc}") from exc
+        register(types)
     return types
 
 

@@ -223,3 +223,26 @@ def test_every_device_type_and_option_is_documented() -> None:
         assert f"`{dtype.name}`" in text, dtype.name
         for option in dtype.options:
             assert f"`{option.name}`" in text, f"{dtype.name}.{option.name}"
+
+
+def test_other_packages_add_device_types_through_an_entry_point(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dist = tmp_path / "ira_toaster-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: ira-toaster\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[ira.device_types]\ntoaster = ira_toaster:register_device_types\n"
+    )
+    (tmp_path / "ira_toaster.py").write_text(
+        "from ira.busmodel.devices import Echo\n"
+        "from ira.busmodel.registry import DeviceType, Option\n"
+        "def register_device_types(types):\n"
+        "    types.register(DeviceType('toaster', lambda spec, ctx: Echo(), 'toasts',\n"
+        "        (Option('slots', int, 'slots', default=2, minimum=1, maximum=4),)))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    profile = parse_profile("[[device]]\ntype = 'toaster'\noptions = { slots = 4 }")
+    assert profile.devices == (DeviceSpec("toaster", "toaster", (("slots", 4),)),)
+    with pytest.raises(ConfigError, match=r"p:3: device\[0\]\.options\.slots: 5 is out of range"):
+        parse_profile("[[device]]\ntype = 'toaster'\noptions = { slots = 5 }", source="p")
