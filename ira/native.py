@@ -46,6 +46,7 @@ MODULES: tuple[str, ...] = (
     "ira.busmodel.outbox",
     "ira.busmodel.signal",
     "ira.busmodel.requests",
+    "ira.busmodel.counters",
 )
 
 #: the build's record of what it compiled: {module: SHA-256 of its source}
