@@ -217,14 +217,14 @@ class BusMachine(RuleBasedStateMachine):
     @invariant()
     def the_board_holds_no_more_than_its_limits(self) -> None:
         stats = self.pair.board.statistics()
-        assert stats["handles"] <= LIMITS.max_handles
-        assert stats["windows"] <= LIMITS.max_windows
+        assert stats.handles <= LIMITS.max_handles
+        assert stats.windows <= LIMITS.max_windows
 
     @invariant()
     def the_host_holds_a_bounded_state(self) -> None:
         stats = self.pair.host.statistics()
-        assert stats["pending_requests"] <= MAX_PENDING
-        assert stats["devices"] <= 4 + 64  # the board's four, and what a hostile peer may add
+        assert stats.pending_requests <= MAX_PENDING
+        assert stats.devices <= 4 + 64  # the board's four, and what a hostile peer may add
         assert len(self.pair.to_board) + len(self.pair.to_host) <= 10_000
 
 
