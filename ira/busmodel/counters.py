@@ -5,13 +5,16 @@ Each core keeps plain integers while it runs (``ConnectorCounts``,
 a frozen snapshot from ``statistics()`` (``ConnectorStatistics``,
 ``BusStatistics``).  Refused messages and requests are counted by
 ``Refusal``, messages sent by their wire class (``sent[SignalNotify]``).
+``as_dict()`` gives a snapshot the flat names of docs/PROTOCOL.md ("Errors and
+refusals") and the conformance vectors: ``refused_<reason>``, ``refused`` (all
+reasons), ``sent_<MessageClass>``, ``messages_sent`` and one per field.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 
 class Refusal(enum.Enum):
@@ -58,6 +61,22 @@ class Stale(enum.Enum):
     SIGNAL = "stale_signals"
 
 
+def _flat(stats: ConnectorStatistics | BusStatistics) -> dict[str, int]:
+    """The integer fields by name, then refusals, stale traffic and messages sent."""
+    flat: dict[str, int] = {}
+    for f in fields(stats):
+        value = getattr(stats, f.name)
+        if isinstance(value, int):
+            flat[f.name] = value
+    flat["refused"] = stats.refused_total
+    flat.update({f"refused_{r.value}": n for r, n in stats.refused.items()})
+    if isinstance(stats, BusStatistics):
+        flat.update({s.value: n for s, n in stats.stale.items()})
+    flat["messages_sent"] = sum(stats.sent.values())
+    flat.update({f"sent_{t.__name__}": n for t, n in stats.sent.items()})
+    return flat
+
+
 @dataclass(slots=True)
 class ConnectorCounts:
     """The connector's running counters (the core's own; never handed out)."""
@@ -102,6 +121,10 @@ class ConnectorStatistics:
     def refused_total(self) -> int:
         return sum(self.refused.values())
 
+    def as_dict(self) -> dict[str, int]:
+        """The flat names (see the module docstring)."""
+        return _flat(self)
+
 
 @dataclass(slots=True)
 class BusCounts:
@@ -143,3 +166,7 @@ class BusStatistics:
     @property
     def refused_total(self) -> int:
         return sum(self.refused.values())
+
+    def as_dict(self) -> dict[str, int]:
+        """The flat names (see the module docstring)."""
+        return _flat(self)

@@ -56,7 +56,7 @@ class ConnectorBus:
         return [data for _, data in self.connector.messages_to_send()]
 
     def counters(self) -> Mapping[str, int]:
-        return self.connector.statistics()
+        return self.connector.statistics().as_dict()
 
 
 class BoardCore:
@@ -100,7 +100,10 @@ class BoardCore:
 
     def counters(self) -> Mapping[str, int]:
         stats = self.link.statistics()
-        return {**self.connector.statistics(), **{f"drop_{k}": v for k, v in stats.drops.items()}}
+        return {
+            **self.connector.statistics().as_dict(),
+            **{f"drop_{k}": v for k, v in stats.drops.items()},
+        }
 
 
 def _crc_ok(frame: bytes) -> bool:
