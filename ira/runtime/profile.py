@@ -282,11 +282,18 @@ def _link(reader: _Reader, data: object) -> LinkSettings:
             else "must be one of"
         )
         raise reader.error((*path, "flow_control"), f'{why}: use "none" or "rtscts"')
-    return LinkSettings(
+    link = LinkSettings(
         spec=reader.string(data, path, "spec"),
         baud=reader.integer(data, path, "baud", MIN_BAUD, MAX_BAUD),
         flow_control=None if flow is None else FlowControl(flow),
     )
+    if link.spec is not None:
+        try:
+            link.link_spec()
+        except ConfigError as exc:
+            key = "baud" if "baud" in data else "flow_control"
+            raise reader.error((*path, key), str(exc)) from None
+    return link
 
 
 def _net(reader: _Reader, data: object) -> NetSettings | None:

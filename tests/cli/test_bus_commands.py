@@ -185,7 +185,7 @@ def test_the_command_line_overrides_the_profiles_link(cable: NullModem, tmp_path
     ("text", "argv", "message"),
     [
         ("board = 'b'\n", [], "no link: give LINK on the command line or spec in"),
-        ("[link]\nspec = 'socket://localhost:1'\nbaud = 9600\n", [], "apply to serial ports"),
+        ("[link]\nspec = 'socket://localhost:1'\nbaud = 9600\n", [], "PROFILE:3: link.baud: baud"),
         (
             "[link]\nspec = 'x'\n\n[net]\ntap = 'ira0'\nmtu = 9\n",
             [],

@@ -87,6 +87,11 @@ def test_the_default_profile_has_the_stock_devices() -> None:
         ("[link]\nflow_control = 'xonxoff'", "p.toml:2: link.flow_control: xonxoff cannot"),
         ("[link]\nflow_control = 'cts'", "p.toml:2: link.flow_control:"),
         ("[link]\nspec = ''", "p.toml:2: link.spec: must be a non-empty string"),
+        ("[link]\nspec = 'mem://a'\nbaud = 9600", "p.toml:3: link.baud: baud and flow_control"),
+        (
+            "[link]\nspec = 'serial:///dev/ttyS1?rtscts=1'\nflow_control = 'none'",
+            "p.toml:3: link.flow_control: rtscts is given both",
+        ),
         ("[link]\nspec = 'x'\nparity = 'e'", "p.toml:3: link.parity: unknown key"),
         ("[net]\naddress = '10.0.0.1/24'", "p.toml:1: net.tap: missing"),
         ("[net]\ntap = 'a/b'", "p.toml:2: net.tap: bad TAP name"),
