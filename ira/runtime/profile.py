@@ -41,7 +41,7 @@ import re
 import tomllib
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -94,36 +94,62 @@ class LinkSettings:
     baud: int | None = None
     #: serial ports: None: the spec's (else none)
     flow_control: FlowControl | None = None
+    #: a USB gadget board (``ffs://``): the vendor and product ids and the serial number
+    #: it announces; None: the spec's (else ira's test ids, no serial)
+    usb_vid: int | None = None
+    usb_pid: int | None = None
+    usb_serial: str | None = None
 
     def link_spec(self, spec: str | None = None) -> str:
-        """The link spec to open: ``spec`` (a command line's) else ours, with baud and
-        flow control added as ``serial://`` options; ``ConfigError`` if there is none."""
+        """The link spec to open: ``spec`` (a command line's) else ours, with the serial
+        settings added as ``serial://`` options and the USB ones as ``ffs://`` options;
+        ``ConfigError`` if there is no spec or a setting does not apply to it."""
         spec = spec or self.spec
         if not spec:
             raise ConfigError(
                 "no link: give LINK on the command line or spec in the profile's [link]"
             )
-        options = []
-        if self.baud is not None:
-            options.append(("baud", str(self.baud)))
-        if self.flow_control is not None:
-            options.append(("rtscts", "1" if self.flow_control is FlowControl.RTSCTS else "0"))
+        serial = [
+            (key, value)
+            for key, value in (
+                ("baud", None if self.baud is None else str(self.baud)),
+                ("rtscts", _rtscts(self.flow_control)),
+            )
+            if value is not None
+        ]
+        usb = [
+            (key, value)
+            for key, value in (
+                ("vid", None if self.usb_vid is None else f"0x{self.usb_vid:04x}"),
+                ("pid", None if self.usb_pid is None else f"0x{self.usb_pid:04x}"),
+                ("serial", self.usb_serial),
+            )
+            if value is not None
+        ]
+        scheme = spec.split("://", 1)[0].lower() if "://" in spec else "serial"
+        for options, wanted, what in (
+            (serial, "serial", "baud and flow_control apply to serial ports"),
+            (usb, "ffs", "usb_vid, usb_pid and usb_serial apply to a USB gadget (ffs://)"),
+        ):
+            if options and scheme != wanted:
+                raise ConfigError(f"{what}, not to {spec!r}: leave them out of [link]")
+        options = serial + usb
         if not options:
             return spec
         if "://" not in spec:
-            return f"serial://{spec}?{urllib.parse.urlencode(options)}"
-        scheme, rest = spec.split("://", 1)
-        if scheme.lower() != "serial":
-            raise ConfigError(
-                f"baud and flow_control apply to serial ports, not to {spec!r}: "
-                "leave them out of [link]"
-            )
+            spec = f"serial://{spec}"
         given = urllib.parse.parse_qsl(urllib.parse.urlsplit(spec).query)
         twice = sorted({k for k, _ in given} & {k for k, _ in options})
         if twice:
             raise ConfigError(f"{twice[0]} is given both in {spec!r} and in [link]: give it once")
-        sep = "&" if "?" in rest else "?"
+        sep = "&" if "?" in spec.split("://", 1)[1] else "?"
         return f"{spec}{sep}{urllib.parse.urlencode(options)}"
+
+
+def _rtscts(flow_control: FlowControl | None) -> str | None:
+    if flow_control is None:
+        return None
+    return "1" if flow_control is FlowControl.RTSCTS else "0"
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,7 +299,7 @@ def _link(reader: _Reader, data: object) -> LinkSettings:
     path: KeyPath = ("link",)
     if not isinstance(data, dict):
         raise reader.error(path, "must be a table ([link])")
-    reader.table(data, path, ("spec", "baud", "flow_control"))
+    reader.table(data, path, ("spec", "baud", "flow_control", "usb_vid", "usb_pid", "usb_serial"))
     flow = data.get("flow_control")
     if flow is not None and flow not in {f.value for f in FlowControl}:
         why = (
@@ -286,13 +312,20 @@ def _link(reader: _Reader, data: object) -> LinkSettings:
         spec=reader.string(data, path, "spec"),
         baud=reader.integer(data, path, "baud", MIN_BAUD, MAX_BAUD),
         flow_control=None if flow is None else FlowControl(flow),
+        usb_vid=reader.integer(data, path, "usb_vid", 0, 0xFFFF),
+        usb_pid=reader.integer(data, path, "usb_pid", 0, 0xFFFF),
+        usb_serial=reader.string(data, path, "usb_serial"),
     )
-    if link.spec is not None:
-        try:
-            link.link_spec()
-        except ConfigError as exc:
-            key = "baud" if "baud" in data else "flow_control"
-            raise reader.error((*path, key), str(exc)) from None
+    if link.spec is not None:  # the settings must apply to the spec: each group on its own
+        for keys, alone in (
+            (("baud", "flow_control"), replace(link, usb_vid=None, usb_pid=None, usb_serial=None)),
+            (("usb_vid", "usb_pid", "usb_serial"), replace(link, baud=None, flow_control=None)),
+        ):
+            try:
+                alone.link_spec()
+            except ConfigError as exc:
+                key = next(k for k in keys if k in data)
+                raise reader.error((*path, key), str(exc)) from None
     return link
 
 

@@ -89,6 +89,11 @@ def test_the_default_profile_has_the_stock_devices() -> None:
         ("[link]\nspec = ''", "p.toml:2: link.spec: must be a non-empty string"),
         ("[link]\nspec = 'mem://a'\nbaud = 9600", "p.toml:3: link.baud: baud and flow_control"),
         (
+            "[link]\nspec = '/dev/ttyS1'\nbaud = 9600\nusb_pid = 1",
+            "p.toml:4: link.usb_pid: usb_vid, usb_pid and usb_serial apply to a USB gadget",
+        ),
+        ("[link]\nspec = 'ffs://b'\nusb_vid = 0x10000", "p.toml:3: link.usb_vid: 65536 is out"),
+        (
             "[link]\nspec = 'serial:///dev/ttyS1?rtscts=1'\nflow_control = 'none'",
             "p.toml:3: link.flow_control: rtscts is given both",
         ),
@@ -198,6 +203,11 @@ def test_link_and_net_parse_to_their_settings() -> None:
             "serial:///dev/ttyS1?xonxoff=0&baud=9600&rtscts=0",
         ),
         (LinkSettings("socket://localhost:5000"), None, "socket://localhost:5000"),
+        (
+            LinkSettings("ffs://board1?acm=1", usb_vid=0x1D6B, usb_pid=0x104, usb_serial="b 1"),
+            None,
+            "ffs://board1?acm=1&vid=0x1d6b&pid=0x0104&serial=b+1",
+        ),
     ],
 )
 def test_the_link_spec_carries_baud_and_flow_control(
