@@ -250,6 +250,9 @@ def _follow(
         say(served[board.name], f"board {board.name} is back")
     for board in done.gone:
         say(served[board.name], f"board {board.name} unplugged: its link waits for it")
+    for board, error in done.failed:
+        sys.stdout.write(f"{board.spec}: board {board.name} cannot be served: {error}\n")
+        sys.stdout.flush()
     for board in done.forgotten:
         sys.stdout.write(
             f"{board.spec}: board {board.name} gone for {follower.forget_after_s:g} s: "

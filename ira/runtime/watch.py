@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
+from ira.errors import IraError
+
 #: where udev puts ira's stable names
 DEFAULT_DIRECTORY = Path("/dev/ira")
 #: how often the directory is scanned
@@ -136,6 +138,8 @@ class Followed:
     gone: tuple[BoardSeen, ...] = ()
     back: tuple[BoardSeen, ...] = ()
     forgotten: tuple[BoardSeen, ...] = ()
+    #: boards whose link could not be started, with why (tried again when the name changes)
+    failed: tuple[tuple[BoardSeen, IraError], ...] = ()
 
 
 class BoardFollower(Generic[C]):
@@ -149,6 +153,8 @@ class BoardFollower(Generic[C]):
         self._served: dict[str, tuple[BoardSeen, C]] = {}
         #: name -> when it went
         self._gone_since: dict[str, float] = {}
+        #: names whose link could not be started, as they were then
+        self._failed: dict[str, BoardSeen] = {}
 
     @property
     def served(self) -> dict[str, C]:
@@ -160,7 +166,10 @@ class BoardFollower(Generic[C]):
         back: list[BoardSeen] = []
         gone: list[BoardSeen] = []
         forgotten: list[BoardSeen] = []
+        failed: list[tuple[BoardSeen, IraError]] = []
         for board in changes.removed:
+            if self._failed.get(board.name) == board:
+                del self._failed[board.name]
             if board.name in self._served and board.name not in self._gone_since:
                 self._gone_since[board.name] = now
                 gone.append(board)
@@ -172,13 +181,19 @@ class BoardFollower(Generic[C]):
                 continue
             if known is not None:  # the name stands for another board now
                 self._forget(board.name)
-            self._served[board.name] = (board, self._links.add(board.spec))
+            try:
+                client = self._links.add(board.spec)
+            except IraError as exc:  # one board's bad port must not stop the others
+                self._failed[board.name] = board
+                failed.append((board, exc))
+                continue
+            self._served[board.name] = (board, client)
             added.append(board)
         for name, since in list(self._gone_since.items()):
             if now - since >= self.forget_after_s:
                 forgotten.append(self._served[name][0])
                 self._forget(name)
-        return Followed(tuple(added), tuple(gone), tuple(back), tuple(forgotten))
+        return Followed(tuple(added), tuple(gone), tuple(back), tuple(forgotten), tuple(failed))
 
     def _forget(self, name: str) -> None:
         self._gone_since.pop(name, None)

@@ -7,7 +7,9 @@ What the rules do, for every board a host may see:
   (1d6b:0104 by default, the configfs composite gadget's) gets
   ``/dev/ira/<serial>`` (its usbfs node, what libusb opens), the group's
   read/write permission (mode 0660, never world-writable) and the tag ``ira``;
-  the gadget's CDC-ACM port, if it has one, gets ``/dev/ira/<serial>-acm``.
+  the gadget's CDC-ACM port, if it has one, gets ``/dev/ira/acm/<serial>`` (in a
+  folder of its own: the same board through another port, which the watching
+  host leaves alone, as it serves the board over its USB interface).
 * **USB-serial adapters named in a board list** (a TOML file of ``[[board]]``
   tables with ``name``, ``serial`` and optionally ``vid``/``pid``): the tty
   gets ``/dev/ira/<name>``, the group's permission and the tag.
@@ -98,7 +100,7 @@ def render_rules(config: RulesConfig) -> str:
         parent_ids = ids.replace("ATTR{", "ATTRS{")
         lines.append(
             f'SUBSYSTEM=="tty", {parent_ids}, ATTRS{{manufacturer}}=="{GADGET_MANUFACTURER}", '
-            f'{grant}, SYMLINK+="ira/$attr{{serial}}-acm"'
+            f'{grant}, SYMLINK+="ira/acm/$attr{{serial}}"'
         )
     if config.adapters:
         lines += ["", "# USB-serial adapters of the board list"]
