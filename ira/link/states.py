@@ -4,9 +4,7 @@ Theory of operation
 -------------------
 A link end is in ``HANDSHAKE`` until a HELLO or HELLO_ACK starts a session
 (``SESSION_STARTED``: from a new epoch, or the first one), then ``UP``.
-Silence for the dead interval moves it to ``DOWN``, and so does its own
-transport going away (``TRANSPORT_LOST``: a port unplugged, reopened by the
-runtime) without waiting for that silence; any valid frame of the
+Silence for the dead interval moves it to ``DOWN``; any valid frame of the
 session (``FRAME_OF_SESSION``) brings it back to ``UP``.  ``DOWN`` for the
 session timeout ends the session (``SESSION_TIMED_OUT``): the end takes a new
 epoch and shakes hands again.  A HELLO from a new epoch in ``UP`` or ``DOWN``
