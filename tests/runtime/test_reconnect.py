@@ -71,7 +71,9 @@ class Seen:
 
 
 class Pinger(threading.Thread):
-    """Pings a board back to back; records when each reply came."""
+    """Pings a board every ``INTERVAL_S`` (as ``ira ping -i``); records when each reply came."""
+
+    INTERVAL_S = 0.01
 
     def __init__(self, client: HostClient) -> None:
         super().__init__(name="pinger", daemon=True)
@@ -82,7 +84,7 @@ class Pinger(threading.Thread):
 
     def run(self) -> None:
         try:
-            while not self.stop.is_set():
+            while not self.stop.wait(self.INTERVAL_S):
                 self.client.ping(b"x", timeout_s=5.0)
                 self.replies.append(time.monotonic())
         except BaseException as exc:  # handed to the test
