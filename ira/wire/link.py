@@ -478,12 +478,21 @@ def encode_authenticated(a: Authenticated) -> bytes:
 # --- the generated documentation (docs/PROTOCOL.md) ---------------------------------
 
 
-def _whole(kind: FrameType, body: cs.Struct) -> cs.Struct:
+def _whole(kind: FrameType, body: cs.Struct, auth: cs.Struct | None = None) -> cs.Struct:
     return cs.Struct(
         "type" / cs.Const(int(kind), cs.Int8ul) * f"{int(kind)} ({kind.name})",
-        *body.subcons,
+        # an authenticated body ends where its trailer begins, not at Terminated
+        *(sc for sc in body.subcons if auth is None or sc is not cs.Terminated),
+        *(auth.subcons if auth is not None else ()),
         "crc" / cs.Int32ul * "CRC-32 (IEEE 802.3) of every byte before it",
     )
+
+
+#: the pre-shared key of the documentation's examples (the Authentication test vectors)
+EXAMPLE_PSK = b"correct horse battery staple"
+_EXAMPLE_HELLO = Hello(
+    False, 1, 1, 0x1122334455667701, 0, int(Feature.SACK | Feature.AUTH), 65536, 1 << 20, 250
+)
 
 
 _SUMMARY = """\
@@ -555,6 +564,58 @@ SPEC = WireSpec(
             Ack(False, 0x1B0A, 4, 4096, 3, 0b101, ((40, 64),)),
             direction="both",
         ),
+        MessageSpec(
+            "HELLO, authenticated",
+            FrameType.HELLO,
+            _whole(FrameType.HELLO, HelloBody, HelloAuth),
+            "A HELLO of an end with a pre-shared key (`features` has AUTH): the sender's "
+            "nonce, the nonce it answers and a MAC between the body and the CRC.  The MAC "
+            "is keyed with the HELLO's own `epoch` (salt) and `peer_epoch` (personalisation). "
+            f"The example is made with the key `{EXAMPLE_PSK.decode()}`.",
+            Authenticated(_EXAMPLE_HELLO, EXAMPLE_PSK, nonce=0x0102030405060708),
+            direction="both",
+        ),
+        MessageSpec(
+            "HELLO_ACK, authenticated",
+            FrameType.HELLO_ACK,
+            _whole(FrameType.HELLO_ACK, HelloBody, HelloAuth),
+            "Answers a HELLO (or HELLO_ACK, see Authentication): `peer_epoch` and "
+            "`peer_nonce` are those of the frame answered.  Same key as above.",
+            Authenticated(
+                Hello(
+                    True,
+                    1,
+                    1,
+                    0x0A0B0C0D0E0F1001,
+                    0x1122334455667701,
+                    int(Feature.SACK | Feature.AUTH),
+                    65536,
+                    1 << 20,
+                    250,
+                ),
+                EXAMPLE_PSK,
+                nonce=0x1112131415161718,
+                peer_nonce=0x0102030405060708,
+            ),
+            direction="both",
+        ),
+        MessageSpec(
+            "DATA, authenticated",
+            FrameType.DATA,
+            _whole(FrameType.DATA, DataBody, FrameAuth),
+            "A DATA frame of a session with AUTH: the MAC, keyed with the sender's epoch "
+            "(salt) and the receiver's (personalisation), between the payload and the CRC "
+            "(a receiver finds the payload's end 20 bytes before the frame's).  The example: "
+            "sender epoch 0x0A0B0C0D0E0F1001, receiver 0x1122334455667701, same key; an ACK "
+            "frame is authenticated in the same way.",
+            Authenticated(
+                Data(0, 0x6700, 0, 0, 4096, 1, 0, b"\x03abc"),
+                EXAMPLE_PSK,
+                sender_epoch=0x0A0B0C0D0E0F1001,
+                receiver_epoch=0x1122334455667701,
+            ),
+            direction="both",
+        ),
     ),
     limits=(
         Limit("VERSION_MIN", VERSION_MIN, "lowest link protocol version spoken"),
@@ -563,5 +624,7 @@ SPEC = WireSpec(
         Limit("MAX_SACK_BLOCKS", MAX_SACK_BLOCKS, "most SACK ranges in one ACK"),
         Limit("WINDOW_UNIT_BYTES", WINDOW_UNIT_BYTES, "unit of the window fields"),
         Limit("CRC_BYTES", CRC_BYTES, "CRC-32 at the end of every frame"),
+        Limit("MAC_BYTES", MAC_BYTES, "MAC of an authenticated frame (BLAKE2s-128)"),
+        Limit("PSK_MIN_BYTES", PSK_MIN_BYTES, "shortest pre-shared key"),
     ),
 )
