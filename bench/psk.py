@@ -23,9 +23,9 @@ from collections.abc import Callable
 
 from ira import native
 from ira.busmodel.devices.echo import EchoFunc
-from ira.busrt import BoardService, HostClient
 from ira.link.config import LinkConfig
-from ira.link.nullmodem import NullModem, NullModemConfig
+from ira.runtime import BoardService, HostClient
+from ira.tools.nullmodem import NullModem, NullModemConfig
 from ira.wire.link import Data, authenticate, derive_key, encode
 
 BLOCKS = 10

@@ -1,19 +1,12 @@
-"""``--psk-file``: the option every command that opens a link shares.
-
-The file holds the pre-shared key (at least 16 bytes; surrounding whitespace is
-not part of it), e.g. ``head -c 32 /dev/urandom | base64 > link.psk``.  Both
-ends need the same file; an end with a key refuses a peer without one.  It is
-read, and checked, before any port is opened.
-"""
+"""``--psk-file``: the option every command that opens a link shares (ira.runtime.psk)."""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from ira.errors import ConfigError
-from ira.link.config import LinkConfig
-from ira.wire.link import PSK_MIN_BYTES
+from ira.runtime.psk import link_config, read_psk
+
+__all__ = ["add_psk_argument", "link_config", "read_psk"]
 
 
 def add_psk_argument(parser: argparse.ArgumentParser) -> None:
@@ -22,23 +15,3 @@ def add_psk_argument(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="pre-shared key: authenticate every frame (both ends need the same FILE)",
     )
-
-
-def read_psk(path: str | Path) -> bytes:
-    """The key in ``path``; ``ConfigError`` naming the fix when it is unusable."""
-    p = Path(path)
-    try:
-        key = p.read_bytes().strip()
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read the pre-shared key: {exc.strerror or exc}") from None
-    if len(key) < PSK_MIN_BYTES:
-        raise ConfigError(
-            f"{p}: a pre-shared key needs at least {PSK_MIN_BYTES} bytes, not {len(key)}: "
-            f"make one with `head -c 32 /dev/urandom | base64 > {p}`"
-        )
-    return key
-
-
-def link_config(path: str | Path | None) -> LinkConfig | None:
-    """A link configuration carrying the key in ``path``, or None (the defaults) without one."""
-    return None if path is None else LinkConfig(psk=read_psk(path))

@@ -51,6 +51,8 @@ from ira.link.config import LinkConfig
 from ira.link.core import Link, LinkState
 from ira.link.events import Channel, MessageReceived
 from ira.link.framing import encode_frames, encode_varint
+from ira.runtime import BoardService, HostClient
+from ira.runtime.psk import link_config, read_psk
 from ira.tools.nullmodem import NullModem
 from ira.transports import Transport, open_transport
 from ira.wire import MessageSpec, WireSpec
@@ -116,7 +118,7 @@ class Mutator:
     def field(self, spec: WireSpec, msg: MessageSpec) -> bytes:
         """One field of the message's example set to a boundary or random value of
         its width, encoded; the example's bytes mutated when that does not encode."""
-        example = msg.example
+        example: Any = msg.example
         widths = {}
         for sc in msg.schema.subcons:
             with contextlib.suppress(Exception):
@@ -256,9 +258,14 @@ class HostilePeer:
         self.write(encode_frames([frame]))
 
     def send(self, message: bytes, channel: Channel = Channel.CONTROL) -> None:
+        """Queue a message; wait (a little) only when many are not yet acknowledged."""
         if self.link.state is not LinkState.CLOSED:
             self.link.send_message(message, channel)
-            self.pump(lambda: not self.link.busy, 0.05)
+            self.pump(lambda: self.outstanding() < 16, 0.05)
+
+    def outstanding(self) -> int:
+        st = self.link.statistics()
+        return st.messages_queued - st.messages_acked
 
 
 def _now() -> float:
@@ -416,8 +423,6 @@ class Fuzzer:
 
 def _legit_board_check(path: str, config: LinkConfig | None, within_s: float) -> float | None:
     """Seconds until a host got an echo DEVCALL answered, or None."""
-    from ira.runtime import HostClient
-
     start = _now()
     with contextlib.suppress(Exception), HostClient(path, link_config=config) as host:
         result = host.ping(b"legitimate", timeout_s=within_s)
@@ -430,8 +435,6 @@ def _legit_host_check(
     path: str, config: LinkConfig | None, target: Target, within_s: float
 ) -> float | None:
     """Seconds until the host reported a legitimate board ready, or None."""
-    from ira.runtime import BoardService
-
     start = _now()
     seen = sum("ready:" in line for line in target.lines)
     with contextlib.suppress(Exception), BoardService(path, link_config=config):
@@ -491,8 +494,6 @@ def run(
     rss_mb: float = 10.0,
     fds: int = 8,
 ) -> Report:
-    from ira.cli.linkopts import link_config, read_psk
-
     psk = None if psk_file is None else read_psk(psk_file)
     config = link_config(psk_file)
     report = Report(kind)
