@@ -35,9 +35,9 @@ from ira.link.events import AuthRefused, LinkEvent
 from ira.wire.link import (
     Hello,
     authenticate,
-    derive_key,
     is_authenticated_hello,
     is_hello,
+    mac_key,
     verify,
     verify_hello,
 )
@@ -75,7 +75,7 @@ class LinkAuth:
     """MACs and handshake nonces of one link end that holds a pre-shared key."""
 
     def __init__(self, psk: bytes, rng: random.Random, refusals: Refusals) -> None:
-        self._key = derive_key(psk)
+        self._key = mac_key(psk)
         self._rng = rng
         self.refusals = refusals
         #: this end's handshake nonce; a fresh HELLO_ACK echoes it

@@ -215,7 +215,7 @@ class HostilePeer:
     def __init__(self, transport: Transport, psk: bytes | None, rng: random.Random) -> None:
         self.transport = transport
         self.psk = psk
-        self.key = None if psk is None else wlink.derive_key(psk)
+        self.key = None if psk is None else wlink.mac_key(psk)
         self.rng = rng
         self.link = Link(LinkConfig(psk=psk), rng=random.Random(rng.getrandbits(64)), now=_now())
         self.received: list[bytes] = []

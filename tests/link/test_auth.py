@@ -31,7 +31,7 @@ from ira.wire.link import (
     FrameType,
     authenticate,
     check_crc,
-    derive_key,
+    mac_key,
     seal,
 )
 
@@ -114,7 +114,7 @@ def test_every_frame_carries_a_mac_under_the_sessions_epochs() -> None:
     pair.run_for(0.5)
     session = [f for f in frames if kind(f) in (FrameType.DATA, FrameType.ACK)]
     assert session
-    key = derive_key(KEY)
+    key = mac_key(KEY)
     st = pair.a.statistics()
     assert st.peer_epoch is not None
     for f in session:
@@ -191,7 +191,7 @@ def test_a_frame_made_with_another_key_is_dropped_and_counted() -> None:
     assert st.peer_epoch is not None
     from ira.wire.link import Data, encode
 
-    wrong = derive_key(OTHER_KEY)
+    wrong = mac_key(OTHER_KEY)
     frame = encode(Data(0, 0, 0, 0, 16, 1, 0, b"\x03abc"))
     # exactly as a would send it, tag and epochs right, but under another key
     before = refused(pair.b)

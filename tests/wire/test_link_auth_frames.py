@@ -4,6 +4,7 @@ computed here from the standard library alone, and the schemas of the trailers."
 from __future__ import annotations
 
 import hashlib
+import hmac
 import struct
 
 import construct as cs
@@ -20,6 +21,7 @@ from ira.wire.link import (
     check_crc,
     derive_key,
     encode,
+    mac_key,
     verify,
     verify_hello,
 )
@@ -29,14 +31,9 @@ EXAMPLES = {m.name: m for m in SPEC.messages}
 
 def spec_mac(psk: bytes, sender: int, receiver: int, data: bytes) -> bytes:
     """The MAC exactly as the Authentication section of PROTOCOL.md words it."""
-    key = hashlib.blake2s(psk.strip(), person=b"ira-psk1").digest()
-    return hashlib.blake2s(
-        data,
-        key=key,
-        digest_size=16,
-        salt=struct.pack("<Q", sender),
-        person=struct.pack("<Q", receiver),
-    ).digest()
+    key = hmac.new(psk.strip(), b"ira link psk 1", hashlib.sha256).digest()
+    epochs = struct.pack("<QQ", sender, receiver)
+    return hmac.new(key, epochs + data, hashlib.sha256).digest()[:16]
 
 
 @pytest.mark.parametrize("name", ["HELLO, authenticated", "HELLO_ACK, authenticated"])
@@ -52,7 +49,7 @@ def test_authenticated_hello_examples_verify_by_the_spec(name: str) -> None:
         hello.peer_epoch,
         body[:-MAC_BYTES],  # type: ignore[union-attr]
     )
-    opened = verify_hello(memoryview(body), derive_key(EXAMPLE_PSK))
+    opened = verify_hello(memoryview(body), mac_key(EXAMPLE_PSK))
     assert opened is not None
     assert (opened[1], opened[2]) == (example.nonce, example.peer_nonce)
     parsed = EXAMPLES[name].schema.parse(wire)
@@ -69,11 +66,11 @@ def test_authenticated_data_example_verifies_by_the_spec_and_only_for_its_sessio
     body = bytes(check_crc(encode(example)))
     s, r = example.sender_epoch, example.receiver_epoch
     assert body[-MAC_BYTES:] == spec_mac(EXAMPLE_PSK, s, r, body[:-MAC_BYTES])
-    key = derive_key(EXAMPLE_PSK)
+    key = mac_key(EXAMPLE_PSK)
     assert verify(memoryview(body), key, s, r) == body[:-MAC_BYTES]
     assert verify(memoryview(body), key, r, s) is None  # reflected back to its sender
     assert verify(memoryview(body), key, s, r ^ 1) is None  # another session
-    assert verify(memoryview(body), derive_key(b"x" + EXAMPLE_PSK), s, r) is None
+    assert verify(memoryview(body), mac_key(b"x" + EXAMPLE_PSK), s, r) is None
     for i in range(len(body)):
         damaged = bytearray(body)
         damaged[i] ^= 0x80
