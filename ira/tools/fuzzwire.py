@@ -49,7 +49,6 @@ from ira.link.config import LinkConfig
 from ira.runtime import BoardService, HostClient
 from ira.runtime.psk import link_config, read_psk
 from ira.tools.fuzzpeer import CLASSES, KNOWN, Fuzzer
-
 from ira.tools.nullmodem import NullModem
 from ira.transports import open_transport
 
