@@ -277,10 +277,15 @@ class Fuzzer:
         elif kind in ("data_header", "channel"):
             num = self.mutate.number
             channel = rng.choice((2, 3)) if kind == "channel" else rng.randrange(2)
-            payload = rng.choice((b"", encode_varint(3) + b"abc", rng.randbytes(64)))
+            payload = self._raw(rng.choice((b"", encode_varint(3) + b"abc", rng.randbytes(64))))
+            frame_tag = tag if rng.random() < 0.7 else num(2)
+            if frame_tag == tag and "overlong" in self.avoid:
+                # bytes at a random place of the session's stream shift where the
+                # target reads a length prefix: any byte of the stream may start one
+                payload = b""
             frame = wlink.encode_data_frame(
                 channel,
-                tag if rng.random() < 0.7 else num(2),
+                frame_tag,
                 num(4),
                 num(4),
                 num(2),
@@ -312,6 +317,11 @@ class Fuzzer:
         else:
             peer.send(rng.randbytes(rng.choice((0, 1, 5, 100, 3000))))
 
+    def _raw(self, data: bytes) -> bytes:
+        """Bytes for a raw DATA payload: while ``overlong`` is avoided, without a byte
+        that continues a length prefix (a random one may start the stream)."""
+        return bytes(b & 0x7F for b in data) if "overlong" in self.avoid else data
+
     def _raw_stream(self, peer: HostilePeer | None) -> None:
         """A fresh session whose stream starts with a mutated length prefix."""
         if peer is None:
@@ -327,7 +337,7 @@ class Fuzzer:
             )
         )
         local, peer_epoch = peer.epochs()
-        payload = prefix + rng.randbytes(rng.randint(0, 200))
+        payload = prefix + self._raw(rng.randbytes(rng.randint(0, 200)))
         frame = wlink.encode_data_frame(
             rng.randrange(2), (local ^ peer_epoch) & 0xFFFF, 0, 0, 64, 1, 0, payload
         )
