@@ -33,6 +33,7 @@ from collections import deque
 
 from ira.link.events import AuthRefused, LinkEvent
 from ira.wire.link import (
+    FrameType,
     Hello,
     authenticate,
     is_authenticated_hello,
@@ -42,6 +43,8 @@ from ira.wire.link import (
     verify_hello,
 )
 
+#: frame types that exist only within a session (tagged and MAC'd with its epochs)
+_SESSION_FRAMES = (FrameType.DATA, FrameType.ACK)
 #: at most one ``AuthRefused`` this often (seconds)
 REPORT_INTERVAL_S = 10.0
 
@@ -112,7 +115,8 @@ class LinkAuth:
         """A verified frame body without its MAC (and nonces), or None: refused.
 
         Without a session (``peer_epoch`` None) a DATA or ACK frame cannot be
-        verified: it comes back as it is, and the core drops it as stale.
+        verified: it comes back as it is, and the core drops it as stale; any other
+        frame but a HELLO is refused.
         """
         if is_hello(body):
             opened = verify_hello(body, self._key)
@@ -122,7 +126,10 @@ class LinkAuth:
             plain, self._heard_nonce, self._heard_peer_nonce = opened
             return plain
         if peer_epoch is None:
-            return body
+            if body[0] in _SESSION_FRAMES:
+                return body  # the core drops it as stale
+            self.refusals.refuse(BAD_FRAME, now)  # nothing else is trusted without a session
+            return None
         plain_frame = verify(body, self._key, peer_epoch, local_epoch)
         if plain_frame is None:
             self.refusals.refuse(BAD_FRAME, now)

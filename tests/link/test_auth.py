@@ -305,3 +305,11 @@ def test_a_short_key_is_refused_with_the_fix() -> None:
 
 def test_the_key_is_not_in_the_configs_repr() -> None:
     assert KEY.decode() not in repr(config())
+
+
+def test_without_a_session_a_keyed_end_trusts_no_frame_but_a_hello() -> None:
+    link = new_link(config(), seed=5)
+    for body in (b"\x09" + bytes(40), b"\x05" + bytes(24)):  # types this end has no session for
+        link.receive_data(seal(body), now=0.1)
+    assert refused(link) == 2
+    assert link.state is LinkState.HANDSHAKE
