@@ -31,7 +31,7 @@ from ira.runtime import BoardService, HostClient
 from ira.tools.nullmodem import NullModem, NullModemConfig
 from ira.wire.link import Data, authenticate, encode, mac_key
 
-BLOCKS = 10
+BLOCKS = 40
 KEY = b"a bench key of thirty-two bytes!"
 
 
