@@ -12,9 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 from ira.link.config import LinkConfig
-from ira.link.core import Link, LinkState
+from ira.link.core import Link
 from ira.link.events import Channel, MessageReceived
 from ira.link.framing import encode_frames, encode_varint
+from ira.link.states import LinkState
 from ira.transports import Transport
 from ira.wire import MessageSpec, WireSpec
 from ira.wire import bus as wbus

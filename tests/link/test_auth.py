@@ -15,7 +15,7 @@ import pytest
 from ira.errors import ConfigError
 from ira.link.auth import REPORT_INTERVAL_S
 from ira.link.config import LinkConfig
-from ira.link.core import Link, LinkState
+from ira.link.core import Link
 from ira.link.events import (
     AuthRefused,
     Channel,
@@ -25,6 +25,7 @@ from ira.link.events import (
     SessionStarted,
 )
 from ira.link.simulate import LineFaults, LinkPair
+from ira.link.states import LinkState
 from ira.wire.link import (
     CRC_BYTES,
     Feature,

@@ -11,8 +11,9 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from ira.link.config import LinkConfig
-from ira.link.core import Link, LinkState
+from ira.link.core import Link
 from ira.link.framing import StreamDeframer, encode_frames
+from ira.link.states import LinkState
 from ira.runtime import BoardService
 from ira.tools.nullmodem import NullModem
 from ira.transports import Transport, open_transport
