@@ -4,12 +4,14 @@ replayed and wrong-key frames into the port."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
+from ira.errors import LinkClosed
 from ira.link.config import LinkConfig
 from ira.link.core import Link
 from ira.link.framing import StreamDeframer, encode_frames
@@ -127,3 +129,23 @@ def test_forged_replayed_and_wrong_key_frames_are_dropped_and_counted(
     assert second.pump(lambda: False, timeout_s=0.3) is False
     _, sessions, restarts, state = board_link(board)
     assert (sessions, restarts, state) == (2, 1, "up")
+
+
+def test_a_key_alone_takes_the_framing_of_a_packet_transport() -> None:
+    """``--psk-file`` makes a config that says nothing of framing: it follows the link's."""
+    from ira.runtime import HostClient
+    from ira.transports.mem import mem_pair
+
+    a, b = mem_pair()
+    config = LinkConfig(psk=KEY)
+    assert not config.packet and a.packet
+    answered = refused = None
+    # a mem pair ends the board's link with LinkClosed when the host's end closes first
+    with (
+        contextlib.suppress(LinkClosed),
+        BoardService(a, link_config=config),
+        HostClient(b, link_config=config) as host,
+    ):
+        answered = host.ping(b"over packets", timeout_s=5.0).payload
+        refused = host.runtime.call(host.runtime.core.statistics).drop_unauthenticated
+    assert (answered, refused) == (b"over packets", 0)
