@@ -28,6 +28,12 @@ nothing.  ``DOWN`` for ``session_timeout_s`` tears the session down
 ``transport_lost`` (the runtime lost its port and reopens it) moves ``UP`` to
 ``DOWN`` at once, without waiting for the dead interval.
 
+With a pre-shared key (``LinkConfig.psk``) every frame in and out also passes
+``ira.link.auth``: frames whose MAC does not verify are dropped and counted
+(``drop_unauthenticated``), and a HELLO alone no longer starts or resets a
+session; only a HELLO_ACK that echoes this end's current nonce does (that
+module's docstring has the handshake).
+
 The core never reads a clock: time comes in as ``now``.  Whatever bytes arrive,
 only events (and counters) come out, or ``RemoteProtocolError`` when the peer
 speaks an incompatible protocol version or breaks the protocol; the link is
