@@ -89,8 +89,10 @@ fuzz: $(NATIVE)
 ## processes, FUZZ_WIRE_S seconds a side (see docs/FUZZING.md)
 FUZZ_WIRE_S ?= 600
 fuzz-wire: $(NATIVE)
-	$(BIN)/python -m ira.tools.fuzzwire board --duration $(FUZZ_WIRE_S)
-	$(BIN)/python -m ira.tools.fuzzwire host --duration $(FUZZ_WIRE_S)
+	rc=0; \
+	$(BIN)/python -m ira.tools.fuzzwire board --duration $(FUZZ_WIRE_S) || rc=1; \
+	$(BIN)/python -m ira.tools.fuzzwire host --duration $(FUZZ_WIRE_S) || rc=1; \
+	exit $$rc
 
 ## soak: long fault matrices on the virtual null-modem, and an hour of fuzz-wire a side
 soak: $(NATIVE)
