@@ -89,10 +89,11 @@ def test_an_unusable_key_file_is_one_line_before_any_port_opens(
         assert err.count("\n") == 1 and message in err, (argv, err)
 
 
-def test_a_profile_link_table_takes_only_psk_file(
+def test_a_profile_psk_file_must_be_a_path(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     profile = tmp_path / "board.toml"
-    profile.write_text("[link]\nbaud = 9600\n")
+    profile.write_text("[link]\npsk_file = 5\n")
     assert main(["board", "serve", "/dev/null", "--profile", str(profile)]) == 2
-    assert "[link] takes one key, psk_file" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "psk_file" in err, err
