@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench hil fuzz soak clean deps sysdeps
+.PHONY: run test lint typecheck bench hil fuzz fuzz-wire soak clean deps sysdeps
 
 # programs the tests, benches and `make run` call, and the Debian packages that have them:
 # installed as root with apt-get when missing (scripts/sysdeps), else the tests skip with a
@@ -71,6 +71,7 @@ bench: $(NATIVE)
 	$(BIN)/python bench/bus.py
 	$(BIN)/python bench/virtio.py
 	$(BIN)/python bench/venet.py
+	$(BIN)/python bench/psk.py
 
 ## hil: the hardware-in-the-loop suite: a virtual null-modem per test, or the rig named by
 ## IRA_LINK_A / IRA_LINK_B (see docs/HIL.md); HIL_ARGS are passed to pytest
@@ -84,9 +85,19 @@ FUZZ_EXAMPLES ?= 5000
 fuzz: $(NATIVE)
 	IRA_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q -m fuzz tests
 
-## soak: long fault matrices on the virtual null-modem
+## fuzz-wire: a hostile peer against running `ira board serve` and `ira host serve`
+## processes, FUZZ_WIRE_S seconds a side (see docs/FUZZING.md)
+FUZZ_WIRE_S ?= 600
+fuzz-wire: $(NATIVE)
+	rc=0; \
+	$(BIN)/python -m ira.tools.fuzzwire board --duration $(FUZZ_WIRE_S) || rc=1; \
+	$(BIN)/python -m ira.tools.fuzzwire host --duration $(FUZZ_WIRE_S) || rc=1; \
+	exit $$rc
+
+## soak: long fault matrices on the virtual null-modem, and an hour of fuzz-wire a side
 soak: $(NATIVE)
 	IRA_SOAK=1 $(BIN)/pytest -q -m slow tests hil_tests
+	$(MAKE) fuzz-wire FUZZ_WIRE_S=3600
 
 clean:
 	rm -rf $(VENV) $(LG_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build

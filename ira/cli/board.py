@@ -46,6 +46,7 @@ from dataclasses import replace
 from types import FrameType
 from typing import assert_never
 
+from ira.cli.linkopts import add_psk_argument, link_config
 from ira.errors import ConfigError
 from ira.runtime import BoardService, ProfileChange
 from ira.runtime.network import BoardNet, tap_settings
@@ -91,6 +92,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         choices=[f.value for f in FlowControl],
         help="serial flow control (the profile's, else none)",
     )
+    add_psk_argument(serve)
     add_net_arguments(serve)
     add_reconnect_argument(serve)
     serve.add_argument(
@@ -205,6 +207,8 @@ def run_serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"--mtu {args.mtu} is out of range ({MIN_MTU}..{TAP_MAX_MTU})")
     net_settings = profile.net
     give_up_s = give_up_after(args)
+    # --psk-file, else the profile's [link] psk_file (read now: before the port opens)
+    config = link_config(args.psk_file or profile.link.psk_file)
     stop = threading.Event()
     reload = threading.Event()
     #: the loop thread's port lines wait for the header (printed after the board starts)
@@ -250,6 +254,7 @@ def run_serve(args: argparse.Namespace) -> int:
             board = BoardService(
                 link_spec,
                 profile,
+                link_config=config,
                 on_event=None if net is None else net.on_event,
                 net_port=None if net is None else net.port_for,
                 on_port_event=on_port_event,

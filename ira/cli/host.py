@@ -51,6 +51,7 @@ from typing import assert_never
 
 from ira.busmodel.events import BusEvent, BusReady, DeviceAdded, DeviceInfo, DeviceRemoved
 from ira.cli.board import add_net_arguments, add_reconnect_argument, describe_port, give_up_after
+from ira.cli.linkopts import add_psk_argument, link_config
 from ira.errors import ConfigError, IraError
 from ira.link.config import LinkConfig
 from ira.link.events import LinkDown, LinkUp, PeerRestarted, SessionLost
@@ -84,6 +85,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )  # fmt: skip
     add_net_arguments(serve, per_link=True)
     add_reconnect_argument(serve)
+    add_psk_argument(serve)
     serve.add_argument(
         "--no-header-delta",
         action="store_true",
@@ -93,6 +95,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     lst = verbs.add_parser("list", help="print the devices of the board on LINK")
     lst.add_argument("link", metavar="LINK", help="link spec")
     lst.add_argument("--json", action="store_true", help="print a JSON array")
+    add_psk_argument(lst)
     lst.add_argument(
         "--timeout", type=float, default=5.0, metavar="S", help="wait this long for the board"
     )
@@ -161,6 +164,7 @@ def run_serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
     out_lock = threading.Lock()
     give_up_s = give_up_after(args)
+    config = link_config(args.psk_file)
     nets = _nets(args)
     by_link: dict[str, HostNet] = {}
 
@@ -191,6 +195,7 @@ def run_serve(args: argparse.Namespace) -> int:
         with contextlib.ExitStack() as stack:
             service = HostService(
                 args.links,
+                link_config=config,
                 on_event=on_event,
                 virtio_clients=clients,
                 on_port_event=on_port_event,
@@ -327,7 +332,7 @@ def link_state_json(name: str, port: PortState, now: float) -> dict[str, object]
 
 
 def run_list(args: argparse.Namespace) -> int:
-    with HostClient(args.link) as client:
+    with HostClient(args.link, link_config=link_config(args.psk_file)) as client:
         try:
             devices = client.list_devices(timeout_s=args.timeout)
         except IraError:

@@ -15,6 +15,7 @@ import contextlib
 import json
 import sys
 
+from ira.cli.linkopts import add_psk_argument, read_psk
 from ira.errors import ConfigError
 from ira.tools.linktest import measure, parse_range, parse_size
 
@@ -38,6 +39,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--seed", type=int, default=1, help="seed of the messages and faults")
     p.add_argument("--timeout", type=float, help="give up after this many seconds")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_psk_argument(p)
     p.set_defaults(func=run)
 
 
@@ -46,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     sizes = parse_range(args.size)
     if args.nullmodem == bool(args.links) or (args.links and len(args.links) != 2):
         raise ConfigError("give two links (LINK_A LINK_B) or --nullmodem")
+    psk = None if args.psk_file is None else read_psk(args.psk_file)
     timeout = args.timeout
     if timeout is None:
         timeout = 60.0 + (3 * total / (args.baud / 10) if args.baud else total / 1e6)
@@ -60,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
                 )
             )
             links = [nm.path_a, nm.path_b]
-        report = measure(links[0], links[1], total, sizes, args.seed, timeout, stack)
+        report = measure(links[0], links[1], total, sizes, args.seed, timeout, stack, psk=psk)
     report["baud"] = args.baud
     if args.baud:
         report["efficiency"] = report["goodput_bytes_per_s"] / (args.baud / 10)

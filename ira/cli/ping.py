@@ -12,6 +12,7 @@ import argparse
 import math
 import time
 
+from ira.cli.linkopts import add_psk_argument, link_config
 from ira.errors import ConfigError, DevcallError, DevcallTimeout, SessionReset
 from ira.runtime import HostClient
 
@@ -30,6 +31,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "-i", "--interval", type=float, default=1.0, metavar="S", help="seconds between calls"
     )
     p.add_argument("-W", "--timeout", type=float, default=2.0, metavar="S", help="per-call timeout")
+    add_psk_argument(p)
     p.set_defaults(func=run)
 
 
@@ -50,9 +52,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("-i must not be negative")
     if args.timeout <= 0:
         raise ConfigError("-W must be positive")
+    config = link_config(args.psk_file)
     rtts: list[float] = []
     sent = 0
-    with HostClient(args.link) as client:
+    with HostClient(args.link, link_config=config) as client:
         echo = client.find("echo")
         print(f"PING {args.link} echo device {echo.device_id}: {args.size} bytes", flush=True)
         started = time.monotonic()

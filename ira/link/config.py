@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ira.errors import ConfigError
-from ira.wire.link import MIN_FRAME_BYTES, WINDOW_UNIT_BYTES, Feature
+from ira.wire.link import MIN_FRAME_BYTES, PSK_MIN_BYTES, WINDOW_UNIT_BYTES, Feature
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +39,9 @@ class LinkConfig:
     min_segment_bytes: int = 32
     #: link features offered; the session uses the AND of both sides'
     features: int = int(Feature.SACK)
+    #: a pre-shared key: every frame is authenticated (``Feature.AUTH``, ira.link.auth)
+    #: and a peer without it is refused; None: frames carry no MAC
+    psk: bytes | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not MIN_FRAME_BYTES <= self.max_frame_bytes <= 1 << 24:
@@ -60,5 +63,10 @@ class LinkConfig:
             raise ConfigError("keepalive_interval_s must be below 65 s")
         if self.hello_interval_s <= 0:
             raise ConfigError("hello_interval_s must be positive")
+        if self.psk is not None and len(self.psk) < PSK_MIN_BYTES:
+            raise ConfigError(
+                f"a pre-shared key needs at least {PSK_MIN_BYTES} bytes, not {len(self.psk)}: "
+                "make one with `head -c 32 /dev/urandom | base64 > link.psk`"
+            )
         if self.min_segment_bytes < 1:
             raise ConfigError("min_segment_bytes must be positive")

@@ -28,6 +28,12 @@ nothing.  ``DOWN`` for ``session_timeout_s`` tears the session down
 ``transport_lost`` (the runtime lost its port and reopens it) moves ``UP`` to
 ``DOWN`` at once, without waiting for the dead interval.
 
+With a pre-shared key (``LinkConfig.psk``) every frame in and out also passes
+``ira.link.auth``: frames whose MAC does not verify are dropped and counted
+(``drop_unauthenticated``), and a HELLO alone no longer starts or resets a
+session; only a HELLO_ACK that echoes this end's current nonce does (that
+module's docstring has the handshake).
+
 The core never reads a clock: time comes in as ``now``.  Whatever bytes arrive,
 only events (and counters) come out, or ``RemoteProtocolError`` when the peer
 speaks an incompatible protocol version or breaks the protocol; the link is
@@ -44,6 +50,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from ira.errors import LocalProtocolError, RemoteProtocolError
+from ira.link.auth import PEER_WANTS_KEY, LinkAuth, Refusals
 from ira.link.config import LinkConfig
 from ira.link.events import (
     Channel,
@@ -62,6 +69,7 @@ from ira.link.states import LinkInput, LinkState, step
 from ira.wire.link import (
     CRC_BYTES,
     DATA_HEADER_BYTES,
+    MAC_BYTES,
     MIN_FRAME_BYTES,
     VERSION_MAX,
     VERSION_MIN,
@@ -69,12 +77,14 @@ from ira.wire.link import (
     Ack,
     BadCrc,
     Data,
+    Feature,
     Hello,
     check_crc,
     decode_body,
     encode_ack,
     encode_data_frame,
     encode_hello,
+    is_authenticated_hello,
 )
 
 _MOD = 1 << 32
@@ -121,6 +131,8 @@ class LinkStatistics:
     drop_oversize: int
     drop_stale: int
     drop_oversize_messages: int
+    #: frames whose MAC did not verify, or from a peer without the key (Feature.AUTH)
+    drop_unauthenticated: int
     srtt_s: float | None
     rto_s: float | None
     bandwidth_bytes_per_s: float | None
@@ -137,6 +149,7 @@ class LinkStatistics:
             "oversize": self.drop_oversize,
             "stale": self.drop_stale,
             "oversize_message": self.drop_oversize_messages,
+            "unauthenticated": self.drop_unauthenticated,
         }
 
 
@@ -196,6 +209,13 @@ class Link:
         #: messages given to send_message while no session is up
         self._pending: deque[tuple[Channel, bytes]] = deque()
         self._events: deque[LinkEvent] = deque()
+        self._refusals = Refusals(self._events)
+        self._auth = None if cfg.psk is None else LinkAuth(cfg.psk, rng, self._refusals)
+        #: the features this end offers: AUTH exactly when it holds a key
+        self._offered = cfg.features & ~Feature.AUTH | (Feature.AUTH if self._auth else 0)
+        #: with a key: a session started here that the peer has not yet shown it has
+        #: (its HELLO_ACK is resent, as a HELLO is, until a frame of the session arrives)
+        self._confirming = False
         self._backlog_bytes = 0
         self._hello_due: float | None = now
         self._hello_interval = cfg.hello_interval_s
@@ -284,11 +304,20 @@ class Link:
             return
         else:
             frames = [data]
+        auth = self._auth
         for raw in frames:
             try:
                 body = check_crc(raw)
             except BadCrc:
                 c.bad_crc += 1
+                continue
+            if auth is not None:
+                opened = auth.open(body, self.epoch, self.peer_epoch, now)
+                if opened is None:
+                    continue
+                body = opened
+            elif is_authenticated_hello(body):
+                self._refusals.refuse(PEER_WANTS_KEY, now)
                 continue
             try:
                 frame = decode_body(body)
@@ -305,6 +334,8 @@ class Link:
                     c.stale += 1
                     continue
                 self._heard(now)
+                if self._confirming:
+                    self._confirmed()
                 if isinstance(frame, Data):
                     self._on_data(frame, sender, receiver, now)
                 else:
@@ -414,6 +445,13 @@ class Link:
         if h.max_frame_bytes < MIN_FRAME_BYTES or h.window_bytes < 4 * WINDOW_UNIT_BYTES:
             self._counters.malformed += 1
             return
+        if self._auth is not None and not self._auth.on_hello(h, self.epoch):
+            # a HELLO with a MAC proves who made it, not when: answered, nothing else
+            if h.ack:
+                self._counters.stale += 1
+            else:
+                self._hello_ack_due = True
+            return
         if h.ack and h.peer_epoch != self.epoch:
             self._counters.stale += 1  # answers a HELLO of an earlier incarnation of ours
             return
@@ -421,16 +459,28 @@ class Link:
             self._hello_ack_due = True
         if h.epoch == self.peer_epoch:
             self._heard(now)
+            if self._confirming:
+                self._confirmed()
             return
         if self.peer_epoch is not None:
             discarded = self._drop_session()
             self._counters.peer_restarts += 1
             self._events.append(PeerRestarted(self.peer_epoch, h.epoch, discarded))
         self._start_session(h, common, now)
+        if self._auth is not None:
+            self._auth.renew()  # whatever answered the old nonce is stale now
+            self._hello_ack_due = True  # the peer's proof that this end is live
+            self._confirming = True
+            self._hello_interval = self.config.hello_interval_s
+            self._hello_due = now + self._hello_interval
         if h.ack and self._hello_sent_at is not None and self._sender is not None:
             # the handshake's round trip (to the latest HELLO: if an earlier one was
             # answered this underestimates, which costs at most a needless resend)
             self._sender.seed_rtt(now - self._hello_sent_at)
+
+    def _confirmed(self) -> None:
+        self._confirming = False
+        self._hello_due = None
 
     def _drop_session(self) -> int:
         discarded = len(self._pending)
@@ -445,6 +495,7 @@ class Link:
         self._held = 0
         self._ack_due = None
         self._ack_now = False
+        self._confirming = False
         return discarded
 
     def _start_session(self, h: Hello, version: int, now: float) -> None:
@@ -452,11 +503,10 @@ class Link:
         self.peer_epoch = h.epoch
         self._tag = (self.epoch ^ h.epoch) & 0xFFFF
         self.version = version
-        self.features = cfg.features & h.features
+        self.features = self._offered & h.features
         peer_frame = min(h.max_frame_bytes, 1 << 24)
-        self._sender = Sender(
-            cfg, peer_frame - DATA_HEADER_BYTES - CRC_BYTES, h.window_bytes, self._sender_stats
-        )
+        overhead = DATA_HEADER_BYTES + CRC_BYTES + (MAC_BYTES if self._auth else 0)
+        self._sender = Sender(cfg, peer_frame - overhead, h.window_bytes, self._sender_stats)
         if self._previous_sender is not None:
             self._sender.inherit_rtt(self._previous_sender)  # same line, new peer session
         self._receiver = Receiver(cfg.window_bytes, cfg.max_message_bytes, self._receiver_stats)
@@ -485,7 +535,7 @@ class Link:
             return []
         frames: list[bytes] = []
         if self._hello_due is not None and now >= self._hello_due:
-            frames.append(self._hello(ack=False))
+            frames.append(self._hello(ack=self._confirming))
             self._hello_due = now + self._hello_interval
             self._hello_sent_at = now
             self._hello_interval = min(
@@ -493,8 +543,9 @@ class Link:
             )
         if self._hello_ack_due:
             self._hello_ack_due = False
-            if self.peer_epoch is not None:
+            if self.peer_epoch is not None or self._auth is not None:
                 frames.append(self._hello(ack=True))
+        handshake_frames = len(frames)
         sender, receiver = self._sender, self._receiver
         if sender is not None and receiver is not None:
             idle = now >= self._last_tx + self.config.keepalive_interval_s
@@ -533,6 +584,12 @@ class Link:
                 self._unacked_segments = 0
         if not frames:
             return []
+        auth = self._auth
+        if auth is not None and len(frames) > handshake_frames and self.peer_epoch is not None:
+            epoch, peer = self.epoch, self.peer_epoch
+            frames[handshake_frames:] = [
+                auth.seal(f, epoch, peer) for f in frames[handshake_frames:]
+            ]
         self._last_tx = now
         c = self._counters
         c.frames_sent += len(frames)
@@ -544,20 +601,22 @@ class Link:
         return [chunk]
 
     def _hello(self, *, ack: bool) -> bytes:
-        cfg = self.config
-        return encode_hello(
+        cfg, auth = self.config, self._auth
+        peer_epoch = auth.answer_epoch if auth is not None and ack else self.peer_epoch or 0
+        frame = encode_hello(
             Hello(
                 ack,
                 VERSION_MIN,
                 VERSION_MAX,
                 self.epoch,
-                self.peer_epoch or 0,
-                cfg.features,
+                peer_epoch,
+                self._offered,
                 cfg.max_frame_bytes,
                 cfg.window_bytes,
                 round(cfg.keepalive_interval_s * 1000),
             )
         )
+        return frame if auth is None else auth.seal_hello(frame, self.epoch, peer_epoch, ack=ack)
 
     def _window_field(self, receiver: Receiver) -> int:
         units = receiver.available // WINDOW_UNIT_BYTES
@@ -682,6 +741,7 @@ class Link:
             drop_oversize=c.oversize_packets + (deframer.stats.oversize if deframer else 0),
             drop_stale=c.stale,
             drop_oversize_messages=r.oversize_messages,
+            drop_unauthenticated=self._refusals.total,
             srtt_s=sender.srtt if sender else None,
             rto_s=sender.rto if sender else None,
             bandwidth_bytes_per_s=sender.bandwidth if sender else None,

@@ -78,4 +78,16 @@ class SessionLost:
     discarded_messages: int
 
 
-LinkEvent = SessionStarted | MessageReceived | LinkDown | LinkUp | PeerRestarted | SessionLost
+@dataclass(frozen=True, slots=True)
+class AuthRefused:
+    """Frames failed the pre-shared key's check (rate-limited: the first at once,
+    then at most one report every ``ira.link.auth.REPORT_INTERVAL_S``)."""
+
+    reason: str
+    #: frames refused since the last report
+    refused: int
+
+
+LinkEvent = (
+    SessionStarted | MessageReceived | LinkDown | LinkUp | PeerRestarted | SessionLost | AuthRefused
+)

@@ -42,6 +42,7 @@ exit, and the first worker exception is re-raised to the caller.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import queue
@@ -59,6 +60,7 @@ from ira.errors import IraError, LinkClosed, PortGone, TransportError
 from ira.link.config import LinkConfig
 from ira.link.core import Link, LinkStatistics
 from ira.link.events import (
+    AuthRefused,
     Channel,
     LinkDown,
     LinkEvent,
@@ -246,6 +248,9 @@ class LinkRuntime:
             self.name = transport.name
             first = transport
         cfg = config or LinkConfig(packet=False if first is None else first.packet)
+        if first is not None and cfg.packet != first.packet and cfg.psk is not None:
+            # a key (--psk-file, a profile's) says nothing of framing: the transport's
+            cfg = dataclasses.replace(cfg, packet=first.packet)
         if first is not None:
             try:
                 self._check_framing(first, cfg)
@@ -898,5 +903,9 @@ class LinkRuntime:
                 self._log.info("link up again after %.1f s; session resumed", event.down_s)
             case SessionLost():
                 self._log.info("session lost; offering a new one")
+            case AuthRefused():
+                self._log.warning(
+                    "refused %d frames (pre-shared key): %s", event.refused, event.reason
+                )
             case _:
                 pass

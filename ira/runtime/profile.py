@@ -99,6 +99,8 @@ class LinkSettings:
     usb_vid: int | None = None
     usb_pid: int | None = None
     usb_serial: str | None = None
+    #: the pre-shared key's file (``--psk-file``); a relative path is the profile's directory's
+    psk_file: str | None = None
 
     def link_spec(self, spec: str | None = None) -> str:
         """The link spec to open: ``spec`` (a command line's) else ours, with the serial
@@ -299,7 +301,9 @@ def _link(reader: _Reader, data: object) -> LinkSettings:
     path: KeyPath = ("link",)
     if not isinstance(data, dict):
         raise reader.error(path, "must be a table ([link])")
-    reader.table(data, path, ("spec", "baud", "flow_control", "usb_vid", "usb_pid", "usb_serial"))
+    reader.table(
+        data, path, ("spec", "baud", "flow_control", "usb_vid", "usb_pid", "usb_serial", "psk_file")
+    )
     flow = data.get("flow_control")
     if flow is not None and flow not in {f.value for f in FlowControl}:
         why = (
@@ -315,6 +319,7 @@ def _link(reader: _Reader, data: object) -> LinkSettings:
         usb_vid=reader.integer(data, path, "usb_vid", 0, 0xFFFF),
         usb_pid=reader.integer(data, path, "usb_pid", 0, 0xFFFF),
         usb_serial=reader.string(data, path, "usb_serial"),
+        psk_file=reader.string(data, path, "psk_file"),
     )
     if link.spec is not None:  # the settings must apply to the spec: each group on its own
         for keys, alone in (
@@ -411,4 +416,8 @@ def load_profile(path: str | Path, *, types: DeviceTypes | None = None) -> Profi
         raise ConfigError(f"{p}: cannot read the profile: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{p}: the profile is not UTF-8 text") from None
-    return parse_profile(text, source=str(p), types=types)
+    profile = parse_profile(text, source=str(p), types=types)
+    psk_file = profile.link.psk_file
+    if psk_file is not None:
+        profile = replace(profile, link=replace(profile.link, psk_file=str(p.parent / psk_file)))
+    return profile

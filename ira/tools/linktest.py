@@ -104,14 +104,16 @@ def measure(
     seed: int,
     timeout_s: float,
     stack: contextlib.ExitStack,
+    *,
+    psk: bytes | None = None,
 ) -> dict[str, object]:
     source = MessageSource(seed, sizes)
     ta = open_transport(spec_a)
     stack.callback(ta.close)
     tb = open_transport(spec_b)
     stack.callback(tb.close)
-    a = stack.enter_context(LinkRuntime(ta, LinkConfig(packet=ta.packet)))
-    b = stack.enter_context(LinkRuntime(tb, LinkConfig(packet=tb.packet)))
+    a = stack.enter_context(LinkRuntime(ta, LinkConfig(packet=ta.packet, psk=psk)))
+    b = stack.enter_context(LinkRuntime(tb, LinkConfig(packet=tb.packet, psk=psk)))
     verdict = Verdict()
     outgoing = source.messages(total)
     queued_bytes = 0
