@@ -42,6 +42,7 @@ exit, and the first worker exception is re-raised to the caller.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import queue
@@ -50,7 +51,7 @@ import select
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, InvalidStateError
 from types import TracebackType
 from typing import Generic, Protocol, TypeVar, cast
@@ -60,6 +61,7 @@ from ira.link.config import LinkConfig
 from ira.link.core import Link, LinkStatistics
 from ira.link.events import (
     Channel,
+    HandshakeRefused,
     LinkDown,
     LinkEvent,
     LinkUp,
@@ -68,6 +70,7 @@ from ira.link.events import (
     SessionLost,
     SessionStarted,
 )
+from ira.link.refusals import RefusalSummary, refusal_totals
 from ira.runtime.port import (
     REOPEN_FIRST_S,
     REOPEN_MAX_S,
@@ -111,6 +114,8 @@ class Upper(Protocol):
     def handle_timeout(self, *, now: float) -> None: ...
 
     def next_event(self) -> object | None: ...
+
+    def statistics(self) -> Mapping[str, int]: ...
 
 
 class Completion(Generic[T]):
@@ -287,6 +292,9 @@ class LinkRuntime:
         self._out_offset = 0
         self._write_bytes = MAX_WRITE_BYTES
         self._log = logging.LoggerAdapter(log, {"link": self.name})
+        self._refusals = RefusalSummary(self.name, now=now)
+        #: HELLO refusals already logged one by one (the rest go into the summary)
+        self._refusals_logged: set[tuple[bool, int]] = set()
         #: the transport that went away and why, until the loop closes it (see _lose)
         self._lost: tuple[Transport, PortGone] | None = None
         self._lost_lock = threading.Lock()
@@ -789,6 +797,8 @@ class LinkRuntime:
                     upper.handle_timeout(now=now)
         if self._pending_port_events:
             self._report_port_events()
+        if now >= self._refusals.due:
+            self._summarize_refusals(now)
         # events for callers go out after this turn's writes: the waiting thread
         # then finds the GIL free sooner
         ready: list[LinkEvent] = []
@@ -883,6 +893,13 @@ class LinkRuntime:
             self._out_offset = offset
         return done
 
+    def _summarize_refusals(self, now: float) -> None:
+        link = dataclasses.asdict(self.core.statistics())
+        upper = self.upper.statistics() if self.upper is not None else None
+        line = self._refusals.report(refusal_totals(link, upper), now=now)
+        if line is not None:
+            self._log.warning("%s", line)
+
     def _log_event(self, event: LinkEvent) -> None:
         match event:
             case SessionStarted():
@@ -897,6 +914,12 @@ class LinkRuntime:
             case LinkUp():
                 self._log.info("link up again after %.1f s; session resumed", event.down_s)
             case SessionLost():
-                self._log.info("session lost; offering a new one")
+                self._log.info("session lost (%s); offering a new one", event.reason)
+            case HandshakeRefused():
+                # each kind once at WARNING; repeats are in the refusal summary
+                key = (event.by_peer, event.reason)
+                if key not in self._refusals_logged:
+                    self._refusals_logged.add(key)
+                    self._log.warning("handshake refused: %s", event.detail)
             case _:
                 pass
