@@ -320,6 +320,13 @@ class Link:
         if self.state is LinkState.UP:
             self._go_down(now)
 
+    def reset_session(self, reason: str, *, now: float) -> None:
+        """Reset the session because the layer above found the peer breaking its
+        protocol (``RemoteProtocolError``): as a broken frame does, ``SessionLost``
+        with ``reason``, a new epoch, a new HELLO.  Nothing happens without a session."""
+        if self.peer_epoch is not None and self.state is not LinkState.CLOSED:
+            self._reset_session(reason, now)
+
     @property
     def busy(self) -> bool:
         """True while messages are queued or not yet acknowledged."""

@@ -56,7 +56,7 @@ from concurrent.futures import Future, InvalidStateError
 from types import TracebackType
 from typing import Generic, Protocol, TypeVar, cast
 
-from ira.errors import IraError, LinkClosed, PortGone, TransportError
+from ira.errors import IraError, LinkClosed, PortGone, RemoteProtocolError, TransportError
 from ira.link.config import LinkConfig
 from ira.link.core import Link, LinkStatistics
 from ira.link.events import (
@@ -807,7 +807,13 @@ class LinkRuntime:
             if type(event) is not MessageReceived:
                 self._log_event(event)
             if upper is not None:
-                upper.handle_link_event(event, now=now)
+                try:
+                    upper.handle_link_event(event, now=now)
+                except RemoteProtocolError as exc:
+                    # the peer broke the protocol above the link: the session
+                    # cannot be trusted any more; reset it (never stop for it)
+                    self._log.warning("resetting the session: %s", exc)
+                    core.reset_session(str(exc), now=now)
             if on_event is not None:
                 on_event(event)
             elif upper is None:

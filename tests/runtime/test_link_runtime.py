@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from ira.errors import LinkClosed
+from ira.errors import LinkClosed, RemoteProtocolError
 from ira.link.config import LinkConfig
-from ira.link.events import Channel, LinkEvent, MessageReceived
+from ira.link.events import Channel, LinkEvent, MessageReceived, SessionLost
 from ira.runtime import link as runtime_module
 from ira.runtime.link import LinkRuntime
 from ira.transports.base import Transport
@@ -315,3 +315,52 @@ def test_an_error_on_the_loop_thread_is_raised_to_the_caller() -> None:
         deadline = time.monotonic() + 10.0
         while rt.error is None and time.monotonic() < deadline:
             time.sleep(0.01)  # the session comes up: SessionStarted reaches the callback
+
+
+class _Strict:
+    """An upper core that finds the peer's first message a protocol violation."""
+
+    def __init__(self) -> None:
+        self.events: list[LinkEvent] = []
+
+    def handle_link_event(self, event: LinkEvent, *, now: float) -> None:
+        self.events.append(event)
+        if isinstance(event, MessageReceived) and event.payload == b"bad":
+            raise RemoteProtocolError("the peer sent something this layer cannot accept")
+
+    def messages_to_send(self) -> list[tuple[Channel, bytes]]:
+        return []
+
+    def next_deadline(self) -> float | None:
+        return None
+
+    def handle_timeout(self, *, now: float) -> None:
+        pass
+
+    def next_event(self) -> object | None:
+        return None
+
+    def statistics(self) -> dict[str, int]:
+        return {}
+
+
+def test_a_protocol_error_of_the_layer_above_resets_the_session_not_the_runtime() -> None:
+    ta, tb = mem_pair(packet=True)
+    upper = _Strict()
+    a = LinkRuntime(ta, rng=random.Random(1), upper=upper)
+    with a, LinkRuntime(tb, rng=random.Random(2)) as b:
+        b.send(b"bad")
+        deadline = time.monotonic() + 10.0
+        while a.statistics().session_resets == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert a.error is None
+        assert a.statistics().session_resets == 1
+        # the peer sees this end restart, and the next session carries messages again
+        while a.statistics().sessions < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        b.send(b"good")
+        while MessageReceived(Channel.CONTROL, b"good") not in upper.events:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    lost = [e for e in upper.events if isinstance(e, SessionLost)]
+    assert [e.reason for e in lost] == ["the peer sent something this layer cannot accept"]
