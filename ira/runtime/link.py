@@ -51,7 +51,7 @@ import select
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from types import TracebackType
 from typing import Generic, Protocol, TypeVar, cast
@@ -115,7 +115,13 @@ class Upper(Protocol):
 
     def next_event(self) -> object | None: ...
 
-    def statistics(self) -> Mapping[str, int]: ...
+    def statistics(self) -> UpperStatistics: ...
+
+
+class UpperStatistics(Protocol):
+    """What the runtime reads of an upper core's statistics: its flat counter names."""
+
+    def as_dict(self) -> dict[str, int]: ...
 
 
 class Completion(Generic[T]):
@@ -901,7 +907,7 @@ class LinkRuntime:
 
     def _summarize_refusals(self, now: float) -> None:
         link = dataclasses.asdict(self.core.statistics())
-        upper = self.upper.statistics() if self.upper is not None else None
+        upper = self.upper.statistics().as_dict() if self.upper is not None else None
         line = self._refusals.report(refusal_totals(link, upper), now=now)
         if line is not None:
             self._log.warning("%s", line)

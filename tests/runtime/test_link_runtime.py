@@ -340,7 +340,12 @@ class _Strict:
     def next_event(self) -> object | None:
         return None
 
-    def statistics(self) -> dict[str, int]:
+    def statistics(self) -> _NoCounters:
+        return _NoCounters()
+
+
+class _NoCounters:
+    def as_dict(self) -> dict[str, int]:
         return {}
 
 
