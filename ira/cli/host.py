@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import signal
 import sys
 import threading
@@ -324,6 +325,8 @@ def link_state_json(name: str, port: PortState, now: float) -> dict[str, object]
 
 
 def run_list(args: argparse.Namespace) -> int:
+    if not 0 < args.timeout < math.inf:
+        raise ConfigError(f"--timeout {args.timeout}: give a positive number of seconds")
     with HostClient(args.link) as client:
         try:
             devices = client.list_devices(timeout_s=args.timeout)

@@ -14,6 +14,7 @@ import time
 
 from ira.errors import ConfigError, DevcallError, DevcallTimeout, SessionReset
 from ira.runtime import HostClient
+from ira.wire.bus import MAX_CALL_PAYLOAD_BYTES
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -44,12 +45,12 @@ def summary(rtts_s: list[float]) -> tuple[float, float, float, float]:
 def run(args: argparse.Namespace) -> int:
     if args.count is not None and args.count < 1:
         raise ConfigError("-c must be at least 1")
-    if args.size < 0:
-        raise ConfigError("-s must not be negative")
-    if args.interval < 0:
-        raise ConfigError("-i must not be negative")
-    if args.timeout <= 0:
-        raise ConfigError("-W must be positive")
+    if not 0 <= args.size <= MAX_CALL_PAYLOAD_BYTES:
+        raise ConfigError(f"-s {args.size}: give 0 to {MAX_CALL_PAYLOAD_BYTES} bytes")
+    if not 0 <= args.interval < math.inf:
+        raise ConfigError(f"-i {args.interval}: give a number of seconds, 0 or more")
+    if not 0 < args.timeout < math.inf:
+        raise ConfigError(f"-W {args.timeout}: give a positive number of seconds")
     rtts: list[float] = []
     sent = 0
     with HostClient(args.link) as client:
