@@ -3,7 +3,9 @@
 Each ping is one DEVCALL carrying SIZE bytes to the board's ``echo`` device,
 timed from the caller's side (queueing to the link thread included).  A line
 per reply, then a summary: calls, replies, loss, and min/avg/max/mdev of the
-round trips.  Exit status 0 when every call was answered intact, 1 otherwise.
+round trips.  A board that goes away or restarts costs the calls it did not
+answer (counted as lost); the next call reopens ``echo`` and ping goes on.
+Exit status 0 when every call was answered intact, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import argparse
 import math
 import time
 
-from ira.errors import ConfigError, DevcallError, DevcallTimeout, SessionReset
+from ira.errors import ConfigError, DevcallError, DevcallTimeout, IraError, SessionReset
 from ira.runtime import HostClient
 from ira.wire.bus import MAX_CALL_PAYLOAD_BYTES
 
@@ -69,6 +71,9 @@ def run(args: argparse.Namespace) -> int:
                 except (DevcallError, DevcallTimeout, SessionReset) as exc:
                     print(f"seq={sent}: {exc}", flush=True)
                     continue
+                except IraError as exc:  # the link failed: the statistics still follow
+                    print(f"seq={sent}: {exc}", flush=True)
+                    break
                 rtt = time.monotonic() - t0
                 if result.payload != payload:
                     print(f"seq={sent}: reply differs from the request", flush=True)
