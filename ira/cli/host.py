@@ -104,15 +104,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 FORGET_AFTER_S = LinkConfig().session_timeout_s
 
 
-def _attrs(info: DeviceInfo) -> str:
-    return " ".join(f"{k}={v}" for k, v in info.attrs)
+#: the most characters of attributes ``ira host serve`` prints in one line about a device
+#: (a board may announce 32 attributes of 256 bytes; ``ira host list`` prints them whole)
+MAX_ATTRS_SHOWN = 160
+
+
+def _attrs(info: DeviceInfo, limit: int | None = None) -> str:
+    text = " ".join(f"{k}={v}" for k, v in info.attrs)
+    if limit is None or len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters; ira host list shows all)"
 
 
 def describe(event: BusEvent) -> str | None:
     """One line about a discovery or link event, or None for the others."""
     match event:
         case DeviceAdded(device=d):
-            return f"+ device {d.device_id} {d.type} v{d.version} {_attrs(d)}".rstrip()
+            text = f"+ device {d.device_id} {d.type} v{d.version} {_attrs(d, MAX_ATTRS_SHOWN)}"
+            return text.rstrip()
         case DeviceRemoved(device=d, reason=reason):
             return f"- device {d.device_id} {d.type} ({reason})"
         case BusReady(device_count=n):
