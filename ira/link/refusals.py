@@ -71,4 +71,5 @@ class RefusalSummary:
         link_only = all(name in LINK_REFUSALS.values() for _, name in counts)
         what = "frames" if link_only else "frames and messages"
         parts = ", ".join(f"{n:,} {name}" for n, name in counts)
-        return f"refused {total:,} {what} from {self.source} in the last {span:.0f} s: {parts}"
+        seconds = f"{span:.0f}" if span >= 1 else f"{span:.1f}"
+        return f"refused {total:,} {what} from {self.source} in the last {seconds} s: {parts}"

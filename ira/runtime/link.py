@@ -70,7 +70,7 @@ from ira.link.events import (
     SessionLost,
     SessionStarted,
 )
-from ira.link.refusals import RefusalSummary, refusal_totals
+from ira.link.refusals import SUMMARY_INTERVAL_S, RefusalSummary, refusal_totals
 from ira.runtime.port import (
     REOPEN_FIRST_S,
     REOPEN_MAX_S,
@@ -238,10 +238,12 @@ class LinkRuntime:
         on_upper_event: Callable[[object], None] | None = None,
         on_port_event: Callable[[PortEvent], None] | None = None,
         give_up_after_s: float | None = None,
+        refusal_summary_s: float = SUMMARY_INTERVAL_S,
     ) -> None:
         """``on_port_event``: told when the port goes, is waited for, or is back (on
         the thread that runs the cores); ``give_up_after_s``: stop with an error when
-        the port stayed away this long (default: reopen forever)."""
+        the port stayed away this long (default: reopen forever); ``refusal_summary_s``:
+        at most one WARNING line about refused input this often (``RefusalSummary``)."""
         now = time.monotonic()
         first: Transport | None
         waiting: PortGone | None = None
@@ -298,7 +300,7 @@ class LinkRuntime:
         self._out_offset = 0
         self._write_bytes = MAX_WRITE_BYTES
         self._log = logging.LoggerAdapter(log, {"link": self.name})
-        self._refusals = RefusalSummary(self.name, now=now)
+        self._refusals = RefusalSummary(self.name, now=now, interval_s=refusal_summary_s)
         #: HELLO refusals already logged one by one (the rest go into the summary)
         self._refusals_logged: set[tuple[bool, int]] = set()
         #: the transport that went away and why, until the loop closes it (see _lose)

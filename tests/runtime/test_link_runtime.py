@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
+import re
 import statistics
 import threading
 import time
@@ -369,3 +371,35 @@ def test_a_protocol_error_of_the_layer_above_resets_the_session_not_the_runtime(
             time.sleep(0.01)
     lost = [e for e in upper.events if isinstance(e, SessionLost)]
     assert [e.reason for e in lost] == ["the peer sent something this layer cannot accept"]
+
+
+def test_refused_input_is_summarized_at_warning_at_most_once_an_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ta, tb = mem_pair(packet=False)
+    a = LinkRuntime(ta, rng=random.Random(1), refusal_summary_s=0.2)
+    noise = b"\x00" + b"\x05\x01\x02\x03\x04" + b"\x00"  # a COBS chunk whose CRC fails
+    with caplog.at_level(logging.WARNING, logger="ira.runtime.link"), a:
+        for _ in range(50):
+            tb.send(noise, 1.0)
+        deadline = time.monotonic() + 10.0
+        while a.statistics().drop_bad_crc < 50 or not _summaries(caplog):
+            assert time.monotonic() < deadline, "no summary"
+            time.sleep(0.05)
+        time.sleep(0.5)  # more intervals pass: nothing new is refused, so no new line
+        assert a.error is None
+        total = 0
+        for line in _summaries(caplog):
+            m = re.fullmatch(
+                rf"refused (\d+) frames from {re.escape(a.name)} in the last [\d.]+ s: "
+                r"(\d+) bad CRC",
+                line,
+            )
+            assert m is not None and m.group(1) == m.group(2), line
+            total += int(m.group(1))
+        assert total == 50
+    tb.close()
+
+
+def _summaries(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused ")]
