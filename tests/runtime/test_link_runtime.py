@@ -355,7 +355,10 @@ def test_a_protocol_error_of_the_layer_above_resets_the_session_not_the_runtime(
     ta, tb = mem_pair(packet=True)
     upper = _Strict()
     a = LinkRuntime(ta, rng=random.Random(1), upper=upper)
-    with a, LinkRuntime(tb, rng=random.Random(2)) as b:
+    b = LinkRuntime(tb, rng=random.Random(2))
+    a.start()
+    b.start()
+    try:
         b.send(b"bad")
         deadline = time.monotonic() + 10.0
         while a.statistics().session_resets == 0 and time.monotonic() < deadline:
@@ -369,6 +372,10 @@ def test_a_protocol_error_of_the_layer_above_resets_the_session_not_the_runtime(
         while MessageReceived(Channel.CONTROL, b"good") not in upper.events:
             assert time.monotonic() < deadline
             time.sleep(0.01)
+        assert a.error is None
+    finally:
+        a.stop()  # before b: a must not see its peer hang up (as running() does)
+        b.stop()
     lost = [e for e in upper.events if isinstance(e, SessionLost)]
     assert [e.reason for e in lost] == ["the peer sent something this layer cannot accept"]
 
