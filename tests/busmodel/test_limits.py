@@ -42,7 +42,7 @@ def test_a_board_announcing_devices_without_end_fills_a_bounded_table() -> None:
     finally:
         tracemalloc.stop()
     limit = BusConfig().max_devices
-    stats = host.statistics()
+    stats = host.statistics().as_dict()
     assert stats["devices"] == limit
     assert stats["refused_limit"] == 800 - limit
     assert held - before < 5 << 20, held - before  # ~9 KiB of attributes a device, no more

@@ -71,20 +71,20 @@ def test_a_malformed_request_gets_its_reply_with_ebadmsg(
 ) -> None:
     pair = registered()
     assert to_board(pair, request_bytes) == [reply]
-    assert pair.board.statistics()["refused_malformed"] == 1
+    assert pair.board.statistics().as_dict()["refused_malformed"] == 1
 
 
 def test_a_malformed_call_that_wants_no_reply_gets_none() -> None:
     pair = registered()
     assert to_board(pair, oversize_devcall(7, flags=1)) == []
-    assert pair.board.statistics()["refused_malformed"] == 1
+    assert pair.board.statistics().as_dict()["refused_malformed"] == 1
 
 
 @pytest.mark.parametrize("data", [b"", b"\x30\x01", bytes([Tag.WINDOW]) + bytes(3), b"\xee" * 9])
 def test_what_carries_no_readable_call_id_is_counted_and_dropped(data: bytes) -> None:
     pair = registered()
     assert to_board(pair, data) == []
-    assert pair.board.statistics()["refused_malformed"] == 1
+    assert pair.board.statistics().as_dict()["refused_malformed"] == 1
 
 
 def test_a_malformed_reply_fails_its_call_at_once() -> None:
@@ -97,4 +97,4 @@ def test_a_malformed_reply_fails_its_call_at_once() -> None:
     (failed,) = [ev for ev in iter(pair.host.next_event, None) if isinstance(ev, CallFailed)]
     assert failed.call_id == call_id
     assert isinstance(failed.error, DevcallError) and failed.error.status == Status.EBADMSG
-    assert pair.host.statistics()["pending_requests"] == 0
+    assert pair.host.statistics().as_dict()["pending_requests"] == 0
