@@ -71,6 +71,7 @@ from ira.wire.bus import (
     BUS_VERSION_FLUSH_ENDS,
     MAX_CALL_PAYLOAD_BYTES,
     MAX_WINDOW_BYTES,
+    REPLY_OF,
     BusHello,
     BusSynced,
     BusWelcome,
@@ -90,7 +91,9 @@ from ira.wire.bus import (
     SignalNotify,
     SignalState,
     Status,
+    Tag,
     WindowUpdate,
+    call_of,
     decode,
     encode_devcall,
 )
@@ -106,6 +109,15 @@ _REPLY_KINDS: dict[type[object], RequestKind] = {
     DevOpenReply: RequestKind.OPEN,
     ShmAttachReply: RequestKind.ATTACH,
     ShmDetachReply: RequestKind.DETACH,
+}
+
+
+#: the request each reply tag answers
+_KIND_OF_REPLY = {
+    Tag.DEVOPEN_REPLY: RequestKind.OPEN,
+    Tag.DEVCALL_REPLY: RequestKind.CALL,
+    Tag.SHM_ATTACH_REPLY: RequestKind.ATTACH,
+    Tag.SHM_DETACH_REPLY: RequestKind.DETACH,
 }
 
 
@@ -456,6 +468,7 @@ class Bus:
         except RemoteProtocolError as exc:
             log.debug("malformed message: %s", exc)
             self._refuse(Refusal.MALFORMED)
+            self._malformed_reply(payload, now)
             return
         match msg:  # the per-call reply first: a match tries its cases in order
             case DevCallReply():
@@ -476,6 +489,19 @@ class Bus:
                 self._on_signal(msg)
             case _:
                 self._refuse(Refusal.UNEXPECTED)
+
+    def _malformed_reply(self, payload: bytes, now: float) -> None:
+        """A reply that could not be decoded fails the request it answers (EBADMSG) at
+        once, rather than leave its caller waiting for the timeout."""
+        call = call_of(payload)
+        if call is None or call[0] in REPLY_OF:
+            return
+        kind = _KIND_OF_REPLY.get(call[0])
+        if kind is None:
+            return
+        request = self._answered(call[1], kind)
+        if request is not None:
+            self._fail(request, Status.EBADMSG, now)
 
     def _on_welcome(self, msg: BusWelcome) -> None:
         if self._state is not BusState.REGISTERING:

@@ -83,8 +83,11 @@ class BusConfig:
 
     #: timeout of a request (DEVOPEN, DEVCALL, SHM) that names none, seconds
     call_timeout_s: float = 5.0
-    #: most proxy devices kept for one link (bounds what a hostile board can make us hold)
-    max_devices: int = 4096
+    #: most proxy devices kept for one link (bounds what a hostile board can make us hold:
+    #: a DEVADD holds at most MAX_TYPE_BYTES + MAX_ATTRS x (MAX_ATTR_KEY_BYTES +
+    #: MAX_ATTR_VALUE_BYTES) bytes, ~9 KiB, so ~2.5 MiB at this default); a DEVADD past it
+    #: is refused and counted (``refused_limit``); the board's own default is the same
+    max_devices: int = 256
     #: bus versions offered in BUS_HELLO, inclusive
     version_min: int = BUS_VERSION_MIN
     version_max: int = BUS_VERSION_MAX

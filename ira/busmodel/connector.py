@@ -13,8 +13,10 @@ Devices run inside ``handle_link_event`` (see ``ira.busmodel.device``).
 Every request the host makes is answered; a request that names anything this
 container did not issue (device id, handle, window, signal), or breaks a
 limit, gets a negative status and is counted in ``statistics()``; a message
-that cannot be decoded, or that is not a request, is counted and dropped.
-Nothing the peer sends can raise out of this core.
+that cannot be decoded is counted and, when it is a request whose call_id can
+be read, answered with its reply and ``EBADMSG``; a message that is not a
+request is counted and dropped.  Nothing the peer sends can raise out of this
+core.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from ira.link.events import (
 from ira.wire.bus import (
     BUS_VERSION_FLUSH_ENDS,
     MAX_CALL_PAYLOAD_BYTES,
+    REPLY_OF,
     Attribute,
     BusHello,
     BusSynced,
@@ -71,7 +74,9 @@ from ira.wire.bus import (
     SignalNotify,
     SignalState,
     Status,
+    Tag,
     WindowUpdate,
+    call_of,
     decode,
     encode,
     encode_devcall_reply,
@@ -238,6 +243,7 @@ class Connector:
         except RemoteProtocolError as exc:
             log.debug("malformed message: %s", exc)
             self._container.refuse(Refusal.MALFORMED)
+            self._answer_malformed(payload, channel)
             return
         if isinstance(msg, BusHello):
             self._on_hello(msg)
@@ -266,6 +272,25 @@ class Connector:
                 self._on_signal_state(msg)
             case _:
                 self._container.refuse(Refusal.UNEXPECTED)
+
+    def _answer_malformed(self, payload: bytes, channel: Channel) -> None:
+        """Answer a request that could not be decoded with EBADMSG, so its caller
+        learns at once instead of waiting out its timeout."""
+        call = call_of(payload)
+        if call is None:
+            return
+        tag, call_id, wanted = call
+        if not wanted or tag not in REPLY_OF:
+            return
+        match tag:
+            case Tag.DEVOPEN:
+                self._outbox.send(DevOpenReply(call_id, Status.EBADMSG, 0), channel)
+            case Tag.DEVCALL:
+                self._outbox.send(DevCallReply(call_id, Status.EBADMSG, b""), channel)
+            case Tag.SHM_ATTACH:
+                self._outbox.send(ShmAttachReply(call_id, Status.EBADMSG, 0), channel)
+            case Tag.SHM_DETACH:
+                self._outbox.send(ShmDetachReply(call_id, Status.EBADMSG), channel)
 
     def _not_registered(self, msg: Message, channel: Channel) -> None:
         self._container.refuse(Refusal.NOT_REGISTERED)

@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import signal
 import sys
 import threading
@@ -106,15 +107,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 FORGET_AFTER_S = LinkConfig().session_timeout_s
 
 
-def _attrs(info: DeviceInfo) -> str:
-    return " ".join(f"{k}={v}" for k, v in info.attrs)
+#: the most characters of attributes ``ira host serve`` prints in one line about a device
+#: (a board may announce 32 attributes of 256 bytes; ``ira host list`` prints them whole)
+MAX_ATTRS_SHOWN = 160
+
+
+def _attrs(info: DeviceInfo, limit: int | None = None) -> str:
+    text = " ".join(f"{k}={v}" for k, v in info.attrs)
+    if limit is None or len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters; ira host list shows all)"
 
 
 def describe(event: BusEvent) -> str | None:
     """One line about a discovery or link event, or None for the others."""
     match event:
         case DeviceAdded(device=d):
-            return f"+ device {d.device_id} {d.type} v{d.version} {_attrs(d)}".rstrip()
+            text = f"+ device {d.device_id} {d.type} v{d.version} {_attrs(d, MAX_ATTRS_SHOWN)}"
+            return text.rstrip()
         case DeviceRemoved(device=d, reason=reason):
             return f"- device {d.device_id} {d.type} ({reason})"
         case BusReady(device_count=n):
@@ -332,6 +342,8 @@ def link_state_json(name: str, port: PortState, now: float) -> dict[str, object]
 
 
 def run_list(args: argparse.Namespace) -> int:
+    if not 0 < args.timeout < math.inf:
+        raise ConfigError(f"--timeout {args.timeout}: give a positive number of seconds")
     with HostClient(args.link, link_config=link_config(args.psk_file)) as client:
         try:
             devices = client.list_devices(timeout_s=args.timeout)

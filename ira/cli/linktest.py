@@ -13,10 +13,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import sys
 
 from ira.cli.linkopts import add_psk_argument, read_psk
 from ira.errors import ConfigError
+from ira.link.config import LinkConfig
 from ira.tools.linktest import measure, parse_range, parse_size
 
 
@@ -45,9 +47,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     total = parse_size(args.bytes)
-    sizes = parse_range(args.size)
+    sizes = parse_range(args.size, maximum=LinkConfig().max_message_bytes)
     if args.nullmodem == bool(args.links) or (args.links and len(args.links) != 2):
         raise ConfigError("give two links (LINK_A LINK_B) or --nullmodem")
+    if args.baud is not None and args.baud <= 0:
+        raise ConfigError(f"--baud {args.baud}: give a positive number of bits per second")
+    for option, value in (("--ber", args.ber), ("--drop", args.drop)):
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{option} {value}: a probability between 0 and 1")
+    if args.timeout is not None and not 0 < args.timeout < math.inf:
+        raise ConfigError(f"--timeout {args.timeout}: give a positive number of seconds")
     psk = None if args.psk_file is None else read_psk(args.psk_file)
     timeout = args.timeout
     if timeout is None:

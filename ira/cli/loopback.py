@@ -53,7 +53,7 @@ from ira.tools.linktest import measure, parse_size
 from ira.tools.nullmodem import NullModem, NullModemConfig
 from ira.transports.gadget import udc_names
 from ira.venet.counters import DeltaStatistics, NetDriverStatistics
-from ira.venet.netspec import feature_list, format_mac
+from ira.venet.netspec import check_mtu, feature_list, format_mac
 from ira.wire.venet import VNET_HDR_BYTES
 
 BOARD_IP, HOST_IP = "10.77.0.1", "10.77.0.2"
@@ -110,7 +110,23 @@ def _sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _check_options(args: argparse.Namespace) -> int:
+    """Every option, before anything is opened; returns ``--bytes``."""
+    total = parse_size(args.bytes)
+    parse_size(args.tcp_bytes, option="--tcp-bytes")
+    if args.count < 1:
+        raise ConfigError(f"-c {args.count}: give at least 1")
+    if args.baud is not None and args.baud <= 0:
+        raise ConfigError(f"--baud {args.baud}: give a positive number of bits per second")
+    try:
+        check_mtu(args.mtu)
+    except ConfigError as exc:
+        raise ConfigError(f"--mtu {args.mtu}: {exc}") from None
+    return total
+
+
 def run(args: argparse.Namespace) -> int:
+    total = _check_options(args)
     if args.usb and args.baud:
         raise ConfigError("--baud throttles the null-modem; a USB link has no baud rate")
     if args.usb and not _dummy_udcs():
@@ -124,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
             else:
                 nm2 = stack.enter_context(NullModem(NullModemConfig(baud=args.baud)))
                 path_a, path_b = nm2.path_a, nm2.path_b
-            report = measure(path_a, path_b, parse_size(args.bytes), (1, 65536), 1, 600.0, stack)
+            report = measure(path_a, path_b, total, (1, 65536), 1, 600.0, stack)
         print_report(report)
     return 0 if ok and report["ok"] else 1
 

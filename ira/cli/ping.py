@@ -3,7 +3,9 @@
 Each ping is one DEVCALL carrying SIZE bytes to the board's ``echo`` device,
 timed from the caller's side (queueing to the link thread included).  A line
 per reply, then a summary: calls, replies, loss, and min/avg/max/mdev of the
-round trips.  Exit status 0 when every call was answered intact, 1 otherwise.
+round trips.  A board that goes away or restarts costs the calls it did not
+answer (counted as lost); the next call reopens ``echo`` and ping goes on.
+Exit status 0 when every call was answered intact, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ import math
 import time
 
 from ira.cli.linkopts import add_psk_argument, link_config
-from ira.errors import ConfigError, DevcallError, DevcallTimeout, SessionReset
+from ira.errors import ConfigError, DevcallError, DevcallTimeout, IraError, SessionReset
 from ira.runtime import HostClient
+from ira.wire.bus import MAX_CALL_PAYLOAD_BYTES
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -46,12 +49,12 @@ def summary(rtts_s: list[float]) -> tuple[float, float, float, float]:
 def run(args: argparse.Namespace) -> int:
     if args.count is not None and args.count < 1:
         raise ConfigError("-c must be at least 1")
-    if args.size < 0:
-        raise ConfigError("-s must not be negative")
-    if args.interval < 0:
-        raise ConfigError("-i must not be negative")
-    if args.timeout <= 0:
-        raise ConfigError("-W must be positive")
+    if not 0 <= args.size <= MAX_CALL_PAYLOAD_BYTES:
+        raise ConfigError(f"-s {args.size}: give 0 to {MAX_CALL_PAYLOAD_BYTES} bytes")
+    if not 0 <= args.interval < math.inf:
+        raise ConfigError(f"-i {args.interval}: give a number of seconds, 0 or more")
+    if not 0 < args.timeout < math.inf:
+        raise ConfigError(f"-W {args.timeout}: give a positive number of seconds")
     config = link_config(args.psk_file)
     rtts: list[float] = []
     sent = 0
@@ -71,6 +74,9 @@ def run(args: argparse.Namespace) -> int:
                 except (DevcallError, DevcallTimeout, SessionReset) as exc:
                     print(f"seq={sent}: {exc}", flush=True)
                     continue
+                except IraError as exc:  # the link failed: the statistics still follow
+                    print(f"seq={sent}: {exc}", flush=True)
+                    break
                 rtt = time.monotonic() - t0
                 if result.payload != payload:
                     print(f"seq={sent}: reply differs from the request", flush=True)

@@ -15,6 +15,7 @@ back.  The bytes go to stdout as they are, or as hex (32 bytes a line) with
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -139,8 +140,8 @@ def read_entropy(client: HostClient, size_bytes: int, *, timeout_s: float = 10.0
 def run_rng(args: argparse.Namespace) -> int:
     if args.bytes < 1:
         raise ConfigError("-n must be at least 1")
-    if args.timeout <= 0:
-        raise ConfigError("--timeout must be positive")
+    if not 0 < args.timeout < math.inf:
+        raise ConfigError(f"--timeout {args.timeout}: give a positive number of seconds")
     with HostClient(args.link) as client:
         data = read_entropy(client, args.bytes, timeout_s=args.timeout)
     if args.hex:

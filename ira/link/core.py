@@ -35,9 +35,18 @@ session; only a HELLO_ACK that echoes this end's current nonce does (that
 module's docstring has the handshake).
 
 The core never reads a clock: time comes in as ``now``.  Whatever bytes arrive,
-only events (and counters) come out, or ``RemoteProtocolError`` when the peer
-speaks an incompatible protocol version or breaks the protocol; the link is
-closed after that.
+only events and counters come out, never an exception:
+
+* noise (bad CRC, undecodable frames) and stale frames are counted and dropped;
+* a HELLO this end cannot accept (no common version, a field out of range) is
+  answered with HELLO_REFUSED and reported (``HandshakeRefused``); a
+  HELLO_REFUSED answering ours is reported too, and the handshake goes on with
+  its backoff;
+* DATA on a channel this end does not know is acknowledged and its bytes
+  discarded (counted), so it cannot block the sequence space;
+* a CRC-valid frame of the session that breaks the protocol (a message length
+  prefix past MAX_VARINT_BYTES) resets the session, as TCP answers such a
+  segment with RST: ``SessionLost`` with the reason, a new epoch, a new HELLO.
 
 The state table is data (``ira.link.states.LINK_TRANSITIONS``): every change
 of ``state`` goes through ``states.step``, and docs/PROTOCOL.md prints the table.
@@ -54,6 +63,7 @@ from ira.link.auth import PEER_WANTS_KEY, LinkAuth, Refusals
 from ira.link.config import LinkConfig
 from ira.link.events import (
     Channel,
+    HandshakeRefused,
     LinkDown,
     LinkEvent,
     LinkUp,
@@ -71,6 +81,8 @@ from ira.wire.link import (
     DATA_HEADER_BYTES,
     MAC_BYTES,
     MIN_FRAME_BYTES,
+    MIN_WINDOW_BYTES,
+    REFUSAL_MEANINGS,
     VERSION_MAX,
     VERSION_MIN,
     WINDOW_UNIT_BYTES,
@@ -79,11 +91,14 @@ from ira.wire.link import (
     Data,
     Feature,
     Hello,
+    HelloRefused,
+    Refusal,
     check_crc,
     decode_body,
     encode_ack,
     encode_data_frame,
     encode_hello,
+    encode_hello_refused,
     is_authenticated_hello,
 )
 
@@ -133,6 +148,14 @@ class LinkStatistics:
     drop_oversize_messages: int
     #: frames whose MAC did not verify, or from a peer without the key (Feature.AUTH)
     drop_unauthenticated: int
+    #: DATA on a channel this end does not know: acknowledged, bytes discarded
+    drop_unknown_channel: int
+    #: HELLOs this end refused (answered with HELLO_REFUSED)
+    hellos_refused: int
+    #: HELLO_REFUSED answers to our HELLOs
+    refused_by_peer: int
+    #: sessions this end reset because the peer broke the protocol within them
+    session_resets: int
     srtt_s: float | None
     rto_s: float | None
     bandwidth_bytes_per_s: float | None
@@ -150,6 +173,8 @@ class LinkStatistics:
             "stale": self.drop_stale,
             "oversize_message": self.drop_oversize_messages,
             "unauthenticated": self.drop_unauthenticated,
+            "unknown_channel": self.drop_unknown_channel,
+            "refused_hello": self.hellos_refused,
         }
 
 
@@ -168,6 +193,10 @@ class _Counters:
     oversize_packets: int = 0
     malformed: int = 0
     stale: int = 0
+    unknown_channel: int = 0
+    hellos_refused: int = 0
+    refused_by_peer: int = 0
+    session_resets: int = 0
 
 
 def _stream_bytes(message: bytes) -> int:
@@ -178,6 +207,34 @@ def _stream_bytes(message: bytes) -> int:
     """
     n = len(message)
     return n + 1 if n < 0x80 else n + (n.bit_length() + 6) // 7
+
+
+def _refusal(h: Hello, common_version: int) -> Refusal | None:
+    """Why this end cannot accept a HELLO, or None (PROTOCOL.md, "Errors and refusals")."""
+    if common_version < max(h.version_min, VERSION_MIN):
+        return Refusal.VERSION
+    if h.max_frame_bytes < MIN_FRAME_BYTES:
+        return Refusal.MAX_FRAME_BYTES
+    if h.window_bytes < MIN_WINDOW_BYTES:
+        return Refusal.WINDOW_BYTES
+    if h.keepalive_ms == 0:
+        return Refusal.KEEPALIVE_MS
+    if h.epoch == 0:
+        return Refusal.EPOCH
+    return None
+
+
+def _offered(h: Hello, refusal: Refusal) -> str:
+    """The refused field as the peer offered it."""
+    match refusal:
+        case Refusal.MAX_FRAME_BYTES:
+            return f"max_frame_bytes {h.max_frame_bytes}, at least {MIN_FRAME_BYTES} required"
+        case Refusal.WINDOW_BYTES:
+            return f"window_bytes {h.window_bytes}, at least {MIN_WINDOW_BYTES} required"
+        case Refusal.KEEPALIVE_MS:
+            return "keepalive_ms 0"
+        case _:
+            return f"epoch {h.epoch}"
 
 
 def _unwrap(wire: int, reference: int) -> int:
@@ -220,6 +277,8 @@ class Link:
         self._hello_due: float | None = now
         self._hello_interval = cfg.hello_interval_s
         self._hello_ack_due = False
+        #: a HELLO_REFUSED to send: (the refused epoch, the reason)
+        self._refusal_due: tuple[int, Refusal] | None = None
         self._ack_due: float | None = None
         self._ack_now = False
         self._unacked_segments = 0
@@ -281,6 +340,13 @@ class Link:
         if self.state is LinkState.UP:
             self._go_down(now)
 
+    def reset_session(self, reason: str, *, now: float) -> None:
+        """Reset the session because the layer above found the peer breaking its
+        protocol (``RemoteProtocolError``): as a broken frame does, ``SessionLost``
+        with ``reason``, a new epoch, a new HELLO.  Nothing happens without a session."""
+        if self.peer_epoch is not None and self.state is not LinkState.CLOSED:
+            self._reset_session(reason, now)
+
     @property
     def busy(self) -> bool:
         """True while messages are queued or not yet acknowledged."""
@@ -325,26 +391,28 @@ class Link:
                 c.malformed += 1
                 continue
             c.frames_received += 1
-            try:
-                if isinstance(frame, Hello):
-                    self._on_hello(frame, now)
-                    continue
-                sender, receiver = self._sender, self._receiver
-                if frame.tag != self._tag or sender is None or receiver is None:
-                    c.stale += 1
-                    continue
-                self._heard(now)
-                if self._confirming:
-                    self._confirmed()
-                if isinstance(frame, Data):
+            if isinstance(frame, Hello):
+                self._on_hello(frame, now)
+                continue
+            if isinstance(frame, HelloRefused):
+                self._on_refused(frame)
+                continue
+            sender, receiver = self._sender, self._receiver
+            if frame.tag != self._tag or sender is None or receiver is None:
+                c.stale += 1
+                continue
+            self._heard(now)
+            if self._confirming:
+                self._confirmed()
+            if isinstance(frame, Data):
+                try:
                     self._on_data(frame, sender, receiver, now)
-                else:
-                    self._on_ack(frame, sender, now)
-            except RemoteProtocolError:
-                # the peer broke the protocol (a CRC-valid frame, so not noise): the
-                # session cannot be trusted any more, nothing goes in or out after this
-                self.state = step(self.state, LinkInput.PROTOCOL_VIOLATED)
-                raise
+                except RemoteProtocolError as exc:
+                    # a CRC-valid frame of this session that breaks the protocol: not
+                    # noise, so the session cannot be trusted any more; reset it
+                    self._reset_session(str(exc), now)
+            else:
+                self._on_ack(frame, sender, now)
 
     def _on_data(self, d: Data, sender: Sender, receiver: Receiver, now: float) -> None:
         # the piggy-backed ack (as _apply_ack, without SACK ranges or held bitmap)
@@ -359,15 +427,17 @@ class Link:
             None,
             now,
         )
+        tx = d.tx
         channel = d.channel
-        if channel > _MAX_CHANNEL:
-            self._counters.malformed += 1
-            return
         rcv_nxt = receiver.rcv_nxt
         seq = rcv_nxt + ((d.seq - rcv_nxt + _HALF) % _MOD) - _HALF
-        fate = receiver.on_segment(seq, _CHANNELS[channel], d.payload)
+        if channel > _MAX_CHANNEL:
+            # acknowledged and discarded, so that it cannot block the sequence space
+            self._counters.unknown_channel += 1
+            fate = receiver.on_segment(seq, None, d.payload)
+        else:
+            fate = receiver.on_segment(seq, _CHANNELS[channel], d.payload)
         # slide the ``held`` bitmap to this transmission (links never reorder)
-        tx = d.tx
         if self._rx_seen:
             step = (tx - self._last_rx_tx) & 0xFFFF
             if step < 0x8000:  # else older than the last one: a duplicate from the line
@@ -437,13 +507,22 @@ class Link:
 
     def _on_hello(self, h: Hello, now: float) -> None:
         common = min(h.version_max, VERSION_MAX)
-        if common < max(h.version_min, VERSION_MIN):
-            raise RemoteProtocolError(
-                f"the peer speaks link protocol versions {h.version_min}..{h.version_max} and "
-                f"this end {VERSION_MIN}..{VERSION_MAX}: install matching ira releases on both ends"
+        refusal = _refusal(h, common)
+        if refusal is not None:
+            self._counters.hellos_refused += 1
+            self._refusal_due = (h.epoch, refusal)
+            detail = (
+                f"refused the peer's HELLO ({_offered(h, refusal)}): {REFUSAL_MEANINGS[refusal]}"
             )
-        if h.max_frame_bytes < MIN_FRAME_BYTES or h.window_bytes < 4 * WINDOW_UNIT_BYTES:
-            self._counters.malformed += 1
+            if refusal is Refusal.VERSION:
+                detail = (
+                    f"the peer speaks link protocol versions {h.version_min}..{h.version_max} "
+                    f"and this end {VERSION_MIN}..{VERSION_MAX}: install matching ira releases "
+                    "on both ends"
+                )
+            self._events.append(
+                HandshakeRefused(False, int(refusal), detail, h.version_min, h.version_max)
+            )
             return
         if self._auth is not None and not self._auth.on_hello(h, self.epoch):
             # a HELLO with a MAC proves who made it, not when: answered, nothing else
@@ -477,6 +556,36 @@ class Link:
             # the handshake's round trip (to the latest HELLO: if an earlier one was
             # answered this underestimates, which costs at most a needless resend)
             self._sender.seed_rtt(now - self._hello_sent_at)
+
+    def _on_refused(self, r: HelloRefused) -> None:
+        if r.peer_epoch != self.epoch:
+            self._counters.stale += 1  # answers a HELLO of an earlier incarnation of ours
+            return
+        self._counters.refused_by_peer += 1
+        reason = Refusal(r.reason)
+        detail = f"the peer refused our HELLO: {REFUSAL_MEANINGS[reason]}"
+        if reason is Refusal.VERSION:
+            detail += (
+                f" (it speaks link protocol versions {r.version_min}..{r.version_max}, this end "
+                f"{VERSION_MIN}..{VERSION_MAX}: install matching ira releases on both ends)"
+            )
+        self._events.append(HandshakeRefused(True, r.reason, detail, r.version_min, r.version_max))
+
+    def _reset_session(self, reason: str, now: float) -> None:
+        """Tear the session down at once (the peer broke the protocol within it), as the
+        session timeout does: a new epoch, so the peer sees this end restart."""
+        self._counters.session_resets += 1
+        self._tear_down(reason, now, LinkInput.PROTOCOL_VIOLATED)
+
+    def _tear_down(self, reason: str, now: float, cause: LinkInput) -> None:
+        old = self.peer_epoch
+        discarded = self._drop_session()
+        self._events.append(SessionLost(old or 0, discarded, reason))
+        self.state = step(self.state, cause)
+        self.peer_epoch = None
+        self.epoch = self._new_epoch()  # the peer must see that this session is gone
+        self._hello_due = now
+        self._hello_interval = self.config.hello_interval_s
 
     def _confirmed(self) -> None:
         self._confirming = False
@@ -545,6 +654,14 @@ class Link:
             self._hello_ack_due = False
             if self.peer_epoch is not None or self._auth is not None:
                 frames.append(self._hello(ack=True))
+        if self._refusal_due is not None:
+            refused_epoch, reason = self._refusal_due
+            self._refusal_due = None
+            frames.append(
+                encode_hello_refused(
+                    HelloRefused(VERSION_MIN, VERSION_MAX, self.epoch, refused_epoch, reason)
+                )
+            )
         handshake_frames = len(frames)
         sender, receiver = self._sender, self._receiver
         if sender is not None and receiver is not None:
@@ -684,15 +801,10 @@ class Link:
             elif self._sender is not None:
                 self._sender.on_timeout(now)
         if self.state is LinkState.DOWN and now >= self._last_rx + cfg.session_timeout_s:
-            old = self.peer_epoch
-            discarded = self._drop_session()
             self._counters.sessions_lost += 1
-            self._events.append(SessionLost(old or 0, discarded))
-            self.state = step(self.state, LinkInput.SESSION_TIMED_OUT)
-            self.peer_epoch = None
-            self.epoch = self._new_epoch()  # the peer must see that this session is gone
-            self._hello_due = now
-            self._hello_interval = cfg.hello_interval_s
+            self._tear_down(
+                f"silent for {now - self._last_rx:.1f} s", now, LinkInput.SESSION_TIMED_OUT
+            )
 
     def _go_down(self, now: float, silent_s: float | None = None) -> None:
         """UP -> DOWN: after the dead interval's silence, or at once when the transport is
@@ -742,6 +854,10 @@ class Link:
             drop_stale=c.stale,
             drop_oversize_messages=r.oversize_messages,
             drop_unauthenticated=self._refusals.total,
+            drop_unknown_channel=c.unknown_channel,
+            hellos_refused=c.hellos_refused,
+            refused_by_peer=c.refused_by_peer,
+            session_resets=c.session_resets,
             srtt_s=sender.srtt if sender else None,
             rto_s=sender.rto if sender else None,
             bandwidth_bytes_per_s=sender.bandwidth if sender else None,

@@ -69,13 +69,16 @@ class PeerRestarted:
 
 @dataclass(frozen=True, slots=True)
 class SessionLost:
-    """The peer stayed silent past the session timeout; the session was torn down.
+    """The session was torn down: the peer stayed silent past the session timeout, or
+    broke the protocol within the session (``reason`` says which).
 
-    The link keeps offering a new handshake; a peer that answers starts a new session.
+    This end takes a new epoch and keeps offering a new handshake; a peer that
+    answers starts a new session.
     """
 
     peer_epoch: int
     discarded_messages: int
+    reason: str = "silent past the session timeout"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +91,29 @@ class AuthRefused:
     refused: int
 
 
+@dataclass(frozen=True, slots=True)
+class HandshakeRefused:
+    """A HELLO could not be accepted and no session started.
+
+    ``by_peer`` False: the peer's HELLO broke a rule and this end answered it with
+    HELLO_REFUSED; True: the peer refused ours.  ``reason`` is the ``Refusal``
+    code, ``detail`` says what to fix; the handshake goes on with its backoff.
+    """
+
+    by_peer: bool
+    reason: int
+    detail: str
+    peer_version_min: int
+    peer_version_max: int
+
+
 LinkEvent = (
-    SessionStarted | MessageReceived | LinkDown | LinkUp | PeerRestarted | SessionLost | AuthRefused
+    SessionStarted
+    | MessageReceived
+    | LinkDown
+    | LinkUp
+    | PeerRestarted
+    | SessionLost
+    | HandshakeRefused
+    | AuthRefused
 )

@@ -11,7 +11,11 @@ reassembler, which cuts the channel stream into messages by their LEB128
 length prefixes.  A message longer than ``max_message_bytes`` is skipped and
 counted, so a lying peer cannot make us buffer more than that; the window
 accounts for the reorder buffer and for messages delivered but not yet taken
-by the layer above, so a slow consumer slows the sender.
+by the layer above, so a slow consumer slows the sender.  Bytes of a channel
+this end does not know (``channel`` None) take their place in the sequence
+space like any others, so they are acknowledged, and are discarded on delivery
+(``unknown_channel_bytes``).  A length prefix longer than MAX_VARINT_BYTES
+raises ``RemoteProtocolError``: the session core resets the session.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ class ReceiverStatistics:
     duplicate: int = 0
     out_of_window: int = 0
     oversize_messages: int = 0
+    unknown_channel_bytes: int = 0
 
 
 class _Reassembler:
@@ -136,7 +141,7 @@ class Receiver:
         self.window_bytes = window_bytes
         #: reorder buffer, sorted by sequence number
         self._ooo_seqs: list[int] = []
-        self._ooo: list[tuple[int, Channel, bytes]] = []
+        self._ooo: list[tuple[int, Channel | None, bytes]] = []
         self.ooo_bytes = 0
         self._reassemblers = {ch: _Reassembler(max_message_bytes) for ch in Channel}
         #: whole messages, in order, for the session core to hand on
@@ -157,8 +162,9 @@ class Receiver:
     def has_gaps(self) -> bool:
         return bool(self._ooo)
 
-    def on_segment(self, seq: int, channel: Channel, payload: bytes) -> Fate:
-        """Take one DATA segment and say what became of it."""
+    def on_segment(self, seq: int, channel: Channel | None, payload: bytes) -> Fate:
+        """Take one DATA segment and say what became of it (``channel`` None: a channel
+        this end does not know, whose bytes are acknowledged and discarded)."""
         n = len(payload)
         end = seq + n
         rcv_nxt = self.rcv_nxt
@@ -196,13 +202,16 @@ class Receiver:
                 self._deliver(oseq, och, opayload)
         return Fate.NEW
 
-    def _deliver(self, seq: int, channel: Channel, payload: bytes) -> None:
+    def _deliver(self, seq: int, channel: Channel | None, payload: bytes) -> None:
         rcv_nxt = self.rcv_nxt
         if seq < rcv_nxt:
             payload = payload[rcv_nxt - seq :]
         n = len(payload)
         self.rcv_nxt = rcv_nxt + n
         stats = self.stats
+        if channel is None:
+            stats.unknown_channel_bytes += n
+            return
         stats.payload_bytes_received += n
         self._reassemblers[channel].feed(payload, channel, self.delivered, stats)
 

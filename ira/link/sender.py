@@ -407,7 +407,10 @@ class Sender:
         n = len(seg.payload)
         seg.sent_at = now
         seg.ahead_bytes = self.pipe_bytes
-        self._tx_counter = seg.tx_order = self._tx_counter + 1
+        tx = self._tx_counter + 1
+        if not tx & 0xFFFF:
+            tx += 1  # on the wire tx is 16 bits, and 0 means "none yet": never send it
+        self._tx_counter = seg.tx_order = tx
         delivered = self._delivered
         if not self.pipe_bytes:
             # nothing in flight: the line was idle, and the time it stood idle is not

@@ -9,8 +9,11 @@ session (``FRAME_OF_SESSION``) brings it back to ``UP``.  ``DOWN`` for the
 session timeout ends the session (``SESSION_TIMED_OUT``): the end takes a new
 epoch and shakes hands again.  A HELLO from a new epoch in ``UP`` or ``DOWN``
 means the peer restarted: the old session is dropped and a new one starts at
-once (``SESSION_STARTED`` again).  ``CLOSED`` is final: the layer above
-closed the link, or the peer broke the protocol (``PROTOCOL_VIOLATED``).
+once (``SESSION_STARTED`` again).  A CRC-valid frame of the session that
+breaks the protocol (``PROTOCOL_VIOLATED``: a message length prefix past five
+bytes, or the layer above finding the peer's messages broken) resets the
+session as a timeout does: a new epoch, a new handshake.  ``CLOSED`` is final:
+the layer above closed the link.
 
 The table is complete: a pair that is not in it is a bug of the core, which
 ``step`` reports by raising ``LocalProtocolError``.  docs/PROTOCOL.md prints
@@ -46,7 +49,8 @@ class LinkInput(enum.Enum):
     TRANSPORT_LOST = enum.auto()
     #: down for the session timeout
     SESSION_TIMED_OUT = enum.auto()
-    #: a CRC-valid frame that breaks the protocol (the session cannot be trusted)
+    #: a CRC-valid frame of the session that breaks the protocol (the session cannot be
+    #: trusted: it is reset)
     PROTOCOL_VIOLATED = enum.auto()
     #: the layer above closed the link
     CLOSE = enum.auto()
@@ -63,9 +67,10 @@ LINK_TRANSITIONS: dict[tuple[LinkState, LinkInput], LinkState] = {
     (_S.DOWN, _I.SESSION_STARTED): _S.UP,
     (_S.DOWN, _I.FRAME_OF_SESSION): _S.UP,
     (_S.DOWN, _I.SESSION_TIMED_OUT): _S.HANDSHAKE,
+    (_S.UP, _I.PROTOCOL_VIOLATED): _S.HANDSHAKE,
+    (_S.DOWN, _I.PROTOCOL_VIOLATED): _S.HANDSHAKE,
 }
 for _state in (_S.HANDSHAKE, _S.UP, _S.DOWN, _S.CLOSED):
-    LINK_TRANSITIONS[_state, _I.PROTOCOL_VIOLATED] = _S.CLOSED
     LINK_TRANSITIONS[_state, _I.CLOSE] = _S.CLOSED
 
 

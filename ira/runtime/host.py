@@ -38,6 +38,7 @@ from ira.errors import (
     IraError,
     LocalProtocolError,
     RemoteProtocolError,
+    SessionReset,
     TransportError,
 )
 from ira.link.config import LinkConfig
@@ -267,17 +268,35 @@ class HostClient(LinkService):
         return result
 
     def ping(self, payload: bytes = b"", *, timeout_s: float | None = None) -> CallResult:
-        """One DEVCALL round trip to the board's ``echo`` device (opened on first use)."""
+        """One DEVCALL round trip to the board's ``echo`` device (opened on first use, and
+        again in every new session).  A board that is away or restarting costs this
+        call (``DevcallTimeout``, ``SessionReset``), not the caller's loop."""
         with self._cond:
             echo = self._echo if self._echo and self._echo[1] == self._sessions else None
             session = self._sessions
         if echo is None:
+            wait_s = 5.0 if timeout_s is None else timeout_s
+            try:
+                self.wait_ready(wait_s)
+            except TransportError as exc:
+                if self.runtime.error is not None:
+                    raise  # the link itself failed: nothing to wait for
+                raise DevcallTimeout(f"{self.name}: no board to ping within {wait_s:g} s") from exc
+            with self._cond:
+                session = self._sessions
             handle = self.open("echo", timeout_s=timeout_s)
             with self._cond:
                 self._echo = (handle, session)
         else:
             handle = echo[0]
-        return self.call(handle, EchoFunc.ECHO, payload, timeout_s=timeout_s)
+        try:
+            return self.call(handle, EchoFunc.ECHO, payload, timeout_s=timeout_s)
+        except LocalProtocolError as exc:
+            with self._cond:
+                ended = self._sessions != session
+            if ended:  # the handle went with the session meanwhile
+                raise SessionReset(f"{self.name}: the session reset before the call") from exc
+            raise
 
     def statistics(self) -> BusStatistics:
         return self.runtime.call(self.bus.statistics)

@@ -56,12 +56,13 @@ from concurrent.futures import Future, InvalidStateError
 from types import TracebackType
 from typing import Generic, Protocol, TypeVar, cast
 
-from ira.errors import IraError, LinkClosed, PortGone, TransportError
+from ira.errors import IraError, LinkClosed, PortGone, RemoteProtocolError, TransportError
 from ira.link.config import LinkConfig
 from ira.link.core import Link, LinkStatistics
 from ira.link.events import (
     AuthRefused,
     Channel,
+    HandshakeRefused,
     LinkDown,
     LinkEvent,
     LinkUp,
@@ -70,6 +71,7 @@ from ira.link.events import (
     SessionLost,
     SessionStarted,
 )
+from ira.link.refusals import SUMMARY_INTERVAL_S, RefusalSummary, refusal_totals
 from ira.runtime.port import (
     REOPEN_FIRST_S,
     REOPEN_MAX_S,
@@ -113,6 +115,14 @@ class Upper(Protocol):
     def handle_timeout(self, *, now: float) -> None: ...
 
     def next_event(self) -> object | None: ...
+
+    def statistics(self) -> UpperStatistics: ...
+
+
+class UpperStatistics(Protocol):
+    """What the runtime reads of an upper core's statistics: its flat counter names."""
+
+    def as_dict(self) -> dict[str, int]: ...
 
 
 class Completion(Generic[T]):
@@ -229,10 +239,12 @@ class LinkRuntime:
         on_upper_event: Callable[[object], None] | None = None,
         on_port_event: Callable[[PortEvent], None] | None = None,
         give_up_after_s: float | None = None,
+        refusal_summary_s: float = SUMMARY_INTERVAL_S,
     ) -> None:
         """``on_port_event``: told when the port goes, is waited for, or is back (on
         the thread that runs the cores); ``give_up_after_s``: stop with an error when
-        the port stayed away this long (default: reopen forever)."""
+        the port stayed away this long (default: reopen forever); ``refusal_summary_s``:
+        at most one WARNING line about refused input this often (``RefusalSummary``)."""
         now = time.monotonic()
         first: Transport | None
         waiting: PortGone | None = None
@@ -292,6 +304,9 @@ class LinkRuntime:
         self._out_offset = 0
         self._write_bytes = MAX_WRITE_BYTES
         self._log = logging.LoggerAdapter(log, {"link": self.name})
+        self._refusals = RefusalSummary(self.name, now=now, interval_s=refusal_summary_s)
+        #: HELLO refusals already logged one by one (the rest go into the summary)
+        self._refusals_logged: set[tuple[bool, int]] = set()
         #: the transport that went away and why, until the loop closes it (see _lose)
         self._lost: tuple[Transport, PortGone] | None = None
         self._lost_lock = threading.Lock()
@@ -794,6 +809,8 @@ class LinkRuntime:
                     upper.handle_timeout(now=now)
         if self._pending_port_events:
             self._report_port_events()
+        if now >= self._refusals.due:
+            self._summarize_refusals(now)
         # events for callers go out after this turn's writes: the waiting thread
         # then finds the GIL free sooner
         ready: list[LinkEvent] = []
@@ -802,7 +819,13 @@ class LinkRuntime:
             if type(event) is not MessageReceived:
                 self._log_event(event)
             if upper is not None:
-                upper.handle_link_event(event, now=now)
+                try:
+                    upper.handle_link_event(event, now=now)
+                except RemoteProtocolError as exc:
+                    # the peer broke the protocol above the link: the session
+                    # cannot be trusted any more; reset it (never stop for it)
+                    self._log.warning("resetting the session: %s", exc)
+                    core.reset_session(str(exc), now=now)
             if on_event is not None:
                 on_event(event)
             elif upper is None:
@@ -888,6 +911,13 @@ class LinkRuntime:
             self._out_offset = offset
         return done
 
+    def _summarize_refusals(self, now: float) -> None:
+        link = dataclasses.asdict(self.core.statistics())
+        upper = self.upper.statistics().as_dict() if self.upper is not None else None
+        line = self._refusals.report(refusal_totals(link, upper), now=now)
+        if line is not None:
+            self._log.warning("%s", line)
+
     def _log_event(self, event: LinkEvent) -> None:
         match event:
             case SessionStarted():
@@ -902,7 +932,13 @@ class LinkRuntime:
             case LinkUp():
                 self._log.info("link up again after %.1f s; session resumed", event.down_s)
             case SessionLost():
-                self._log.info("session lost; offering a new one")
+                self._log.info("session lost (%s); offering a new one", event.reason)
+            case HandshakeRefused():
+                # each kind once at WARNING; repeats are in the refusal summary
+                key = (event.by_peer, event.reason)
+                if key not in self._refusals_logged:
+                    self._refusals_logged.add(key)
+                    self._log.warning("handshake refused: %s", event.detail)
             case AuthRefused():
                 self._log.warning(
                     "refused %d frames (pre-shared key): %s", event.refused, event.reason

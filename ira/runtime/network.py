@@ -35,6 +35,7 @@ them their ``NetPort``:
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import select
@@ -43,13 +44,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from ira.busmodel.events import BusReady, HostRegistered
-from ira.errors import IraError, TransportError
+from ira.errors import ConfigError, IraError, TransportError
 from ira.link.events import LinkDown, LinkUp, PeerRestarted
 from ira.runtime.profile import DeviceSpec
 from ira.runtime.tap import TAP_MAX_MTU, Offload, Tap, TapConfig
 from ira.venet.counters import NetDriverStatistics
 from ira.venet.driver import InterfaceSettings, NetDriverConfig, VirtioNetClient
-from ira.venet.netspec import NET_ID, NetPort, Offloads, format_mac, generated_mac
+from ira.venet.netspec import NET_ID, NetPort, Offloads, check_mtu, format_mac, generated_mac
 from ira.venet.port import FramePort, PortStatistics
 from ira.virtio.host import VirtioClient
 
@@ -191,6 +192,22 @@ class TapSettings:
     offloads: bool = True
     #: the network namespace to create it in (None: this process's)
     netns: str | os.PathLike[str] | None = None
+
+    def __post_init__(self) -> None:
+        """Checked before any port or interface is opened (``ConfigError`` naming the fix)."""
+        for address in self.addresses:
+            try:
+                ipaddress.ip_interface(address)
+            except ValueError:
+                raise ConfigError(
+                    f"--ip {address}: not an address with a prefix length, like 10.0.0.1/24 "
+                    "(IPv4 prefixes are 0..32, IPv6 0..128)"
+                ) from None
+        if self.mtu is not None:
+            try:
+                check_mtu(self.mtu)
+            except ConfigError as exc:
+                raise ConfigError(f"--mtu {self.mtu}: {exc}") from None
 
 
 def tap_settings(

@@ -46,13 +46,14 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from ira.busmodel import devices
-from ira.busmodel.registry import DeviceSpec, DeviceTypes, OptionValue
-from ira.errors import ConfigError
+from ira.busmodel.registry import DeviceContext, DeviceSpec, DeviceTypes, OptionValue
+from ira.errors import ConfigError, LocalProtocolError
 from ira.runtime.tap import TAP_MAX_MTU, TapConfig, parse_cidr
 from ira.runtime.tomlkeys import KeyPath, format_key, key_lines, line_of
 from ira.venet import device as venet_device
 from ira.venet.device import NetPortFor
 from ira.virtio import entropy
+from ira.wire.bus import MAX_ATTR_VALUE_BYTES, Attribute, DevAdd, encode
 from ira.wire.venet import MIN_MTU
 
 __all__ = [
@@ -271,12 +272,33 @@ def parse_profile(
         raise _syntax_error(text, source, exc) from None
     reader.table(data, (), ("board", "link", "net", "device"))
     board = reader.string(data, (), "board") or DEFAULT_BOARD
-    return Profile(
+    if len(board.encode()) > MAX_ATTR_VALUE_BYTES:
+        raise reader.error(
+            ("board",),
+            f"{len(board.encode())} bytes long; at most {MAX_ATTR_VALUE_BYTES} (board-info "
+            "announces it): choose a shorter name",
+        )
+    profile = Profile(
         board=board,
         devices=_devices(reader, data.get("device", []), types),
         link=_link(reader, data.get("link", {})),
         net=_net(reader, data.get("net")),
     )
+    for index, spec in enumerate(profile.devices):
+        _check_announceable(spec, board, types, f"{source}: device[{index}]")
+    return profile
+
+
+def _check_announceable(spec: DeviceSpec, board: str, types: DeviceTypes, where: str) -> None:
+    """Build the device once (no link, no interface) and encode its DEVADD, so that a
+    type or attributes longer than the bus can announce are refused at start, not at
+    the first ``ira host list``."""
+    device = types.build(spec, DeviceContext(board, started_at=0.0))
+    attrs = tuple(Attribute(k, v) for k, v in device.attributes().items())
+    try:
+        encode(DevAdd(0, device.version, device.type, attrs))
+    except LocalProtocolError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def _syntax_error(text: str, source: str, exc: tomllib.TOMLDecodeError) -> ConfigError:

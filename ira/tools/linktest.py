@@ -30,27 +30,32 @@ _INDEX = struct.Struct("<Q")
 _AHEAD_BYTES = 1 << 20
 
 
-def parse_size(text: str) -> int:
-    """``4M``, ``64K``, ``1500`` -> bytes."""
+#: the most ``--bytes`` a test may push (1 TiB)
+MAX_TOTAL_BYTES = 1 << 40
+
+
+def parse_size(text: str, *, option: str = "--bytes", maximum: int = MAX_TOTAL_BYTES) -> int:
+    """``4M``, ``64K``, ``1500`` -> bytes, 1..``maximum``; ``ConfigError`` naming ``option``."""
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
     t = text.strip().upper().removesuffix("IB").removesuffix("B")
     try:
-        if t and t[-1] in units:
-            return int(float(t[:-1]) * units[t[-1]])
-        return int(t)
-    except ValueError:
+        value = int(float(t[:-1]) * units[t[-1]]) if t and t[-1] in units else int(t)
+    except (ValueError, OverflowError):  # OverflowError: inf
         raise ConfigError(
-            f"bad size {text!r}: use a number of bytes like 1500, 64K or 4M"
+            f"{option} {text}: not a size; use a number of bytes like 1500, 64K or 4M"
         ) from None
+    if not 1 <= value <= maximum:
+        raise ConfigError(f"{option} {text}: give 1 to {maximum:,} bytes")
+    return value
 
 
-def parse_range(text: str) -> tuple[int, int]:
-    """``1-64K`` or ``1500`` -> (low, high)."""
+def parse_range(text: str, *, option: str = "--size", maximum: int) -> tuple[int, int]:
+    """``1-64K`` or ``1500`` -> (low, high), 1 <= low <= high <= ``maximum``."""
     low, sep, high = text.partition("-")
-    lo = parse_size(low)
-    hi = parse_size(high) if sep else lo
-    if not 1 <= lo <= hi:
-        raise ConfigError(f"bad size range {text!r}: need 1 <= MIN <= MAX, like 1-64K")
+    lo = parse_size(low, option=option, maximum=maximum)
+    hi = parse_size(high, option=option, maximum=maximum) if sep else lo
+    if lo > hi:
+        raise ConfigError(f"{option} {text}: need MIN <= MAX, like 1-64K")
     return lo, hi
 
 

@@ -116,6 +116,12 @@ class NullModemConfig:
             raise ConfigError(f"unplug period must be positive, got {self.unplug_every_s}")
         if not self.unplug_for_s > 0:
             raise ConfigError(f"unplug duration must be positive, got {self.unplug_for_s}")
+        if self.unplug_every_s is not None and self.unplug_for_s >= self.unplug_every_s:
+            raise ConfigError(
+                f"--unplug-for {self.unplug_for_s:g} is not shorter than --unplug-every "
+                f"{self.unplug_every_s:g}: the cable would never be plugged back in; "
+                "make the unplug shorter than the period"
+            )
 
     @property
     def faults(self) -> FaultModel:

@@ -152,6 +152,7 @@ class Status(enum.IntEnum):
     ENOSPC = -28
     ERANGE = -34
     ENOSYS = -38
+    EBADMSG = -74
     EMSGSIZE = -90
     EPROTONOSUPPORT = -93
     EOPNOTSUPP = -95
@@ -171,6 +172,8 @@ _STATUS_MEANINGS = {
     Status.ENOSPC: "a per-container limit on windows or window bytes is reached",
     Status.ERANGE: "an offset or size falls outside a window",
     Status.ENOSYS: "unknown function number",
+    Status.EBADMSG: "the request could not be decoded (truncated, trailing bytes, a length or "
+    "flag out of range); its call_id was readable",
     Status.EMSGSIZE: "a reply payload would exceed MAX_CALL_PAYLOAD_BYTES",
     Status.EPROTONOSUPPORT: "no common bus version, or the device ABI version is not supported",
     Status.EOPNOTSUPP: "the device has no shared windows",
@@ -571,6 +574,37 @@ _DEVCALL_HEAD = struct.Struct("<BIIIII")
 _DEVCALL_REPLY_HEAD = struct.Struct("<BIiI")
 _DEVCALL_TAG = int(Tag.DEVCALL)
 _DEVCALL_REPLY_TAG = int(Tag.DEVCALL_REPLY)
+
+
+#: requests and replies that open with a call_id (after the tag), and the reply that
+#: answers each request
+REPLY_OF = {
+    Tag.DEVOPEN: Tag.DEVOPEN_REPLY,
+    Tag.DEVCALL: Tag.DEVCALL_REPLY,
+    Tag.SHM_ATTACH: Tag.SHM_ATTACH_REPLY,
+    Tag.SHM_DETACH: Tag.SHM_DETACH_REPLY,
+}
+_WITH_CALL_ID = frozenset(int(t) for t in (*REPLY_OF, *REPLY_OF.values()))
+_CALL_HEAD = struct.Struct("<BI")
+#: DEVCALL's flags, after tag, call_id, handle and func
+_DEVCALL_FLAGS_AT = 13
+
+
+def call_of(data: bytes) -> tuple[Tag, int, bool] | None:
+    """For a message that could not be decoded: its tag, its call_id and whether a reply
+    is wanted, when it is a request or reply long enough to carry them; else None.
+
+    A receiver answers a malformed request with its reply and ``Status.EBADMSG``
+    (no reply for a DEVCALL whose readable flags say NO_REPLY), and fails the
+    pending request a malformed reply answers, rather than let the caller wait."""
+    if len(data) < _CALL_HEAD.size or data[0] not in _WITH_CALL_ID:
+        return None
+    tag, call_id = _CALL_HEAD.unpack_from(data)
+    wanted = True
+    if tag == Tag.DEVCALL and len(data) >= _DEVCALL_FLAGS_AT + 4:
+        flags = int.from_bytes(data[_DEVCALL_FLAGS_AT : _DEVCALL_FLAGS_AT + 4], "little")
+        wanted = not flags & CallFlags.NO_REPLY
+    return Tag(tag), call_id, wanted
 
 
 def encode_devcall(call_id: int, handle: int, func: int, flags: int, payload: bytes) -> bytes:

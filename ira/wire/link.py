@@ -5,7 +5,7 @@ transports) carries once decoded: ``body || crc32(body)`` with the CRC-32
 (IEEE 802.3, as ``zlib.crc32``/``crcmod`` "crc-32") little-endian at the end.
 The first byte of the body is the frame type.
 
-Four frame types:
+Five frame types:
 
 ``HELLO`` / ``HELLO_ACK``
     session handshake: magic, supported version range, the sender's 64-bit
@@ -18,6 +18,11 @@ Four frame types:
 ``ACK``
     cumulative ack, window, up to ``MAX_SACK_BLOCKS`` selective-ack ranges;
     also the keepalive.
+``HELLO_REFUSED``
+    answers a HELLO this end cannot accept (no common version, a field out of
+    range): this end's version range, the refused HELLO's epoch and a reason
+    (``Refusal``), so the peer can log what to fix; it keeps offering HELLOs
+    with backoff.
 
 ``tx`` numbers every DATA transmission (retransmissions too) modulo 2**16;
 ``echo`` returns the ``tx`` of the last DATA frame received, and ACK frames add
@@ -68,6 +73,8 @@ CRC_BYTES = 4
 MAC_BYTES = 16
 #: a pre-shared key has at least this many bytes
 PSK_MIN_BYTES = 16
+#: the smallest window_bytes a peer may offer
+MIN_WINDOW_BYTES = 4 * WINDOW_UNIT_BYTES
 
 
 class FrameType(enum.IntEnum):
@@ -75,6 +82,31 @@ class FrameType(enum.IntEnum):
     HELLO_ACK = 2
     DATA = 3
     ACK = 4
+    HELLO_REFUSED = 5
+
+
+class Refusal(enum.IntEnum):
+    """Why a HELLO was refused (``HELLO_REFUSED.reason``)."""
+
+    #: the version ranges do not overlap
+    VERSION = 1
+    #: ``max_frame_bytes`` below MIN_FRAME_BYTES
+    MAX_FRAME_BYTES = 2
+    #: ``window_bytes`` below MIN_WINDOW_BYTES
+    WINDOW_BYTES = 3
+    #: ``keepalive_ms`` is 0
+    KEEPALIVE_MS = 4
+    #: ``epoch`` is 0
+    EPOCH = 5
+
+
+REFUSAL_MEANINGS = {
+    Refusal.VERSION: "no link protocol version both ends speak",
+    Refusal.MAX_FRAME_BYTES: "max_frame_bytes below MIN_FRAME_BYTES",
+    Refusal.WINDOW_BYTES: "window_bytes below MIN_WINDOW_BYTES",
+    Refusal.KEEPALIVE_MS: "keepalive_ms is 0",
+    Refusal.EPOCH: "epoch is 0",
+}
 
 
 class Feature(enum.IntFlag):
@@ -120,6 +152,19 @@ DataBody = cs.Struct(
     "payload" / cs.GreedyBytes * "bytes of the channel's stream (LEB128-length-prefixed messages)",
 )
 
+RefusedBody = cs.Struct(
+    "magic" / cs.Const(MAGIC) * "always `IRAL`",
+    "version_min" / cs.Int8ul * "lowest link protocol version the sender speaks",
+    "version_max" / cs.Int8ul * "highest link protocol version the sender speaks",
+    "epoch" / cs.Int64ul * "the sender's epoch",
+    "peer_epoch" / cs.Int64ul * "the epoch of the HELLO refused",
+    "reason" / cs.Int8ul * "why (Refusal): 1 version, 2 max_frame_bytes, 3 window_bytes, "
+    "4 keepalive_ms, 5 epoch",
+    cs.Check(cs.this.reason >= int(min(Refusal))),
+    cs.Check(cs.this.reason <= int(max(Refusal))),
+    cs.Terminated,
+)
+
 SackBlock = cs.Struct(
     "start" / cs.Int32ul * "first byte of a received range",
     "end" / cs.Int32ul * "byte after the range",
@@ -152,6 +197,7 @@ FrameBody = cs.Struct(
             int(FrameType.HELLO_ACK): HelloBody,
             int(FrameType.DATA): DataBody,
             int(FrameType.ACK): AckBody,
+            int(FrameType.HELLO_REFUSED): RefusedBody,
         },
         default=cs.Error,
     ),
@@ -201,6 +247,16 @@ class Hello(NamedTuple):
     keepalive_ms: int
 
 
+class HelloRefused(NamedTuple):
+    """HELLO_REFUSED: the sender could not accept the HELLO of ``peer_epoch``."""
+
+    version_min: int
+    version_max: int
+    epoch: int
+    peer_epoch: int
+    reason: int
+
+
 class Data(NamedTuple):
     channel: int
     tag: int
@@ -222,15 +278,18 @@ class Ack(NamedTuple):
     blocks: tuple[tuple[int, int], ...]
 
 
-LinkFrame = Hello | Data | Ack
+LinkFrame = Hello | Data | Ack | HelloRefused
 
 # --- fast codecs (hot path) -------------------------------------------------------
 
 _HELLO = struct.Struct("<B4sBBQQIIIH")
 _DATA = struct.Struct("<BBHIIHHH")
 _ACK = struct.Struct("<BBHIHHQB")
+_REFUSED = struct.Struct("<B4sBBQQB")
 _SACK = struct.Struct("<II")
 _CRC = struct.Struct("<I")
+
+_REFUSALS = frozenset(int(r) for r in Refusal)
 
 DATA_HEADER_BYTES = _DATA.size
 ACK_MIN_BYTES = _ACK.size
@@ -272,6 +331,20 @@ def encode_hello(h: Hello) -> bytes:
     )
 
 
+def encode_hello_refused(r: HelloRefused) -> bytes:
+    return seal(
+        _REFUSED.pack(
+            FrameType.HELLO_REFUSED,
+            MAGIC,
+            r.version_min,
+            r.version_max,
+            r.epoch,
+            r.peer_epoch,
+            r.reason,
+        )
+    )
+
+
 def encode_data_frame(
     channel: int, tag: int, seq: int, ack: int, window: int, tx: int, echo: int, payload: bytes
 ) -> bytes:
@@ -307,6 +380,8 @@ def encode(frame: LinkFrame | Authenticated) -> bytes:
             return encode_ack(frame)
         case Authenticated():
             return encode_authenticated(frame)
+        case HelloRefused():
+            return encode_hello_refused(frame)
 
 
 class BadCrc(RemoteProtocolError):
@@ -354,6 +429,15 @@ def decode_body(body: memoryview | bytes) -> LinkFrame:
             if fields[1] != MAGIC:
                 raise RemoteProtocolError(f"HELLO with magic {fields[1]!r}, not an ira link")
             return Hello(kind == FrameType.HELLO_ACK, *fields[2:])
+        if kind == FrameType.HELLO_REFUSED:
+            if n != _REFUSED.size:
+                raise RemoteProtocolError(f"HELLO_REFUSED of {n} bytes, expected {_REFUSED.size}")
+            fields = _REFUSED.unpack_from(body)
+            if fields[1] != MAGIC:
+                raise RemoteProtocolError(f"HELLO_REFUSED with magic {fields[1]!r}")
+            if fields[6] not in _REFUSALS:
+                raise RemoteProtocolError(f"HELLO_REFUSED with unknown reason {fields[6]}")
+            return HelloRefused(*fields[2:])
     except struct.error as exc:
         raise RemoteProtocolError(f"truncated frame of type {kind}: {exc}") from exc
     raise RemoteProtocolError(f"unknown frame type {kind}")
@@ -587,6 +671,14 @@ SPEC = WireSpec(
             direction="both",
         ),
         MessageSpec(
+            "HELLO_REFUSED",
+            FrameType.HELLO_REFUSED,
+            _whole(FrameType.HELLO_REFUSED, RefusedBody),
+            "Answers a HELLO or HELLO_ACK that cannot be accepted; no session starts.",
+            HelloRefused(1, 1, 0x0A0B0C0D0E0F1001, 0x1122334455667701, int(Refusal.VERSION)),
+            direction="both",
+        ),
+        MessageSpec(
             "HELLO, authenticated",
             FrameType.HELLO,
             _whole(FrameType.HELLO, HelloBody, HelloAuth),
@@ -643,6 +735,7 @@ SPEC = WireSpec(
         Limit("VERSION_MIN", VERSION_MIN, "lowest link protocol version spoken"),
         Limit("VERSION_MAX", VERSION_MAX, "highest link protocol version spoken"),
         Limit("MIN_FRAME_BYTES", MIN_FRAME_BYTES, "smallest max_frame_bytes a peer may offer"),
+        Limit("MIN_WINDOW_BYTES", MIN_WINDOW_BYTES, "smallest window_bytes a peer may offer"),
         Limit("MAX_SACK_BLOCKS", MAX_SACK_BLOCKS, "most SACK ranges in one ACK"),
         Limit("WINDOW_UNIT_BYTES", WINDOW_UNIT_BYTES, "unit of the window fields"),
         Limit("CRC_BYTES", CRC_BYTES, "CRC-32 at the end of every frame"),

@@ -3,6 +3,7 @@ marked ``process`` against a running ``ira board serve`` over a pty."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import subprocess
@@ -100,10 +101,13 @@ class BoardCore:
 
     def counters(self) -> Mapping[str, int]:
         stats = self.link.statistics()
-        return {
-            **self.connector.statistics().as_dict(),
-            **{f"drop_{k}": v for k, v in stats.drops.items()},
+        numbers = {
+            k: v
+            for k, v in dataclasses.asdict(stats).items()
+            if type(v) is int  # not bool
         }
+        drops = {f"drop_{k}": v for k, v in stats.drops.items()}
+        return {**self.connector.statistics().as_dict(), **numbers, **drops}
 
 
 def _crc_ok(frame: bytes) -> bool:

@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import pytest
 
-from ira.errors import ConfigError, LocalProtocolError, RemoteProtocolError
+from ira.errors import ConfigError, LocalProtocolError
 from ira.link.config import LinkConfig
 from ira.link.core import Link
 from ira.link.events import (
@@ -363,21 +363,6 @@ def test_a_retransmitted_hello_of_the_same_peer_changes_nothing() -> None:
     assert pair.run_until(lambda: len(received(pair.events_b)) == 3, timeout_s=1.0)
 
 
-def test_version_mismatch_is_a_remote_protocol_error_naming_the_fix() -> None:
-    link = new_link(seed=1)
-    frame = hello(epoch=77, version_min=VERSION_MAX + 1, version_max=VERSION_MAX + 3)
-    with pytest.raises(RemoteProtocolError, match="install matching ira releases") as info:
-        link.receive_data(wire(link, frame), now=0.0)
-    assert f"{VERSION_MAX + 1}..{VERSION_MAX + 3}" in str(info.value)
-    assert drain(link) == []
-    # a protocol error is final: the link closes and asks for nothing more
-    assert link.statistics().state == "closed"
-    assert link.next_deadline() is None
-    assert link.data_to_send(now=1.0) == []
-    with pytest.raises(LocalProtocolError):
-        link.send_message(b"x")
-
-
 def test_a_peer_speaking_a_wider_version_range_gets_the_common_version() -> None:
     link = new_link(seed=1)
     link.receive_data(wire(link, hello(epoch=77, version_min=0, version_max=200)), now=0.0)
@@ -397,18 +382,6 @@ def test_hello_ack_for_another_epoch_is_stale_and_ignored() -> None:
     # the answer to our own HELLO is taken
     link.receive_data(wire(link, hello(epoch=77, ack=True, peer_epoch=mine)), now=0.0)
     assert kinds(drain(link)) == [SessionStarted]
-
-
-@pytest.mark.parametrize(
-    "fields",
-    [{"max_frame_bytes": 63}, {"window_bytes": 1023}],
-    ids=["frame below 64", "window below 1 KiB"],
-)
-def test_hello_with_unusable_limits_is_dropped(fields: dict[str, int]) -> None:
-    link = new_link(seed=1)
-    link.receive_data(wire(link, hello(epoch=77, **fields)), now=0.0)
-    assert drain(link) == []
-    assert link.statistics().drop_malformed == 1
 
 
 # --- delivery ---------------------------------------------------------------------------

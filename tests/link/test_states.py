@@ -18,7 +18,11 @@ def test_every_state_but_handshake_is_reached_and_closed_is_final() -> None:
 def test_every_state_can_be_closed() -> None:
     for state in LinkState:
         assert step(state, LinkInput.CLOSE) is LinkState.CLOSED
-        assert step(state, LinkInput.PROTOCOL_VIOLATED) is LinkState.CLOSED
+
+
+@pytest.mark.parametrize("state", [LinkState.UP, LinkState.DOWN])
+def test_a_protocol_violation_resets_the_session_and_never_closes(state: LinkState) -> None:
+    assert step(state, LinkInput.PROTOCOL_VIOLATED) is LinkState.HANDSHAKE
 
 
 @pytest.mark.parametrize(
@@ -28,6 +32,7 @@ def test_every_state_can_be_closed() -> None:
         (LinkState.HANDSHAKE, LinkInput.FRAME_OF_SESSION),
         (LinkState.UP, LinkInput.SESSION_TIMED_OUT),
         (LinkState.CLOSED, LinkInput.SESSION_STARTED),
+        (LinkState.HANDSHAKE, LinkInput.PROTOCOL_VIOLATED),  # no session to break
     ],
 )
 def test_a_pair_outside_the_table_is_refused(state: LinkState, event: LinkInput) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
+import re
 import statistics
 import threading
 import time
@@ -11,9 +13,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from ira.errors import LinkClosed
+from ira.errors import LinkClosed, RemoteProtocolError
 from ira.link.config import LinkConfig
-from ira.link.events import Channel, LinkEvent, MessageReceived
+from ira.link.events import Channel, LinkEvent, MessageReceived, SessionLost
 from ira.runtime import link as runtime_module
 from ira.runtime.link import LinkRuntime
 from ira.transports.base import Transport
@@ -315,3 +317,96 @@ def test_an_error_on_the_loop_thread_is_raised_to_the_caller() -> None:
         deadline = time.monotonic() + 10.0
         while rt.error is None and time.monotonic() < deadline:
             time.sleep(0.01)  # the session comes up: SessionStarted reaches the callback
+
+
+class _Strict:
+    """An upper core that finds the peer's first message a protocol violation."""
+
+    def __init__(self) -> None:
+        self.events: list[LinkEvent] = []
+
+    def handle_link_event(self, event: LinkEvent, *, now: float) -> None:
+        self.events.append(event)
+        if isinstance(event, MessageReceived) and event.payload == b"bad":
+            raise RemoteProtocolError("the peer sent something this layer cannot accept")
+
+    def messages_to_send(self) -> list[tuple[Channel, bytes]]:
+        return []
+
+    def next_deadline(self) -> float | None:
+        return None
+
+    def handle_timeout(self, *, now: float) -> None:
+        pass
+
+    def next_event(self) -> object | None:
+        return None
+
+    def statistics(self) -> _NoCounters:
+        return _NoCounters()
+
+
+class _NoCounters:
+    def as_dict(self) -> dict[str, int]:
+        return {}
+
+
+def test_a_protocol_error_of_the_layer_above_resets_the_session_not_the_runtime() -> None:
+    ta, tb = mem_pair(packet=True)
+    upper = _Strict()
+    a = LinkRuntime(ta, rng=random.Random(1), upper=upper)
+    b = LinkRuntime(tb, rng=random.Random(2))
+    a.start()
+    b.start()
+    try:
+        b.send(b"bad")
+        deadline = time.monotonic() + 10.0
+        while a.statistics().session_resets == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert a.error is None
+        assert a.statistics().session_resets == 1
+        # the peer sees this end restart, and the next session carries messages again
+        while a.statistics().sessions < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        b.send(b"good")
+        while MessageReceived(Channel.CONTROL, b"good") not in upper.events:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert a.error is None
+    finally:
+        a.stop()  # before b: a must not see its peer hang up (as running() does)
+        b.stop()
+    lost = [e for e in upper.events if isinstance(e, SessionLost)]
+    assert [e.reason for e in lost] == ["the peer sent something this layer cannot accept"]
+
+
+def test_refused_input_is_summarized_at_warning_at_most_once_an_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ta, tb = mem_pair(packet=False)
+    a = LinkRuntime(ta, rng=random.Random(1), refusal_summary_s=0.2)
+    noise = b"\x00" + b"\x05\x01\x02\x03\x04" + b"\x00"  # a COBS chunk whose CRC fails
+    with caplog.at_level(logging.WARNING, logger="ira.runtime.link"), a:
+        for _ in range(50):
+            tb.send(noise, 1.0)
+        deadline = time.monotonic() + 10.0
+        while a.statistics().drop_bad_crc < 50 or not _summaries(caplog):
+            assert time.monotonic() < deadline, "no summary"
+            time.sleep(0.05)
+        time.sleep(0.5)  # more intervals pass: nothing new is refused, so no new line
+        assert a.error is None
+        total = 0
+        for line in _summaries(caplog):
+            m = re.fullmatch(
+                rf"refused (\d+) frames from {re.escape(a.name)} in the last [\d.]+ s: "
+                r"(\d+) bad CRC",
+                line,
+            )
+            assert m is not None and m.group(1) == m.group(2), line
+            total += int(m.group(1))
+        assert total == 50
+    tb.close()
+
+
+def _summaries(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused ")]

@@ -27,7 +27,9 @@ from ira.wire.link import (
     FrameType,
     Hello,
     HelloBody,
+    HelloRefused,
     LinkFrame,
+    Refusal,
     check_crc,
     decode,
     decode_body,
@@ -66,7 +68,15 @@ acks = st.builds(
     blocks=st.lists(st.tuples(u32, u32), max_size=MAX_SACK_BLOCKS).map(tuple),
     **_uints(AckBody, {"flags", "count", "blocks"}),
 )
-frames = st.one_of(hellos, datas, acks)
+refusals = st.builds(
+    HelloRefused,
+    version_min=st.integers(0, 255),
+    version_max=st.integers(0, 255),
+    epoch=st.integers(0, (1 << 64) - 1),
+    peer_epoch=st.integers(0, (1 << 64) - 1),
+    reason=st.sampled_from([int(r) for r in Refusal]),
+)
+frames = st.one_of(hellos, datas, acks, refusals)
 
 
 # --- the mapping between decoded frames and the schema's containers ----------------------------
@@ -91,6 +101,9 @@ def to_schema(frame: LinkFrame) -> dict[str, Any]:
             flags = ACK_FLAG_PROBE if fields.pop("probe") else 0
             blocks = [{"start": s, "end": e} for s, e in fields.pop("blocks")]
             body = {"flags": flags, **fields, "blocks": blocks}
+        case HelloRefused():
+            kind = FrameType.HELLO_REFUSED
+            body = {"magic": MAGIC, **fields}
     return {"type": kind, "body": body}
 
 
@@ -103,6 +116,9 @@ def from_schema(parsed: Any) -> LinkFrame:
         return Hello(ack=kind is FrameType.HELLO_ACK, **body)
     if kind is FrameType.DATA:
         return Data(channel=body.pop("flags"), **body)
+    if kind is FrameType.HELLO_REFUSED:
+        del body["magic"]
+        return HelloRefused(**body)
     del body["count"]
     blocks = tuple((b.start, b.end) for b in body.pop("blocks"))
     return Ack(probe=bool(body.pop("flags")), blocks=blocks, **body)
@@ -198,6 +214,25 @@ GOLDEN: list[tuple[str, LinkFrame, bytes]] = [
             "03 00",  # echo
             "02 68 69",  # payload: one message "hi" with its length prefix
             "4c d8 c2 54",  # CRC-32
+        ),
+    ),
+    (
+        "HELLO_REFUSED",
+        HelloRefused(
+            version_min=2,
+            version_max=3,
+            epoch=0xFEDCBA9876543210,
+            peer_epoch=0x0123456789ABCDEF,
+            reason=Refusal.VERSION,
+        ),
+        hexbytes(
+            "05",  # type HELLO_REFUSED
+            "49 52 41 4c",  # magic "IRAL"
+            "02 03",  # this end speaks versions 2..3
+            "10 32 54 76 98 ba dc fe",  # epoch
+            "ef cd ab 89 67 45 23 01",  # the epoch of the HELLO refused
+            "01",  # reason: VERSION
+            "d5 2a ea 8c",  # CRC-32
         ),
     ),
     (
@@ -341,8 +376,17 @@ def _with(name: str, offset: int, value: int, extra: bytes = b"") -> bytes:
         ("ACK", 1, 0x02, b""),
         ("ACK", ACK_COUNT_AT, MAX_SACK_BLOCKS + 1, bytes(8 * (MAX_SACK_BLOCKS + 1))),
         ("HELLO", 0, FrameType.HELLO, b"trailing"),
+        ("HELLO_REFUSED", 23, 0, b""),
+        ("HELLO_REFUSED", 23, max(Refusal) + 1, b""),
     ],
-    ids=["DATA flags", "ACK flags", "SACK count", "HELLO trailing bytes"],
+    ids=[
+        "DATA flags",
+        "ACK flags",
+        "SACK count",
+        "HELLO trailing bytes",
+        "refusal without reason",
+        "unknown refusal",
+    ],
 )
 def test_schema_refuses_what_the_decoder_refuses(
     name: str, offset: int, value: int, extra: bytes
@@ -473,7 +517,7 @@ def test_encoder_refuses_too_many_sack_blocks() -> None:
         encode(frame)
 
 
-@pytest.mark.parametrize("kind", [0, 5, 6, 0x7F, 0x80, 0xFF])
+@pytest.mark.parametrize("kind", [0, 6, 0x7F, 0x80, 0xFF])
 def test_unknown_frame_type(kind: int) -> None:
     with pytest.raises(RemoteProtocolError, match="unknown frame type"):
         decode(seal(bytes([kind]) + bytes(40)))
