@@ -79,6 +79,7 @@ from ira.runtime.port import (
     PortWaiting,
     TransportOpener,
 )
+from ira.transports import packet_scheme
 from ira.transports.base import Transport
 
 log = logging.getLogger(__name__)
@@ -245,7 +246,9 @@ class LinkRuntime:
             self._opener = None
             self.name = transport.name
             first = transport
-        cfg = config or LinkConfig(packet=False if first is None else first.packet)
+        # a port waited for from the start: its scheme says how frames travel
+        packet = packet_scheme(self.name) if first is None else first.packet
+        cfg = config or LinkConfig(packet=packet)
         if first is not None:
             try:
                 self._check_framing(first, cfg)

@@ -12,8 +12,9 @@ a system libusb is used when the wheel's is missing.
 timeout, and ``send`` is a bulk write bounded by its timeout.  libusb errors
 become one line naming the fix:
 
-* NO_DEVICE (the board unplugged or re-enumerating): ``LinkClosed``, the port
-  went away; reopen the spec;
+* NO_DEVICE or IO (the board unplugged or re-enumerating), and no device matching
+  the spec at open: ``PortGone``; the link runtime reopens the spec with a
+  backoff, keeping the session;
 * ACCESS: the udev rule that grants access;
 * BUSY: the processes that hold the device;
 * a stalled endpoint is cleared; one that keeps stalling, or a transfer
@@ -35,7 +36,7 @@ from typing import Any
 import usb.core
 import usb.util
 
-from ira.errors import ConfigError, LinkClosed, TransportError
+from ira.errors import ConfigError, LinkClosed, PortGone, TransportError
 from ira.wire.usb import BULK, DIR_IN, MAX_TRANSFER_BYTES, VENDOR_CLASS
 
 __all__ = ["UsbSpec", "UsbTransport", "find_devices", "open_usb", "parse_usb_spec"]
@@ -191,8 +192,10 @@ def _endpoints(dev: Any, name: str) -> tuple[Any, Any, Any]:
 
 def _usb_error(name: str, exc: usb.core.USBError, dev: Any | None = None) -> TransportError:
     code = exc.errno
-    if code == errno.ENODEV:
-        return LinkClosed(f"{name}: the device went away (unplugged or re-enumerating)")
+    if code in (errno.ENODEV, errno.EIO):
+        # a transfer in flight when the device vanishes fails with IO, the next with
+        # NO_DEVICE; either way reopening tells whether it is still there
+        return PortGone(f"{name}: the device went away (unplugged or re-enumerating)")
     if code in (errno.EACCES, errno.EPERM) and dev is not None:
         return _access_error(dev)
     if code == errno.EBUSY and dev is not None:
@@ -312,7 +315,7 @@ def open_usb(spec: str) -> UsbTransport:
         time.sleep(0.1)
         devices = find_devices(wanted)
     if not devices:
-        raise TransportError(
+        raise PortGone(
             f"no USB device matches {spec}: is the board plugged in and its gadget bound? "
             "(`lsusb` lists what this machine sees)"
         )
