@@ -10,8 +10,8 @@ process (``HostClient`` on ``usb://1d6b:0104/b3``):
 2. the board process is killed (FunctionFS unbinds its gadget) and started
    again: the host must see the restart and find the board's devices again in a
    new session (the restart is PeerRestarted when the board is back within the
-   session timeout, else SessionLost; a slow guest may take either path); the time from the new gadget's enumeration to the host's
-   rediscovery is recorded.
+   session timeout, else SessionLost; a slow guest may take either path); the
+   time from the new gadget's enumeration to the host's rediscovery is recorded.
 
 Prints one JSON object of what happened.
 """
