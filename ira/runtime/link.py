@@ -83,6 +83,7 @@ from ira.runtime.port import (
     PortWaiting,
     TransportOpener,
 )
+from ira.transports import packet_scheme
 from ira.transports.base import Transport
 
 log = logging.getLogger(__name__)
@@ -259,10 +260,12 @@ class LinkRuntime:
             self._opener = None
             self.name = transport.name
             first = transport
-        cfg = config or LinkConfig(packet=False if first is None else first.packet)
-        if first is not None and cfg.packet != first.packet and cfg.psk is not None:
+        # a port waited for from the start: its scheme says how frames travel
+        packet = packet_scheme(self.name) if first is None else first.packet
+        cfg = config or LinkConfig(packet=packet)
+        if cfg.packet != packet and cfg.psk is not None:
             # a key (--psk-file, a profile's) says nothing of framing: the transport's
-            cfg = dataclasses.replace(cfg, packet=first.packet)
+            cfg = dataclasses.replace(cfg, packet=packet)
         if first is not None:
             try:
                 self._check_framing(first, cfg)

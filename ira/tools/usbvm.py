@@ -137,12 +137,12 @@ class GuestResult:
     elapsed_s: float
 
 
-def _run(argv: list[str], **kwargs: object) -> str:
+def _run(argv: list[str], *, check: bool = True, **kwargs: object) -> str:
     try:
         done = subprocess.run(argv, capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload]
     except FileNotFoundError as exc:
         raise TransportError(f"{argv[0]} is missing: apt-get install {' '.join(PACKAGES)}") from exc
-    if done.returncode != 0:
+    if check and done.returncode != 0:
         raise TransportError(f"{' '.join(argv)} failed: {' '.join(done.stderr.split())[:300]}")
     out: str = done.stdout
     return out
@@ -150,8 +150,12 @@ def _run(argv: list[str], **kwargs: object) -> str:
 
 def kernel_package() -> str:
     """The generic amd64 kernel package Debian's ``linux-image-amd64`` points at."""
-    text = _run(["apt-cache", "depends", "linux-image-amd64"])
+    text = _run(["apt-cache", "depends", "linux-image-amd64"], check=False)
     found = re.findall(r"Depends:\s*(linux-image-[0-9][^\s]*-amd64)\b", text)
+    if not found and os.geteuid() == 0:
+        _run(["apt-get", "update", "-qq"])  # a fresh machine may have no package lists
+        text = _run(["apt-cache", "depends", "linux-image-amd64"], check=False)
+        found = re.findall(r"Depends:\s*(linux-image-[0-9][^\s]*-amd64)\b", text)
     if not found:
         raise TransportError(
             "apt knows no linux-image-amd64: run `apt-get update` (Debian's kernel is needed)"

@@ -63,12 +63,20 @@ BUILTIN: dict[str, Backend] = {
 
 Opener = Callable[[str], Transport]
 
+#: schemes whose transports carry one frame per transfer (``Transport.packet``)
+PACKET_SCHEMES = frozenset({"usb", "ffs"})
+
 
 def scheme_of(spec: str) -> str:
     """The URL scheme of a link spec; a bare path is a serial port."""
     if "://" not in spec:
         return "serial"
     return spec.split("://", 1)[0].lower()
+
+
+def packet_scheme(spec: str) -> bool:
+    """True when a spec's transport is a packet transport, known before it is opened."""
+    return scheme_of(spec) in PACKET_SCHEMES
 
 
 def schemes() -> list[str]:
@@ -114,11 +122,13 @@ def open_transport(spec: str) -> Transport:
 __all__ = [
     "BUILTIN",
     "ENTRY_POINT_GROUP",
+    "PACKET_SCHEMES",
     "Backend",
     "Opener",
     "Transport",
     "open_transport",
     "opener_for",
+    "packet_scheme",
     "scheme_of",
     "schemes",
 ]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from pathlib import Path
 from ira.errors import ConfigError, TransportError
 
 __all__ = ["DEFAULT_PID", "DEFAULT_VID", "Gadget", "GadgetOptions", "udc_names"]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_VID = 0x1D6B
 DEFAULT_PID = 0x0104
@@ -108,10 +111,7 @@ class Gadget:
                 "libcomposite (`modprobe libcomposite`) and configfs mounted, and a UDC"
             )
         if self.root.exists():
-            raise TransportError(
-                f"gadget {self.root} exists already: another `ira board serve ffs://"
-                f"{self.options.name}` runs, or one was killed (remove the directory)"
-            )
+            self._remove_stale()
         self._choose_udc()  # checked before anything is made
         o = self.options
         try:
@@ -203,6 +203,39 @@ class Gadget:
             except OSError:
                 pass
         self._made.clear()
+
+    def _remove_stale(self) -> None:
+        """Remove the gadget a killed board left (FunctionFS unbinds it when its ep0 closes);
+        one still bound to a UDC belongs to a running board."""
+        try:
+            bound = (self.root / "UDC").read_text().strip()
+        except OSError:
+            bound = ""
+        if bound:
+            raise TransportError(
+                f"gadget {self.root} exists and is bound to {bound}: another `ira board serve "
+                f"ffs://{self.options.name}` runs (stop it, or choose another name)"
+            )
+        with open("/proc/mounts") as mounts:
+            if any(line.split()[1] == str(self.ffs_dir) for line in mounts if line.strip()):
+                _umount(str(self.ffs_dir))
+        leftovers = [
+            *(p for p in self.root.glob("configs/*/*") if p.is_symlink()),
+            *self.root.glob("configs/*/strings/*"),
+            *self.root.glob("configs/*"),
+            *self.root.glob("functions/*"),
+            *self.root.glob("strings/*"),
+            self.root,
+        ]
+        try:
+            for path in leftovers:
+                if path.is_symlink():
+                    path.unlink()
+                else:
+                    path.rmdir()
+        except OSError as exc:
+            raise TransportError(f"cannot remove the stale gadget {self.root}: {exc}") from exc
+        log.info("removed the gadget a stopped board left at %s", self.root)
 
     def _mkdir(self, path: Path) -> None:
         # configfs creates the parents it owns (strings/, configs/...) itself

@@ -12,9 +12,9 @@ a system libusb is used when the wheel's is missing.
 timeout, and ``send`` is a bulk write bounded by its timeout.  libusb errors
 become one line naming the fix:
 
-* NO_DEVICE (the board unplugged or re-enumerating), and no device matching
-  the spec at open: ``PortGone``, the port went away or is not there yet; a
-  link runtime reopens the spec with a backoff (``ira.runtime.port``);
+* NO_DEVICE or IO (the board unplugged or re-enumerating), and no device matching
+  the spec at open: ``PortGone``; the link runtime reopens the spec with a
+  backoff, keeping the session;
 * ACCESS: the udev rule that grants access;
 * BUSY: the processes that hold the device;
 * a stalled endpoint is cleared; one that keeps stalling, or a transfer
@@ -192,7 +192,9 @@ def _endpoints(dev: Any, name: str) -> tuple[Any, Any, Any]:
 
 def _usb_error(name: str, exc: usb.core.USBError, dev: Any | None = None) -> TransportError:
     code = exc.errno
-    if code == errno.ENODEV:
+    if code in (errno.ENODEV, errno.EIO):
+        # a transfer in flight when the device vanishes fails with IO, the next with
+        # NO_DEVICE; either way reopening tells whether it is still there
         return PortGone(f"{name}: the device went away (unplugged or re-enumerating)")
     if code in (errno.EACCES, errno.EPERM) and dev is not None:
         return _access_error(dev)

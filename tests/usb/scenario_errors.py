@@ -67,7 +67,7 @@ def host(*argv: str, unprivileged: bool = False, timeout_s: float = 120) -> dict
     }
 
 
-def wait_usb(serial: str, timeout_s: float = 20) -> str:
+def wait_usb(serial: str, timeout_s: float = 120) -> str:
     """The device node of the USB device with ``serial``, once it is there ("" if never)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -132,6 +132,8 @@ def scenario() -> dict[str, object]:
     try:
         node = wait_usb("b2")
         facts["board_up"] = bool(node)
+        if not node:
+            raise SystemExit("the board's gadget did not enumerate within 120 s")
         # as a user without access: the node closed to its owner, root's override dropped
         mode = os.stat(node).st_mode
         os.chmod(node, 0)

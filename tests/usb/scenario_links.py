@@ -59,7 +59,7 @@ def scenario() -> dict[str, object]:
     facts["ffs_board_banner"] = wait_serving(ffs_board)
     facts["acm_tty_made"] = wait_for("/dev/ttyGS0", 10)
     acm_board = board("/dev/ttyGS0")
-    facts["ffs_list"] = ira("host", "list", USB + "?wait=20")
+    facts["ffs_list"] = ira("host", "list", USB + "?wait=120")
     facts["ffs_ping"] = ira("ping", "-c", "100", "-i", "0", USB)
     facts["acm_board_banner"] = wait_serving(acm_board)
     facts["acm_device"] = wait_for("/dev/ttyACM0", 10)
@@ -70,7 +70,7 @@ def scenario() -> dict[str, object]:
     facts["ffs_board_rc"] = stop(ffs_board)
     facts["gadgets_left"] = os.listdir("/sys/kernel/config/usb_gadget")
     facts["ffs_linktest"] = ira(
-        "linktest", "--json", "ffs://lt?udc=dummy_udc.1", "usb://1d6b:0104/lt?wait=20"
+        "linktest", "--json", "ffs://lt?udc=dummy_udc.1", "usb://1d6b:0104/lt?wait=60"
     )
     facts["gadgets_left_after_linktest"] = os.listdir("/sys/kernel/config/usb_gadget")
     return facts

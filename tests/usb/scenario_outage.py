@@ -1,0 +1,138 @@
+"""Run on the USB stack: a USB cable pulled and plugged back, and a board that restarts.
+
+A board (``ira board serve ffs://b3``, its own process) and a host in this
+process (``HostClient`` on ``usb://1d6b:0104/b3``):
+
+1. the UDC is unbound for 3 s (the cable pulled) while a DEVCALL is in flight
+   and more are issued; then bound again: the host must report the port and
+   the link down, and every call must complete once the cable is back, in the
+   same session;
+2. the board process is killed (FunctionFS unbinds its gadget) and started
+   again: the host must see the restart and find the board's devices again in a
+   new session (the restart is PeerRestarted when the board is back within the
+   session timeout, else SessionLost; a slow guest may take either path); the
+   time from the new gadget's enumeration to the host's rediscovery is recorded.
+
+Prints one JSON object of what happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from ira.busmodel.devices.echo import EchoFunc
+from ira.busmodel.events import BusReady
+from ira.link.events import LinkDown, LinkUp, PeerRestarted, SessionLost
+from ira.runtime import HostClient
+from ira.runtime.port import PortBack, PortLost
+
+IRA = os.path.join(os.path.dirname(sys.executable), "ira")
+GADGET = Path("/sys/kernel/config/usb_gadget/ira-b3")
+UDC = "dummy_udc.0"
+
+
+def board() -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([IRA, "board", "serve", f"ffs://b3?udc={UDC}"], stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    proc.stdout.readline()  # the banner: serving
+    return proc
+
+
+def enumerated(serial: str) -> bool:
+    for dev in os.listdir("/sys/bus/usb/devices"):
+        with contextlib.suppress(OSError), open(f"/sys/bus/usb/devices/{dev}/serial") as f:
+            if f.read().strip() == serial:
+                return True
+    return False
+
+
+def wait(condition: object, timeout_s: float) -> float | None:
+    """Monotonic time when ``condition()`` became true, None if it did not."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return time.monotonic()
+        time.sleep(0.01)
+    return None
+
+
+def scenario() -> dict[str, object]:
+    facts: dict[str, object] = {}
+    seen: list[tuple[float, str]] = []
+
+    def on_event(client: HostClient, event: object) -> None:
+        if isinstance(event, LinkDown | LinkUp | PeerRestarted | SessionLost | BusReady):
+            seen.append((time.monotonic(), type(event).__name__))
+
+    def on_port_event(client: HostClient, event: object) -> None:
+        if isinstance(event, PortLost | PortBack):
+            seen.append((time.monotonic(), type(event).__name__))
+
+    proc = board()
+    try:
+        facts["enumerated"] = wait(lambda: enumerated("b3"), 30) is not None
+        with HostClient(
+            "usb://1d6b:0104/b3", on_event=on_event, on_port_event=on_port_event
+        ) as host:
+            host.wait_ready(timeout_s=60)
+            echo = host.open("echo")
+            msgs = [os.urandom(64) for _ in range(5)]
+            facts["before"] = host.call(echo, EchoFunc.ECHO, msgs[0]).payload == msgs[0]
+
+            # 1. the cable pulled for 3 s, calls in flight
+            results: list[bool] = []
+
+            def calls() -> None:
+                for msg in msgs[1:]:
+                    results.append(host.call(echo, EchoFunc.ECHO, msg, timeout_s=60).payload == msg)
+
+            (GADGET / "UDC").write_text("\n")
+            unplugged = time.monotonic()
+            worker = threading.Thread(target=calls)
+            worker.start()
+            time.sleep(3.0)
+            facts["calls_done_while_unplugged"] = len(results)
+            (GADGET / "UDC").write_text(UDC)
+            plugged = time.monotonic()
+            worker.join(90)
+            facts["calls_after_replug"] = results
+            facts["events_outage"] = [(round(t - unplugged, 2), name) for t, name in seen]
+            facts["replug_s"] = plugged - unplugged
+            seen.clear()
+
+            # 2. the board killed and started again
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(30)
+            gone = wait(lambda: not enumerated("b3"), 30)
+            facts["unplugged_when_killed"] = gone is not None
+            proc = board()
+            back = wait(lambda: enumerated("b3"), 60)
+            found = wait(
+                lambda: (
+                    any(name in ("PeerRestarted", "SessionLost") for _, name in seen)
+                    and host.ready
+                    and any(d.type == "echo" for d in host.devices())
+                ),
+                60,
+            )
+            facts["events_restart"] = [name for _, name in seen]
+            facts["rediscovered_s"] = None if back is None or found is None else found - back
+            echo = host.open("echo")
+            facts["after_restart"] = host.call(echo, EchoFunc.ECHO, msgs[0]).payload == msgs[0]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        facts["board_rc"] = proc.wait(30)
+    facts["gadgets_left"] = os.listdir("/sys/kernel/config/usb_gadget")
+    return facts
+
+
+if __name__ == "__main__":
+    print(json.dumps(scenario()))
