@@ -788,8 +788,8 @@ MESSAGES: tuple[MessageDef, ...] = (
         BUS_HELLO,
         _HOST,
         "CONTROL",
-        "Registration. The host sends it once per link session, after the link's "
-        "SessionStarted, with the range of bus versions it speaks. Nothing but BUS_HELLO is "
+        "Registration. The host sends it once per link session, after the session "
+        "started, with the range of bus versions it speaks. Nothing but BUS_HELLO is "
         "accepted by the board before it.",
         BusHello(version_min=1, version_max=1),
     ),

@@ -614,8 +614,8 @@ Two channels share one byte sequence space: CONTROL (bus messages, DEVCALLs,
 signals) and BULK (window data).  Each channel is a stream of messages, each
 prefixed by its length as an LEB128 varint; DATA frames carry slices of one
 channel's stream, cut at any byte.  Among frames not yet sent CONTROL goes
-first, and DATA frames are sized to take at most `frame_latency_s` of the
-measured line rate, so control traffic never waits long behind bulk data.
+first, and DATA frames are sized to take at most a fixed time on the line (ira:
+0.1 s at the measured rate), so control traffic never waits long behind bulk data.
 Within a session every message is delivered exactly once and in order per
 channel.
 """

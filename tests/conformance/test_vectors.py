@@ -161,7 +161,7 @@ class PortFrames:
 class PortBus:
     """Bus messages to a running board, carried by a link core of the runner's."""
 
-    QUIET_S = 0.3
+    QUIET_S = 0.5
 
     def __init__(self, port: serial.Serial) -> None:
         self.port = port
