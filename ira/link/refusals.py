@@ -29,6 +29,7 @@ LINK_REFUSALS = {
     "drop_stale": "stale",
     "drop_oversize_messages": "oversize message",
     "drop_unknown_channel": "unknown channel",
+    "drop_unauthenticated": "unauthenticated",
     "hellos_refused": "refused HELLO",
     "session_resets": "session reset",
 }

@@ -485,6 +485,10 @@ class HostService:
         if self._running:
             client.__exit__(None, None, None)
 
+    def serving(self, client: HostClient) -> bool:
+        """False once ``client``'s link stopped on an error (``failed`` says which)."""
+        return client.runtime.error is None
+
     def failed(self) -> list[tuple[HostClient, BaseException]]:
         """The links whose runtime stopped on an error, with it (the others go on)."""
         return [

@@ -129,6 +129,10 @@ class Links(Protocol[C]):
 
     def remove(self, client: C) -> None: ...
 
+    def serving(self, client: C) -> bool:
+        """False once the client's link stopped on an error (it will not come back)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Followed:
@@ -175,11 +179,11 @@ class BoardFollower(Generic[C]):
                 gone.append(board)
         for board in changes.added:
             known = self._served.get(board.name)
-            if known is not None and known[0] == board:
+            if known is not None and known[0] == board and self._links.serving(known[1]):
                 self._gone_since.pop(board.name, None)
                 back.append(board)
                 continue
-            if known is not None:  # the name stands for another board now
+            if known is not None:  # another board under the name, or a link that failed
                 self._forget(board.name)
             try:
                 client = self._links.add(board.spec)

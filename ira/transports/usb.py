@@ -115,10 +115,12 @@ def _holders(node: str) -> str:
             if not any(os.readlink(f"/proc/{pid}/fd/{fd}") == node for fd in fds):
                 continue
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                command = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+                argv = f.read().decode(errors="replace").split("\0")
         except OSError:
             continue
-        found.append(f"{pid} ({command[:60]})")
+        # programs and scripts by their names, not their paths: short, and what a user knows
+        command = " ".join(os.path.basename(a) if "/" in a else a for a in argv if a)
+        found.append(f"{pid} ({command[:80]})")
     return ", ".join(found) or "another process"
 
 

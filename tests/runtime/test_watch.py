@@ -87,10 +87,14 @@ class FakeLinks:
     def remove(self, client: FakeClient) -> None:
         self.log.append(f"remove {client.name}")
 
+    def serving(self, client: FakeClient) -> bool:
+        return not client.failed
+
 
 class FakeClient:
     def __init__(self, name: str) -> None:
         self.name = name
+        self.failed = False
 
 
 def test_a_follower_keeps_a_gone_boards_link_for_a_while_then_forgets_it(tmp_path: Path) -> None:
@@ -245,3 +249,22 @@ def test_a_board_that_cannot_be_served_does_not_stop_the_others(tmp_path: Path) 
     assert [b.name for b, _ in follower.poll(now=3.0).failed] == ["broken"]
     for master in masters:
         os.close(master)
+
+
+def test_a_board_back_whose_link_had_failed_gets_a_new_one(tmp_path: Path) -> None:
+    names = tmp_path / "ira"
+    names.mkdir()
+    links = FakeLinks()
+    follower = BoardFollower(BoardDirectory(names), links, forget_after_s=15.0)
+    master, pts = _pty()
+    (names / "a").symlink_to(pts)
+    follower.poll(now=0.0)
+    follower.served["a"].failed = True  # its link stopped on an error while it was away
+    (names / "a").unlink()
+    follower.poll(now=1.0)
+    (names / "a").symlink_to(pts)
+    done = follower.poll(now=2.0)
+    assert [b.name for b in done.added] == ["a"] and done.back == ()
+    assert links.log == [f"add {names / 'a'}", f"remove {names / 'a'}", f"add {names / 'a'}"]
+    assert not follower.served["a"].failed
+    os.close(master)
