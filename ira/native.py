@@ -156,7 +156,10 @@ class _SourceLoader(importlib.abc.MetaPathFinder):
     ) -> importlib.machinery.ModuleSpec | None:
         if fullname not in MODULES:
             return None
-        return importlib.util.spec_from_file_location(fullname, source_path(fullname))
+        source = source_path(fullname)
+        if not source.is_file():  # imported from a zipapp (ira flash): no extension there
+            return None
+        return importlib.util.spec_from_file_location(fullname, source)
 
 
 def guard() -> None:

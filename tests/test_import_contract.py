@@ -23,9 +23,20 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "ira"
 
 #: the packages of ira, bottom to top
-LAYERS = ["wire", "link", "busmodel", "virtio", "venet", "transports", "runtime", "tools", "cli"]
-#: the sans-I/O cores: the layers up to and including venet
-CORE_LAYERS = LAYERS[: LAYERS.index("venet") + 1]
+LAYERS = [
+    "wire",
+    "link",
+    "busmodel",
+    "virtio",
+    "venet",
+    "flash",
+    "transports",
+    "runtime",
+    "tools",
+    "cli",
+]
+#: the sans-I/O cores: the layers up to and including flash
+CORE_LAYERS = LAYERS[: LAYERS.index("flash") + 1]
 #: modules directly under ira/ that any package may import; they import no package of ira
 FOUNDATION = {"ira", "ira.errors", "ira.native"}
 

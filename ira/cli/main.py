@@ -26,6 +26,7 @@ SUBCOMMANDS = (
     "ira.cli.ping",
     "ira.cli.virtio",
     "ira.cli.udev",
+    "ira.cli.flash",
 )
 
 

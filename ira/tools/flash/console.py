@@ -1,0 +1,127 @@
+"""A board's serial console as ``ira flash`` talks to it: a shell, a login, commands.
+
+``Console`` wraps a pyserial port.  ``wait_for_shell`` sends a line end and a
+test command until the shell answers (logging in when a ``login:`` prompt
+shows), ``run`` types a command and returns its output and exit status.
+Output is found between markers that only the shell's expansion produces
+(``__IRA_'B'EGIN__`` is echoed as typed, printed as ``__IRA_BEGIN__``), never
+by matching the echo: a console echoes, wraps long lines and adds prompts.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import serial
+
+from ira.errors import ConfigError, IraError, TransportError
+
+_BEGIN = "__IRA_BEGIN__"
+_RC = re.compile(rb"__IRA_RC=(\d+)__")
+_ALIVE = b"__IRA_SH_42__"
+
+
+class ConsoleError(IraError):
+    """The board's console did not do what flashing needs (one line, what to fix)."""
+
+
+class Console:
+    """The host's end of a board's serial console."""
+
+    def __init__(self, spec: str, *, baud: int = 115200) -> None:
+        try:
+            self.port = serial.serial_for_url(spec, baudrate=baud, timeout=0.05)
+        except (serial.SerialException, ValueError) as exc:
+            raise TransportError(f"cannot open console {spec}: {exc}") from exc
+        self.spec = spec
+        self.transcript = bytearray()
+
+    def close(self) -> None:
+        self.port.close()
+
+    def write(self, data: bytes) -> None:
+        try:
+            self.port.write(data)
+        except serial.SerialException as exc:
+            raise TransportError(f"console {self.spec}: {exc}") from exc
+
+    def read(self) -> bytes:
+        try:
+            data = bytes(self.port.read(max(1, self.port.in_waiting)))
+        except serial.SerialException:
+            data = b""  # a pty with nobody on the far end reads as "not ready"
+        self.transcript += data
+        del self.transcript[:-65536]
+        return data
+
+    def expect(self, pattern: re.Pattern[bytes], timeout_s: float) -> re.Match[bytes] | None:
+        seen = bytearray()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            seen += self.read()
+            if m := pattern.search(seen):
+                return m
+        return None
+
+    def type_line(self, line: str) -> None:
+        self.write(line.encode() + b"\n")
+
+    def wait_for_shell(
+        self, timeout_s: float, *, user: str | None = None, password: str | None = None
+    ) -> None:
+        """Until a shell answers: a line end and a test command every second; log in
+        when asked.  One line when there is no shell, or the login fails."""
+        prompts = re.compile(rb"(__IRA_SH_42__)|(ogin: *$)|(assword: *$)|(ogin incorrect)")
+        deadline = time.monotonic() + timeout_s
+        sent_user = sent_password = False
+        while time.monotonic() < deadline:
+            self.type_line("echo __IRA_SH_$((40+2))__")
+            m = self.expect(prompts, min(1.0, max(0.05, deadline - time.monotonic())))
+            if m is None:
+                continue
+            if m.group(1):
+                self.read()
+                return
+            if m.group(4) and sent_password:
+                raise ConsoleError(f"wrong password for {user} on {self.spec}")
+            if m.group(2):
+                if user is None:
+                    raise ConsoleError(f"{self.spec} asks for a login: give --login USER")
+                if sent_user and sent_password:
+                    raise ConsoleError(f"wrong password for {user} on {self.spec}")
+                self.type_line(user)
+                sent_user = True
+            elif m.group(3):
+                if password is None:
+                    raise ConsoleError(
+                        f"{self.spec} asks for a password: give --password-file FILE"
+                    )
+                self.type_line(password)
+                sent_password = True
+                time.sleep(0.5)
+        raise ConsoleError(
+            f"no shell answered on {self.spec} within {timeout_s:g} s "
+            "(is the board's console on this port, at this baud rate, and booted?)"
+        )
+
+    def run(self, command: str, timeout_s: float = 20.0) -> tuple[int, str]:
+        """Type ``command``; its exit status and output (between the markers)."""
+        self.read()
+        self.type_line(f"echo __IRA_'B'EGIN__; {command}; echo __IRA_'R'C=$?__")
+        seen = bytearray()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            seen += self.read()
+            m = _RC.search(seen)
+            if m:
+                start = seen.find(_BEGIN.encode())
+                out = seen[start + len(_BEGIN) : m.start()] if start >= 0 else b""
+                return int(m.group(1)), out.decode(errors="replace").replace("\r", "").strip()
+        raise ConsoleError(f"the shell on {self.spec} did not finish {command[:40]!r}")
+
+
+def check_baud(baud: int) -> int:
+    if not 50 <= baud <= 12_000_000:
+        raise ConfigError(f"--baud {baud}: give a line rate between 50 and 12000000")
+    return baud

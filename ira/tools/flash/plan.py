@@ -1,0 +1,237 @@
+"""What ``ira flash`` will do to a board: the board's checks and the install plan.
+
+Pure functions (no console, no files): ``read_profile`` takes what flashing
+needs from a profile's text, ``parse_probe`` reads the board's answer to
+``probe_command``, ``check_board`` turns a probe into one line per problem,
+``install_plan`` builds the JSON plan the installer carries out (on the board
+through the stub, or on a mounted root filesystem for ``--rootfs``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import tomllib
+from dataclasses import dataclass
+
+from ira.errors import ConfigError
+
+#: the oldest Python the payload runs on (tomllib, typing of ira)
+MIN_PYTHON = (3, 11)
+#: room the install needs beyond the stream and two copies of the payload
+SPARE_BYTES = 1 << 20
+PROFILE_PATH = "/etc/ira/board.toml"
+UNIT_PATH = "/etc/systemd/system/ira-board.service"
+UNIT_WANTS = "/etc/systemd/system/multi-user.target.wants/ira-board.service"
+INITD_PATH = "/etc/init.d/S90ira-board"
+WRAPPER_PATH = "/usr/local/bin/ira"
+
+
+@dataclass(frozen=True, slots=True)
+class BoardProfile:
+    """What flashing reads from a profile."""
+
+    text: str
+    board: str
+    link: str | None
+    device_types: tuple[str, ...]
+
+
+def read_profile(text: str, *, source: str, known_types: tuple[str, ...]) -> BoardProfile:
+    """The board's name, link and device types; ``ConfigError`` (one line) if the profile
+    does not parse or names a device type the payload cannot serve."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not a TOML profile: {exc}") from exc
+    link = data.get("link", {})
+    spec = link.get("spec") if isinstance(link, dict) else None
+    devices = data.get("device", [])
+    types = tuple(str(d.get("type")) for d in devices if isinstance(d, dict))
+    for dtype in types:
+        if dtype not in known_types:
+            raise ConfigError(
+                f"{source}: device type {dtype!r} is not in the payload "
+                f"(it serves {', '.join(known_types)}): fix the profile's [[device]] type"
+            )
+    return BoardProfile(text, str(data.get("board", "ira-board")), spec, types)
+
+
+_PROBE = """\
+import sys, os, json, shutil, platform, hashlib
+r = sys.argv[1]
+d = r
+while not os.path.isdir(d):
+    d = os.path.dirname(d) or "/"
+def sha(n):
+    p = os.path.join(r, "opt/ira", n)
+    try:
+        want = open(os.path.join(p, "SHA256")).read().strip()
+        got = hashlib.sha256(open(os.path.join(p, "ira.pyz"), "rb").read()).hexdigest()
+        return want if want == got else "damaged"
+    except OSError:
+        return None
+try:
+    import lzma
+    lz = True
+except ImportError:
+    lz = False
+print("__IRA_PROBE__" + json.dumps({"python": list(sys.version_info[:3]),
+    "machine": platform.machine(), "free": shutil.disk_usage(d).free,
+    "systemd": os.path.isdir("/run/systemd/system"), "lzma": lz,
+    "current": sha("current"), "previous": sha("previous")}))
+"""
+
+
+def probe_command(python: str, root: str) -> str:
+    """One shell line that prints the board's facts as ``__IRA_PROBE__{json}``."""
+    code = base64.b64encode(_PROBE.encode()).decode()
+    return f"{python} -c \"import base64;exec(base64.b64decode('{code}'))\" '{root}'"
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    python: tuple[int, int, int]
+    machine: str
+    free: int
+    systemd: bool
+    lzma: bool
+    current: str | None
+    previous: str | None
+
+
+def parse_probe(rc: int, output: str, *, python: str) -> Probe | str:
+    """The probe, or one line saying what is wrong with the board's Python."""
+    if rc == 127 or "not found" in output:
+        return f"no {python} on the board: install Python >= 3.11 there (or give --python PATH)"
+    start = output.find("__IRA_PROBE__")
+    if rc != 0 or start < 0:
+        return f"{python} on the board failed to run the probe: {output[-120:]!r}"
+    try:
+        d = json.loads(output[start + len("__IRA_PROBE__") :].splitlines()[0])
+        py = d["python"]
+        return Probe(
+            (int(py[0]), int(py[1]), int(py[2])),
+            str(d["machine"]),
+            int(d["free"]),
+            bool(d["systemd"]),
+            bool(d["lzma"]),
+            d["current"],
+            d["previous"],
+        )
+    except (ValueError, KeyError, IndexError, TypeError):
+        return f"the board's probe answer is unreadable: {output[-120:]!r}"
+
+
+def check_board(probe: Probe, *, stream_bytes: int, payload_bytes: int) -> list[str]:
+    """One line per reason the board cannot take the payload (empty: it can)."""
+    problems = []
+    if probe.python[:2] < MIN_PYTHON:
+        have = ".".join(map(str, probe.python))
+        problems.append(f"the board's Python is {have}; ira needs >= 3.11: upgrade it")
+    need = stream_bytes + 2 * payload_bytes + SPARE_BYTES
+    if probe.free < need:
+        problems.append(
+            f"the board has {probe.free} bytes free where ira goes; it needs {need}: make room"
+        )
+    return problems
+
+
+def serve_command(wrapper: str, profile_path: str, link: str | None) -> list[str]:
+    args = [wrapper, "board", "serve"]
+    if link:
+        args.append(link)
+    return [*args, "--profile", profile_path]
+
+
+def install_plan(
+    *,
+    profile: BoardProfile,
+    version_id: str,
+    sha256_hex: str,
+    python: str,
+    board_root: str,
+    start: str,
+    action: str = "install",
+) -> dict[str, object]:
+    """The plan: files, links and how to start the service.  ``board_root`` prefixes the
+    paths *inside* the files (``/`` on a board; the install root in tests); ``start``
+    is ``systemd``, ``initd``, ``process`` (a detached process: install roots) or
+    ``none`` (a root filesystem that is not running)."""
+    root = board_root.rstrip("/")
+    wrapper, prof = root + WRAPPER_PATH, root + PROFILE_PATH
+    serve = serve_command(wrapper, prof, profile.link)
+    gadget = profile.link is not None and profile.link.startswith("ffs://")
+    unit = "\n".join(
+        [
+            "[Unit]",
+            "Description=ira board side (ira board serve)",
+            "After=local-fs.target",
+            "",
+            "[Service]",
+            *(["ExecStartPre=-/sbin/modprobe libcomposite"] if gadget else []),
+            "ExecStart=" + " ".join(serve),
+            "Restart=always",
+            "RestartSec=2",
+            "",
+            "[Install]",
+            "WantedBy=multi-user.target",
+            "",
+        ]
+    )
+    initd = "\n".join(
+        [
+            "#!/bin/sh",
+            "# ira board side: started at boot by rcS (S90), written by ira flash",
+            f"PID={root}/run/ira-board.pid",
+            'case "$1" in',
+            "  start)",
+            *(["    modprobe libcomposite 2>/dev/null"] if gadget else []),
+            f"    {' '.join(serve)} >{root}/var/log/ira-board.log 2>&1 &",
+            '    echo $! > "$PID" ;;',
+            '  stop) [ -f "$PID" ] && kill "$(cat "$PID")" 2>/dev/null; rm -f "$PID" ;;',
+            '  restart) "$0" stop; sleep 1; "$0" start ;;',
+            '  *) echo "usage: $0 start|stop|restart"; exit 2 ;;',
+            "esac",
+            "",
+        ]
+    )
+    files = [
+        {"path": PROFILE_PATH, "mode": 0o644, "text": profile.text},
+        {
+            "path": WRAPPER_PATH,
+            "mode": 0o755,
+            "text": f'#!/bin/sh\nexec {python} {root}/opt/ira/current/ira.pyz "$@"\n',
+        },
+        {"path": UNIT_PATH, "mode": 0o644, "text": unit},
+        {"path": INITD_PATH, "mode": 0o755, "text": initd},
+        {"path": "/var/log/ira-board.log", "mode": 0o644, "text": ""},
+    ]
+    return {
+        "action": action,
+        "version": version_id,
+        "sha256": sha256_hex,
+        "files": files,
+        "links": [[UNIT_WANTS, UNIT_PATH]],
+        "start": start,
+        "unit": "ira-board.service",
+        "initd": INITD_PATH,
+        "serve": [python, root + "/opt/ira/current/ira.pyz", *serve[1:]],
+    }
+
+
+def describe_plan(plan: dict[str, object], *, target: str) -> list[str]:
+    """The plan as lines for ``--dry-run``."""
+    lines = [f"plan for {target}: {plan['action']} {plan.get('version', '')}".rstrip()]
+    if plan["action"] == "install":
+        lines.append(f"  unpack /opt/ira/versions/{plan['version']}/ira.pyz, check its SHA-256")
+        for f in plan["files"]:  # type: ignore[attr-defined]
+            lines.append(f"  write {f['path']} (mode {f['mode']:o})")
+        for link, dest in plan["links"]:  # type: ignore[attr-defined]
+            lines.append(f"  link {link} -> {dest}")
+        lines.append(f"  switch /opt/ira/current -> versions/{plan['version']} (one rename)")
+        lines.append("  keep the version before it as /opt/ira/previous")
+    elif plan["action"] == "rollback":
+        lines.append("  swap /opt/ira/current and /opt/ira/previous")
+    lines.append(f"  start the service: {plan['start']} ({' '.join(plan['serve'][2:])})")  # type: ignore[index]
+    return lines
