@@ -62,6 +62,7 @@ WIRE_MODULES = (
     "ira.wire.venet",
     "ira.wire.framedelta",
     "ira.wire.usb",
+    "ira.wire.flash",
 )
 
 _ROOT = Path(__file__).resolve().parents[2]
