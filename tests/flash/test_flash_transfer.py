@@ -131,7 +131,7 @@ def run(
 
 def test_a_clean_line_carries_the_stream_near_line_rate() -> None:
     stream, board = make_stream(60_000), Board()
-    s, r, seen, t = run(stream, board)
+    s, _r, seen, t = run(stream, board)
     assert board.installed == stream.data
     assert Finished(Status.OK, "done") in seen
     st = s.statistics()
@@ -142,7 +142,7 @@ def test_a_clean_line_carries_the_stream_near_line_rate() -> None:
 
 def test_spoiled_blocks_are_resent_and_the_stream_arrives_whole() -> None:
     stream, board = make_stream(60_000), Board()
-    s, r, seen, _ = run(stream, board, flip=2e-5, seed=7)
+    s, r, _seen, _ = run(stream, board, flip=2e-5, seed=7)
     assert board.installed == stream.data
     assert r.statistics().bad_frames > 0
     assert s.statistics().blocks_resent > 0
@@ -150,7 +150,7 @@ def test_spoiled_blocks_are_resent_and_the_stream_arrives_whole() -> None:
 
 def test_an_unplugged_cable_resumes_where_it_stopped_in_one_session() -> None:
     stream, board = make_stream(60_000), Board()
-    s, _, seen, t = run(stream, board, unplugged=(2.0, 5.0))
+    s, _, _seen, _t = run(stream, board, unplugged=(2.0, 5.0))
     assert board.installed == stream.data
     assert s.statistics().timeouts > 0
     # after the cable came back only what was lost was sent again, not the stream

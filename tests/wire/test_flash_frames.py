@@ -71,7 +71,7 @@ def test_every_schema_round_trips() -> None:
 
 
 def _fields(msg: object) -> dict[str, object]:
-    kind, fields = wire._fields(msg)  # type: ignore[arg-type]
+    _kind, fields = wire._fields(msg)  # type: ignore[arg-type]
     return {**fields, "crc": 0}
 
 
