@@ -36,6 +36,7 @@ class Console:
             raise TransportError(f"cannot open console {spec}: {exc}") from exc
         self.spec = spec
         self.transcript = bytearray()
+        self._pending = bytearray()
 
     def close(self) -> None:
         self.port.close()
@@ -56,13 +57,16 @@ class Console:
         return data
 
     def expect(self, pattern: re.Pattern[bytes], timeout_s: float) -> re.Match[bytes] | None:
-        seen = bytearray()
+        """The first match of ``pattern`` in what the console says within ``timeout_s``;
+        what follows the match stays for the next ``expect``."""
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            seen += self.read()
-            if m := pattern.search(seen):
+        while True:
+            if m := pattern.search(bytes(self._pending)):  # a copy: the match outlives the del
+                del self._pending[: m.end()]
                 return m
-        return None
+            if time.monotonic() >= deadline:
+                return None
+            self._pending += self.read()
 
     def type_line(self, line: str) -> None:
         self.write(line.encode() + b"\n")
@@ -70,36 +74,40 @@ class Console:
     def wait_for_shell(
         self, timeout_s: float, *, user: str | None = None, password: str | None = None
     ) -> None:
-        """Until a shell answers: a line end and a test command every second; log in
-        when asked.  One line when there is no shell, or the login fails."""
-        prompts = re.compile(rb"(__IRA_SH_42__)|(ogin: *$)|(assword: *$)|(ogin incorrect)")
+        """Until a shell answers: a test command whenever the console is quiet for a
+        second; log in when asked.  One line when there is no shell, or the login fails."""
+        prompts = re.compile(rb"(__IRA_SH_42__)|(ogin incorrect)|(ogin: *$)|(assword: *$)", re.M)
         deadline = time.monotonic() + timeout_s
         sent_user = sent_password = False
+        probe, first = True, True
         while time.monotonic() < deadline:
-            self.type_line("echo __IRA_SH_$((40+2))__")
+            if probe:  # first an empty line: at a login prompt it only brings a new prompt
+                self.type_line("" if first else "echo __IRA_SH_$((40+2))__")
+            probe = first = False
             m = self.expect(prompts, min(1.0, max(0.05, deadline - time.monotonic())))
             if m is None:
-                continue
-            if m.group(1):
+                probe = True
+            elif m.group(1):
                 self.read()
+                del self._pending[:]
                 return
-            if m.group(4) and sent_password:
-                raise ConsoleError(f"wrong password for {user} on {self.spec}")
-            if m.group(2):
+            elif m.group(2):
+                if sent_password:
+                    raise ConsoleError(f"wrong password for {user} on {self.spec}")
+            elif m.group(3):
                 if user is None:
                     raise ConsoleError(f"{self.spec} asks for a login: give --login USER")
-                if sent_user and sent_password:
-                    raise ConsoleError(f"wrong password for {user} on {self.spec}")
                 self.type_line(user)
                 sent_user = True
-            elif m.group(3):
-                if password is None:
-                    raise ConsoleError(
-                        f"{self.spec} asks for a password: give --password-file FILE"
-                    )
+            elif not sent_user:  # a password prompt for our test line taken as a user name
+                if user is None:
+                    raise ConsoleError(f"{self.spec} asks for a login: give --login USER")
+                self.type_line("")  # fail that attempt; the login prompt comes back
+            elif password is None:
+                raise ConsoleError(f"{self.spec} asks for a password: give --password-file FILE")
+            else:
                 self.type_line(password)
                 sent_password = True
-                time.sleep(0.5)
         raise ConsoleError(
             f"no shell answered on {self.spec} within {timeout_s:g} s "
             "(is the board's console on this port, at this baud rate, and booted?)"
@@ -108,6 +116,7 @@ class Console:
     def run(self, command: str, timeout_s: float = 20.0) -> tuple[int, str]:
         """Type ``command``; its exit status and output (between the markers)."""
         self.read()
+        del self._pending[:]
         self.type_line(f"echo __IRA_'B'EGIN__; {command}; echo __IRA_'R'C=$?__")
         seen = bytearray()
         deadline = time.monotonic() + timeout_s

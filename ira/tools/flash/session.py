@@ -95,7 +95,9 @@ def _profile(opts: FlashOptions, pl: Payload) -> plan.BoardProfile:
     return plan.read_profile(text, source=opts.profile, known_types=pl.device_types)
 
 
-def flash(opts: FlashOptions) -> FlashReport:
+def flash(opts: FlashOptions, *, the_payload: Payload | None = None) -> FlashReport:
+    """Flash as ``opts`` say; ``the_payload``: what to put on the board (default: this
+    ira's own payload)."""
     report = FlashReport()
     if opts.rootfs and opts.console:
         raise ConfigError("give a CONSOLE or --rootfs DIR, not both")
@@ -103,7 +105,7 @@ def flash(opts: FlashOptions) -> FlashReport:
         raise ConfigError("give the board's CONSOLE (a serial port) or --rootfs DIR")
     if opts.rootfs and not Path(opts.rootfs).is_dir():
         raise ConfigError(f"--rootfs {opts.rootfs}: not a directory")
-    pl = payload()
+    pl = the_payload or payload()
     profile = _profile(opts, pl)
     board_root = opts.install_root or "/"
     start = "process" if opts.install_root else "systemd-or-initd"
