@@ -4,7 +4,9 @@ null-modem, installing below a temporary root."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -38,10 +40,8 @@ def test_flash_at_115200_then_reflash_only_checks(tmp_path: Path) -> None:
         assert hashlib.sha256(installed.read_bytes()).digest() == pl.sha256
         assert (b.root / "etc/ira/board.toml").read_text() == Path(profile).read_text()
         unit = (b.root / "etc/systemd/system/ira-board.service").read_text()
-        assert (
-            f"ExecStart={b.root}/usr/local/bin/ira board serve --profile {b.root}/etc/ira/board.toml"
-            in unit
-        )
+        wrapper, conf = b.root / "usr/local/bin/ira", b.root / "etc/ira/board.toml"
+        assert f"ExecStart={wrapper} board serve --profile {conf}" in unit
         assert seen[-1][0] == seen[-1][1] == report.stream_bytes
         # line efficiency of the compressed stream at 115200 (10 bits a byte)
         assert report.stream_bytes / report.transfer_s >= 0.85 * 11520
@@ -117,7 +117,7 @@ def test_a_payload_whose_sha_differs_is_never_installed(tmp_path: Path) -> None:
             console.wait_for_shell(10)
             boot, *lines = stub.command_lines("python3", str(b.root))
             console.type_line(boot)
-            assert console.expect(__import__("re").compile(stub.READY.encode()), 10)
+            assert console.expect(re.compile(stub.READY.encode()), 10)
             for line in lines:
                 console.type_line(line)
             sender = Sender(lying, now=time.monotonic())
@@ -127,11 +127,8 @@ def test_a_payload_whose_sha_differs_is_never_installed(tmp_path: Path) -> None:
                 console.write(sender.data_to_send())
                 for ev in sender.receive_data(console.read(), now=time.monotonic()):
                     if isinstance(ev, Transferred):
-                        sender.install(
-                            '{"action": "install", "version": "v", "sha256": "%s"}'
-                            % lying.sha256.hex(),
-                            now=time.monotonic(),
-                        )
+                        plan = {"action": "install", "version": "v", "sha256": lying.sha256.hex()}
+                        sender.install(json.dumps(plan), now=time.monotonic())
                     if isinstance(ev, Finished):
                         result = ev
             assert result is not None and result.status is Status.BAD_SHA
@@ -171,9 +168,11 @@ def test_login_with_the_right_password_and_refusal_of_a_wrong_one(tmp_path: Path
                 opts(b.console, profile, b.root, login="root", password="nope", shell_timeout_s=8)
             )
         assert not b.root.exists()
-    with board(tmp_path, login=True) as b:
-        with pytest.raises(ConsoleError, match="asks for a login: give --login USER"):
-            flash(opts(b.console, profile, b.root, shell_timeout_s=8))
+    with (
+        board(tmp_path, login=True) as b,
+        pytest.raises(ConsoleError, match="asks for a login: give --login USER"),
+    ):
+        flash(opts(b.console, profile, b.root, shell_timeout_s=8))
     with board(tmp_path, login=True) as b:
         report = flash(opts(b.console, profile, b.root, login="root", password="s3cret"))
         assert report.transferred
@@ -184,7 +183,7 @@ def test_no_shell_on_the_console(tmp_path: Path) -> None:
     with NullModem() as nm:
         silent = subprocess.Popen(["sh", "-c", f"exec cat <{nm.path_b} >/dev/null"])
         try:
-            with pytest.raises(ConsoleError, match="no shell answered on .* within 2 s"):
+            with pytest.raises(ConsoleError, match=r"no shell answered on .* within 2 s"):
                 flash(opts(nm.path_a, profile, tmp_path / "root", shell_timeout_s=2))
         finally:
             silent.kill()
