@@ -3,14 +3,17 @@ filesystem; the board checks say one line per problem."""
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from ira.cli.main import main
-from ira.tools.flash import plan
+from ira.tools.flash import plan, stub
 from ira.tools.flash.session import payload
 
 BOARDS = Path(__file__).resolve().parents[2] / "boards"
@@ -118,3 +121,29 @@ def test_probe_answers() -> None:
         (3, 11, 2), "aarch64", 5, True, False, None, None
     )
     assert isinstance(plan.parse_probe(0, "__IRA_PROBE__{", python="python3"), str)
+
+
+def test_the_stub_needs_nothing_but_the_standard_library(tmp_path: Path) -> None:
+    source = stub.source()
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            assert not (node.module or "").startswith("ira"), node.module
+        if isinstance(node, ast.Import):
+            assert not any(a.name.startswith("ira") for a in node.names)
+    # run in isolation (no site, no ira on the path): everything loads, then the stub
+    # refuses a stdin that is not a terminal
+    script = tmp_path / "stub.py"
+    script.write_text(source)
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", str(script), str(tmp_path)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith("termios.error")
+    lines = stub.command_lines("python3", "/")
+    assert lines[-1] == "" and max(len(line) for line in lines) < 400

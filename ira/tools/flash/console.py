@@ -78,7 +78,9 @@ class Console:
         second; log in when asked.  One line when there is no shell, or the login fails."""
         prompts = re.compile(rb"(__IRA_SH_42__)|(ogin incorrect)|(ogin: *$)|(assword: *$)", re.M)
         deadline = time.monotonic() + timeout_s
-        sent_user = sent_password = False
+        # what we typed last: None, "user" or "password"; a login prompt after the user
+        # name is a stale one (it answered a line typed earlier) and is ignored
+        sent: str | None = None
         probe, first = True, True
         while time.monotonic() < deadline:
             if probe:  # first an empty line: at a login prompt it only brings a new prompt
@@ -91,23 +93,24 @@ class Console:
                 self.read()
                 del self._pending[:]
                 return
-            elif m.group(2):
-                if sent_password:
-                    raise ConsoleError(f"wrong password for {user} on {self.spec}")
-            elif m.group(3):
+            elif sent == "password" and (m.group(2) or m.group(3)):
+                raise ConsoleError(f"wrong password for {user} on {self.spec}")
+            elif m.group(3) and sent is None:
                 if user is None:
                     raise ConsoleError(f"{self.spec} asks for a login: give --login USER")
                 self.type_line(user)
-                sent_user = True
-            elif not sent_user:  # a password prompt for our test line taken as a user name
+                sent = "user"
+            elif m.group(4) and sent is None:  # our test line was taken as a user name
                 if user is None:
                     raise ConsoleError(f"{self.spec} asks for a login: give --login USER")
                 self.type_line("")  # fail that attempt; the login prompt comes back
-            elif password is None:
-                raise ConsoleError(f"{self.spec} asks for a password: give --password-file FILE")
-            else:
+            elif m.group(4) and sent == "user":
+                if password is None:
+                    raise ConsoleError(
+                        f"{self.spec} asks for a password: give --password-file FILE"
+                    )
                 self.type_line(password)
-                sent_password = True
+                sent = "password"
         raise ConsoleError(
             f"no shell answered on {self.spec} within {timeout_s:g} s "
             "(is the board's console on this port, at this baud rate, and booted?)"
