@@ -269,19 +269,22 @@ def _text(raw: bytes) -> str:
 
 
 _SUMMARY = """\
-`ira flash` puts ira on a board through its serial console.  It types a small
-receiver stub into the board's shell; the stub puts the console in raw mode and
-sends HELLO, and from then on both directions carry frames: `body || crc32(body)`
-(CRC-32 IEEE 802.3, little-endian), COBS-encoded, each followed by a 0x00
-delimiter (the stub also sends a delimiter before its first frame, so the
-shell's echo before it is one spoiled frame, counted and dropped).  A frame
-whose CRC fails is dropped without an answer; the sender's timer recovers it.
+A host puts ira on a board through the board's serial console, the one path
+every Linux board has before it has a network.  The host types a small receiver
+stub into the board's shell; the stub MUST put the console in raw mode (no
+echo, no line editing, no character translation) before it sends anything
+else, and then sends HELLO.  From then on both directions carry frames:
+`body || crc32(body)` (CRC-32 IEEE 802.3, little-endian), COBS-encoded, each
+followed by a 0x00 delimiter.  The stub sends a delimiter before its first
+frame, so that the shell's echo before it is one spoiled frame.  A frame whose
+CRC fails or that does not decode MUST be dropped and counted, without an
+answer; the sender's timer recovers it.
 
-The payload (a zipapp of ira and its pure-Python dependencies) crosses as one
-compressed stream, named by the SHA-256 of the payload.  OPEN names it; the
-board answers STATE with how many bytes of that stream it already holds (it
-keeps a partial stream across sessions), and the host sends DATA blocks from
-there on, up to a window of unacknowledged bytes ahead of the board's `have`.
+The payload (ira and its dependencies, one file) crosses as one compressed
+stream, named by the SHA-256 of the payload.  OPEN names it; the board answers
+STATE with how many bytes of that stream it already holds (it keeps a partial
+stream across sessions), and the host sends DATA blocks from there on, never
+more than the window of HELLO beyond the board's `have`.
 """
 
 _NOTES = """\
@@ -306,7 +309,7 @@ answers RESULT.  A payload whose SHA-256 differs is deleted, never installed.
 """
 
 SPEC = WireSpec(
-    title="Flash frames (`ira.wire.flash`)",
+    title="Flashing a board through its console",
     summary=_SUMMARY,
     encode=encode,
     messages=(
