@@ -72,6 +72,7 @@ bench: $(NATIVE)
 	$(BIN)/python bench/virtio.py
 	$(BIN)/python bench/venet.py
 	$(BIN)/python bench/psk.py
+	$(BIN)/python bench/flash.py
 
 ## hil: the hardware-in-the-loop suite: a virtual null-modem per test, or the rig named by
 ## IRA_LINK_A / IRA_LINK_B (see docs/HIL.md); HIL_ARGS are passed to pytest
