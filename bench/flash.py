@@ -7,7 +7,8 @@ same run the line rate the null-modem really gives (raw bytes through the same
 kind of null-modem for two seconds):
 
 * ``stream_ratio``: compressed stream bytes per second during the transfer ÷ the
-  measured line rate (what the protocol's framing, acks and waits cost);
+  measured line rate (what the protocol's framing, acks and waits cost), and
+  ``stream_share_of_baud`` the same ÷ (baud / 10);
 * ``payload_ratio``: payload bytes (the zipapp, uncompressed) per second ÷
   (baud / 10): the issue's figure, compression included (esptool's "effective");
 * ``wall_s``: the whole flash (shell, probe, stub, transfer, install).
@@ -24,6 +25,7 @@ import os
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -34,24 +36,32 @@ from ira.tools.nullmodem import NullModem, NullModemConfig
 
 
 def line_rate(baud: int, seconds: float = 2.0) -> float:
-    """Bytes per second the throttled null-modem carries one way (raw, pyserial ends)."""
+    """Bytes per second the throttled null-modem carries one way: a thread writes raw
+    bytes as fast as the pty takes them, the reader counts what arrives in ``seconds``."""
     with NullModem(NullModemConfig(baud=baud)) as nm:
-        a = serial.Serial(nm.path_a, timeout=0.05)
+        a = serial.Serial(nm.path_a, timeout=0.05, write_timeout=0.5)
         b = serial.Serial(nm.path_b, timeout=0.05)
-        chunk = os.urandom(4096)
-        got = 0
+        stop = threading.Event()
+
+        def write() -> None:
+            chunk = os.urandom(1024)
+            while not stop.is_set():
+                with contextlib.suppress(serial.SerialTimeoutException):
+                    a.write(chunk)
+
+        writer = threading.Thread(target=write)
+        writer.start()
         try:
             start = time.monotonic()
-            while time.monotonic() - start < 0.2:  # fill the queues first
-                a.write(chunk)
+            while time.monotonic() - start < 0.3:  # the queues fill first
                 b.read(65536)
             got, start = 0, time.monotonic()
             while (elapsed := time.monotonic() - start) < seconds:
-                if a.out_waiting < 4096:
-                    a.write(chunk)
                 got += len(b.read(65536))
             return got / elapsed
         finally:
+            stop.set()
+            writer.join()
             a.close()
             b.close()
 
@@ -97,6 +107,7 @@ def main() -> None:
             "line_rate_Bps": round(rate),
             "line_share_of_baud": round(rate / (baud / 10), 3),
             "stream_ratio": round(stream_rate / rate, 3),
+            "stream_share_of_baud": round(stream_rate / (baud / 10), 3),
             "payload_ratio": round(run["payload_bytes"] / run["transfer_s"] / (baud / 10), 3),
         }
     if args.json:
