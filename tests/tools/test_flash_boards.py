@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import multiprocessing
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+from flashrig import other_payload
 
 from ira.cli.main import main
 from ira.tools.flash import plan, stub
-from ira.tools.flash.session import payload
+from ira.tools.flash.session import FlashOptions, flash, payload
 
 BOARDS = Path(__file__).resolve().parents[2] / "boards"
 NAMES = ["qemu-x86_64", "raspberrypi-zero2w", "beaglebone-black", "generic-usb-serial"]
@@ -147,3 +150,33 @@ def test_the_stub_needs_nothing_but_the_standard_library(tmp_path: Path) -> None
     assert done.stderr.strip().splitlines()[-1].startswith("termios.error")
     lines = stub.command_lines("python3", "/")
     assert lines[-1] == "" and max(len(line) for line in lines) < 400
+
+
+def _install_other(root: str, profile: str) -> None:
+    flash(FlashOptions(console=None, profile=profile, rootfs=root), the_payload=other_payload())
+
+
+def test_an_install_killed_at_any_moment_leaves_a_whole_version_current(tmp_path: Path) -> None:
+    """The power-cut property, with a killed process: ``current`` always names a whole
+    version (the old one until the switch, the new one after it)."""
+    profile = str(BOARDS / "generic-usb-serial/profile.toml")
+    first, second = payload(), other_payload()
+    whole = {first.version_id: first.sha256, second.version_id: second.sha256}
+    ctx = multiprocessing.get_context("fork")
+    seen = set()
+    for i, delay in enumerate([0.0, 0.05, 0.1, 0.2, 0.3, 0.45, 0.6, 0.8, 1.2, 4.0]):
+        root = tmp_path / f"r{i}"
+        root.mkdir()
+        assert main(["flash", "--rootfs", str(root), "--profile", profile]) == 0
+        child = ctx.Process(target=_install_other, args=(str(root), profile))
+        child.start()
+        time.sleep(delay)
+        child.kill()
+        child.join()
+        version = os.path.basename(os.readlink(root / "opt/ira/current"))
+        pyz = (root / "opt/ira/versions" / version / "ira.pyz").read_bytes()
+        assert hashlib.sha256(pyz).digest() == whole[version]
+        seen.add(version)
+    # the kills fell before the switch and after it (an install takes ~0.8 s here)
+    assert seen == set(whole)
+    assert os.readlink(root / "opt/ira/previous") == f"versions/{first.version_id}"

@@ -83,6 +83,21 @@ def installed(root: str) -> dict[str, str | None]:
     return out
 
 
+def intact(vdir: str, sha_hex: str) -> bool:
+    """True when ``vdir`` holds the payload of ``sha_hex``, whole."""
+    try:
+        with open(os.path.join(vdir, "SHA256")) as f:
+            if f.read().strip() != sha_hex:
+                return False
+        digest = hashlib.sha256()
+        with open(os.path.join(vdir, "ira.pyz"), "rb") as f:
+            while chunk := f.read(65536):
+                digest.update(chunk)
+        return digest.hexdigest() == sha_hex
+    except OSError:
+        return False
+
+
 def unpack(root: str, stream_path: str, codec: int, sha_hex: str, vdir: str) -> tuple[int, str]:
     """Decompress the stream into ``vdir``/ira.pyz and check its SHA-256."""
     tmp = vdir + ".ira-tmp"
@@ -112,6 +127,9 @@ def unpack(root: str, stream_path: str, codec: int, sha_hex: str, vdir: str) -> 
         os.unlink(stream_path)
         return BAD_SHA, "payload SHA-256 differs from " + sha_hex[:12] + ": deleted, not installed"
     write_file(tmp, "/SHA256", (sha_hex + "\n").encode(), 0o644)
+    if intact(vdir, sha_hex):  # this version is there already (current, maybe): keep it
+        shutil.rmtree(tmp, ignore_errors=True)
+        return OK, ""
     shutil.rmtree(vdir, ignore_errors=True)
     os.replace(tmp, vdir)
     _sync_dir(os.path.dirname(vdir))
