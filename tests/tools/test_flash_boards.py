@@ -66,8 +66,7 @@ def test_usb_gadget_boards_load_libcomposite_first() -> None:
     unit = next(f for f in p["files"] if f["path"] == plan.UNIT_PATH)  # type: ignore[attr-defined]
     assert "ExecStartPre=-/sbin/modprobe libcomposite" in unit["text"]
     assert (
-        "ExecStart=/usr/local/bin/ira board serve ffs://ira --profile /etc/ira/board.toml"
-        in (unit["text"])
+        "ExecStart=/usr/local/bin/ira board serve --profile /etc/ira/board.toml" in (unit["text"])
     )
 
 

@@ -28,11 +28,21 @@ def opts(b_console: str, profile: str, root: Path, **kw: object) -> FlashOptions
 
 
 def test_flash_at_115200_then_reflash_only_checks(tmp_path: Path) -> None:
-    with board(tmp_path, baud=115200) as b:
-        profile = write_profile(tmp_path / "p.toml", types=("echo", "board-info"))
+    with NullModem() as data_link, board(tmp_path, baud=115200) as b:
+        profile = write_profile(
+            tmp_path / "p.toml", link=data_link.path_b, types=("echo", "board-info")
+        )
         pl = payload()
         seen: list[tuple[int, int]] = []
-        report = flash(opts(b.console, profile, b.root, progress=lambda h, s: seen.append((h, s))))
+        report = flash(
+            opts(
+                b.console,
+                profile,
+                b.root,
+                data_link=data_link.path_a,
+                progress=lambda h, s: seen.append((h, s)),
+            )
+        )
         assert report.transferred
         assert f"installed {pl.version_id}" in report.lines
         assert current(b.root) == f"versions/{pl.version_id}"
@@ -43,6 +53,9 @@ def test_flash_at_115200_then_reflash_only_checks(tmp_path: Path) -> None:
         wrapper, conf = b.root / "usr/local/bin/ira", b.root / "etc/ira/board.toml"
         assert f"ExecStart={wrapper} board serve --profile {conf}" in unit
         assert seen[-1][0] == seen[-1][1] == report.stream_bytes
+        # the board side the install started answers on the data link, from the payload
+        assert f"the board answers on {data_link.path_a}:" in report.lines
+        assert [row.split()[1] for row in report.devices] == ["echo", "board-info"]
 
         again = flash(opts(b.console, profile, b.root))
         assert not again.transferred

@@ -73,15 +73,10 @@ def _package_files(name: str) -> list[tuple[str, Path]]:
 
 
 def device_types() -> tuple[str, ...]:
-    """The device types this ira can serve (a profile's ``[[device]] type``): from the
-    profile module's registry (``standard_device_types()``) where it has one, else its
-    ``DEVICE_TYPES`` table."""
-    from ira.runtime import profile
+    """The device types this ira can serve (a profile's ``[[device]] type``)."""
+    from ira.runtime.profile import standard_device_types
 
-    registry = getattr(profile, "standard_device_types", None)
-    if registry is not None:
-        return tuple(sorted(str(name) for name in registry().names()))
-    return tuple(sorted(str(name) for name in getattr(profile, "DEVICE_TYPES", {})))
+    return tuple(standard_device_types().names())
 
 
 def build_payload() -> Payload:

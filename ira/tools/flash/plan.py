@@ -15,6 +15,7 @@ import tomllib
 from dataclasses import dataclass
 
 from ira.errors import ConfigError
+from ira.runtime.profile import parse_profile
 
 #: the oldest Python the payload runs on (tomllib, typing of ira)
 MIN_PYTHON = (3, 11)
@@ -54,6 +55,7 @@ def read_profile(text: str, *, source: str, known_types: tuple[str, ...]) -> Boa
                 f"{source}: device type {dtype!r} is not in the payload "
                 f"(it serves {', '.join(known_types)}): fix the profile's [[device]] type"
             )
+    parse_profile(text, source=source)  # the whole profile, as the board will read it
     return BoardProfile(text, str(data.get("board", "ira-board")), spec, types)
 
 
@@ -137,11 +139,9 @@ def check_board(probe: Probe, *, stream_bytes: int, payload_bytes: int) -> list[
     return problems
 
 
-def serve_command(wrapper: str, profile_path: str, link: str | None) -> list[str]:
-    args = [wrapper, "board", "serve"]
-    if link:
-        args.append(link)
-    return [*args, "--profile", profile_path]
+def serve_command(wrapper: str, profile_path: str) -> list[str]:
+    """``ira board serve --profile FILE``: the link and everything else is in the profile."""
+    return [wrapper, "board", "serve", "--profile", profile_path]
 
 
 def install_plan(
@@ -160,7 +160,7 @@ def install_plan(
     ``none`` (a root filesystem that is not running)."""
     root = board_root.rstrip("/")
     wrapper, prof = root + WRAPPER_PATH, root + PROFILE_PATH
-    serve = serve_command(wrapper, prof, profile.link)
+    serve = serve_command(wrapper, prof)
     gadget = profile.link is not None and profile.link.startswith("ffs://")
     unit = "\n".join(
         [
