@@ -6,7 +6,7 @@ udev reads beside /etc/udev/rules.d); a gadget board is bound and udev names it
 group lists its devices; ``ira host serve --watch /dev/ira`` serves it, sees it
 unbound (a cable pulled) and resumes it when it is bound again, and serves a
 second board from the moment it is bound.  Prints one JSON object of what
-happened; ``test_udev.py`` asserts on it.
+happened; ``test_gadget_udev.py`` asserts on it.
 """
 
 from __future__ import annotations
