@@ -97,6 +97,11 @@ mount -t configfs configfs /host/sys/kernel/config
 mount -t tmpfs tmp /host/tmp
 mount -t tmpfs run /host/run
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 work /host$work
+here=$(sed -n 's/.*ira\.here=\([^ ]*\).*/\1/p' /proc/cmdline)
+if [ -n "$here" ]; then
+  mkdir -p /host$here
+  mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=512000 here /host$here
+fi
 ip link set lo up
 chroot /host /bin/sh -c 'ip link set lo up' 2>/dev/null
 stty -F /dev/ttyS0 raw -echo
@@ -274,14 +279,22 @@ class GuestVM:
         base = cache_dir()
         base.mkdir(parents=True, exist_ok=True)
         self._workdir = Path(tempfile.mkdtemp(prefix="run-", dir=base))
+        append = f"console=ttyS0 panic=-1 loglevel=3 ira.work={self._workdir}"
+        # the guest mounts tmpfs on /tmp and /run: a project there is shared on its own
+        project = Path(__file__).resolve().parents[2]
+        shares = []
+        if project.parts[1:2] in (("tmp",), ("run",)) and " " not in str(project):
+            append += f" ira.here={project}"
+            shares = ["-virtfs", f"local,path={project},mount_tag=here,{_RO_SHARE}"]
         argv = [
             QEMU,
             "-accel", "tcg", "-cpu", "max", "-m", str(self._memory_mb), "-smp", "1",
             "-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot",
             "-kernel", str(image.kernel), "-initrd", str(image.initrd),
-            "-append", f"console=ttyS0 panic=-1 loglevel=3 ira.work={self._workdir}",
+            "-append", append,
             "-virtfs", f"local,path=/,mount_tag=hostroot,{_RO_SHARE}",
             "-virtfs", f"local,path={self._workdir},mount_tag=work,security_model=none",
+            *shares,
         ]  # fmt: skip
         self._proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
