@@ -22,6 +22,7 @@ from ira.errors import RemoteProtocolError
 from ira.link.config import LinkConfig
 from ira.link.core import Link
 from ira.link.events import (
+    AuthRefused,
     Channel,
     HandshakeRefused,
     LinkDown,
@@ -67,6 +68,7 @@ EVENT_TYPES = (
     PeerRestarted,
     SessionLost,
     HandshakeRefused,
+    AuthRefused,
 )
 PEER_EPOCH = 0x5EED_F00D_0000_0001
 #: what the scripted peer advertises
