@@ -9,7 +9,9 @@ STAMP  := $(VENV)/.installed
 # programs the tests, benches and `make run` call, and the Debian packages that have them:
 # installed as root with apt-get when missing (scripts/sysdeps), else the tests skip with a
 # reason; gcc compiles the hot modules (ira/native.py); QEMU, busybox, kmod and cpio build and
-# boot the guest whose kernel has dummy_hcd, where the USB tests run (ira/tools/usbvm.py)
+# boot the guest whose kernel has dummy_hcd, where the USB tests run (ira/tools/usbvm.py).
+# What scripts/sysdeps runs for a missing program: apt-get install of its package, e.g. for
+# ping, ip, gcc, udevadm, ser2net: iputils-ping iproute2 gcc udev ser2net
 SYSDEPS := ping:iputils-ping ip:iproute2 gcc:gcc udevadm:udev ser2net:ser2net \
            qemu-system-x86_64:qemu-system-x86 busybox:busybox-static modprobe:kmod depmod:kmod \
            cpio:cpio
