@@ -10,8 +10,8 @@ STAMP  := $(VENV)/.installed
 # installed as root with apt-get when missing (scripts/sysdeps), else the tests skip with a
 # reason; gcc compiles the hot modules (ira/native.py); QEMU, busybox, kmod and cpio build and
 # boot the guest whose kernel has dummy_hcd, where the USB tests run (ira/tools/usbvm.py).
-# What scripts/sysdeps runs for a missing program: apt-get install of its package, e.g. for
-# ping, ip, gcc, udevadm, ser2net: iputils-ping iproute2 gcc udev ser2net
+# What scripts/sysdeps runs for a missing program is apt-get install of its package:
+# apt-get install iputils-ping (ping) iproute2 (ip) gcc udev (udevadm) ser2net ...
 SYSDEPS := ping:iputils-ping ip:iproute2 gcc:gcc udevadm:udev ser2net:ser2net \
            qemu-system-x86_64:qemu-system-x86 busybox:busybox-static modprobe:kmod depmod:kmod \
            cpio:cpio
