@@ -88,7 +88,7 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def idle_cpu_share(links: list[str]) -> float:
+def idle_cpu_share(links: list[str], idle_s: float) -> float:
     """A core's share ``ira host serve`` takes over ``links`` once they are all discovered."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "ira", "host", "serve", *links],
@@ -108,7 +108,7 @@ def idle_cpu_share(links: list[str]) -> float:
         threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe drained
         time.sleep(1.0)
         before, t0 = _cpu_s(proc.pid), time.perf_counter()
-        time.sleep(IDLE_S)
+        time.sleep(idle_s)
         return (_cpu_s(proc.pid) - before) / (time.perf_counter() - t0)
     finally:
         stop(proc)
@@ -153,9 +153,7 @@ def aggregate_devcalls_per_s(links: list[str], load_s: float) -> float:
 
 
 def run(boards: int, quick: bool) -> dict[str, object]:
-    global IDLE_S
-    if quick:
-        IDLE_S = 3.0
+    idle_s = 3.0 if quick else IDLE_S
     load_s = 2.0 if quick else LOAD_S
     with contextlib.ExitStack() as stack:
         directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ira-scale-")))
@@ -165,8 +163,8 @@ def run(boards: int, quick: bool) -> dict[str, object]:
         r: dict[str, object] = {"boards": boards}
         r["discovery_one_s"] = discovery_s(one)
         r["discovery_all_s"] = discovery_s(links)
-        idle_one = idle_cpu_share(one)
-        idle_all = idle_cpu_share(links)
+        idle_one = idle_cpu_share(one, idle_s)
+        idle_all = idle_cpu_share(links, idle_s)
         r["idle_cpu_one_board_percent"] = 100 * idle_one
         r["idle_cpu_per_board_percent"] = 100 * idle_all / boards
         r["idle_cpu_per_board_ratio_to_one"] = idle_all / boards / idle_one if idle_one else None
