@@ -27,10 +27,9 @@ it answers them with a negative status and counts them.
 
 from __future__ import annotations
 
-import enum
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import Any
 
 from construct import (
@@ -54,291 +53,130 @@ from construct import (
 
 from ira.errors import LocalProtocolError, RemoteProtocolError
 from ira.wire import Limit, MessageDef, MessageSpec, StatusCode, WireSpec
-
-# ---------------------------------------------------------------------------
-# Constants and limits
-# ---------------------------------------------------------------------------
-
-#: first bytes of BUS_HELLO
-BUS_MAGIC = b"IRAB"
-#: bus protocol versions this implementation speaks (inclusive range)
-BUS_VERSION_MIN = 1
-BUS_VERSION_MAX = 2
-#: the first bus version whose WINDOW messages mark where a flush ends (``WINDOW_MORE``)
-BUS_VERSION_FLUSH_ENDS = 2
-
-#: longest device type string, UTF-8 bytes
-MAX_TYPE_BYTES = 64
-#: most attributes in one DEVADD
-MAX_ATTRS = 32
-#: longest attribute key, UTF-8 bytes
-MAX_ATTR_KEY_BYTES = 32
-#: longest attribute value, UTF-8 bytes
-MAX_ATTR_VALUE_BYTES = 256
-#: largest DEVCALL / DEVCALL_REPLY payload
-MAX_CALL_PAYLOAD_BYTES = 65536
-#: largest shared window
-MAX_WINDOW_BYTES = 1 << 20
-#: most spans in one WINDOW message
-MAX_SPANS = 16
-#: largest span in a WINDOW message
-MAX_SPAN_BYTES = 4096
-#: bytes a span takes before its data (offset, length)
-SPAN_HEADER_BYTES = 6
-#: WINDOW's ``head``: the span count in bits 0-4, MORE in bit 7, bits 5-6 reserved (0)
-WINDOW_COUNT_MASK = 0x1F
-WINDOW_MORE = 0x80
-_WINDOW_HEAD_RESERVED = 0xFF & ~(WINDOW_COUNT_MASK | WINDOW_MORE)
-
-
-class Tag(enum.IntEnum):
-    """The first byte of every bus message."""
-
-    BUS_HELLO = 0x01
-    BUS_WELCOME = 0x02
-    BUS_SYNCED = 0x03
-    DEVADD = 0x10
-    DEVDROP = 0x11
-    DEVOPEN = 0x20
-    DEVOPEN_REPLY = 0x21
-    DEVCLOSE = 0x22
-    DEVCALL = 0x30
-    DEVCALL_REPLY = 0x31
-    SHM_ATTACH = 0x40
-    SHM_ATTACH_REPLY = 0x41
-    SHM_DETACH = 0x42
-    SHM_DETACH_REPLY = 0x43
-    WINDOW = 0x50
-    SIGNAL = 0x60
-    SIGNAL_STATE = 0x61
-
-
-class CallFlags(enum.IntFlag):
-    """``DEVCALL.flags``."""
-
-    NONE = 0
-    #: run the call but send no DEVCALL_REPLY
-    NO_REPLY = 1 << 0
-
-
-class ShmFlags(enum.IntFlag):
-    """``SHM_ATTACH.flags``."""
-
-    NONE = 0
-    #: give the window a signal (an shm-signal pair, see "Signals")
-    SIGNAL = 1 << 0
-
-
-#: flag bits that must be 0 (a receiver rejects a message with any of them set)
-_CALL_FLAGS_RESERVED = 0xFFFFFFFF & ~int(CallFlags.NO_REPLY)
-_SHM_FLAGS_RESERVED = 0xFFFFFFFF & ~int(ShmFlags.SIGNAL)
-
-
-class Status(enum.IntEnum):
-    """Statuses: 0 or positive is success (device-defined), negative is an errno-style error.
-
-    Devices may return any negative errno; these are the ones the bus itself uses.
-    """
-
-    OK = 0
-    EPERM = -1
-    EIO = -5
-    EBADF = -9
-    EBUSY = -16
-    EEXIST = -17
-    ENODEV = -19
-    EINVAL = -22
-    EMFILE = -24
-    ENOSPC = -28
-    ERANGE = -34
-    ENOSYS = -38
-    EBADMSG = -74
-    EMSGSIZE = -90
-    EPROTONOSUPPORT = -93
-    EOPNOTSUPP = -95
-    ENOTCONN = -107
-
-
-_STATUS_MEANINGS = {
-    Status.OK: "success (a positive value is a device-defined success value)",
-    Status.EPERM: "not permitted (e.g. the device refuses the request in its current state)",
-    Status.EIO: "the device failed to carry the request out",
-    Status.EBADF: "unknown handle: never issued in this container, or closed",
-    Status.EBUSY: "the device refuses another open",
-    Status.EEXIST: "the window id is already attached in this container",
-    Status.ENODEV: "unknown device id in this container",
-    Status.EINVAL: "invalid argument (size, range, unknown shm id)",
-    Status.EMFILE: "too many open handles in this container",
-    Status.ENOSPC: "a per-container limit on windows or window bytes is reached",
-    Status.ERANGE: "an offset or size falls outside a window",
-    Status.ENOSYS: "unknown function number",
-    Status.EBADMSG: "the request could not be decoded (truncated, trailing bytes, a length or "
-    "flag out of range); its call_id was readable",
-    Status.EMSGSIZE: "a reply payload would exceed MAX_CALL_PAYLOAD_BYTES",
-    Status.EPROTONOSUPPORT: "no common bus version, or the device ABI version is not supported",
-    Status.EOPNOTSUPP: "the device has no shared windows",
-    Status.ENOTCONN: "the host has not registered (no BUS_HELLO in this session)",
-}
-
-# ---------------------------------------------------------------------------
-# Messages (decoded form)
-# ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class BusHello:
-    version_min: int
-    version_max: int
-
-
-@dataclass(frozen=True, slots=True)
-class BusWelcome:
-    status: int
-    version: int
-    max_call_payload_bytes: int
-    max_handles: int
-    max_windows: int
-    max_window_bytes: int
-    max_total_window_bytes: int
-
-
-@dataclass(frozen=True, slots=True)
-class BusSynced:
-    device_count: int
-
-
-@dataclass(frozen=True, slots=True)
-class Attribute:
-    key: str
-    value: str
-
-
-@dataclass(frozen=True, slots=True)
-class DevAdd:
-    device_id: int
-    version: int
-    type: str
-    attrs: tuple[Attribute, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class DevDrop:
-    device_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class DevOpen:
-    call_id: int
-    device_id: int
-    version: int
-
-
-@dataclass(frozen=True, slots=True)
-class DevOpenReply:
-    call_id: int
-    status: int
-    handle: int
-
-
-@dataclass(frozen=True, slots=True)
-class DevClose:
-    handle: int
-
-
-@dataclass(frozen=True, slots=True)
-class DevCall:
-    call_id: int
-    handle: int
-    func: int
-    flags: int
-    payload: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class DevCallReply:
-    call_id: int
-    status: int
-    payload: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class ShmAttach:
-    call_id: int
-    handle: int
-    shm_id: int
-    window: int
-    size_bytes: int
-    device_offset: int
-    device_length: int
-    flags: int
-
-
-@dataclass(frozen=True, slots=True)
-class ShmAttachReply:
-    call_id: int
-    status: int
-    signal: int
-
-
-@dataclass(frozen=True, slots=True)
-class ShmDetach:
-    call_id: int
-    handle: int
-    window: int
-
-
-@dataclass(frozen=True, slots=True)
-class ShmDetachReply:
-    call_id: int
-    status: int
-
-
-@dataclass(frozen=True, slots=True)
-class Span:
-    offset: int
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class WindowUpdate:
-    window: int
-    spans: tuple[Span, ...]
-    #: more messages of the same flush follow (bus v2; never set towards a v1 peer)
-    more: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class SignalNotify:
-    signal: int
-
-
-@dataclass(frozen=True, slots=True)
-class SignalState:
-    signal: int
-    enabled: bool
-    signals_seen: int
-
-
-Message = (
-    BusHello
-    | BusWelcome
-    | BusSynced
-    | DevAdd
-    | DevDrop
-    | DevOpen
-    | DevOpenReply
-    | DevClose
-    | DevCall
-    | DevCallReply
-    | ShmAttach
-    | ShmAttachReply
-    | ShmDetach
-    | ShmDetachReply
-    | WindowUpdate
-    | SignalNotify
-    | SignalState
+from ira.wire.busdefs import (
+    BUS_MAGIC,
+    BUS_VERSION_FLUSH_ENDS,
+    BUS_VERSION_MAX,
+    BUS_VERSION_MIN,
+    CALL_FLAGS_RESERVED,
+    MAX_ATTR_KEY_BYTES,
+    MAX_ATTR_VALUE_BYTES,
+    MAX_ATTRS,
+    MAX_CALL_PAYLOAD_BYTES,
+    MAX_SPAN_BYTES,
+    MAX_SPANS,
+    MAX_TYPE_BYTES,
+    MAX_WINDOW_BYTES,
+    SHM_FLAGS_RESERVED,
+    SPAN_HEADER_BYTES,
+    STATUS_MEANINGS,
+    WINDOW_COUNT_MASK,
+    WINDOW_HEAD_RESERVED,
+    WINDOW_MORE,
+    Attribute,
+    BusHello,
+    BusSynced,
+    BusWelcome,
+    CallFlags,
+    DevAdd,
+    DevCall,
+    DevCallReply,
+    DevClose,
+    DevDrop,
+    DevOpen,
+    DevOpenReply,
+    Message,
+    ShmAttach,
+    ShmAttachReply,
+    ShmDetach,
+    ShmDetachReply,
+    ShmFlags,
+    SignalNotify,
+    SignalState,
+    Span,
+    Status,
+    Tag,
+    WindowUpdate,
 )
-"""Every bus message."""
+
+#: the names of the bus protocol, its definitions (``ira.wire.busdefs``) re-exported
+__all__ = [
+    "ATTRIBUTE",
+    "BUS_HELLO",
+    "BUS_MAGIC",
+    "BUS_SYNCED",
+    "BUS_VERSION_FLUSH_ENDS",
+    "BUS_VERSION_MAX",
+    "BUS_VERSION_MIN",
+    "BUS_WELCOME",
+    "CALL_FLAGS_RESERVED",
+    "DEVADD",
+    "DEVCALL",
+    "DEVCALL_REPLY",
+    "DEVCLOSE",
+    "DEVDROP",
+    "DEVOPEN",
+    "DEVOPEN_REPLY",
+    "MAX_ATTRS",
+    "MAX_ATTR_KEY_BYTES",
+    "MAX_ATTR_VALUE_BYTES",
+    "MAX_CALL_PAYLOAD_BYTES",
+    "MAX_SPANS",
+    "MAX_SPAN_BYTES",
+    "MAX_TYPE_BYTES",
+    "MAX_WINDOW_BYTES",
+    "MESSAGE",
+    "MESSAGES",
+    "MESSAGE_COMPILED",
+    "REPLY_OF",
+    "SHM_ATTACH",
+    "SHM_ATTACH_REPLY",
+    "SHM_DETACH",
+    "SHM_DETACH_REPLY",
+    "SHM_FLAGS_RESERVED",
+    "SIGNAL",
+    "SIGNAL_STATE",
+    "SPAN",
+    "SPAN_HEADER_BYTES",
+    "SPEC",
+    "STATUS_MEANINGS",
+    "WINDOW",
+    "WINDOW_COUNT_MASK",
+    "WINDOW_HEAD_RESERVED",
+    "WINDOW_MORE",
+    "Attribute",
+    "BusHello",
+    "BusSynced",
+    "BusWelcome",
+    "CallFlags",
+    "DevAdd",
+    "DevCall",
+    "DevCallReply",
+    "DevClose",
+    "DevDrop",
+    "DevOpen",
+    "DevOpenReply",
+    "Message",
+    "ShmAttach",
+    "ShmAttachReply",
+    "ShmDetach",
+    "ShmDetachReply",
+    "ShmFlags",
+    "SignalNotify",
+    "SignalState",
+    "Span",
+    "Status",
+    "Tag",
+    "WindowUpdate",
+    "call_of",
+    "decode",
+    "decode_uncompiled",
+    "encode",
+    "encode_devcall",
+    "encode_devcall_reply",
+    "schema_decode",
+    "schema_encode",
+]
 
 # ---------------------------------------------------------------------------
 # Schemas (bodies, after the tag byte)
@@ -411,7 +249,7 @@ DEVCALL = Struct(
     _HANDLE,
     "func" / Int32ul * "device-defined function number",
     "flags" / Int32ul * "CallFlags: bit 0 NO_REPLY; other bits must be 0",
-    Check((this.flags & _CALL_FLAGS_RESERVED) == 0),
+    Check((this.flags & CALL_FLAGS_RESERVED) == 0),
     "payload_len" / Rebuild(Int32ul, len_(this.payload)) * "at most MAX_CALL_PAYLOAD_BYTES",
     Check(this.payload_len <= MAX_CALL_PAYLOAD_BYTES),
     "payload" / Bytes(this.payload_len) * "argument bytes, device-defined",
@@ -434,7 +272,7 @@ SHM_ATTACH = Struct(
     "device_offset" / Int32ul * "start of the range the device (board) writes",
     "device_length" / Int32ul * "length of that range; the host writes all other bytes",
     "flags" / Int32ul * "ShmFlags: bit 0 SIGNAL; other bits must be 0",
-    Check((this.flags & _SHM_FLAGS_RESERVED) == 0),
+    Check((this.flags & SHM_FLAGS_RESERVED) == 0),
 )
 SHM_ATTACH_REPLY = Struct(
     _CALL_ID,
@@ -466,7 +304,7 @@ WINDOW = Struct(
     "flush follow (bus v2 only; 0 in v1); bits 5-6 must be 0",
     Check((this.head & WINDOW_COUNT_MASK) >= 1),
     Check((this.head & WINDOW_COUNT_MASK) <= MAX_SPANS),
-    Check((this.head & _WINDOW_HEAD_RESERVED) == 0),
+    Check((this.head & WINDOW_HEAD_RESERVED) == 0),
     "spans"
     / Array(this.head & WINDOW_COUNT_MASK, SPAN)
     * "absolute contents, applied in order, see SPAN",
@@ -615,7 +453,7 @@ def encode_devcall(call_id: int, handle: int, func: int, flags: int, payload: by
         data = head + payload
     except (struct.error, TypeError) as exc:
         raise LocalProtocolError(f"cannot encode DEVCALL: {_why(exc)}") from exc
-    if flags & _CALL_FLAGS_RESERVED:
+    if flags & CALL_FLAGS_RESERVED:
         raise LocalProtocolError(f"cannot encode DEVCALL: reserved flag bits in {flags:#x}")
     if length > MAX_CALL_PAYLOAD_BYTES:
         raise LocalProtocolError(
@@ -644,7 +482,7 @@ def _decode_devcall(data: bytes) -> DevCall:
     if len(data) < end:
         raise RemoteProtocolError(f"malformed bus message: DEVCALL of {len(data)} bytes")
     _, call_id, handle, func, flags, length = _DEVCALL_HEAD.unpack_from(data)
-    if flags & _CALL_FLAGS_RESERVED:
+    if flags & CALL_FLAGS_RESERVED:
         raise RemoteProtocolError(f"malformed bus message: DEVCALL flags {flags:#x}")
     if length > MAX_CALL_PAYLOAD_BYTES or len(data) != end + length:
         raise RemoteProtocolError(
@@ -721,7 +559,7 @@ def _decode_window(data: bytes) -> WindowUpdate:
         raise RemoteProtocolError(f"malformed bus message: WINDOW of {size} bytes")
     _, window, head = _WINDOW_HEAD.unpack_from(data)
     count = head & WINDOW_COUNT_MASK
-    if not 1 <= count <= MAX_SPANS or head & _WINDOW_HEAD_RESERVED:
+    if not 1 <= count <= MAX_SPANS or head & WINDOW_HEAD_RESERVED:
         raise RemoteProtocolError(f"malformed bus message: WINDOW head {head:#04x}")
     spans: list[Span] = []
     span_head = _SPAN_HEAD
@@ -1097,5 +935,5 @@ SPEC = WireSpec(
         Limit("MAX_SPANS", MAX_SPANS, "most spans per WINDOW message"),
         Limit("MAX_SPAN_BYTES", MAX_SPAN_BYTES, "largest span in a WINDOW message"),
     ),
-    statuses=tuple(StatusCode(s.name, int(s), _STATUS_MEANINGS[s]) for s in Status),
+    statuses=tuple(StatusCode(s.name, int(s), STATUS_MEANINGS[s]) for s in Status),
 )
