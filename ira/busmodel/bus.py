@@ -69,10 +69,12 @@ from ira.link.events import (
 )
 from ira.wire.bus import (
     BUS_VERSION_FLUSH_ENDS,
+    BUS_VERSION_LIMITS,
     MAX_CALL_PAYLOAD_BYTES,
     MAX_WINDOW_BYTES,
     REPLY_OF,
     BusHello,
+    BusLimits,
     BusSynced,
     BusWelcome,
     CallFlags,
@@ -514,6 +516,8 @@ class Bus:
             return
         self._welcome = msg
         self._transition(BusInput.RECV_WELCOME_ACCEPTED)
+        if msg.version >= BUS_VERSION_LIMITS:
+            self._outbox.send(BusLimits(self.config.max_devices))
 
     def _on_synced(self, msg: BusSynced) -> None:
         if not self._transition(BusInput.RECV_SYNCED):

@@ -13,7 +13,9 @@ from ira.errors import ConfigError
 from ira.wire.bus import (
     BUS_VERSION_MAX,
     BUS_VERSION_MIN,
+    DEFAULT_MAX_DEVICES,
     MAX_CALL_PAYLOAD_BYTES,
+    MAX_HOST_DEVICES,
     MAX_WINDOW_BYTES,
 )
 
@@ -86,13 +88,17 @@ class BusConfig:
     #: most proxy devices kept for one link (bounds what a hostile board can make us hold:
     #: a DEVADD holds at most MAX_TYPE_BYTES + MAX_ATTRS x (MAX_ATTR_KEY_BYTES +
     #: MAX_ATTR_VALUE_BYTES) bytes, ~9 KiB, so ~2.5 MiB at this default); a DEVADD past it
-    #: is refused and counted (``refused_limit``); the board's own default is the same
-    max_devices: int = 256
+    #: is refused and counted (``refused_limit``); the board's own default is the same.
+    #: Announced to a bus v3 board in BUS_LIMITS, which then withholds the devices past it
+    max_devices: int = DEFAULT_MAX_DEVICES
     #: bus versions offered in BUS_HELLO, inclusive
     version_min: int = BUS_VERSION_MIN
     version_max: int = BUS_VERSION_MAX
 
     def __post_init__(self) -> None:
         _check(self.call_timeout_s > 0, "call_timeout_s must be positive")
-        _check(self.max_devices >= 1, "max_devices must be at least 1")
+        _check(
+            1 <= self.max_devices <= MAX_HOST_DEVICES,
+            f"max_devices must be 1..{MAX_HOST_DEVICES}",
+        )
         _check(_versions_ok(self.version_min, self.version_max), "unsupported bus version range")

@@ -51,10 +51,12 @@ from ira.link.events import (
 )
 from ira.wire.bus import (
     BUS_VERSION_FLUSH_ENDS,
+    BUS_VERSION_LIMITS,
     MAX_CALL_PAYLOAD_BYTES,
     REPLY_OF,
     Attribute,
     BusHello,
+    BusLimits,
     BusSynced,
     BusWelcome,
     CallFlags,
@@ -103,6 +105,10 @@ class Connector:
         self._max_call_payload_bytes = self.config.limits.max_call_payload_bytes
         self._state = ConnectorState.NO_SESSION
         self._version = 0
+        #: the host's BUS_LIMITS max_devices this session (None: bus v1/v2, none announced)
+        self._host_max_devices: int | None = None
+        #: the devices the host was told about this session (DEVADD sent, no DEVDROP since)
+        self._announced: set[int] = set()
         self._outbox = Outbox()
         self._events: deque[ConnectorEvent] = deque()
         self._counts = ConnectorCounts()
@@ -138,7 +144,7 @@ class Connector:
         device_id = self._container.add_device(device)
         log.info("device %d added: %s v%d", device_id, device.type, device.version)
         if self.registered:
-            self._outbox.send(self._devadd(device_id, device))
+            self._announce(device_id, device)
         return device_id
 
     def remove_device(self, device_id: int, *, now: float) -> Device:
@@ -150,9 +156,34 @@ class Connector:
             self._close(handle, now)
         self._container.remove_device(device_id)
         log.info("device %d removed: %s", device_id, device.type)
-        if self.registered:
+        if device_id in self._announced:
+            self._announced.discard(device_id)
             self._outbox.send(DevDrop(device_id))
+            self._announce_withheld()
         return device
+
+    def _announce(self, device_id: int, device: Device) -> bool:
+        """Send DEVADD unless the host's announced limit is reached (then counted, False)."""
+        limit = self._host_max_devices
+        if limit is not None and len(self._announced) >= limit:
+            self._counts.devices_withheld += 1
+            log.warning(
+                "device %d (%s) not announced: the host keeps at most %d devices",
+                device_id,
+                device.type,
+                limit,
+            )
+            return False
+        self._announced.add(device_id)
+        self._outbox.send(self._devadd(device_id, device))
+        return True
+
+    def _announce_withheld(self) -> None:
+        """After a DEVDROP: announce the lowest withheld device, if any."""
+        for device_id, device in sorted(self._container.devices().items()):
+            if device_id not in self._announced:
+                self._announce(device_id, device)
+                return
 
     @staticmethod
     def _devadd(device_id: int, device: Device) -> DevAdd:
@@ -211,6 +242,7 @@ class Connector:
             calls=k.calls,
             calls_failed=k.calls_failed,
             replies_too_large=k.replies_too_large,
+            devices_withheld=k.devices_withheld,
             attaches=k.attaches,
             attaches_refused=k.attaches_refused,
             window_updates_applied=k.window_updates_applied,
@@ -233,6 +265,8 @@ class Connector:
             self._close(handle, now)
         self._outbox.clear()
         self._version = 0
+        self._host_max_devices = None
+        self._announced.clear()
 
     # -- receiving ------------------------------------------------------
 
@@ -247,6 +281,8 @@ class Connector:
             return
         if isinstance(msg, BusHello):
             self._on_hello(msg)
+        elif isinstance(msg, BusLimits):
+            self._on_limits(msg)
         elif self._state is not ConnectorState.REGISTERED:
             self._not_registered(msg, channel)
         else:
@@ -326,14 +362,28 @@ class Connector:
                 max_total_window_bytes=limits.max_total_window_bytes,
             )
         )
-        devices = sorted(self._container.devices().items())
-        for device_id, device in devices:
-            self._outbox.send(self._devadd(device_id, device))
-        self._outbox.send(BusSynced(len(devices)))
         self._version = version
+        if version >= BUS_VERSION_LIMITS:
+            self._transition(ConnectorInput.RECV_HELLO_ACCEPTED_V3)  # the replay follows BUS_LIMITS
+            return
         self._transition(ConnectorInput.RECV_HELLO_ACCEPTED)
-        log.info("host registered (bus v%d), %d devices replayed", version, len(devices))
-        self._events.append(HostRegistered(version, len(devices)))
+        self._replay()
+
+    def _on_limits(self, msg: BusLimits) -> None:
+        if not self._transition(ConnectorInput.RECV_LIMITS):
+            self._container.refuse(Refusal.UNEXPECTED)
+            return
+        self._host_max_devices = msg.max_devices
+        self._replay()
+
+    def _replay(self) -> None:
+        """The DEVADD replay and BUS_SYNCED: registration is complete."""
+        for device_id, device in sorted(self._container.devices().items()):
+            self._announce(device_id, device)
+        count = len(self._announced)
+        self._outbox.send(BusSynced(count))
+        log.info("host registered (bus v%d), %d devices replayed", self._version, count)
+        self._events.append(HostRegistered(self._version, count))
 
     def _on_open(self, msg: DevOpen, channel: Channel, now: float) -> None:
         device = self._container.device(msg.device_id)

@@ -14,8 +14,10 @@ change nothing here, because the link resends what was not acknowledged.
 Board (connector)::
 
     NO_SESSION --SESSION_STARTED--> AWAITING_HELLO --RECV_HELLO_ACCEPTED--> REGISTERED
-                                        |  ^
-                                        +--+ RECV_HELLO_REFUSED (no common version)
+                                        |  ^    |                             ^
+              RECV_HELLO_REFUSED        +--+    +--RECV_HELLO_ACCEPTED_V3--> AWAITING_LIMITS
+              (no common version)                  (bus v3: limits follow)    |
+                                                                RECV_LIMITS --+
 
 Host (bus)::
 
@@ -41,6 +43,7 @@ from typing import TypeVar
 class ConnectorState(enum.Enum):
     NO_SESSION = "no session"
     AWAITING_HELLO = "awaiting hello"
+    AWAITING_LIMITS = "awaiting limits"
     REGISTERED = "registered"
 
 
@@ -48,14 +51,20 @@ class ConnectorInput(enum.Enum):
     SESSION_STARTED = enum.auto()
     SESSION_ENDED = enum.auto()
     RECV_HELLO_ACCEPTED = enum.auto()
+    RECV_HELLO_ACCEPTED_V3 = enum.auto()
     RECV_HELLO_REFUSED = enum.auto()
+    RECV_LIMITS = enum.auto()
 
 
 CONNECTOR_TRANSITIONS: dict[tuple[ConnectorState, ConnectorInput], ConnectorState] = {
     (ConnectorState.AWAITING_HELLO, ConnectorInput.RECV_HELLO_ACCEPTED): ConnectorState.REGISTERED,
+    (ConnectorState.AWAITING_HELLO, ConnectorInput.RECV_HELLO_ACCEPTED_V3): (
+        ConnectorState.AWAITING_LIMITS
+    ),
     (ConnectorState.AWAITING_HELLO, ConnectorInput.RECV_HELLO_REFUSED): (
         ConnectorState.AWAITING_HELLO
     ),
+    (ConnectorState.AWAITING_LIMITS, ConnectorInput.RECV_LIMITS): ConnectorState.REGISTERED,
 }
 for _state in ConnectorState:
     CONNECTOR_TRANSITIONS[_state, ConnectorInput.SESSION_STARTED] = ConnectorState.AWAITING_HELLO

@@ -225,7 +225,13 @@ class Fuzzer:
             welcome = wbus.SPEC.messages[1].example
             peer.send(wbus.encode(welcome))  # type: ignore[arg-type]
             return {}
-        peer.send(wbus.encode(wbus.BusHello(1, 1)))
+        # every bus version's registration: v3 adds BUS_LIMITS, whose value is fuzzed too
+        version = self.rng.randint(wbus.BUS_VERSION_MIN, wbus.BUS_VERSION_MAX)
+        peer.send(wbus.encode(wbus.BusHello(wbus.BUS_VERSION_MIN, version)))
+        if version >= wbus.BUS_VERSION_LIMITS:
+            peer.pump(lambda: False, 0.05)
+            limit = self.mutate.number(2) & wbus.MAX_HOST_DEVICES
+            peer.send(wbus.encode(wbus.BusLimits(max(limit, 1))))
         peer.pump(lambda: False, 0.1)
         types = {}
         for raw in peer.received:

@@ -56,13 +56,16 @@ from ira.wire import Limit, MessageDef, MessageSpec, StatusCode, WireSpec
 from ira.wire.busdefs import (
     BUS_MAGIC,
     BUS_VERSION_FLUSH_ENDS,
+    BUS_VERSION_LIMITS,
     BUS_VERSION_MAX,
     BUS_VERSION_MIN,
     CALL_FLAGS_RESERVED,
+    DEFAULT_MAX_DEVICES,
     MAX_ATTR_KEY_BYTES,
     MAX_ATTR_VALUE_BYTES,
     MAX_ATTRS,
     MAX_CALL_PAYLOAD_BYTES,
+    MAX_HOST_DEVICES,
     MAX_SPAN_BYTES,
     MAX_SPANS,
     MAX_TYPE_BYTES,
@@ -75,6 +78,7 @@ from ira.wire.busdefs import (
     WINDOW_MORE,
     Attribute,
     BusHello,
+    BusLimits,
     BusSynced,
     BusWelcome,
     CallFlags,
@@ -103,13 +107,16 @@ from ira.wire.busdefs import (
 __all__ = [
     "ATTRIBUTE",
     "BUS_HELLO",
+    "BUS_LIMITS",
     "BUS_MAGIC",
     "BUS_SYNCED",
     "BUS_VERSION_FLUSH_ENDS",
+    "BUS_VERSION_LIMITS",
     "BUS_VERSION_MAX",
     "BUS_VERSION_MIN",
     "BUS_WELCOME",
     "CALL_FLAGS_RESERVED",
+    "DEFAULT_MAX_DEVICES",
     "DEVADD",
     "DEVCALL",
     "DEVCALL_REPLY",
@@ -121,6 +128,7 @@ __all__ = [
     "MAX_ATTR_KEY_BYTES",
     "MAX_ATTR_VALUE_BYTES",
     "MAX_CALL_PAYLOAD_BYTES",
+    "MAX_HOST_DEVICES",
     "MAX_SPANS",
     "MAX_SPAN_BYTES",
     "MAX_TYPE_BYTES",
@@ -146,6 +154,7 @@ __all__ = [
     "WINDOW_MORE",
     "Attribute",
     "BusHello",
+    "BusLimits",
     "BusSynced",
     "BusWelcome",
     "CallFlags",
@@ -205,6 +214,10 @@ BUS_WELCOME = Struct(
 )
 BUS_SYNCED = Struct(
     "device_count" / Int32ul * "number of DEVADD messages the replay sent",
+)
+BUS_LIMITS = Struct(
+    "max_devices" / Int16ul * "most devices the host keeps for this link, 1..MAX_HOST_DEVICES",
+    Check(this.max_devices >= 1),
 )
 ATTRIBUTE = Struct(
     "key_len" / Rebuild(Int8ul, len_(this.key)) * "key length, at most MAX_ATTR_KEY_BYTES",
@@ -661,6 +674,19 @@ MESSAGES: tuple[MessageDef, ...] = (
         BusSynced(device_count=2),
     ),
     MessageDef(
+        Tag.BUS_LIMITS,
+        BusLimits,
+        BUS_LIMITS,
+        _HOST,
+        "CONTROL",
+        "Bus v3: the host's limits, sent once right after a BUS_WELCOME that chose version 3 "
+        "or later and before any other message. The board sends the DEVADD replay only after "
+        "it, and never has more of its devices announced than `max_devices`: the others are "
+        "withheld (counted) until an announced one is dropped. A host refuses and counts a "
+        "DEVADD past its `max_devices` whatever the version.",
+        BusLimits(max_devices=256),
+    ),
+    MessageDef(
         Tag.DEVADD,
         DevAdd,
         DEVADD,
@@ -926,6 +952,7 @@ SPEC = WireSpec(
     limits=(
         Limit("BUS_VERSION_MIN", BUS_VERSION_MIN, "lowest bus version this implementation speaks"),
         Limit("BUS_VERSION_MAX", BUS_VERSION_MAX, "highest bus version this implementation speaks"),
+        Limit("MAX_HOST_DEVICES", MAX_HOST_DEVICES, "largest `max_devices` a host may announce"),
         Limit("MAX_TYPE_BYTES", MAX_TYPE_BYTES, "longest device type string (bytes)"),
         Limit("MAX_ATTRS", MAX_ATTRS, "most attributes per device"),
         Limit("MAX_ATTR_KEY_BYTES", MAX_ATTR_KEY_BYTES, "longest attribute key (bytes)"),

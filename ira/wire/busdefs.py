@@ -19,9 +19,15 @@ from dataclasses import dataclass
 BUS_MAGIC = b"IRAB"
 #: bus protocol versions this implementation speaks (inclusive range)
 BUS_VERSION_MIN = 1
-BUS_VERSION_MAX = 2
+BUS_VERSION_MAX = 3
 #: the first bus version whose WINDOW messages mark where a flush ends (``WINDOW_MORE``)
 BUS_VERSION_FLUSH_ENDS = 2
+#: the first bus version in which the host announces its limits (BUS_LIMITS) before the replay
+BUS_VERSION_LIMITS = 3
+#: the most devices a host may announce in BUS_LIMITS (``max_devices`` is 1..this)
+MAX_HOST_DEVICES = 0xFFFF
+#: what a host keeps by default (BUS_LIMITS ``max_devices``): about 2.5 MiB of DEVADDs at most
+DEFAULT_MAX_DEVICES = 256
 
 #: longest device type string, UTF-8 bytes
 MAX_TYPE_BYTES = 64
@@ -53,6 +59,7 @@ class Tag(enum.IntEnum):
     BUS_HELLO = 0x01
     BUS_WELCOME = 0x02
     BUS_SYNCED = 0x03
+    BUS_LIMITS = 0x04
     DEVADD = 0x10
     DEVDROP = 0x11
     DEVOPEN = 0x20
@@ -161,6 +168,13 @@ class BusWelcome:
 @dataclass(frozen=True, slots=True)
 class BusSynced:
     device_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class BusLimits:
+    """The host's limits (bus v3): what the board may make it hold."""
+
+    max_devices: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +293,7 @@ Message = (
     BusHello
     | BusWelcome
     | BusSynced
+    | BusLimits
     | DevAdd
     | DevDrop
     | DevOpen

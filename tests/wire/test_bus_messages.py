@@ -21,6 +21,7 @@ from ira.wire.bus import (
     MAX_TYPE_BYTES,
     Attribute,
     BusHello,
+    BusLimits,
     BusSynced,
     BusWelcome,
     CallFlags,
@@ -72,6 +73,8 @@ GOLDEN: list[tuple[Message, str]] = [
     ),
     (BusWelcome(-93, 0, 0, 0, 0, 0, 0), "02 a3ffffff 0000 00000000 0000 0000 00000000 00000000"),
     (BusSynced(device_count=2), "03 02000000"),
+    (BusLimits(max_devices=256), "04 0001"),
+    (BusLimits(max_devices=0xFFFF), "04 ffff"),
     (
         DevAdd(device_id=1, version=1, type="echo", attrs=(Attribute("board", "bb-1"),)),
         "10 01000000 01000000 04 6563686f 01 05 626f617264 0400 62622d31",
@@ -182,7 +185,10 @@ def test_junk_after_a_message_is_rejected(case: tuple[Message, str], junk: bytes
     "data",
     [
         pytest.param(b"\x00", id="tag-0"),
-        pytest.param(b"\x04\x00\x00\x00\x00", id="unknown-tag"),
+        pytest.param(b"\x05\x00\x00\x00\x00", id="unknown-tag"),
+        pytest.param(_hex("04 0000"), id="limits-no-devices"),
+        pytest.param(_hex("04 00"), id="limits-truncated"),
+        pytest.param(_hex("04 0001 00"), id="limits-trailing"),
         pytest.param(b"\xff", id="tag-ff"),
         pytest.param(_hex("01 49524143 0100 0100"), id="bad-magic"),
         pytest.param(_hex("01 49524142 0200 0100"), id="min-above-max"),
