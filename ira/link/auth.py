@@ -22,6 +22,12 @@ peer's proof in turn.  A handshake from scratch::
     A: HELLO_ACK epoch a, peer b, nonce nA', peer_nonce nB  (A: session a-b, nonce nA')
     B: HELLO_ACK epoch b, peer a, nonce nB', peer_nonce nA' (B: session a-b, nonce nB')
 
+A HELLO_REFUSED from an end with a key carries a MAC keyed with its own
+epoch and the refused HELLO's (``seal_refusal``); one that verifies is acted on
+as without a key (counted ``refused_by_peer``, reported).  One without a MAC
+could come from anyone on the line: it is refused (``drop_unauthenticated``)
+and its reason reported as the peer's unverified word, never acted on.
+
 Refusals are reported as ``AuthRefused``: the first at once, then at most one
 every ``REPORT_INTERVAL_S`` with the number refused since the last.
 """
@@ -29,13 +35,22 @@ every ``REPORT_INTERVAL_S`` with the number refused since the last.
 from __future__ import annotations
 
 import random
+import struct
 from collections import deque
 
+from ira.errors import RemoteProtocolError
 from ira.link.events import AuthRefused, LinkEvent
 from ira.wire.link import (
+    CRC_BYTES,
+    MAC_BYTES,
+    REFUSAL_MEANINGS,
     FrameType,
     Hello,
+    HelloRefused,
+    Refusal,
     authenticate,
+    decode_body,
+    encode_hello_refused,
     is_authenticated_hello,
     is_hello,
     mac_key,
@@ -45,6 +60,10 @@ from ira.wire.link import (
 
 #: frame types that exist only within a session (tagged and MAC'd with its epochs)
 _SESSION_FRAMES = (FrameType.DATA, FrameType.ACK)
+#: a HELLO_REFUSED body without its CRC and MAC, and where its epoch and peer_epoch lie
+_REFUSED_BYTES = len(encode_hello_refused(HelloRefused(1, 1, 1, 1, Refusal.VERSION))) - CRC_BYTES
+_REFUSED_EPOCHS = struct.Struct("<QQ")
+_REFUSED_EPOCHS_AT = 7
 #: at most one ``AuthRefused`` this often (seconds)
 REPORT_INTERVAL_S = 10.0
 
@@ -52,6 +71,8 @@ NO_KEY = "the peer offers no pre-shared key: give both ends the same --psk-file"
 BAD_HELLO = "HELLO with a wrong MAC: the peer has another key, or it is forged"
 BAD_FRAME = "frame with a wrong MAC: forged, from another session, or another key"
 PEER_WANTS_KEY = "the peer requires a pre-shared key: give this end its --psk-file"
+BAD_REFUSAL = "HELLO_REFUSED with a wrong MAC: the peer has another key, or it is forged"
+UNVERIFIED_REFUSAL = "refused by peer, unauthenticated (not acted on; anyone can send it)"
 
 
 class Refusals:
@@ -103,6 +124,11 @@ class LinkAuth:
         """A DATA or ACK frame with its MAC."""
         return authenticate(frame, self._key, local_epoch, peer_epoch)
 
+    def seal_refusal(self, frame: bytes, epoch: int, refused_epoch: int) -> bytes:
+        """A HELLO_REFUSED frame with its MAC, keyed with this end's epoch and the
+        epoch of the HELLO it refuses."""
+        return authenticate(frame, self._key, epoch, refused_epoch)
+
     def seal_hello(self, frame: bytes, epoch: int, peer_epoch: int, *, ack: bool) -> bytes:
         nonces = (self.nonce, self.answer_nonce if ack else 0)
         return authenticate(frame, self._key, epoch, peer_epoch, nonces)
@@ -118,6 +144,8 @@ class LinkAuth:
         verified: it comes back as it is, and the core drops it as stale; any other
         frame but a HELLO is refused.
         """
+        if body and body[0] == FrameType.HELLO_REFUSED:
+            return self._open_refusal(body, local_epoch, now)
         if is_hello(body):
             opened = verify_hello(body, self._key)
             if opened is None:
@@ -134,6 +162,26 @@ class LinkAuth:
         if plain_frame is None:
             self.refusals.refuse(BAD_FRAME, now)
         return plain_frame
+
+    def _open_refusal(self, body: memoryview, local_epoch: int, now: float) -> memoryview | None:
+        """A HELLO_REFUSED whose MAC verifies, without it; else None (refused).  One
+        without a MAC that answers this end is reported with the reason it gives."""
+        if len(body) == _REFUSED_BYTES + MAC_BYTES:
+            epoch, refused_epoch = _REFUSED_EPOCHS.unpack_from(body, _REFUSED_EPOCHS_AT)
+            plain = verify(body, self._key, epoch, refused_epoch)
+            if plain is None:
+                self.refusals.refuse(BAD_REFUSAL, now)
+            return plain
+        try:
+            frame = decode_body(body)
+        except RemoteProtocolError:
+            frame = None
+        if isinstance(frame, HelloRefused) and frame.peer_epoch == local_epoch:
+            meaning = REFUSAL_MEANINGS[Refusal(frame.reason)]
+            self.refusals.refuse(f"{UNVERIFIED_REFUSAL}: {meaning}", now)
+        else:
+            self.refusals.refuse(BAD_FRAME, now)
+        return None
 
     def on_hello(self, h: Hello, local_epoch: int) -> bool:
         """True when ``h`` (just opened) is fresh: a HELLO_ACK answering this end's

@@ -657,11 +657,12 @@ class Link:
         if self._refusal_due is not None:
             refused_epoch, reason = self._refusal_due
             self._refusal_due = None
-            frames.append(
-                encode_hello_refused(
-                    HelloRefused(VERSION_MIN, VERSION_MAX, self.epoch, refused_epoch, reason)
-                )
+            refusal = encode_hello_refused(
+                HelloRefused(VERSION_MIN, VERSION_MAX, self.epoch, refused_epoch, reason)
             )
+            if self._auth is not None:
+                refusal = self._auth.seal_refusal(refusal, self.epoch, refused_epoch)
+            frames.append(refusal)
         handshake_frames = len(frames)
         sender, receiver = self._sender, self._receiver
         if sender is not None and receiver is not None:
