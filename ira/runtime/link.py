@@ -73,6 +73,8 @@ from ira.link.events import (
 )
 from ira.link.refusals import SUMMARY_INTERVAL_S, RefusalSummary, refusal_totals
 from ira.runtime.port import (
+    HINT_POLL_S,
+    HINT_WINDOW_S,
     REOPEN_FIRST_S,
     REOPEN_MAX_S,
     PortBack,
@@ -84,7 +86,7 @@ from ira.runtime.port import (
     TransportOpener,
 )
 from ira.transports import packet_scheme
-from ira.transports.base import Transport
+from ira.transports.base import PortWatch, Transport
 
 log = logging.getLogger(__name__)
 
@@ -374,6 +376,8 @@ class LinkRuntime:
         self._threads.clear()
         if self.transport is not None:
             self.transport.close()
+        if self._opener is not None and self._opener.release is not None:
+            self._opener.release()
         self._bell.close()
 
     @property
@@ -627,30 +631,64 @@ class LinkRuntime:
 
     def _run_absent(self) -> None:
         """The loop while the port is gone: timers and calls go on, the port is reopened
-        with a backoff (``REOPEN_FIRST_S`` doubling to ``REOPEN_MAX_S``)."""
+        with a backoff (``REOPEN_FIRST_S`` doubling to ``REOPEN_MAX_S``), or at once
+        when the opener's watch says it is back (see ``_hint``)."""
         stop, bell, owner = self._stop, self._bell, self._owner
-        while not stop.is_set() and self._current() is None:
-            now = time.monotonic()
-            if now >= self._reopen_at:
-                self._reopen(now)
-            deadline = self._turn(now)
-            if self._current() is not None:
-                return
-            bell.arm()
-            if self._inbox or stop.is_set():
+        watch = self._open_watch()
+        hint_fd = None if watch is None else watch.fileno()
+        hinted = False
+        poll_at = float("inf") if watch is None else time.monotonic()  # a first look at once
+        window_end = 0.0
+        try:
+            while not stop.is_set() and self._current() is None:
+                now = time.monotonic()
+                if watch is not None and (hinted or now >= poll_at):
+                    if hinted:
+                        window_end = now + HINT_WINDOW_S
+                    if watch.present():
+                        self._reopen_in_s = REOPEN_FIRST_S
+                        self._reopen_at = now
+                    # without a descriptor the watch is polled; with one, for a while
+                    # after each event
+                    polling = hint_fd is None or now < window_end
+                    poll_at = now + HINT_POLL_S if polling else float("inf")
+                    hinted = False
+                if now >= self._reopen_at:
+                    self._reopen(now)
+                deadline = self._turn(now)
+                if self._current() is not None:
+                    return
+                bell.arm()
+                if self._inbox or stop.is_set():
+                    bell.disarm()
+                    continue
+                wait = min(MAX_WAIT_S, max(0.0, self._reopen_at - now), max(0.0, poll_at - now))
+                if deadline is not None:
+                    wait = min(wait, max(0.0, deadline - now))
+                self._sleep_deadline = now + wait
+                rlist = [bell.fileno()] if hint_fd is None else [bell.fileno(), hint_fd]
+                owner.release()
+                try:
+                    ready, _, _ = select.select(rlist, (), (), wait)
+                finally:
+                    owner.acquire()
                 bell.disarm()
-                continue
-            wait = min(MAX_WAIT_S, max(0.0, self._reopen_at - now))
-            if deadline is not None:
-                wait = min(wait, max(0.0, deadline - now))
-            self._sleep_deadline = now + wait
-            owner.release()
-            try:
-                select.select([bell.fileno()], (), (), wait)
-            finally:
-                owner.acquire()
-            bell.disarm()
-            bell.drain()
+                bell.drain()
+                hinted = hint_fd is not None and hint_fd in ready
+        finally:
+            if watch is not None:
+                watch.close()
+
+    def _open_watch(self) -> PortWatch | None:
+        """The opener's hint that the port is back, if it has one."""
+        opener = self._opener
+        if opener is None or opener.watch is None:
+            return None
+        try:
+            return opener.watch()
+        except OSError as exc:  # no hints here: the backoff alone
+            self._log.debug("no hotplug hints: %s", exc)
+            return None
 
     # --- the loop -----------------------------------------------------------------------
 

@@ -4,9 +4,11 @@ A link runtime given a ``TransportOpener`` owns a way to open its transport,
 not an open transport.  When the transport raises ``PortGone`` (hang-up, EIO,
 ENODEV, the path vanished) the runtime closes it, tells the link core
 (``Link.transport_lost``: the link is down at once, the session is kept) and
-calls the opener again after ``REOPEN_FIRST_S``, doubling to ``REOPEN_MAX_S``,
-until it succeeds, an error a reopen cannot cure comes up (permission denied,
-not a tty: the runtime stops with it), or ``give_up_after_s`` passed.  A port
+calls the opener again after ``REOPEN_FIRST_S``, doubling to ``REOPEN_MAX_S``
+-- or at once when the opener's ``PortWatch`` says the port is there again (a
+hotplug event, a path made, a USB gadget configured) -- until it succeeds, an
+error a reopen cannot cure comes up (permission denied, not a tty: the runtime
+stops with it), or ``give_up_after_s`` passed.  A port
 that is not there when the runtime starts is waited for the same way.  The
 state (``PortState``) can be read from any thread; the transitions
 (``PortEvent``) are reported on the thread that runs the cores, before the
@@ -19,12 +21,16 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ira.transports import open_transport
-from ira.transports.base import Transport
+from ira.transports import open_transport, scheme_of
+from ira.transports.base import PortWatch, Transport
 
 #: first wait before reopening a port that went away; doubles up to ``REOPEN_MAX_S``
 REOPEN_FIRST_S = 0.1
 REOPEN_MAX_S = 2.0
+#: after a watch's event, how long and how often the runtime asks it whether the
+#: port is there (udev makes names and grants access shortly after the kernel's event)
+HINT_WINDOW_S = 2.0
+HINT_POLL_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,10 +44,24 @@ class TransportOpener:
     #: the link spec, for logs and error messages
     name: str
     open: Callable[[], Transport]
+    #: a hint that the port is back, made when it went away (``PortWatch``); None:
+    #: the backoff alone
+    watch: Callable[[], PortWatch | None] | None = None
+    #: releases what the opener keeps across reopens (a USB gadget); called once,
+    #: when the runtime stops
+    release: Callable[[], None] | None = None
 
     @classmethod
     def for_spec(cls, spec: str) -> TransportOpener:
-        return cls(spec, lambda: open_transport(spec))
+        if scheme_of(spec) == "ffs":
+            # the gadget is made once and kept while the host comes and goes
+            from ira.transports.ffs import FfsPort
+
+            port = FfsPort(spec)
+            return cls(spec, port.open, port.watch, port.close)
+        from ira.transports.hotplug import watch_for
+
+        return cls(spec, lambda: open_transport(spec), lambda: watch_for(spec))
 
 
 class PortStatus(enum.Enum):

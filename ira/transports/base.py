@@ -48,3 +48,21 @@ class Transport(Protocol):
     def close(self) -> None:
         """Release the transport; further calls raise ``LinkClosed``.  Idempotent."""
         ...
+
+
+@runtime_checkable
+class PortWatch(Protocol):
+    """A hint that a port that went away may be back: the link runtime opens it at once
+    instead of at the next step of its backoff.
+
+    ``fileno()`` is readable when something changed (a hotplug event, a directory
+    entry made, a USB gadget configured), or None when the watch is only polled;
+    ``present()`` (which also drains the descriptor) says whether the port looks
+    there now: cheap, no port opened.
+    """
+
+    def fileno(self) -> int | None: ...
+
+    def present(self) -> bool: ...
+
+    def close(self) -> None: ...

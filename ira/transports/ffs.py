@@ -12,13 +12,20 @@ and removes the gadget.
 
 FunctionFS endpoint files cannot be polled and their reads and writes block
 until the host moves data, so three threads do the blocking work and only
-hand data over: one reads ``ep0`` events (ENABLE/DISABLE/... are the cable's
-carrier; SETUP requests are stalled, the interface has none), one reads the
-OUT endpoint into a small queue, one writes the IN endpoint from another.
-``fileno()`` is None; ``recv``/``send`` wait on the queues with their timeout.
-While the host has not configured the device (unplugged, unbound, suspended)
+hand data over: one reads ``ep0`` events, one reads the OUT endpoint into a
+small queue, one writes the IN endpoint from another.  ``fileno()`` is None;
+``recv``/``send`` wait on the queues with their timeout.  SETUP requests are
+stalled (the interface has none).
+
+ep0 events are the cable's carrier: ENABLE and RESUME bring it up, DISABLE,
+UNBIND and SUSPEND take it down.  Before the host first configures the device
 frames sent are held back (the queue fills, ``send`` returns 0 after its
-timeout) and a write in progress fails and is dropped: the link retransmits.
+timeout).  When the carrier goes down the transport of that carrier period
+raises ``PortGone`` (a write in progress fails and is dropped, queued frames
+are dropped: the link retransmits): a link runtime reports the link down at
+once and opens the port again through ``FfsPort``, which keeps the gadget and
+gives the transport of the next period once the host configured the device
+again (``FfsWatch`` wakes the runtime then).
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ import time
 import urllib.parse
 from collections import Counter
 
-from ira.errors import ConfigError, LinkClosed, RemoteProtocolError, TransportError
+from ira.errors import ConfigError, LinkClosed, PortGone, RemoteProtocolError, TransportError
 from ira.transports.gadget import Gadget, GadgetOptions
 from ira.wire.usb import (
     EVENT_BYTES,
@@ -45,7 +52,15 @@ from ira.wire.usb import (
     vendor_function,
 )
 
-__all__ = ["FfsTransport", "open_ffs", "parse_ffs_spec"]
+__all__ = [
+    "FfsFunction",
+    "FfsPort",
+    "FfsTransport",
+    "FfsWatch",
+    "make_function",
+    "open_ffs",
+    "parse_ffs_spec",
+]
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +113,13 @@ def parse_ffs_spec(spec: str) -> GadgetOptions:
     )
 
 
-class FfsTransport:
-    """A FunctionFS function as a packet ``Transport``; see the module docstring."""
+class FfsFunction:
+    """The gadget's FunctionFS function: its endpoints, their threads and the carrier.
 
-    packet = True
+    It lives from ``open_ffs`` (or an ``FfsPort``'s first open) to ``close``,
+    across the host's comings and goings; ``view`` gives the transport for one
+    carrier period: the one current while the host has the device configured.
+    """
 
     def __init__(self, name: str, gadget: Gadget, ep0: int) -> None:
         self.name = name
@@ -109,15 +127,22 @@ class FfsTransport:
         self._ep0 = ep0
         self._ep_out: int | None = None
         self._ep_in: int | None = None
-        self._rx: queue.Queue[bytes] = queue.Queue(_RX_FRAMES)
-        self._tx: queue.Queue[bytes | None] = queue.Queue(_TX_FRAMES)
+        self.rx: queue.Queue[bytes] = queue.Queue(_RX_FRAMES)
+        self.tx: queue.Queue[bytes | None] = queue.Queue(_TX_FRAMES)
         self._enabled = threading.Event()
-        self._closed = threading.Event()
+        self.closed = threading.Event()
         self._packet_bytes = _FULL_SPEED_BYTES
-        self._lock = threading.Lock()
+        #: bumped at each loss of the carrier: the views of earlier periods are gone
+        self.generation = 0
+        #: the ep0 event that took the carrier last (DISABLE, UNBIND, SUSPEND)
+        self.lost_by = ""
+        #: readable once the carrier comes (back) up (see ``FfsWatch``)
+        self._up_r, self._up_w = os.pipe()
+        for fd in (self._up_r, self._up_w):
+            os.set_blocking(fd, False)
         #: ep0 events seen, by name; frames dropped because the host went away
         self.counters: Counter[str] = Counter()
-        self._error: TransportError | None = None
+        self.error: TransportError | None = None
         self._threads = [
             threading.Thread(target=self._ep0_loop, name=f"ira-ffs-ep0 {name}", daemon=True),
             threading.Thread(target=self._out_loop, name=f"ira-ffs-out {name}", daemon=True),
@@ -145,7 +170,185 @@ class FfsTransport:
         """True while the host has the device configured (the cable's carrier)."""
         return self._enabled.is_set()
 
-    # -- Transport ---------------------------------------------------------
+    def view(self, *, owner: bool) -> FfsTransport:
+        """The transport of the current carrier period; ``owner``: its close closes this."""
+        return FfsTransport(self, owner=owner)
+
+    def up_fileno(self) -> int:
+        """Readable once the carrier came up since ``drain_up`` was last called."""
+        return self._up_r
+
+    def drain_up(self) -> None:
+        with contextlib.suppress(OSError):
+            os.read(self._up_r, 64)
+
+    def close(self) -> None:
+        """Unbind, stop the threads, remove the gadget.  Idempotent."""
+        if self.closed.is_set():
+            return
+        self.closed.set()
+        self.gadget.unbind()  # fails the endpoint I/O in progress
+        with contextlib.suppress(queue.Full):
+            self.tx.put_nowait(None)
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(_CLOSE_WAIT_S)
+        for fd in (self._ep_out, self._ep_in, self._ep0, self._up_r, self._up_w):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.gadget.remove()
+
+    # -- threads -------------------------------------------------------------
+
+    def _ep0_loop(self) -> None:
+        while not self.closed.is_set():
+            try:
+                data = os.read(self._ep0, 4 * EVENT_BYTES)
+            except OSError as exc:
+                if exc.errno in (errno.EINTR, errno.EAGAIN):
+                    continue
+                if not self.closed.is_set():
+                    self.error = TransportError(f"{self.name}: ep0 failed: {exc}")
+                    self._wake_readers()
+                return
+            for start in range(0, len(data) - EVENT_BYTES + 1, EVENT_BYTES):
+                try:
+                    event = decode_event(data[start : start + EVENT_BYTES])
+                except RemoteProtocolError:
+                    self.counters["bad_event"] += 1
+                    continue
+                self._on_event(event.type, event.request_type)
+
+    def _on_event(self, kind: FfsEventType, request_type: int) -> None:
+        self.counters[kind.name.lower()] += 1
+        if kind in (FfsEventType.ENABLE, FfsEventType.RESUME):
+            if kind is FfsEventType.ENABLE:
+                self._packet_bytes = _PACKET_BYTES.get(self.gadget.speed(), _FULL_SPEED_BYTES)
+                log.info("%s: host configured the device (%s)", self.name, self.gadget.speed())
+            self._enabled.set()
+            with contextlib.suppress(OSError):  # full: a wake-up is pending already
+                os.write(self._up_w, b"\x01")
+        elif kind in (FfsEventType.DISABLE, FfsEventType.UNBIND, FfsEventType.SUSPEND):
+            if self._enabled.is_set():
+                log.info("%s: host gone (%s)", self.name, kind.name)
+                self.lost_by = kind.name
+                self._enabled.clear()
+                self.generation += 1
+                self._drop_queued()
+                self._wake_readers()
+        elif kind is FfsEventType.SETUP:
+            # no control requests: stall (an I/O against the request's direction)
+            with contextlib.suppress(OSError):
+                if request_type & 0x80:
+                    os.read(self._ep0, 0)
+                else:
+                    os.write(self._ep0, b"")
+
+    def _drop_queued(self) -> None:
+        """Frames of a carrier period that ended: the link retransmits what matters."""
+        for q in (self.tx, self.rx):
+            while True:
+                try:
+                    frame = q.get_nowait()
+                except queue.Empty:
+                    break
+                if frame is None:  # close(): keep the stop for the writer
+                    with contextlib.suppress(queue.Full):
+                        self.tx.put_nowait(None)
+                    break
+                self.counters["dropped_frames"] += 1
+
+    def _wake_readers(self) -> None:
+        """A reader waiting in ``recv`` learns at once that its period ended."""
+        with contextlib.suppress(queue.Full):
+            self.rx.put_nowait(b"")
+
+    def _out_loop(self) -> None:
+        fd = self._ep_out
+        assert fd is not None
+        babbling = False
+        while not self.closed.is_set():
+            if not self._enabled.wait(0.2):
+                continue
+            try:
+                data = os.read(fd, MAX_TRANSFER_BYTES)
+            except OSError as exc:
+                if exc.errno not in (errno.ESHUTDOWN, errno.EAGAIN, errno.EINTR, errno.ECONNRESET):
+                    if not self.closed.is_set():
+                        self.error = TransportError(f"{self.name}: reading ep1: {exc}")
+                        self._wake_readers()
+                    return
+                time.sleep(0.01)
+                continue
+            if len(data) == MAX_TRANSFER_BYTES or babbling:
+                # a transfer longer than any frame: dropped up to its end (a short packet)
+                if not babbling:
+                    self.counters["babble"] += 1
+                babbling = len(data) == MAX_TRANSFER_BYTES
+                continue
+            if not data:
+                continue  # a zero-length transfer: nothing to hand over
+            while not self.closed.is_set():
+                try:
+                    self.rx.put(data, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+
+    def _in_loop(self) -> None:
+        fd = self._ep_in
+        assert fd is not None
+        while True:
+            data = self.tx.get()
+            if data is None or self.closed.is_set():
+                return
+            while not self._enabled.wait(0.2):
+                if self.closed.is_set():
+                    return
+            try:
+                os.write(fd, data)
+                if len(data) % self._packet_bytes == 0:
+                    os.write(fd, b"")  # a zero-length packet ends the transfer
+            except OSError as exc:
+                if exc.errno not in (errno.ESHUTDOWN, errno.EAGAIN, errno.EINTR, errno.ECONNRESET):
+                    if not self.closed.is_set():
+                        self.error = TransportError(f"{self.name}: writing ep2: {exc}")
+                        self._wake_readers()
+                    return
+                self.counters["dropped_frames"] += 1
+
+
+class FfsTransport:
+    """One carrier period of an ``FfsFunction`` as a packet ``Transport``.
+
+    When the host goes away (ep0 DISABLE, UNBIND or SUSPEND) ``recv`` and
+    ``send`` raise ``PortGone``: a link runtime reports the link down at once
+    and opens the port again (``FfsPort``) when the host configures the
+    device again.  A transport opened before the host configured the device
+    waits for it (sends are held back).
+    """
+
+    packet = True
+
+    def __init__(self, function: FfsFunction, *, owner: bool) -> None:
+        self.name = function.name
+        self.function = function
+        self.gadget = function.gadget
+        self._generation = function.generation
+        self._owner = owner
+        self._closed = False
+        self._rx = function.rx
+        self._tx = function.tx
+
+    @property
+    def connected(self) -> bool:
+        """True while the host has the device configured (the cable's carrier)."""
+        return self.function.connected and self.function.generation == self._generation
+
+    @property
+    def counters(self) -> Counter[str]:
+        return self.function.counters
 
     def fileno(self) -> int | None:
         """None: FunctionFS endpoints cannot be polled."""
@@ -156,12 +359,12 @@ class FfsTransport:
         """One frame from the host; ``b""`` when none came within ``timeout_s``."""
         self._check()
         try:
-            if timeout_s == 0:
-                return self._rx.get_nowait()
-            return self._rx.get(timeout=timeout_s)
+            data = self._rx.get_nowait() if timeout_s == 0 else self._rx.get(timeout=timeout_s)
         except queue.Empty:
+            data = b""
+        if not data:
             self._check()
-            return b""
+        return data
 
     def send(self, data: bytes, timeout_s: float | None) -> int:
         """Queue one frame for the host; 0 when there was no room within ``timeout_s``."""
@@ -180,127 +383,80 @@ class FfsTransport:
         return len(data)
 
     def close(self) -> None:
-        """Unbind, stop the threads, remove the gadget.  Idempotent."""
-        if self._closed.is_set():
-            return
-        self._closed.set()
-        self.gadget.unbind()  # fails the endpoint I/O in progress
-        with contextlib.suppress(queue.Full):
-            self._tx.put_nowait(None)
-        for thread in self._threads:
-            if thread.is_alive():
-                thread.join(_CLOSE_WAIT_S)
-        for fd in (self._ep_out, self._ep_in, self._ep0):
-            if fd is not None:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        self.gadget.remove()
+        """Close this transport; the owner's close also removes the gadget.  Idempotent."""
+        self._closed = True
+        if self._owner:
+            self.function.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed.is_set() else ("up" if self.connected else "waiting")
+        closed = self._closed or self.function.closed.is_set()
+        state = "closed" if closed else ("up" if self.connected else "waiting")
         return f"<FfsTransport {self.name!r} {state}>"
 
-    # -- threads -------------------------------------------------------------
-
     def _check(self) -> None:
-        if self._closed.is_set():
+        function = self.function
+        if self._closed or function.closed.is_set():
             raise LinkClosed(f"{self.name} is closed")
-        if self._error is not None:
-            raise self._error
-
-    def _ep0_loop(self) -> None:
-        while not self._closed.is_set():
-            try:
-                data = os.read(self._ep0, 4 * EVENT_BYTES)
-            except OSError as exc:
-                if exc.errno in (errno.EINTR, errno.EAGAIN):
-                    continue
-                if not self._closed.is_set():
-                    self._error = TransportError(f"{self.name}: ep0 failed: {exc}")
-                return
-            for start in range(0, len(data) - EVENT_BYTES + 1, EVENT_BYTES):
-                try:
-                    event = decode_event(data[start : start + EVENT_BYTES])
-                except RemoteProtocolError:
-                    self.counters["bad_event"] += 1
-                    continue
-                self._on_event(event.type, event.request_type)
-
-    def _on_event(self, kind: FfsEventType, request_type: int) -> None:
-        self.counters[kind.name.lower()] += 1
-        if kind is FfsEventType.ENABLE:
-            self._packet_bytes = _PACKET_BYTES.get(self.gadget.speed(), _FULL_SPEED_BYTES)
-            log.info("%s: host configured the device (%s)", self.name, self.gadget.speed())
-            self._enabled.set()
-        elif kind in (FfsEventType.DISABLE, FfsEventType.UNBIND, FfsEventType.SUSPEND):
-            if self._enabled.is_set():
-                log.info("%s: host gone (%s)", self.name, kind.name)
-            self._enabled.clear()
-        elif kind is FfsEventType.RESUME:
-            self._enabled.set()
-        elif kind is FfsEventType.SETUP:
-            # no control requests: stall (an I/O against the request's direction)
-            with contextlib.suppress(OSError):
-                if request_type & 0x80:
-                    os.read(self._ep0, 0)
-                else:
-                    os.write(self._ep0, b"")
-
-    def _out_loop(self) -> None:
-        fd = self._ep_out
-        assert fd is not None
-        babbling = False
-        while not self._closed.is_set():
-            if not self._enabled.wait(0.2):
-                continue
-            try:
-                data = os.read(fd, MAX_TRANSFER_BYTES)
-            except OSError as exc:
-                if exc.errno not in (errno.ESHUTDOWN, errno.EAGAIN, errno.EINTR, errno.ECONNRESET):
-                    if not self._closed.is_set():
-                        self._error = TransportError(f"{self.name}: reading ep1: {exc}")
-                    return
-                time.sleep(0.01)
-                continue
-            if len(data) == MAX_TRANSFER_BYTES or babbling:
-                # a transfer longer than any frame: dropped up to its end (a short packet)
-                if not babbling:
-                    self.counters["babble"] += 1
-                babbling = len(data) == MAX_TRANSFER_BYTES
-                continue
-            if not data:
-                continue  # a zero-length transfer: nothing to hand over
-            while not self._closed.is_set():
-                try:
-                    self._rx.put(data, timeout=0.2)
-                    break
-                except queue.Full:
-                    continue
-
-    def _in_loop(self) -> None:
-        fd = self._ep_in
-        assert fd is not None
-        while True:
-            data = self._tx.get()
-            if data is None or self._closed.is_set():
-                return
-            while not self._enabled.wait(0.2):
-                if self._closed.is_set():
-                    return
-            try:
-                os.write(fd, data)
-                if len(data) % self._packet_bytes == 0:
-                    os.write(fd, b"")  # a zero-length packet ends the transfer
-            except OSError as exc:
-                if exc.errno not in (errno.ESHUTDOWN, errno.EAGAIN, errno.EINTR, errno.ECONNRESET):
-                    if not self._closed.is_set():
-                        self._error = TransportError(f"{self.name}: writing ep2: {exc}")
-                    return
-                self.counters["dropped_frames"] += 1
+        if function.error is not None:
+            raise function.error
+        if function.generation != self._generation:
+            raise PortGone(
+                f"{self.name}: the host went away ({function.lost_by}); "
+                "waiting for it to configure the device again"
+            )
 
 
-def open_ffs(spec: str) -> FfsTransport:
-    """Make the gadget named by ``ffs://NAME?...`` and serve a link on it."""
+class FfsWatch:
+    """A ``PortWatch`` of an ``FfsPort``: readable when the host configured the device."""
+
+    def __init__(self, function: FfsFunction) -> None:
+        self._function = function
+
+    def fileno(self) -> int | None:
+        return None if self._function.closed.is_set() else self._function.up_fileno()
+
+    def present(self) -> bool:
+        self._function.drain_up()
+        return self._function.connected
+
+    def close(self) -> None:
+        pass
+
+
+class FfsPort:
+    """``ffs://NAME`` for a link runtime: the gadget made once, opened per carrier period.
+
+    The first ``open`` makes and binds the gadget; later ones (after the host
+    went away) give the transport of the new period once the host configured
+    the device again, else raise ``PortGone``.  ``close`` removes the gadget.
+    """
+
+    def __init__(self, spec: str) -> None:
+        self.name = spec
+        self._function: FfsFunction | None = None
+
+    def open(self) -> FfsTransport:
+        function = self._function
+        if function is None or function.closed.is_set():
+            function = self._function = make_function(self.name)
+            return function.view(owner=False)
+        if function.error is not None:
+            raise function.error
+        if not function.connected:
+            raise PortGone(f"{self.name}: waiting for the host to configure the device")
+        return function.view(owner=False)
+
+    def watch(self) -> FfsWatch | None:
+        function = self._function
+        return None if function is None else FfsWatch(function)
+
+    def close(self) -> None:
+        if self._function is not None:
+            self._function.close()
+
+
+def make_function(spec: str) -> FfsFunction:
+    """Make the gadget named by ``ffs://NAME?...``, write ira's descriptors, bind it."""
     options = parse_ffs_spec(spec)
     gadget = Gadget(options)
     gadget.create()
@@ -309,17 +465,24 @@ def open_ffs(spec: str) -> FfsTransport:
     except OSError as exc:
         gadget.remove()
         raise TransportError(f"{spec}: cannot open {gadget.ffs_dir}/ep0: {exc}") from exc
-    transport = FfsTransport(spec, gadget, ep0)
+    function = FfsFunction(spec, gadget, ep0)
     try:
         os.write(ep0, encode(vendor_function()))
         os.write(ep0, encode(FfsStrings(("ira",))))
-        transport.start()
+        function.start()
     except OSError as exc:
-        transport.close()
+        function.close()
         raise TransportError(f"{spec}: FunctionFS refused ira's descriptors: {exc}") from exc
     except BaseException:
-        transport.close()  # whatever went wrong, the gadget goes
+        function.close()  # whatever went wrong, the gadget goes
         raise
     if gadget.acm_tty:
         log.info("%s: ACM serial port %s", spec, gadget.acm_tty)
-    return transport
+    return function
+
+
+def open_ffs(spec: str) -> FfsTransport:
+    """Make the gadget named by ``ffs://NAME?...`` and serve a link on it; closing the
+    transport removes the gadget (a link runtime uses ``FfsPort`` to keep it across
+    the host's comings and goings)."""
+    return make_function(spec).view(owner=True)

@@ -31,6 +31,7 @@ import re
 import time
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import usb.core
@@ -39,7 +40,14 @@ import usb.util
 from ira.errors import ConfigError, LinkClosed, PortGone, TransportError
 from ira.wire.usb import BULK, DIR_IN, MAX_TRANSFER_BYTES, VENDOR_CLASS
 
-__all__ = ["UsbSpec", "UsbTransport", "find_devices", "open_usb", "parse_usb_spec"]
+__all__ = [
+    "UsbSpec",
+    "UsbTransport",
+    "find_devices",
+    "open_usb",
+    "parse_usb_spec",
+    "sysfs_present",
+]
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +172,43 @@ def find_devices(spec: UsbSpec) -> list[Any]:
                 matching.append(dev)
         devices = matching
     return devices
+
+
+def _attribute(device: Path, name: str) -> str:
+    try:
+        return (device / name).read_text().strip()
+    except OSError:
+        return ""
+
+
+def sysfs_present(spec: UsbSpec, sysfs: Path = Path("/sys")) -> bool:
+    """True when a device matching ``spec`` is enumerated, configured by the kernel and
+    its node is open to this process: from sysfs, cheaply, without opening it."""
+    root = sysfs / "bus" / "usb" / "devices"
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return False
+    for name in names:
+        if ":" in name:
+            continue  # an interface, not a device
+        device = root / name
+        if spec.bus is not None:
+            if name != f"{spec.bus}-{'.'.join(str(p) for p in spec.ports)}":
+                continue
+        elif (
+            _attribute(device, "idVendor") != f"{spec.vid:04x}"
+            or _attribute(device, "idProduct") != f"{spec.pid:04x}"
+            or (spec.serial is not None and _attribute(device, "serial") != spec.serial)
+        ):
+            continue
+        busnum, devnum = _attribute(device, "busnum"), _attribute(device, "devnum")
+        if not _attribute(device, "bConfigurationValue") or not busnum or not devnum:
+            continue  # still being enumerated
+        node = f"/dev/bus/usb/{int(busnum):03d}/{int(devnum):03d}"
+        if os.access(node, os.R_OK | os.W_OK):
+            return True
+    return False
 
 
 def _endpoints(dev: Any, name: str) -> tuple[Any, Any, Any]:

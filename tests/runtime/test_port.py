@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from ira.errors import TransportError
-from ira.link.events import LinkEvent, MessageReceived, SessionStarted
+from ira.link.events import LinkEvent, LinkUp, MessageReceived, SessionStarted
 from ira.runtime.link import Doorbell, LinkRuntime
 from ira.runtime.port import (
+    REOPEN_MAX_S,
     PortBack,
     PortEvent,
     PortLost,
@@ -25,6 +26,8 @@ from ira.runtime.port import (
     TransportOpener,
 )
 from ira.tools.nullmodem import NullModem
+from ira.transports import open_transport
+from ira.transports.base import Transport
 from ira.transports.serial import open_serial
 
 pytestmark = pytest.mark.timeout(30)
@@ -193,3 +196,52 @@ def test_a_port_back_as_something_else_stops_the_runtime_with_one_line(
         while a.error is None and time.monotonic() < deadline:
             time.sleep(0.02)
     assert "\n" not in str(info.value)
+
+
+def test_a_port_back_is_reopened_at_once_not_at_the_next_step_of_the_backoff(
+    cable: tuple[NullModem, str],
+) -> None:
+    """The watch of a serial path (inotify on its directory) wakes the runtime when
+    the path is made again: the port is opened within a fraction of a second, where
+    the backoff alone would try again ``REOPEN_MAX_S`` after its last try."""
+    nm, link = cable
+    attempts: list[float] = []
+    tried = threading.Condition()
+
+    def open_counted() -> Transport:
+        with tried:
+            attempts.append(time.monotonic())
+            tried.notify_all()
+        return open_transport(link)
+
+    watch = TransportOpener.for_spec(link).watch
+    assert watch is not None
+    seen = Recorder()
+    back_at: list[float] = []
+
+    def on_port_event(event: PortEvent) -> None:
+        if isinstance(event, PortBack):
+            back_at.append(time.monotonic())
+        seen(event)
+
+    a = LinkRuntime(
+        TransportOpener(link, open_counted, watch),
+        rng=random.Random(1),
+        on_event=seen,
+        on_port_event=on_port_event,
+    )
+    with a, LinkRuntime(open_serial(nm.path_a), rng=random.Random(2)):
+        assert seen.wait_for(SessionStarted)
+        nm.pull("B")
+        assert seen.wait_for(PortLost)
+        lost = time.monotonic()
+        # until the backoff has reached its cap (tries at +0.1, +0.3, +0.7, +1.5, +3.1 s)
+        with tried:
+            assert tried.wait_for(lambda: len(attempts) >= 5 and attempts[-1] - lost > 3.0, 15)
+            tries = len(attempts)
+            assert tried.wait_for(lambda: len(attempts) > tries, 5)  # the next in 2 s
+        nm.plug("B")
+        plugged = time.monotonic()
+        assert seen.wait_for(PortBack, timeout_s=5)
+        assert back_at[0] - plugged < 0.5 < REOPEN_MAX_S
+        assert seen.wait_for(LinkUp)

@@ -6,7 +6,8 @@ process (``HostClient`` on ``usb://1d6b:0104/b3``):
 1. the UDC is unbound for 3 s (the cable pulled) while a DEVCALL is in flight
    and more are issued; then bound again: the host must report the port and
    the link down, and every call must complete once the cable is back, in the
-   same session;
+   same session; the board must log its port gone (ep0 UNBIND/DISABLE: the
+   carrier) and its link down at once, and both back once the host is;
 2. the board process is killed (FunctionFS unbinds its gadget) and started
    again: the host must see the restart and find the board's devices again in a
    new session (the restart is PeerRestarted when the board is back within the
@@ -39,11 +40,38 @@ GADGET = Path("/sys/kernel/config/usb_gadget/ira-b3")
 UDC = "dummy_udc.0"
 
 
+BOARD_LOG = Path("/tmp/ira-b3-board.log")
+#: what the board logs of its port and link (``ira -v``)
+BOARD_LINES = ("port gone", "port back", "link down", "link up", "session up", "peer restarted")
+
+
 def board() -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([IRA, "board", "serve", f"ffs://b3?udc={UDC}"], stdout=subprocess.PIPE)
+    with BOARD_LOG.open("ab") as log:
+        proc = subprocess.Popen(
+            [IRA, "-v", "board", "serve", f"ffs://b3?udc={UDC}"],
+            stdout=subprocess.PIPE,
+            stderr=log,
+        )
     assert proc.stdout is not None
     proc.stdout.readline()  # the banner: serving
     return proc
+
+
+def board_log(since: float) -> list[tuple[float, str]]:
+    """What the board logged of its port and link after ``since`` (wall clock), as
+    (seconds after ``since``, the message)."""
+    seen = []
+    for line in BOARD_LOG.read_text(errors="replace").splitlines():
+        stamp, _, rest = line.partition(" ira.")
+        message = rest.split(" INFO ", 1)[-1]
+        if not any(what in message for what in BOARD_LINES):
+            continue
+        with contextlib.suppress(ValueError):
+            at = time.mktime(time.strptime(stamp[:19], "%Y-%m-%d %H:%M:%S"))
+            at += int(stamp[20:23]) / 1000
+            if at >= since:
+                seen.append((round(at - since, 2), message))
+    return seen
 
 
 def enumerated(serial: str) -> bool:
@@ -66,6 +94,7 @@ def wait(condition: object, timeout_s: float) -> float | None:
 
 def scenario() -> dict[str, object]:
     facts: dict[str, object] = {}
+    BOARD_LOG.unlink(missing_ok=True)
     seen: list[tuple[float, str]] = []
 
     def on_event(client: HostClient, event: object) -> None:
@@ -94,6 +123,7 @@ def scenario() -> dict[str, object]:
                 for msg in msgs[1:]:
                     results.append(host.call(echo, EchoFunc.ECHO, msg, timeout_s=60).payload == msg)
 
+            unplugged_wall = time.time()
             (GADGET / "UDC").write_text("\n")
             unplugged = time.monotonic()
             worker = threading.Thread(target=calls)
@@ -106,6 +136,7 @@ def scenario() -> dict[str, object]:
             facts["calls_after_replug"] = results
             facts["events_outage"] = [(round(t - unplugged, 2), name) for t, name in seen]
             facts["replug_s"] = plugged - unplugged
+            facts["board_outage"] = board_log(unplugged_wall)
             seen.clear()
 
             # 2. the board killed and started again
@@ -125,6 +156,8 @@ def scenario() -> dict[str, object]:
             )
             facts["events_restart"] = [name for _, name in seen]
             facts["rediscovered_s"] = None if back is None or found is None else found - back
+            if back is not None:
+                facts["restart_timeline"] = [(round(t - back, 3), name) for t, name in seen]
             echo = host.open("echo")
             facts["after_restart"] = host.call(echo, EchoFunc.ECHO, msgs[0]).payload == msgs[0]
     finally:
