@@ -181,7 +181,7 @@ def _attribute(device: Path, name: str) -> str:
         return ""
 
 
-def sysfs_present(spec: UsbSpec, sysfs: Path = Path("/sys")) -> bool:
+def sysfs_present(spec: UsbSpec, sysfs: Path = Path("/sys"), dev: Path = Path("/dev")) -> bool:
     """True when a device matching ``spec`` is enumerated, configured by the kernel and
     its node is open to this process: from sysfs, cheaply, without opening it."""
     root = sysfs / "bus" / "usb" / "devices"
@@ -205,7 +205,7 @@ def sysfs_present(spec: UsbSpec, sysfs: Path = Path("/sys")) -> bool:
         busnum, devnum = _attribute(device, "busnum"), _attribute(device, "devnum")
         if not _attribute(device, "bConfigurationValue") or not busnum or not devnum:
             continue  # still being enumerated
-        node = f"/dev/bus/usb/{int(busnum):03d}/{int(devnum):03d}"
+        node = dev / "bus" / "usb" / f"{int(busnum):03d}" / f"{int(devnum):03d}"
         if os.access(node, os.R_OK | os.W_OK):
             return True
     return False
