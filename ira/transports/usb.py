@@ -294,7 +294,7 @@ class UsbTransport:
                 self.counters["babble"] += 1
             self._babbling = size == len(self._buffer)
             return b""
-        return bytes(self._buffer[:size])
+        return memoryview(self._buffer)[:size].tobytes()  # one copy, not two
 
     def send(self, data: bytes, timeout_s: float | None) -> int:
         """Send one frame as one transfer; 0 when it did not go within ``timeout_s``."""
