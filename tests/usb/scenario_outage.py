@@ -12,7 +12,7 @@ process (``HostClient`` on ``usb://1d6b:0104/b3``):
    again: the host must see the restart and find the board's devices again in a
    new session (the restart is PeerRestarted when the board is back within the
    session timeout, else SessionLost; a slow guest may take either path); the
-   time from the new gadget's enumeration to the host's rediscovery is recorded.
+   time from the new gadget's bind to the host's rediscovery is recorded.
 
 Prints one JSON object of what happened.
 """
@@ -82,6 +82,14 @@ def enumerated(serial: str) -> bool:
     return False
 
 
+def bound() -> bool:
+    """The board's gadget is bound to its UDC (configfs)."""
+    try:
+        return bool((GADGET / "UDC").read_text().strip())
+    except OSError:
+        return False
+
+
 def wait(condition: object, timeout_s: float) -> float | None:
     """Monotonic time when ``condition()`` became true, None if it did not."""
     deadline = time.monotonic() + timeout_s
@@ -144,7 +152,11 @@ def scenario() -> dict[str, object]:
             proc.wait(30)
             gone = wait(lambda: not enumerated("b3"), 30)
             facts["unplugged_when_killed"] = gone is not None
+            bound_at: list[float | None] = []
+            watcher = threading.Thread(target=lambda: bound_at.append(wait(bound, 60)))
+            watcher.start()  # the new gadget's bind, seen as it happens
             proc = board()
+            watcher.join(60)
             back = wait(lambda: enumerated("b3"), 60)
             found = wait(
                 lambda: (
@@ -155,9 +167,11 @@ def scenario() -> dict[str, object]:
                 60,
             )
             facts["events_restart"] = [name for _, name in seen]
-            facts["rediscovered_s"] = None if back is None or found is None else found - back
-            if back is not None:
-                facts["restart_timeline"] = [(round(t - back, 3), name) for t, name in seen]
+            bind = bound_at[0] if bound_at else None
+            facts["rediscovered_s"] = None if bind is None or found is None else found - bind
+            if bind is not None and back is not None:
+                facts["enumerated_after_bind_s"] = back - bind
+                facts["restart_timeline"] = [(round(t - bind, 3), name) for t, name in seen]
             echo = host.open("echo")
             facts["after_restart"] = host.call(echo, EchoFunc.ECHO, msgs[0]).payload == msgs[0]
     finally:

@@ -69,12 +69,12 @@ def test_board_killed_and_restarted_the_host_sees_the_restart(facts: dict[str, o
     assert facts["after_restart"] is True
 
 
-def test_restarted_board_rediscovered_within_1_s_of_the_new_gadget(
+def test_restarted_board_rediscovered_within_1_s_of_the_new_gadgets_bind(
     facts: dict[str, object],
 ) -> None:
     """The host opens the new gadget when the kernel announces it (a hotplug hint),
     not at the next step of its backoff (``REOPEN_MAX_S`` by then): from the new
-    gadget's enumeration to the board's devices found again within 1 s."""
+    gadget's bind to its UDC to the board's devices found again within 1 s."""
     rediscovered = facts["rediscovered_s"]
     assert isinstance(rediscovered, float)
     assert rediscovered < 1.0 < REOPEN_MAX_S
