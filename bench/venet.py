@@ -10,7 +10,9 @@ Every figure is a ratio measured in one run (root needed: TAPs and namespaces):
   bytes ÷ what the line could carry in the time);
 * ``loaded_ping_115200_s``: median round trip of pings at 2 Hz sent while a 384 KiB TCP
   transfer fills that line (latency under load; no baseline: what a keystroke waits
-  behind a bulk flow, against ~0.1 s unloaded);
+  behind a bulk flow, against ~0.1 s unloaded), host → board: the host sends both the
+  bulk and the pings; ``loaded_ping_board_115200_s``: the same board → host (the board
+  sends the bulk and the pings); ``*_lost``: pings of those that got no answer;
 * ``goodput_ratio``: TCP goodput of 32 MiB through ira over the unthrottled
   null-modem, divided by that of the C peer on a null-modem of the same kind: Debian's
   ``vde2`` (a ``vde_switch -tap`` in each namespace, their ``vde_plug``s joined through
@@ -79,28 +81,35 @@ def _ping_times(ns: NetNs, address: str, count: int) -> list[float]:
     return [float(m[1]) / 1000 for m in _TIME.finditer(out)]
 
 
-def _goodput(client: NetNs, server: NetNs, size: int, timeout_s: float) -> float:
-    """TCP payload bytes per second from ``client`` to the board's address in ``server``."""
+def _goodput(
+    client: NetNs, server: NetNs, size: int, timeout_s: float, address: str = BOARD_IP
+) -> float:
+    """TCP payload bytes per second from ``client`` to ``address`` (the board's) in
+    ``server``."""
     payload = os.urandom(size)
     count, digest, elapsed = root_rig.transfer(
-        client, server, BOARD_IP, payload, timeout_s=timeout_s
+        client, server, address, payload, timeout_s=timeout_s
     )
     if (count, digest) != (size, root_rig.sha256(payload)):
         raise SystemExit(f"benchmark: {count} of {size} bytes arrived, or spoiled")
     return size / float(elapsed)
 
 
-def _ping_under_load(client: NetNs, server: NetNs, q: int) -> float:
-    """Median round trip of pings (2 Hz) sent while a TCP transfer fills the line: what a
-    keystroke or a DNS query waits behind a bulk flow (latency under load)."""
+def _ping_under_load(
+    client: NetNs, server: NetNs, q: int, address: str = BOARD_IP
+) -> tuple[float, int]:
+    """Median round trip of pings (2 Hz) from ``client`` to ``address`` in ``server``
+    sent while a TCP transfer the same way fills the line, and how many were lost: what
+    a keystroke or a DNS query waits behind a bulk flow (latency under load)."""
     done: list[float] = []
     worker = threading.Thread(
-        target=lambda: done.append(_goodput(client, server, (384 << 10) // q, 200.0))
+        target=lambda: done.append(_goodput(client, server, (384 << 10) // q, 200.0, address))
     )
     worker.start()
     time.sleep(4.0 / q)  # past TCP's slow start
+    count = 40 // q
     out = client.run(
-        ["ping", "-n", "-c", str(40 // q), "-i", "0.5", "-W", "10", BOARD_IP],
+        ["ping", "-n", "-c", str(count), "-i", "0.5", "-W", "10", address],
         check=False,
         timeout_s=120.0,
     ).stdout.decode()
@@ -108,7 +117,7 @@ def _ping_under_load(client: NetNs, server: NetNs, q: int) -> float:
     rtts = [float(m[1]) / 1000 for m in _TIME.finditer(out)]
     if not done or not rtts:
         raise SystemExit(f"benchmark: the loaded ping failed:\n{out}")
-    return statistics.median(rtts)
+    return statistics.median(rtts), count - len(rtts)
 
 
 @contextlib.contextmanager
@@ -251,7 +260,7 @@ def main() -> None:
     remove_stale()
     q = 4 if args.quick else 1
     rounds = 1 if args.quick else ROUNDS
-    results: dict[str, float | str | list[float]] = {}
+    results: dict[str, float | int | str | list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="ira-bench-venet-") as tmp_dir:
         tmp = Path(tmp_dir)
         line = 115200 / 10
@@ -260,8 +269,12 @@ def main() -> None:
             before = r.nm.statistics().b_to_a.bytes_out
             slow = _goodput(r.host_ns, r.board_ns, slow_size, 120.0)
             wire = r.nm.statistics().b_to_a.bytes_out - before
-            loaded_ping = _ping_under_load(r.host_ns, r.board_ns, q)
+            loaded_ping, lost = _ping_under_load(r.host_ns, r.board_ns, q)
+            loaded_back, lost_back = _ping_under_load(r.board_ns, r.host_ns, q, HOST_IP)
         results["loaded_ping_115200_s"] = loaded_ping
+        results["loaded_ping_115200_lost"] = lost
+        results["loaded_ping_board_115200_s"] = loaded_back
+        results["loaded_ping_board_115200_lost"] = lost_back
         results["ira_115200_bytes_per_s"] = slow
         results["efficiency_115200"] = slow / line
         # where the line's bytes went: efficiency = payload share x line busy
@@ -301,7 +314,11 @@ def main() -> None:
         f"{results['payload_share_115200']:.3f} of the bytes on the line (headers, link "
         f"framing, bus and ring traffic), line busy {results['line_busy_115200']:.3f}"
     )
-    print(f"ping during a TCP transfer at 115200 baud: {loaded_ping * 1e3:.0f} ms (median)")
+    print(
+        f"ping during a TCP transfer at 115200 baud: host -> board {loaded_ping * 1e3:.0f} ms "
+        f"(median, {lost} lost), board -> host {loaded_back * 1e3:.0f} ms (median, "
+        f"{lost_back} lost) (target <= 200 ms, none lost)"
+    )
     if no_vde is not None:
         print(f"TCP unthrottled: ira {bps['ira'] / 1e6:.2f} MB/s; no VDE baseline ({no_vde})")
         print(f"ping unthrottled: ira {rtt['ira'] * 1e3:.3f} ms; no VDE baseline")
