@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 
+from ira.busmodel.announced import Announced
 from ira.busmodel.config import ConnectorConfig
 from ira.busmodel.container import Container
 from ira.busmodel.counters import ConnectorCounts, ConnectorStatistics, Refusal
@@ -53,7 +54,6 @@ from ira.wire.bus import (
     BUS_VERSION_FLUSH_ENDS,
     BUS_VERSION_LIMITS,
     MAX_CALL_PAYLOAD_BYTES,
-    REPLY_OF,
     Attribute,
     BusHello,
     BusLimits,
@@ -82,6 +82,8 @@ from ira.wire.bus import (
     decode,
     encode,
     encode_devcall_reply,
+    error_reply,
+    tag_of,
 )
 
 log = logging.getLogger(__name__)
@@ -105,10 +107,8 @@ class Connector:
         self._max_call_payload_bytes = self.config.limits.max_call_payload_bytes
         self._state = ConnectorState.NO_SESSION
         self._version = 0
-        #: the host's BUS_LIMITS max_devices this session (None: bus v1/v2, none announced)
-        self._host_max_devices: int | None = None
-        #: the devices the host was told about this session (DEVADD sent, no DEVDROP since)
-        self._announced: set[int] = set()
+        #: the devices the host was told about this session, within its BUS_LIMITS
+        self._announced = Announced()
         self._outbox = Outbox()
         self._events: deque[ConnectorEvent] = deque()
         self._counts = ConnectorCounts()
@@ -156,34 +156,26 @@ class Connector:
             self._close(handle, now)
         self._container.remove_device(device_id)
         log.info("device %d removed: %s", device_id, device.type)
-        if device_id in self._announced:
-            self._announced.discard(device_id)
+        if self._announced.drop(device_id):
             self._outbox.send(DevDrop(device_id))
-            self._announce_withheld()
+            devices = self._container.devices()
+            withheld = self._announced.first_withheld(devices)
+            if withheld is not None:
+                self._announce(withheld, devices[withheld])
         return device
 
     def _announce(self, device_id: int, device: Device) -> bool:
         """Send DEVADD unless the host's announced limit is reached (then counted, False)."""
-        limit = self._host_max_devices
-        if limit is not None and len(self._announced) >= limit:
-            self._counts.devices_withheld += 1
+        if not self._announced.admit(device_id):
             log.warning(
                 "device %d (%s) not announced: the host keeps at most %d devices",
                 device_id,
                 device.type,
-                limit,
+                self._announced.limit,
             )
             return False
-        self._announced.add(device_id)
         self._outbox.send(self._devadd(device_id, device))
         return True
-
-    def _announce_withheld(self) -> None:
-        """After a DEVDROP: announce the lowest withheld device, if any."""
-        for device_id, device in sorted(self._container.devices().items()):
-            if device_id not in self._announced:
-                self._announce(device_id, device)
-                return
 
     @staticmethod
     def _devadd(device_id: int, device: Device) -> DevAdd:
@@ -242,7 +234,7 @@ class Connector:
             calls=k.calls,
             calls_failed=k.calls_failed,
             replies_too_large=k.replies_too_large,
-            devices_withheld=k.devices_withheld,
+            devices_withheld=self._announced.withheld,
             attaches=k.attaches,
             attaches_refused=k.attaches_refused,
             window_updates_applied=k.window_updates_applied,
@@ -265,8 +257,7 @@ class Connector:
             self._close(handle, now)
         self._outbox.clear()
         self._version = 0
-        self._host_max_devices = None
-        self._announced.clear()
+        self._announced.reset()
 
     # -- receiving ------------------------------------------------------
 
@@ -313,32 +304,19 @@ class Connector:
         """Answer a request that could not be decoded with EBADMSG, so its caller
         learns at once instead of waiting out its timeout."""
         call = call_of(payload)
-        if call is None:
-            return
-        tag, call_id, wanted = call
-        if not wanted or tag not in REPLY_OF:
-            return
-        match tag:
-            case Tag.DEVOPEN:
-                self._outbox.send(DevOpenReply(call_id, Status.EBADMSG, 0), channel)
-            case Tag.DEVCALL:
-                self._outbox.send(DevCallReply(call_id, Status.EBADMSG, b""), channel)
-            case Tag.SHM_ATTACH:
-                self._outbox.send(ShmAttachReply(call_id, Status.EBADMSG, 0), channel)
-            case Tag.SHM_DETACH:
-                self._outbox.send(ShmDetachReply(call_id, Status.EBADMSG), channel)
+        if call is not None and call[2]:
+            self._answer_error(call[0], call[1], Status.EBADMSG, channel)
 
     def _not_registered(self, msg: Message, channel: Channel) -> None:
         self._container.refuse(Refusal.NOT_REGISTERED)
-        match msg:
-            case DevOpen(call_id=call_id):
-                self._outbox.send(DevOpenReply(call_id, Status.ENOTCONN, 0), channel)
-            case DevCall(call_id=call_id, flags=flags) if not flags & _NO_REPLY:
-                self._outbox.send(DevCallReply(call_id, Status.ENOTCONN, b""), channel)
-            case ShmAttach(call_id=call_id):
-                self._outbox.send(ShmAttachReply(call_id, Status.ENOTCONN, 0), channel)
-            case ShmDetach(call_id=call_id):
-                self._outbox.send(ShmDetachReply(call_id, Status.ENOTCONN), channel)
+        wanted = not (isinstance(msg, DevCall) and msg.flags & _NO_REPLY)
+        if isinstance(msg, (DevOpen, DevCall, ShmAttach, ShmDetach)) and wanted:
+            self._answer_error(tag_of(msg), msg.call_id, Status.ENOTCONN, channel)
+
+    def _answer_error(self, tag: Tag, call_id: int, status: int, channel: Channel) -> None:
+        reply = error_reply(tag, call_id, status)
+        if reply is not None:
+            self._outbox.send(reply, channel)
 
     def _on_hello(self, msg: BusHello) -> None:
         if self._state is not ConnectorState.AWAITING_HELLO:
@@ -373,7 +351,7 @@ class Connector:
         if not self._transition(ConnectorInput.RECV_LIMITS):
             self._container.refuse(Refusal.UNEXPECTED)
             return
-        self._host_max_devices = msg.max_devices
+        self._announced.limit = msg.max_devices
         self._replay()
 
     def _replay(self) -> None:

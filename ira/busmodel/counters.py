@@ -87,8 +87,6 @@ class ConnectorCounts:
     calls: int = 0
     calls_failed: int = 0
     replies_too_large: int = 0
-    #: devices not announced because the host's BUS_LIMITS max_devices was reached
-    devices_withheld: int = 0
     attaches: int = 0
     attaches_refused: int = 0
     window_updates_applied: int = 0
@@ -111,6 +109,7 @@ class ConnectorStatistics:
     calls: int
     calls_failed: int
     replies_too_large: int
+    #: devices not announced because the host's BUS_LIMITS max_devices was reached
     devices_withheld: int
     attaches: int
     attaches_refused: int

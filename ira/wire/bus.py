@@ -183,8 +183,10 @@ __all__ = [
     "encode",
     "encode_devcall",
     "encode_devcall_reply",
+    "error_reply",
     "schema_decode",
     "schema_encode",
+    "tag_of",
 ]
 
 # ---------------------------------------------------------------------------
@@ -456,6 +458,26 @@ def call_of(data: bytes) -> tuple[Tag, int, bool] | None:
         flags = int.from_bytes(data[_DEVCALL_FLAGS_AT : _DEVCALL_FLAGS_AT + 4], "little")
         wanted = not flags & CallFlags.NO_REPLY
     return Tag(tag), call_id, wanted
+
+
+def error_reply(tag: Tag, call_id: int, status: int) -> Message | None:
+    """The reply to a request of ``tag`` that carries only ``status`` (a handle or signal
+    of 0, an empty payload), or None when ``tag`` is not a request."""
+    match tag:
+        case Tag.DEVOPEN:
+            return DevOpenReply(call_id, status, 0)
+        case Tag.DEVCALL:
+            return DevCallReply(call_id, status, b"")
+        case Tag.SHM_ATTACH:
+            return ShmAttachReply(call_id, status, 0)
+        case Tag.SHM_DETACH:
+            return ShmDetachReply(call_id, status)
+    return None
+
+
+def tag_of(msg: Message) -> Tag:
+    """The tag of a message."""
+    return _TAGS[type(msg)]
 
 
 def encode_devcall(call_id: int, handle: int, func: int, flags: int, payload: bytes) -> bytes:
