@@ -59,7 +59,7 @@ from ira.wire.link import (
 )
 
 #: frame types that exist only within a session (tagged and MAC'd with its epochs)
-_SESSION_FRAMES = (FrameType.DATA, FrameType.ACK)
+_SESSION_FRAMES = (FrameType.DATA, FrameType.ACK, FrameType.DATA2)
 #: a HELLO_REFUSED body without its CRC and MAC, and where its epoch and peer_epoch lie
 _REFUSED_BYTES = len(encode_hello_refused(HelloRefused(1, 1, 1, 1, Refusal.VERSION))) - CRC_BYTES
 _REFUSED_EPOCHS = struct.Struct("<QQ")
@@ -120,9 +120,10 @@ class LinkAuth:
 
     # --- frames out ---------------------------------------------------------------
 
-    def seal(self, frame: bytes, local_epoch: int, peer_epoch: int) -> bytes:
-        """A DATA or ACK frame with its MAC."""
-        return authenticate(frame, self._key, local_epoch, peer_epoch)
+    def seal(self, frame: bytes, local_epoch: int, peer_epoch: int, numbers: bytes = b"") -> bytes:
+        """A DATA, DATA2 or ACK frame with its MAC (a DATA2 frame's ``numbers``: its
+        whole seq and ack, ``ira.wire.link.full_numbers``)."""
+        return authenticate(frame, self._key, local_epoch, peer_epoch, numbers=numbers)
 
     def seal_refusal(self, frame: bytes, epoch: int, refused_epoch: int) -> bytes:
         """A HELLO_REFUSED frame with its MAC, keyed with this end's epoch and the
@@ -136,7 +137,12 @@ class LinkAuth:
     # --- frames in ----------------------------------------------------------------
 
     def open(
-        self, body: memoryview, local_epoch: int, peer_epoch: int | None, now: float
+        self,
+        body: memoryview,
+        local_epoch: int,
+        peer_epoch: int | None,
+        now: float,
+        numbers: bytes = b"",
     ) -> memoryview | None:
         """A verified frame body without its MAC (and nonces), or None: refused.
 
@@ -158,7 +164,7 @@ class LinkAuth:
                 return body  # the core drops it as stale
             self.refusals.refuse(BAD_FRAME, now)  # nothing else is trusted without a session
             return None
-        plain_frame = verify(body, self._key, peer_epoch, local_epoch)
+        plain_frame = verify(body, self._key, peer_epoch, local_epoch, numbers)
         if plain_frame is None:
             self.refusals.refuse(BAD_FRAME, now)
         return plain_frame

@@ -2,10 +2,36 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from ira.errors import ConfigError
-from ira.wire.link import MIN_FRAME_BYTES, PSK_MIN_BYTES, WINDOW_UNIT_BYTES, Feature
+from ira.wire.link import (
+    MIN_FRAME_BYTES,
+    PSK_MIN_BYTES,
+    VERSION_MAX,
+    VERSION_MIN,
+    WINDOW_UNIT_BYTES,
+    Feature,
+)
+
+#: the environment variable that lowers the highest link protocol version offered
+#: (``IRA_LINK_VERSION_MAX=1``: speak as a version-1 end, to compare or to interoperate)
+VERSION_MAX_ENV = "IRA_LINK_VERSION_MAX"
+
+
+def version_max_from_env() -> int:
+    """The highest link protocol version to offer: ``IRA_LINK_VERSION_MAX`` or VERSION_MAX."""
+    text = os.environ.get(VERSION_MAX_ENV, "")
+    if not text:
+        return VERSION_MAX
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(
+            f"{VERSION_MAX_ENV}={text!r}: give a link protocol version, "
+            f"{VERSION_MIN}..{VERSION_MAX}"
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +68,9 @@ class LinkConfig:
     #: a pre-shared key: every frame is authenticated (``Feature.AUTH``, ira.link.auth)
     #: and a peer without it is refused; None: frames carry no MAC
     psk: bytes | None = field(default=None, repr=False)
+    #: the highest link protocol version offered in HELLO (VERSION_MIN..VERSION_MAX;
+    #: by default ``IRA_LINK_VERSION_MAX`` or VERSION_MAX)
+    version_max: int = field(default_factory=version_max_from_env)
 
     def __post_init__(self) -> None:
         if not MIN_FRAME_BYTES <= self.max_frame_bytes <= 1 << 24:
@@ -67,6 +96,11 @@ class LinkConfig:
             raise ConfigError(
                 f"a pre-shared key needs at least {PSK_MIN_BYTES} bytes, not {len(self.psk)}: "
                 "make one with `head -c 32 /dev/urandom | base64 > link.psk`"
+            )
+        if not VERSION_MIN <= self.version_max <= VERSION_MAX:
+            raise ConfigError(
+                f"version_max {self.version_max} out of range {VERSION_MIN}..{VERSION_MAX} "
+                f"(set {VERSION_MAX_ENV} to one of these, or unset it)"
             )
         if self.min_segment_bytes < 1:
             raise ConfigError("min_segment_bytes must be positive")

@@ -73,8 +73,9 @@ from ira.link.events import (
     SessionStarted,
 )
 from ira.link.framing import StreamDeframer, encode_frames
+from ira.link.header2 import Header2
 from ira.link.receiver import Fate, Receiver, ReceiverStatistics
-from ira.link.sender import Sender, SenderStatistics
+from ira.link.sender import Segment, Sender, SenderStatistics
 from ira.link.states import LinkInput, LinkState, step
 from ira.wire.link import (
     CRC_BYTES,
@@ -83,7 +84,6 @@ from ira.wire.link import (
     MIN_FRAME_BYTES,
     MIN_WINDOW_BYTES,
     REFUSAL_MEANINGS,
-    VERSION_MAX,
     VERSION_MIN,
     WINDOW_UNIT_BYTES,
     Ack,
@@ -99,7 +99,17 @@ from ira.wire.link import (
     encode_data_frame,
     encode_hello,
     encode_hello_refused,
+    full_numbers,
     is_authenticated_hello,
+)
+from ira.wire.link2 import (
+    DATA2_MAX_HEADER_BYTES,
+    DATA2_TYPE,
+    Data2,
+    decode_data2,
+    encode_data2_frame,
+    expand,
+    truncated_bytes,
 )
 
 _MOD = 1 << 32
@@ -253,6 +263,11 @@ class Link:
         self.peer_epoch: int | None = None
         self._tag = 0
         self.version = 0
+        #: version 2's books for lean DATA2 headers (None in a version-1 session)
+        self._header2: Header2 | None = None
+        #: when the DATA frame of ``_last_rx_tx`` arrived, and whether a frame echoed it
+        self._last_rx_at = 0.0
+        self._echo_sent = True
         self.features = 0
         self._deframer = None if cfg.packet else StreamDeframer(cfg.max_frame_bytes)
         self._counters = _Counters()
@@ -378,7 +393,10 @@ class Link:
                 c.bad_crc += 1
                 continue
             if auth is not None:
-                opened = auth.open(body, self.epoch, self.peer_epoch, now)
+                numbers = b""
+                if len(body) > MAC_BYTES and body[0] == DATA2_TYPE:
+                    numbers = self._data2_numbers(body[:-MAC_BYTES])
+                opened = auth.open(body, self.epoch, self.peer_epoch, now, numbers)
                 if opened is None:
                     continue
                 body = opened
@@ -404,9 +422,12 @@ class Link:
             self._heard(now)
             if self._confirming:
                 self._confirmed()
-            if isinstance(frame, Data):
+            if isinstance(frame, (Data, Data2)):
                 try:
-                    self._on_data(frame, sender, receiver, now)
+                    if isinstance(frame, Data2):
+                        self._on_data2(frame, sender, receiver, now)
+                    else:
+                        self._on_data(frame, sender, receiver, now)
                 except RemoteProtocolError as exc:
                     # a CRC-valid frame of this session that breaks the protocol: not
                     # noise, so the session cannot be trusted any more; reset it
@@ -427,16 +448,49 @@ class Link:
             None,
             now,
         )
-        tx = d.tx
-        channel = d.channel
         rcv_nxt = receiver.rcv_nxt
         seq = rcv_nxt + ((d.seq - rcv_nxt + _HALF) % _MOD) - _HALF
+        self._take_segment(seq, d.channel, d.tx, d.payload, receiver, now)
+
+    def _data2_numbers(self, body: memoryview) -> bytes:
+        """The whole seq and ack of a DATA2 body (MAC removed) as its MAC covers them;
+        empty when there is no session or the header is broken (the MAC then fails)."""
+        sender, receiver = self._sender, self._receiver
+        if sender is None or receiver is None:
+            return b""
+        try:
+            d = decode_data2(body)
+        except RemoteProtocolError:
+            return b""
+        return full_numbers(
+            expand(d.seq, d.seq_bytes, receiver.rcv_nxt), expand(d.ack, d.ack_bytes, sender.snd_una)
+        )
+
+    def _on_data2(self, d: Data2, sender: Sender, receiver: Receiver, now: float) -> None:
+        ack = expand(d.ack, d.ack_bytes, sender.snd_una)
+        window = d.window
+        # no window: the edge did not move (the sender keeps the largest it heard)
+        edge = ack if window is None else ack + window * WINDOW_UNIT_BYTES
+        echo = d.echo
+        tx = sender.unwrap_tx(echo) if echo else None  # 0: nothing received yet
+        sender.on_ack(ack, edge, [], tx, None, now)
+        if tx is not None and self._header2 is not None:
+            self._header2.echoed(tx)
+        seq = expand(d.seq, d.seq_bytes, receiver.rcv_nxt)
+        self._take_segment(seq, d.channel, d.tx, d.payload, receiver, now)
+
+    def _take_segment(
+        self, seq: int, channel: int, tx: int, payload: bytes, receiver: Receiver, now: float
+    ) -> None:
+        """A DATA or DATA2 frame's segment, at its whole sequence number."""
+        self._last_rx_at = now
+        self._echo_sent = False
         if channel > _MAX_CHANNEL:
             # acknowledged and discarded, so that it cannot block the sequence space
             self._counters.unknown_channel += 1
-            fate = receiver.on_segment(seq, None, d.payload)
+            fate = receiver.on_segment(seq, None, payload)
         else:
-            fate = receiver.on_segment(seq, _CHANNELS[channel], d.payload)
+            fate = receiver.on_segment(seq, _CHANNELS[channel], payload)
         # slide the ``held`` bitmap to this transmission (links never reorder)
         if self._rx_seen:
             step = (tx - self._last_rx_tx) & 0xFFFF
@@ -496,6 +550,8 @@ class Link:
         tx = sender.unwrap_tx(echo) if echo else None  # 0: nothing received yet
         edge = ack + window * WINDOW_UNIT_BYTES
         sender.on_ack(ack, edge, sacks, tx, held, now)
+        if tx is not None and self._header2 is not None:
+            self._header2.echoed(tx)
 
     def _heard(self, now: float) -> None:
         self._last_rx = now
@@ -506,7 +562,7 @@ class Link:
                 self._sender.resend_all(now)
 
     def _on_hello(self, h: Hello, now: float) -> None:
-        common = min(h.version_max, VERSION_MAX)
+        common = min(h.version_max, self.config.version_max)
         refusal = _refusal(h, common)
         if refusal is not None:
             self._counters.hellos_refused += 1
@@ -517,8 +573,8 @@ class Link:
             if refusal is Refusal.VERSION:
                 detail = (
                     f"the peer speaks link protocol versions {h.version_min}..{h.version_max} "
-                    f"and this end {VERSION_MIN}..{VERSION_MAX}: install matching ira releases "
-                    "on both ends"
+                    f"and this end {VERSION_MIN}..{self.config.version_max}: install matching "
+                    "ira releases on both ends"
                 )
             self._events.append(
                 HandshakeRefused(False, int(refusal), detail, h.version_min, h.version_max)
@@ -567,7 +623,8 @@ class Link:
         if reason is Refusal.VERSION:
             detail += (
                 f" (it speaks link protocol versions {r.version_min}..{r.version_max}, this end "
-                f"{VERSION_MIN}..{VERSION_MAX}: install matching ira releases on both ends)"
+                f"{VERSION_MIN}..{self.config.version_max}: install matching ira releases on "
+                "both ends)"
             )
         self._events.append(HandshakeRefused(True, r.reason, detail, r.version_min, r.version_max))
 
@@ -599,6 +656,8 @@ class Link:
         self._counters.messages_discarded += discarded
         self._previous_sender = self._sender or self._previous_sender
         self._sender = self._receiver = None
+        self._header2 = None
+        self._echo_sent = True
         self._last_rx_tx = 0
         self._rx_seen = False
         self._held = 0
@@ -614,11 +673,17 @@ class Link:
         self.version = version
         self.features = self._offered & h.features
         peer_frame = min(h.max_frame_bytes, 1 << 24)
-        overhead = DATA_HEADER_BYTES + CRC_BYTES + (MAC_BYTES if self._auth else 0)
+        header = max(DATA_HEADER_BYTES, DATA2_MAX_HEADER_BYTES if version >= 2 else 0)
+        overhead = header + CRC_BYTES + (MAC_BYTES if self._auth else 0)
         self._sender = Sender(cfg, peer_frame - overhead, h.window_bytes, self._sender_stats)
         if self._previous_sender is not None:
             self._sender.inherit_rtt(self._previous_sender)  # same line, new peer session
         self._receiver = Receiver(cfg.window_bytes, cfg.max_message_bytes, self._receiver_stats)
+        # the peer starts from the window of our HELLO
+        self._header2 = None
+        if version >= 2:
+            self._header2 = Header2(cfg.window_bytes, cfg.window_bytes)
+            self._advertised_edge = cfg.window_bytes
         self._receiver.backlog_bytes = self._backlog_bytes
         while self._pending:
             channel, payload = self._pending.popleft()
@@ -657,13 +722,16 @@ class Link:
         if self._refusal_due is not None:
             refused_epoch, reason = self._refusal_due
             self._refusal_due = None
+            version_max = self.config.version_max
             refusal = encode_hello_refused(
-                HelloRefused(VERSION_MIN, VERSION_MAX, self.epoch, refused_epoch, reason)
+                HelloRefused(VERSION_MIN, version_max, self.epoch, refused_epoch, reason)
             )
             if self._auth is not None:
                 refusal = self._auth.seal_refusal(refusal, self.epoch, refused_epoch)
             frames.append(refusal)
         handshake_frames = len(frames)
+        #: DATA2 frames' whole seq and ack, for their MACs (by index in ``frames``)
+        numbers: dict[int, bytes] = {}
         sender, receiver = self._sender, self._receiver
         if sender is not None and receiver is not None:
             idle = now >= self._last_tx + self.config.keepalive_interval_s
@@ -674,7 +742,12 @@ class Link:
                 due = self._ack_due
                 carry = (idle or (due is not None and now >= due)) and not self._ack_now
                 segments = sender.segments_to_send(now, carry_ack=carry and not receiver.has_gaps)
-                if segments:
+                if segments and self._header2 is not None:
+                    self._data2_frames(segments, sender, receiver, now, frames, numbers)
+                    if not receiver.has_gaps and not self._ack_now:
+                        self._ack_due = None
+                        self._unacked_segments = 0
+                elif segments:
                     ack = receiver.rcv_nxt & 0xFFFFFFFF
                     window = self._window_field(receiver)
                     tag, echo = self._tag, self._last_rx_tx
@@ -706,7 +779,8 @@ class Link:
         if auth is not None and len(frames) > handshake_frames and self.peer_epoch is not None:
             epoch, peer = self.epoch, self.peer_epoch
             frames[handshake_frames:] = [
-                auth.seal(f, epoch, peer) for f in frames[handshake_frames:]
+                auth.seal(f, epoch, peer, numbers.get(i, b""))
+                for i, f in enumerate(frames[handshake_frames:], handshake_frames)
             ]
         self._last_tx = now
         c = self._counters
@@ -718,6 +792,59 @@ class Link:
         c.wire_bytes_sent += len(chunk)
         return [chunk]
 
+    def _data2_frames(
+        self,
+        segments: list[Segment],
+        sender: Sender,
+        receiver: Receiver,
+        now: float,
+        frames: list[bytes],
+        numbers: dict[int, bytes],
+    ) -> None:
+        """Version 2: the segments as DATA2 frames, their headers as lean as the peer
+        allows (``ira.link.header2``)."""
+        books = self._header2
+        assert books is not None
+        ack = receiver.rcv_nxt
+        ack_bytes = books.ack_bytes(ack)
+        units = receiver.available // WINDOW_UNIT_BYTES
+        if units > 0xFFFF:
+            units = 0xFFFF
+        edge = ack + units * WINDOW_UNIT_BYTES
+        window: int | None = None
+        if books.window_due(edge):
+            window = units
+            self._advertised_edge = edge
+        else:
+            edge = books.edge_known
+        echo: int | None = None
+        if not self._echo_sent and self._rx_seen:
+            self._echo_sent = True
+            if now - self._last_rx_at <= self.config.ack_delay_s:
+                echo = self._last_rx_tx  # fresh: an honest round-trip sample
+        tag, auth = self._tag, self._auth is not None
+        lowest = sender.snd_una
+        for seg in segments:
+            start = seg.seq if seg.seq < lowest else lowest
+            tx = seg.tx_order
+            if auth:
+                numbers[len(frames)] = full_numbers(seg.seq, ack)
+            frames.append(
+                encode_data2_frame(
+                    seg.channel,
+                    tag,
+                    seg.seq,
+                    truncated_bytes(sender.snd_nxt - start),
+                    ack,
+                    ack_bytes,
+                    window,
+                    tx & 0xFFFF,
+                    echo,
+                    seg.payload,
+                )
+            )
+            books.sent(tx, ack, edge)
+
     def _hello(self, *, ack: bool) -> bytes:
         cfg, auth = self.config, self._auth
         peer_epoch = auth.answer_epoch if auth is not None and ack else self.peer_epoch or 0
@@ -725,7 +852,7 @@ class Link:
             Hello(
                 ack,
                 VERSION_MIN,
-                VERSION_MAX,
+                cfg.version_max,
                 self.epoch,
                 peer_epoch,
                 self._offered,

@@ -5,7 +5,7 @@ transports) carries once decoded: ``body || crc32(body)`` with the CRC-32
 (IEEE 802.3, as ``zlib.crc32``/``crcmod`` "crc-32") little-endian at the end.
 The first byte of the body is the frame type.
 
-Five frame types:
+Six frame types:
 
 ``HELLO`` / ``HELLO_ACK``
     session handshake: magic, supported version range, the sender's 64-bit
@@ -15,6 +15,9 @@ Five frame types:
 ``DATA``
     a segment of one channel's byte stream at a 32-bit position of the
     link-wide sequence space, with a piggy-backed cumulative ack and window.
+``DATA2``
+    version 2's DATA: the same fields in fewer bytes (``ira.wire.link2``); a
+    session of version 2 sends DATA2, never DATA.
 ``ACK``
     cumulative ack, window, up to ``MAX_SACK_BLOCKS`` selective-ack ranges;
     also the keepalive.
@@ -55,12 +58,13 @@ import crcmod.predefined
 
 from ira.errors import RemoteProtocolError
 from ira.wire import Limit, MessageSpec, WireSpec
+from ira.wire.link2 import DATA2_TYPE, Data2, Data2Body, decode_data2, encode_data2
 
 #: the magic that opens every HELLO; a frame with another magic is not ira's
 MAGIC = b"IRAL"
 #: link protocol versions this implementation speaks
 VERSION_MIN = 1
-VERSION_MAX = 1
+VERSION_MAX = 2
 #: at most this many selective-ack ranges in one ACK
 MAX_SACK_BLOCKS = 4
 #: the advertised window is counted in units of this many bytes
@@ -83,6 +87,7 @@ class FrameType(enum.IntEnum):
     DATA = 3
     ACK = 4
     HELLO_REFUSED = 5
+    DATA2 = DATA2_TYPE
 
 
 class Refusal(enum.IntEnum):
@@ -198,6 +203,7 @@ FrameBody = cs.Struct(
             int(FrameType.DATA): DataBody,
             int(FrameType.ACK): AckBody,
             int(FrameType.HELLO_REFUSED): RefusedBody,
+            int(FrameType.DATA2): Data2Body,
         },
         default=cs.Error,
     ),
@@ -278,7 +284,7 @@ class Ack(NamedTuple):
     blocks: tuple[tuple[int, int], ...]
 
 
-LinkFrame = Hello | Data | Ack | HelloRefused
+LinkFrame = Hello | Data | Ack | HelloRefused | Data2
 
 # --- fast codecs (hot path) -------------------------------------------------------
 
@@ -382,6 +388,8 @@ def encode(frame: LinkFrame | Authenticated) -> bytes:
             return encode_authenticated(frame)
         case HelloRefused():
             return encode_hello_refused(frame)
+        case Data2():
+            return encode_data2(frame)
 
 
 class BadCrc(RemoteProtocolError):
@@ -412,6 +420,8 @@ def decode_body(body: memoryview | bytes) -> LinkFrame:
             if flags & ~DATA_CHANNEL_MASK:
                 raise RemoteProtocolError(f"DATA frame with unknown flags {flags:#x}")
             return Data(flags, tag, seq, ack, window, tx, echo, bytes(body[_DATA.size :]))
+        if kind == FrameType.DATA2:
+            return decode_data2(body)
         if kind == FrameType.ACK:
             _, flags, tag, ack, window, echo, held, count = _ACK.unpack_from(body)
             if flags & ~ACK_FLAG_PROBE:
@@ -508,12 +518,21 @@ def mac_key(psk: bytes) -> MacKey:
 
 
 def frame_mac(
-    key: MacKey, sender_epoch: int, receiver_epoch: int, data: bytes | memoryview
+    key: MacKey,
+    sender_epoch: int,
+    receiver_epoch: int,
+    data: bytes | memoryview,
+    numbers: bytes = b"",
 ) -> bytes:
     """The first MAC_BYTES of HMAC-SHA-256 over the sender's and the receiver's epochs
-    (little-endian 64-bit) and ``data``."""
+    (little-endian 64-bit), ``numbers`` and ``data``.
+
+    ``numbers`` is empty but for a DATA2 frame, whose ``seq`` and ``ack`` travel
+    truncated: there it is ``full_numbers(seq, ack)``, so the MAC covers the whole
+    32-bit sequence and ack numbers and a frame replayed at another place of the
+    sequence space does not verify."""
     inner = key.inner.copy()
-    inner.update(_EPOCHS.pack(sender_epoch, receiver_epoch))
+    inner.update(_EPOCHS.pack(sender_epoch, receiver_epoch) + numbers)
     inner.update(data)
     outer = key.outer.copy()
     outer.update(inner.digest())
@@ -527,26 +546,41 @@ def authenticate(
     sender_epoch: int,
     receiver_epoch: int,
     nonces: tuple[int, int] | None = None,
+    numbers: bytes = b"",
 ) -> bytes:
     """A frame as the encoders make it (CRC included) with its MAC added: for a HELLO,
-    ``nonces`` (its nonce and peer_nonce) go before the MAC."""
+    ``nonces`` (its nonce and peer_nonce) go before the MAC; for a DATA2 frame
+    ``numbers`` are its full seq and ack (``full_numbers``)."""
     body = frame[:-CRC_BYTES]
     if nonces is not None:
         body += _NONCES.pack(*nonces)
-    return seal(body + frame_mac(key, sender_epoch, receiver_epoch, body))
+    return seal(body + frame_mac(key, sender_epoch, receiver_epoch, body, numbers))
 
 
 def verify(
-    body: memoryview, key: MacKey, sender_epoch: int, receiver_epoch: int
+    body: memoryview,
+    key: MacKey,
+    sender_epoch: int,
+    receiver_epoch: int,
+    numbers: bytes = b"",
 ) -> memoryview | None:
     """An authenticated frame's body (CRC removed) without its MAC, or None when the
-    MAC is not right for this key and these epochs."""
+    MAC is not right for this key, these epochs (and, for DATA2, these numbers)."""
     n = len(body) - MAC_BYTES
     if n < 1 or not hmac.compare_digest(
-        frame_mac(key, sender_epoch, receiver_epoch, body[:n]), body[n:]
+        frame_mac(key, sender_epoch, receiver_epoch, body[:n], numbers), body[n:]
     ):
         return None
     return body[:n]
+
+
+_NUMBERS = struct.Struct("<II")
+
+
+def full_numbers(seq: int, ack: int) -> bytes:
+    """What a DATA2 frame's MAC covers besides the epochs: its whole seq and ack
+    (mod 2**32, little-endian 32-bit each, seq first)."""
+    return _NUMBERS.pack(seq & 0xFFFFFFFF, ack & 0xFFFFFFFF)
 
 
 def is_hello(body: memoryview | bytes) -> bool:
@@ -578,7 +612,9 @@ def encode_authenticated(a: Authenticated) -> bytes:
         return authenticate(
             encode_hello(frame), key, frame.epoch, frame.peer_epoch, (a.nonce, a.peer_nonce)
         )
-    return authenticate(encode(frame), key, a.sender_epoch, a.receiver_epoch)
+    # (a DATA2 example's seq and ack are small enough to be their own full values)
+    numbers = full_numbers(frame.seq, frame.ack) if isinstance(frame, Data2) else b""
+    return authenticate(encode(frame), key, a.sender_epoch, a.receiver_epoch, numbers=numbers)
 
 
 # --- the generated documentation (docs/PROTOCOL.md) ---------------------------------
@@ -679,6 +715,17 @@ SPEC = WireSpec(
             direction="both",
         ),
         MessageSpec(
+            "DATA2",
+            FrameType.DATA2,
+            _whole(FrameType.DATA2, Data2Body),
+            "Version 2's DATA frame (a session of version 2 sends DATA2, never DATA): "
+            "the same fields, with `seq` and `ack` truncated, `window` and `echo` "
+            "only when they tell the peer something (see Version 2).  The example: "
+            "the frame of the DATA example above, the peer known to hold the window edge.",
+            Data2(0, 0x1B0A, 0, 1, 0, 1, None, 1, None, b"\x03abc"),
+            direction="both",
+        ),
+        MessageSpec(
             "HELLO, authenticated",
             FrameType.HELLO,
             _whole(FrameType.HELLO, HelloBody, HelloAuth),
@@ -724,6 +771,22 @@ SPEC = WireSpec(
             "frame is authenticated in the same way.",
             Authenticated(
                 Data(0, 0x6700, 0, 0, 4096, 1, 0, b"\x03abc"),
+                EXAMPLE_PSK,
+                sender_epoch=0x0A0B0C0D0E0F1001,
+                receiver_epoch=0x1122334455667701,
+            ),
+            direction="both",
+        ),
+        MessageSpec(
+            "DATA2, authenticated",
+            FrameType.DATA2,
+            _whole(FrameType.DATA2, Data2Body, FrameAuth),
+            "A DATA2 frame of a session with AUTH: the MAC covers the epochs, then the "
+            "frame's whole `seq` and `ack` (32-bit little-endian each, not their truncated "
+            "bytes), then the frame.  The example: the DATA2 above with a window and an "
+            "echo, seq 0 and ack 4 in full, epochs and key as for DATA.",
+            Authenticated(
+                Data2(0, 0x6700, 0, 1, 4, 1, 4096, 1, 3, b"\x03abc"),
                 EXAMPLE_PSK,
                 sender_epoch=0x0A0B0C0D0E0F1001,
                 receiver_epoch=0x1122334455667701,

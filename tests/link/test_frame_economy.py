@@ -18,6 +18,7 @@ from ira.link.framing import StreamDeframer
 from ira.link.sender import FINISH_SHARE
 from ira.link.simulate import LineFaults, LinkPair
 from ira.wire.link import Ack, Data, check_crc, decode_body
+from ira.wire.link2 import Data2
 
 BULK = Channel.BULK
 SERIAL_115200 = LineFaults(latency_s=0.001, bytes_per_s=11520.0, max_read=64)
@@ -32,7 +33,8 @@ class Tap:
     """The frames one end wrote to its line, decoded."""
 
     deframer: StreamDeframer = field(default_factory=lambda: StreamDeframer(1 << 20))
-    data: list[Data] = field(default_factory=list)
+    #: DATA frames (DATA2 in a session of version 2)
+    data: list[Data | Data2] = field(default_factory=list)
     acks: list[Ack] = field(default_factory=list)
     #: the bytes as written
     chunks: list[bytes] = field(default_factory=list)
@@ -41,7 +43,7 @@ class Tap:
         self.chunks.append(chunk)
         for raw in self.deframer.feed(chunk):
             frame = decode_body(check_crc(raw))
-            if isinstance(frame, Data):
+            if isinstance(frame, Data | Data2):
                 self.data.append(frame)
             elif isinstance(frame, Ack):
                 self.acks.append(frame)

@@ -50,6 +50,7 @@ from ira.wire.link import (
     encode,
     seal,
 )
+from ira.wire.link2 import Data2
 
 #: every test here runs under `make fuzz` (-m fuzz); some scale with IRA_FUZZ_EXAMPLES
 pytestmark = pytest.mark.fuzz
@@ -284,7 +285,7 @@ def test_fuzz_decoder_mutated_frames(data: bytes) -> None:
         frame = decode(data)
     except RemoteProtocolError:
         return
-    assert isinstance(frame, Hello | Data | Ack | HelloRefused)
+    assert isinstance(frame, Hello | Data | Ack | HelloRefused | Data2)
     assert encode(frame) == data
 
 

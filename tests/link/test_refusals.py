@@ -35,6 +35,7 @@ from ira.wire.link import (
     decode,
     encode,
 )
+from ira.wire.link2 import Data2
 
 PEER_EPOCH = 0x77
 
@@ -209,7 +210,7 @@ def test_the_transmission_number_skips_zero_when_it_wraps() -> None:
         for out in a.data_to_send(now=now):
             for frame in deframer_a.feed(out):
                 decoded = decode(frame)
-                if isinstance(decoded, Data):
+                if isinstance(decoded, Data | Data2):
                     txs.append(decoded.tx)
             b.receive_data(out, now=now)
         for out in b.data_to_send(now=now):

@@ -517,7 +517,7 @@ def test_encoder_refuses_too_many_sack_blocks() -> None:
         encode(frame)
 
 
-@pytest.mark.parametrize("kind", [0, 6, 0x7F, 0x80, 0xFF])
+@pytest.mark.parametrize("kind", [0, 7, 0x7F, 0x80, 0xFF])
 def test_unknown_frame_type(kind: int) -> None:
     with pytest.raises(RemoteProtocolError, match="unknown frame type"):
         decode(seal(bytes([kind]) + bytes(40)))
