@@ -77,6 +77,7 @@ from ira.link.header2 import Header2
 from ira.link.receiver import Fate, Receiver, ReceiverStatistics
 from ira.link.sender import Segment, Sender, SenderStatistics
 from ira.link.states import LinkInput, LinkState, step
+from ira.link.tailprobe import TailProbe
 from ira.wire.link import (
     CRC_BYTES,
     DATA_HEADER_BYTES,
@@ -171,6 +172,8 @@ class LinkStatistics:
     bandwidth_bytes_per_s: float | None
     segment_bytes: int | None
     cwnd_bytes: int | None
+    #: tail-loss probes sent (version 2)
+    tail_probes: int = 0
 
     @property
     def drops(self) -> dict[str, int]:
@@ -530,7 +533,7 @@ class Link:
             self._ack_due = now + self.config.ack_delay_s
 
     def _on_ack(self, a: Ack, sender: Sender, now: float) -> None:
-        self._apply_ack(sender, a.ack, a.window, a.blocks, a.echo, a.held, now)
+        self._apply_ack(sender, a.ack, a.window, a.blocks, a.echo, a.held, now, a.stale_echo)
         if a.probe:
             self._ack_now = True
 
@@ -543,13 +546,14 @@ class Link:
         echo: int,
         held: int | None,
         now: float,
+        stale: bool = False,
     ) -> None:
         ack = _unwrap(wire_ack, sender.snd_una)
         ref = sender.snd_una
         sacks = [(_unwrap(s, ref), _unwrap(e, ref)) for s, e in blocks]
         tx = sender.unwrap_tx(echo) if echo else None  # 0: nothing received yet
         edge = ack + window * WINDOW_UNIT_BYTES
-        sender.on_ack(ack, edge, sacks, tx, held, now)
+        sender.on_ack(ack, edge, sacks, tx, held, now, fresh=not stale)
         if tx is not None and self._header2 is not None:
             self._header2.echoed(tx)
 
@@ -675,7 +679,13 @@ class Link:
         peer_frame = min(h.max_frame_bytes, 1 << 24)
         header = max(DATA_HEADER_BYTES, DATA2_MAX_HEADER_BYTES if version >= 2 else 0)
         overhead = header + CRC_BYTES + (MAC_BYTES if self._auth else 0)
-        self._sender = Sender(cfg, peer_frame - overhead, h.window_bytes, self._sender_stats)
+        # version 2: the tail-loss probe, allowing the peer its ack delay (ours: the
+        # same implementation); the peer is alive while its keepalives arrive
+        peer_keepalive_s = h.keepalive_ms / 1000
+        probe = TailProbe(cfg.ack_delay_s, 2 * peer_keepalive_s) if version >= 2 else None
+        self._sender = Sender(
+            cfg, peer_frame - overhead, h.window_bytes, self._sender_stats, tail_probe=probe
+        )
         if self._previous_sender is not None:
             self._sender.inherit_rtt(self._previous_sender)  # same line, new peer session
         self._receiver = Receiver(cfg.window_bytes, cfg.max_message_bytes, self._receiver_stats)
@@ -691,7 +701,6 @@ class Link:
         # the peer promised a frame at least every keepalive interval: never call it
         # dead before four of them went missing, whatever our own setting
         # (but not past half the session timeout: a peer cannot stretch that)
-        peer_keepalive_s = h.keepalive_ms / 1000
         self._dead_interval_s = max(
             cfg.dead_interval_s, min(4 * peer_keepalive_s, cfg.session_timeout_s / 2)
         )
@@ -769,7 +778,7 @@ class Link:
                         self._unacked_segments = 0
             ack_now = self._ack_now or (self._ack_due is not None and now >= self._ack_due)
             if ack_now or (idle and not frames):
-                frames.append(self._ack_frame(receiver, probe=self.state is LinkState.DOWN))
+                frames.append(self._ack_frame(receiver, now, probe=self.state is LinkState.DOWN))
                 self._ack_due = None
                 self._ack_now = False
                 self._unacked_segments = 0
@@ -870,7 +879,7 @@ class Link:
         self._advertised_edge = receiver.rcv_nxt + units * WINDOW_UNIT_BYTES
         return units
 
-    def _ack_frame(self, receiver: Receiver, *, probe: bool) -> bytes:
+    def _ack_frame(self, receiver: Receiver, now: float, *, probe: bool) -> bytes:
         # the held bitmap already tells the sender what arrived; SACK ranges add what
         # it cannot (older than 64 transmissions): two are enough, and every byte of
         # an ACK is one more chance for a noisy line to spoil it
@@ -884,6 +893,10 @@ class Link:
                 self._last_rx_tx,
                 self._held,
                 tuple((s & 0xFFFFFFFF, e & 0xFFFFFFFF) for s, e in blocks),
+                # version 2: a keepalive or a late ACK repeats an echo that is no
+                # round-trip sample any more
+                self._header2 is not None
+                and now - self._last_rx_at > self.config.ack_delay_s + 1e-9,
             )
         )
 
@@ -899,8 +912,10 @@ class Link:
             if keepalive < due:
                 due = keepalive
             sender = self._sender
-            if sender is not None and sender.rto_deadline is not None and sender.rto_deadline < due:
-                due = sender.rto_deadline
+            if sender is not None:
+                timer = sender.deadline
+                if timer is not None and timer < due:
+                    due = timer
             if self._ack_due is not None and self._ack_due < due:
                 due = self._ack_due
             if self._hello_due is not None and self._hello_due < due:
@@ -991,4 +1006,5 @@ class Link:
             bandwidth_bytes_per_s=sender.bandwidth if sender else None,
             segment_bytes=sender.segment_bytes if sender else None,
             cwnd_bytes=sender.cwnd if sender else None,
+            tail_probes=s.tail_probes,
         )

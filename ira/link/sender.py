@@ -7,6 +7,8 @@ Segments are cut from those streams *when they are first sent*, control first,
 and numbered in one link-wide byte sequence space (like TCP, so a lost segment
 can be cut again into smaller pieces when the line turns noisy: a big frame on
 a line that drops one byte in a hundred would otherwise never get through).
+In a session of version 2 a tail-loss probe (``ira.link.tailprobe``) resends the
+last segment of a burst about a round trip after it went unacknowledged.
 
 Acknowledgement is cumulative plus selective (SACK ranges).  Serial and USB
 links never reorder, so loss detection is RACK with a zero reordering window:
@@ -34,6 +36,7 @@ from dataclasses import dataclass, field
 from ira.link.config import LinkConfig
 from ira.link.events import Channel
 from ira.link.framing import encode_varint
+from ira.link.tailprobe import TailProbe
 
 #: a segment cut to the latency cap may run this share of it longer to end where a
 #: message ends (never past the loss-driven size or the peer's largest payload)
@@ -148,6 +151,8 @@ class SenderStatistics:
     bytes_retransmitted: int = 0
     payload_bytes_sent: int = 0
     timeouts: int = 0
+    #: tail-loss probes sent (version 2)
+    tail_probes: int = 0
 
 
 @dataclass(slots=True)
@@ -172,8 +177,11 @@ class Sender:
         peer_max_payload: int,
         peer_window_bytes: int,
         stats: SenderStatistics | None = None,
+        tail_probe: TailProbe | None = None,
     ) -> None:
         self._config = config
+        #: the tail-loss probe (version 2), None: the retransmission timer alone
+        self._probe = tail_probe
         self._max_payload = max(1, peer_max_payload)
         self._queues = {ch: _ChannelQueue() for ch in Channel}
         self._control = self._queues[Channel.CONTROL]
@@ -248,6 +256,16 @@ class Sender:
 
     def has_outstanding(self) -> bool:
         return bool(self._inflight)
+
+    @property
+    def deadline(self) -> float | None:
+        """When ``on_timeout`` is due: the retransmission timer or the probe timer."""
+        rto = self.rto_deadline
+        probe = self._probe
+        at = None if probe is None else probe.deadline
+        if at is None or (rto is not None and rto <= at):
+            return rto
+        return at
 
     # --- pacing ---------------------------------------------------------------
 
@@ -354,9 +372,22 @@ class Sender:
             self._inflight.append(seg)
             self._transmit(seg, now, retransmission=False)
             out.append(seg)
-        if out and self.rto_deadline is None:
-            self.rto_deadline = now + self.rto
+        if out:
+            if self.rto_deadline is None:
+                self.rto_deadline = now + self.rto
+            if self._probe is not None:
+                self._arm_probe(now)
         return out
+
+    def _arm_probe(self, now: float) -> None:
+        """Arm the probe timer for a tail: something in the pipe, nothing queued."""
+        probe = self._probe
+        assert probe is not None
+        pipe = self.pipe_bytes
+        if not pipe or self._control.queued_bytes or self._bulk.queued_bytes:
+            probe.deadline = None
+            return
+        probe.arm(now, self.srtt, self.rto_deadline)
 
     def _cut(self, q: _ChannelQueue, channel: Channel, size: int, finish: int) -> Segment:
         """Cut the next segment: it ends at the last message end within ``finish``
@@ -438,13 +469,20 @@ class Sender:
         echo: int | None,
         held: int | None,
         now: float,
+        *,
+        fresh: bool = True,
     ) -> None:
         """Apply an acknowledgement (absolute sequence numbers).
 
         ``right_edge`` is the peer's window edge, ``sacks`` its SACK ranges,
         ``echo`` the last transmission it received and ``held`` (ACK frames only)
-        the bitmap of the transmissions before it that it holds.
+        the bitmap of the transmissions before it that it holds; ``fresh`` False:
+        the echo is stale (version 2's STALE_ECHO), no round-trip sample.
         """
+        sample = echo if fresh else None
+        probe = self._probe
+        if probe is not None:
+            probe.heard(now)  # the peer is alive (retransmission timer: no backoff)
         snd_una = self.snd_una
         if ack > self.snd_nxt or ack < snd_una:
             ack = snd_una if ack < snd_una else self.snd_nxt
@@ -455,7 +493,7 @@ class Sender:
         while inflight and inflight[0].end <= ack:
             seg = inflight.popleft()
             if not seg.sacked:
-                self._delivered_seg(seg, now, echo)
+                self._delivered_seg(seg, now, sample)
             self._advance_channel(seg)
         if progressed:
             self.snd_una = ack
@@ -467,14 +505,17 @@ class Sender:
                     if start <= seg.seq and seg.end <= end:
                         seg.sacked = True
                         progressed = True
-                        self._delivered_seg(seg, now, echo)
+                        self._delivered_seg(seg, now, sample)
                         break
         if echo is not None and held is not None:
-            progressed = self._apply_held(echo, held, now) or progressed
+            progressed = self._apply_held(echo, held, now, sample) or progressed
         if progressed:
             self._backoff = 1
             self.rto = self._rto_value()
             self.rto_deadline = now + self.rto if self._inflight else None
+            if probe is not None:
+                probe.progressed()
+                self._arm_probe(now)
 
     def _delivered_seg(self, seg: Segment, now: float, echo: int | None) -> None:
         size = len(seg.payload)
@@ -508,7 +549,7 @@ class Sender:
             ends.popleft()
             self.stats.messages_acked += 1
 
-    def _apply_held(self, echo: int, held: int, now: float) -> bool:
+    def _apply_held(self, echo: int, held: int, now: float, sample: int | None) -> bool:
         """Links never reorder: the peer's ``held`` bitmap says, for each of the 64
         transmissions up to ``echo``, whether it arrived; an older one still not
         acknowledged did not.  Returns True when it showed new deliveries."""
@@ -521,7 +562,7 @@ class Sender:
                 continue  # sent after the peer's last reception
             if back < HELD_BITS and (held >> back) & 1:
                 seg.sacked = True  # held above a gap (beyond the SACK ranges it had room for)
-                self._delivered_seg(seg, now, echo)
+                self._delivered_seg(seg, now, sample)
                 progressed = True
             elif not seg.lost:
                 self._mark_lost(seg)
@@ -583,6 +624,15 @@ class Sender:
         or a peer that is gone: they resend the oldest segment alone, as a probe,
         with the timer backing off, and leave the segment size alone.
         """
+        probe = self._probe
+        if (
+            probe is not None
+            and probe.deadline is not None
+            and now >= probe.deadline
+            and (self.rto_deadline is None or now < self.rto_deadline)
+        ):
+            self._send_probe(probe)
+            return
         if self.rto_deadline is None or now < self.rto_deadline:
             return
         # a segment's timer runs from when the line could have carried it: behind
@@ -605,9 +655,22 @@ class Sender:
             self._mark_lost(seg)
         if first:
             self._on_loss(now)
-        self._backoff = min(self._backoff * 2, MAX_BACKOFF)
+        if probe is None or not probe.alive(now):
+            self._backoff = min(self._backoff * 2, MAX_BACKOFF)
         self.rto = self._rto_value()
         self.rto_deadline = now + self.rto if self._inflight else None
+        if probe is not None:
+            probe.progressed()  # a new round: its retransmissions may have their probe
+
+    def _send_probe(self, probe: TailProbe) -> None:
+        """The probe timer fired: the newest segment in flight goes again (RFC 8985 §7.3),
+        without halving the segment size or backing the timer off."""
+        probe.fired()
+        for seg in reversed(self._inflight):
+            if not seg.sacked and not seg.lost:
+                self._mark_lost(seg)
+                self.stats.tail_probes += 1
+                return
 
     def resend_all(self, now: float) -> None:
         """After a link outage: everything unacknowledged is resent."""
@@ -621,3 +684,5 @@ class Sender:
     def pause(self) -> None:
         """Link down: stop the retransmission timer (resend_all restarts it)."""
         self.rto_deadline = None
+        if self._probe is not None:
+            self._probe.deadline = None

@@ -123,6 +123,11 @@ class Feature(enum.IntFlag):
 
 #: ACK flag: the sender asks for an immediate ACK (keepalive probe)
 ACK_FLAG_PROBE = 0x01
+#: ACK flag (version 2): ``echo`` is stale (its frame arrived longer than the ack
+#: delay before this ACK was sent): no round-trip sample may be taken from it
+ACK_FLAG_STALE_ECHO = 0x02
+#: every ACK flag
+ACK_FLAGS = ACK_FLAG_PROBE | ACK_FLAG_STALE_ECHO
 #: DATA flags: the low two bits carry the channel
 DATA_CHANNEL_MASK = 0x03
 
@@ -176,8 +181,11 @@ SackBlock = cs.Struct(
 )
 
 AckBody = cs.Struct(
-    "flags" / cs.Int8ul * "bit 0: PROBE (answer with an ACK at once); other bits 0",
-    cs.Check(cs.this.flags <= ACK_FLAG_PROBE),
+    "flags"
+    / cs.Int8ul
+    * "bit 0: PROBE (answer with an ACK at once); bit 1: STALE_ECHO (version 2: take no "
+    "round-trip sample from `echo`); other bits 0",
+    cs.Check(cs.this.flags <= ACK_FLAGS),
     "tag" / cs.Int16ul * "as in DATA",
     "ack" / cs.Int32ul * "cumulative ack",
     "window" / cs.Int16ul * "receive window above `ack`, in units of WINDOW_UNIT_BYTES",
@@ -282,6 +290,8 @@ class Ack(NamedTuple):
     echo: int
     held: int
     blocks: tuple[tuple[int, int], ...]
+    #: version 2: the echo is no round-trip sample (ACK_FLAG_STALE_ECHO)
+    stale_echo: bool = False
 
 
 LinkFrame = Hello | Data | Ack | HelloRefused | Data2
@@ -369,7 +379,7 @@ def encode_data(d: Data) -> bytes:
 def encode_ack(a: Ack) -> bytes:
     if len(a.blocks) > MAX_SACK_BLOCKS:
         raise ValueError(f"at most {MAX_SACK_BLOCKS} SACK blocks")
-    flags = ACK_FLAG_PROBE if a.probe else 0
+    flags = (ACK_FLAG_PROBE if a.probe else 0) | (ACK_FLAG_STALE_ECHO if a.stale_echo else 0)
     parts = [_ACK.pack(FrameType.ACK, flags, a.tag, a.ack, a.window, a.echo, a.held, len(a.blocks))]
     parts.extend(_SACK.pack(s, e) for s, e in a.blocks)
     return seal(b"".join(parts))
@@ -424,14 +434,23 @@ def decode_body(body: memoryview | bytes) -> LinkFrame:
             return decode_data2(body)
         if kind == FrameType.ACK:
             _, flags, tag, ack, window, echo, held, count = _ACK.unpack_from(body)
-            if flags & ~ACK_FLAG_PROBE:
+            if flags & ~ACK_FLAGS:
                 raise RemoteProtocolError(f"ACK frame with unknown flags {flags:#x}")
             if count > MAX_SACK_BLOCKS or n != _ACK.size + count * _SACK.size:
                 raise RemoteProtocolError(f"ACK frame of {n} bytes with {count} SACK blocks")
             blocks = tuple(
                 _SACK.unpack_from(body, _ACK.size + i * _SACK.size) for i in range(count)
             )
-            return Ack(bool(flags), tag, ack, window, echo, held, blocks)
+            return Ack(
+                bool(flags & ACK_FLAG_PROBE),
+                tag,
+                ack,
+                window,
+                echo,
+                held,
+                blocks,
+                bool(flags & ACK_FLAG_STALE_ECHO),
+            )
         if kind in (FrameType.HELLO, FrameType.HELLO_ACK):
             if n != _HELLO.size:
                 raise RemoteProtocolError(f"HELLO frame of {n} bytes, expected {_HELLO.size}")

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from ira.errors import RemoteProtocolError
 from ira.wire.link import (
     ACK_FLAG_PROBE,
+    ACK_FLAG_STALE_ECHO,
     CRC_BYTES,
     MAGIC,
     MAX_SACK_BLOCKS,
@@ -36,6 +37,7 @@ from ira.wire.link import (
     encode,
     seal,
 )
+from ira.wire.link2 import DATA2_MAX_WINDOW, Data2
 
 #: every test here runs under `make fuzz` (-m fuzz); some scale with IRA_FUZZ_EXAMPLES
 pytestmark = pytest.mark.fuzz
@@ -65,6 +67,7 @@ datas = st.builds(
 acks = st.builds(
     Ack,
     probe=st.booleans(),
+    stale_echo=st.booleans(),
     blocks=st.lists(st.tuples(u32, u32), max_size=MAX_SACK_BLOCKS).map(tuple),
     **_uints(AckBody, {"flags", "count", "blocks"}),
 )
@@ -76,7 +79,26 @@ refusals = st.builds(
     peer_epoch=st.integers(0, (1 << 64) - 1),
     reason=st.sampled_from([int(r) for r in Refusal]),
 )
-frames = st.one_of(hellos, datas, acks, refusals)
+
+
+@st.composite
+def data2s(draw: st.DrawFn) -> Data2:
+    seq_bytes, ack_bytes = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    return Data2(
+        channel=draw(st.integers(0, 3)),
+        tag=draw(st.integers(0, 0xFFFF)),
+        seq=draw(st.integers(0, (1 << (8 * seq_bytes)) - 1)),
+        seq_bytes=seq_bytes,
+        ack=draw(st.integers(0, (1 << (8 * ack_bytes)) - 1)),
+        ack_bytes=ack_bytes,
+        window=draw(st.none() | st.integers(0, DATA2_MAX_WINDOW)),
+        tx=draw(st.integers(0, 0xFFFF)),
+        echo=draw(st.none() | st.integers(0, 0xFFFF)),
+        payload=draw(st.binary(max_size=300)),
+    )
+
+
+frames = st.one_of(hellos, datas, acks, refusals, data2s())
 
 
 # --- the mapping between decoded frames and the schema's containers ----------------------------
@@ -99,11 +121,19 @@ def to_schema(frame: LinkFrame) -> dict[str, Any]:
         case Ack():
             kind = FrameType.ACK
             flags = ACK_FLAG_PROBE if fields.pop("probe") else 0
+            flags |= ACK_FLAG_STALE_ECHO if fields.pop("stale_echo") else 0
             blocks = [{"start": s, "end": e} for s, e in fields.pop("blocks")]
             body = {"flags": flags, **fields, "blocks": blocks}
         case HelloRefused():
             kind = FrameType.HELLO_REFUSED
             body = {"magic": MAGIC, **fields}
+        case Data2():
+            kind = FrameType.DATA2
+            flags = fields.pop("channel") | (fields.pop("seq_bytes") - 1) << 2
+            flags |= (fields.pop("ack_bytes") - 1) << 4
+            flags |= 0x40 if frame.window is not None else 0
+            flags |= 0x80 if frame.echo is not None else 0
+            body = {"flags": flags, **fields}
     return {"type": kind, "body": body}
 
 
@@ -119,9 +149,23 @@ def from_schema(parsed: Any) -> LinkFrame:
     if kind is FrameType.HELLO_REFUSED:
         del body["magic"]
         return HelloRefused(**body)
+    if kind is FrameType.DATA2:
+        flags = body.pop("flags")
+        return Data2(
+            channel=flags & 3,
+            seq_bytes=(flags >> 2 & 3) + 1,
+            ack_bytes=(flags >> 4 & 3) + 1,
+            **body,
+        )
     del body["count"]
     blocks = tuple((b.start, b.end) for b in body.pop("blocks"))
-    return Ack(probe=bool(body.pop("flags")), blocks=blocks, **body)
+    flags = body.pop("flags")
+    return Ack(
+        probe=bool(flags & ACK_FLAG_PROBE),
+        stale_echo=bool(flags & ACK_FLAG_STALE_ECHO),
+        blocks=blocks,
+        **body,
+    )
 
 
 COMPILED_BODY = FrameBody.compile()
@@ -373,7 +417,7 @@ def _with(name: str, offset: int, value: int, extra: bytes = b"") -> bytes:
     ("name", "offset", "value", "extra"),
     [
         ("DATA", 1, 0x80, b""),
-        ("ACK", 1, 0x02, b""),
+        ("ACK", 1, 0x04, b""),
         ("ACK", ACK_COUNT_AT, MAX_SACK_BLOCKS + 1, bytes(8 * (MAX_SACK_BLOCKS + 1))),
         ("HELLO", 0, FrameType.HELLO, b"trailing"),
         ("HELLO_REFUSED", 23, 0, b""),
@@ -542,7 +586,7 @@ def test_data_with_unknown_flags(flags: int) -> None:
         decode(seal(bytes(body)))
 
 
-@pytest.mark.parametrize("flags", [0x02, 0x80, 0xFF])
+@pytest.mark.parametrize("flags", [0x04, 0x80, 0xFF])
 def test_ack_with_unknown_flags(flags: int) -> None:
     body = bytearray(_body("ACK"))
     body[1] = flags

@@ -1,0 +1,86 @@
+"""The tail-loss probe of link protocol version 2 (sans-I/O; RFC 8985 §7 is the model).
+
+Theory of operation
+-------------------
+Loss is found from later frames: the peer's ``held`` bitmap and SACK ranges show
+a gap as soon as a frame sent after the lost one arrives.  The last frames of a
+burst have no later frame — a lone DEVCALL, the reply to a ping — so before
+this their loss was left to the retransmission timer, which waits at least
+twice the smoothed RTT plus the line time of what is in flight, and doubles
+with every further timeout.
+
+A *probe timer* (PTO) covers that tail.  It is armed when nothing is queued
+behind what is in flight (the tail of a burst; a bulk flow keeps finding its
+losses from later frames and does not arm it), at
+
+    PTO = 2 * SRTT + the peer's ack delay
+
+(RFC 8985 §7.2: 2·SRTT, plus the delayed-ACK allowance when one segment is in
+flight; the allowance always, as a tail is usually one segment).  No line-time
+allowance, unlike the retransmission timer's: a tail is short, its round trip
+is in SRTT, and the delivery rate a sparse flow measures is far below the line's.
+
+When it fires before any acknowledgement, the newest segment in flight
+is sent again — the probe — without halving the segment size or backing the
+timer off: one lost frame costs about a round trip, and the peer's answer to
+the probe (its ``held`` bitmap) shows any other loss at once.  One probe per
+round: then the retransmission timer, after which the probe is armed again.
+
+The retransmission timer also backs off only when the peer went silent: a
+frame of the session heard within ``alive_s`` (two of the peer's keepalive
+intervals) shows that the line and the peer are alive and the losses are
+noise, which more waiting does not cure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: the probe timer never fires sooner than this after the last transmission
+MIN_PTO_S = 0.01
+
+
+@dataclass(slots=True)
+class TailProbe:
+    """One session's probe timer (see the module docstring)."""
+
+    #: the peer's largest ack delay: what a lone segment's ACK may wait at the peer
+    peer_ack_delay_s: float
+    #: the peer counts as alive this long after its last frame (no timer backoff)
+    alive_s: float
+    #: when the probe fires (None: not armed)
+    deadline: float | None = None
+    #: a probe went in this episode (cleared by progress)
+    probed: bool = False
+    #: when the last frame of the session arrived
+    heard_at: float = 0.0
+    #: probes sent
+    probes: int = 0
+
+    def arm(self, now: float, srtt: float | None, rto_deadline: float | None) -> None:
+        """(Re)arm after a transmission or progress: the pipe holds a tail with
+        nothing queued behind it."""
+        if self.probed or srtt is None:
+            self.deadline = None
+            return
+        pto = 2 * srtt + self.peer_ack_delay_s
+        at = now + (pto if pto > MIN_PTO_S else MIN_PTO_S)
+        # the retransmission timer firing first makes the probe needless
+        self.deadline = at if rto_deadline is None or at < rto_deadline else None
+
+    def heard(self, now: float) -> None:
+        self.heard_at = now
+
+    def alive(self, now: float) -> bool:
+        """The peer was heard recently: a timeout is noise, not silence (no backoff)."""
+        return now - self.heard_at <= self.alive_s
+
+    def progressed(self) -> None:
+        """An acknowledgement made progress, or the retransmission timer fired: a new
+        round, which may have its probe."""
+        self.probed = False
+
+    def fired(self) -> None:
+        self.deadline = None
+        self.probed = True
+        self.probes += 1
