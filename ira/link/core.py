@@ -419,7 +419,12 @@ class Link:
                 self._on_refused(frame)
                 continue
             sender, receiver = self._sender, self._receiver
-            if frame.tag != self._tag or sender is None or receiver is None:
+            if (
+                frame.tag != self._tag
+                or sender is None
+                or receiver is None
+                or (type(frame) is Data2 and self._header2 is None)  # not of this session
+            ):
                 c.stale += 1
                 continue
             self._heard(now)

@@ -59,6 +59,10 @@ CWND_FLOOR_BYTES = 2048
 #: the bandwidth and minimum-RTT filters forget samples older than about this
 BW_WINDOW_S = 1.0
 MIN_RTT_WINDOW_S = 10.0
+#: the probe timer covers a tail of at most this many bytes in flight (a lone DEVCALL,
+#: a reply): a bulk flow's big frames finish their line time after 2 SRTT of small
+#: ones, and a probe that resends one of those spuriously costs more than it saves
+TAIL_PROBE_MAX_BYTES = 256
 #: the one-byte length prefixes of messages shorter than 128 bytes
 _SMALL_PREFIX = [bytes((n,)) for n in range(0x80)]
 
@@ -198,6 +202,8 @@ class Sender:
         self.rttvar = 0.0
         self.rto = config.rto_initial_s
         self._backoff = 1
+        #: retransmission timeouts since the last progress
+        self._timeouts_in_a_row = 0
         self.rto_deadline: float | None = None
         self._tx_counter = 0
         #: moving share of transmissions the line spoiled (from the held bitmaps)
@@ -380,14 +386,19 @@ class Sender:
         return out
 
     def _arm_probe(self, now: float) -> None:
-        """Arm the probe timer for a tail: something in the pipe, nothing queued."""
+        """Arm the probe timer for a tail: a few bytes in the pipe, nothing queued."""
         probe = self._probe
         assert probe is not None
         pipe = self.pipe_bytes
-        if not pipe or self._control.queued_bytes or self._bulk.queued_bytes:
+        if (
+            not pipe
+            or pipe > TAIL_PROBE_MAX_BYTES
+            or self._control.queued_bytes
+            or self._bulk.queued_bytes
+        ):
             probe.deadline = None
             return
-        probe.arm(now, self.srtt, self.rto_deadline)
+        probe.arm(now, self.srtt, self.rttvar, self.rto_deadline)
 
     def _cut(self, q: _ChannelQueue, channel: Channel, size: int, finish: int) -> Segment:
         """Cut the next segment: it ends at the last message end within ``finish``
@@ -511,6 +522,7 @@ class Sender:
             progressed = self._apply_held(echo, held, now, sample) or progressed
         if progressed:
             self._backoff = 1
+            self._timeouts_in_a_row = 0
             self.rto = self._rto_value()
             self.rto_deadline = now + self.rto if self._inflight else None
             if probe is not None:
@@ -650,12 +662,13 @@ class Sender:
             self.rto_deadline = min((at for at, _ in due), default=None)
             return
         self.stats.timeouts += 1
-        first = self._backoff == 1
+        first = self._timeouts_in_a_row == 0
+        self._timeouts_in_a_row += 1
         for seg in expired if first else expired[:1]:
             self._mark_lost(seg)
         if first:
             self._on_loss(now)
-        if probe is None or not probe.alive(now):
+        if probe is None or not probe.noise(now, self._loss_share):
             self._backoff = min(self._backoff * 2, MAX_BACKOFF)
         self.rto = self._rto_value()
         self.rto_deadline = now + self.rto if self._inflight else None

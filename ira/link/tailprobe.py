@@ -10,13 +10,18 @@ twice the smoothed RTT plus the line time of what is in flight, and doubles
 with every further timeout.
 
 A *probe timer* (PTO) covers that tail.  It is armed when nothing is queued
-behind what is in flight (the tail of a burst; a bulk flow keeps finding its
-losses from later frames and does not arm it), at
+behind what is in flight and that is a few bytes (``TAIL_PROBE_MAX_BYTES`` in
+``ira.link.sender``: a lone small segment; a bulk flow keeps finding its losses
+from later frames, and its big frames take longer on the line than the round
+trip of small ones), at
 
-    PTO = 2 * SRTT + the peer's ack delay
+    PTO = max(2 * SRTT, SRTT + 4 * RTTVAR) + the peer's ack delay
 
 (RFC 8985 §7.2: 2·SRTT, plus the delayed-ACK allowance when one segment is in
-flight; the allowance always, as a tail is usually one segment).  No line-time
+flight; the allowance always, as a tail is usually one segment; and the RTO's
+variance term, because an ACK that queues behind a bulk flow the other way
+varies by the line time of that queue, and a probe sent before it arrives is
+a duplicate).  No line-time
 allowance, unlike the retransmission timer's: a tail is short, its round trip
 is in SRTT, and the delivery rate a sparse flow measures is far below the line's.
 
@@ -26,10 +31,13 @@ timer off: one lost frame costs about a round trip, and the peer's answer to
 the probe (its ``held`` bitmap) shows any other loss at once.  One probe per
 round: then the retransmission timer, after which the probe is armed again.
 
-The retransmission timer also backs off only when the peer went silent: a
-frame of the session heard within ``alive_s`` (two of the peer's keepalive
-intervals) shows that the line and the peer are alive and the losses are
-noise, which more waiting does not cure.
+On a noisy line the retransmission timer also backs off only when the peer
+went silent: a frame of the session heard within ``alive_s`` (two of the
+peer's keepalive intervals) while the ``held`` bitmaps show the line losing
+frames (``NOISY_LOSS_SHARE``) means the losses are noise, which more waiting
+does not cure.  On a clean line a timeout is more likely an ACK queued behind
+bulk data, and the backoff stays.  (What a timeout resends is as
+before: everything overdue the first time, the oldest segment alone after.)
 """
 
 from __future__ import annotations
@@ -38,6 +46,8 @@ from dataclasses import dataclass
 
 #: the probe timer never fires sooner than this after the last transmission
 MIN_PTO_S = 0.01
+#: the share of transmissions lost (from the held bitmaps) above which a line is noisy
+NOISY_LOSS_SHARE = 0.05
 
 
 @dataclass(slots=True)
@@ -57,13 +67,16 @@ class TailProbe:
     #: probes sent
     probes: int = 0
 
-    def arm(self, now: float, srtt: float | None, rto_deadline: float | None) -> None:
+    def arm(
+        self, now: float, srtt: float | None, rttvar: float, rto_deadline: float | None
+    ) -> None:
         """(Re)arm after a transmission or progress: the pipe holds a tail with
         nothing queued behind it."""
         if self.probed or srtt is None:
             self.deadline = None
             return
-        pto = 2 * srtt + self.peer_ack_delay_s
+        spread = 4 * rttvar
+        pto = (srtt + spread if spread > srtt else 2 * srtt) + self.peer_ack_delay_s
         at = now + (pto if pto > MIN_PTO_S else MIN_PTO_S)
         # the retransmission timer firing first makes the probe needless
         self.deadline = at if rto_deadline is None or at < rto_deadline else None
@@ -71,9 +84,10 @@ class TailProbe:
     def heard(self, now: float) -> None:
         self.heard_at = now
 
-    def alive(self, now: float) -> bool:
-        """The peer was heard recently: a timeout is noise, not silence (no backoff)."""
-        return now - self.heard_at <= self.alive_s
+    def noise(self, now: float, loss_share: float) -> bool:
+        """The peer was heard recently on a line that loses frames: a timeout is
+        noise, not silence or a queue (no backoff)."""
+        return loss_share >= NOISY_LOSS_SHARE and now - self.heard_at <= self.alive_s
 
     def progressed(self) -> None:
         """An acknowledgement made progress, or the retransmission timer fired: a new
