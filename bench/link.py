@@ -10,7 +10,15 @@
 * the link core alone (``sans_io_round_trip_s``): one 64-byte round trip between
   two ``Link`` cores in one thread, bytes handed over directly (best of five
   runs), also as a share of the raw ping-pong — what the protocol work costs,
-  apart from threads, the runtime and the pty.
+  apart from threads, the runtime and the pty;
+* link protocol version 2 against version 1 (``IRA_LINK_VERSION_MAX``), alternating:
+  efficiency at 115200 baud of each and their ratio (``v2_over_v1_efficiency_115200``);
+  the framing bytes per DATA frame (header, CRC, COBS and delimiter, payload excluded)
+  of a bulk transfer with small answers, two cores over a simulated 115200-baud line
+  (deterministic); and ``ira ping`` (``ira board serve`` and ``ira ping`` as
+  processes) over the null-modem at 115200 baud with ``--ber 1e-4 --drop 0.01``:
+  p50, p99 and longest of 100 calls of 64 bytes (``noisy_ping_*``; the issue's
+  target: p99 <= 0.3 s, none over 1 s).
 
 Fairness: the baseline and the link run the same amount of harness code.  The raw
 writer sends one random 64 KiB chunk over and over and the reader counts bytes; the
@@ -22,7 +30,8 @@ link's also once its session is up).  The two kinds of run alternate, and so do
 blocks of raw and link pings, so that both see the same machine: latency on a shared
 machine drifts 2-3x within minutes.
 
-Usage: ``python bench/link.py [--json] [--quick]``
+Usage: ``python bench/link.py [--json] [--quick] [--versions]`` (``--versions``: only
+the version 2 against version 1 figures)
 """
 
 from __future__ import annotations
@@ -32,21 +41,30 @@ import contextlib
 import json
 import os
 import random
+import re
+import shutil
 import statistics
 import struct
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from types import TracebackType
 
 from ira import native
-from ira.link.config import LinkConfig
+from ira.link.config import VERSION_MAX_ENV, LinkConfig
 from ira.link.core import Link
-from ira.link.events import Channel, LinkEvent, MessageReceived
+from ira.link.events import Channel, LinkEvent, MessageReceived, SessionStarted
+from ira.link.framing import StreamDeframer, encode_frames
+from ira.link.simulate import LineFaults, LinkPair
 from ira.runtime.link import LinkRuntime
 from ira.tools.linktest import measure
 from ira.tools.nullmodem import NullModem, NullModemConfig
 from ira.transports.base import Transport
 from ira.transports.serial import open_serial
+from ira.wire.link import Data, check_crc, decode_body
+from ira.wire.link2 import Data2
 
 #: bytes of one raw write and of one link message in the throughput runs
 CHUNK_BYTES = 65536
@@ -302,12 +320,128 @@ def goodput(baud: int | None, total: int, size: int) -> float:
     return value
 
 
+@contextlib.contextmanager
+def link_version(version: int) -> Iterator[None]:
+    """Links made meanwhile (in this process and its children) offer at most ``version``."""
+    before = os.environ.get(VERSION_MAX_ENV)
+    os.environ[VERSION_MAX_ENV] = str(version)
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[VERSION_MAX_ENV]
+        else:
+            os.environ[VERSION_MAX_ENV] = before
+
+
+def framing_bytes_per_frame(version: int) -> float:
+    """Bytes a DATA (DATA2) frame adds to its payload on a byte stream (header, CRC,
+    COBS, delimiter): 100 messages of 1,500 bytes one way, 60-byte answers to every
+    second one the other way, two cores over a simulated 115200-baud line."""
+    config = LinkConfig(version_max=version)
+    a = Link(config, rng=random.Random(1), now=0.0)
+    b = Link(config, rng=random.Random(2), now=0.0)
+    pair = LinkPair(a, b, LineFaults(latency_s=0.001, bytes_per_s=11520.0), random.Random(0))
+    deframer, costs = StreamDeframer(1 << 20), []
+    write = pair.ab.write
+
+    def tapped(data: bytes, now: float) -> None:
+        for raw in deframer.feed(data):
+            frame = decode_body(check_crc(raw))
+            if isinstance(frame, Data | Data2):
+                costs.append(len(encode_frames([raw])) - 1 - len(frame.payload))
+        write(data, now)
+
+    pair.ab.write = tapped  # type: ignore[method-assign]
+    for i in range(100):
+        a.send_message(bytes(1500), Channel.BULK)
+        if i % 2:
+            b.send_message(bytes(60), Channel.BULK)
+    pair.run_until(
+        lambda: sum(isinstance(e, MessageReceived) for e in pair.events_b) == 100, timeout_s=60
+    )
+    assert [e.version for e in pair.events_a if isinstance(e, SessionStarted)] == [version]
+    # (encode_frames opens a burst with a delimiter too: one per frame is counted)
+    return statistics.mean(costs)
+
+
+def noisy_ping(version: int, count: int, seed: int) -> list[float]:
+    """Seconds of each of ``count`` ``ira ping`` calls of 64 bytes at 115200 baud with
+    ``--ber 1e-4 --drop 0.01``, board and ping as processes."""
+    ira = shutil.which("ira") or os.path.join(os.path.dirname(sys.executable), "ira")
+    config = NullModemConfig(baud=115200, ber=1e-4, drop=0.01, seed=seed)
+    with link_version(version), NullModem(config) as nm:
+        board = subprocess.Popen(
+            [ira, "board", "serve", nm.path_a],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            assert board.stdout is not None
+            for line in board.stdout:
+                if "serving on" in line:
+                    break
+            argv = [ira, "ping", nm.path_b, "-c", str(count), "-i", "0", "-s", "64", "-W", "10"]
+            # the registration over that line may take longer than ping's 5 s: retry
+            for _ in range(3):
+                done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+                if done.returncode == 0:
+                    break
+        finally:
+            board.terminate()
+            board.wait(10)
+    times = [float(t) / 1000 for t in re.findall(r"time=([\d.]+) ms", done.stdout)]
+    if len(times) != count:
+        raise SystemExit(f"benchmark: ira ping answered {len(times)} of {count}: {done.stderr}")
+    return times
+
+
+def _tail(times: list[float]) -> dict[str, float]:
+    ordered = sorted(times)
+    n = len(ordered)
+    return {
+        "p50_s": ordered[n // 2],
+        "p99_s": ordered[-(-n * 99 // 100) - 1],  # nearest rank
+        "max_s": ordered[-1],
+        "over_1s": float(sum(t > 1.0 for t in ordered)),
+    }
+
+
+def versions(q: int) -> dict[str, float]:
+    """Version 2 against version 1 in the same run (see the module docstring)."""
+    results: dict[str, float] = {}
+    line = 11520.0
+    eff: dict[int, list[float]] = {1: [], 2: []}
+    for _ in range(2):
+        for version in (1, 2):
+            with link_version(version):
+                eff[version].append(goodput(115200, int(line * 10 / q), 1500) / line)
+    for version in (1, 2):
+        results[f"efficiency_115200_v{version}"] = statistics.median(eff[version])
+        results[f"framing_bytes_per_data_frame_v{version}"] = framing_bytes_per_frame(version)
+    results["v2_over_v1_efficiency_115200"] = (
+        results["efficiency_115200_v2"] / results["efficiency_115200_v1"]
+    )
+    for version in (1, 2):
+        for name, value in _tail(noisy_ping(version, 100, seed=7)).items():
+            results[f"noisy_ping_{name}_v{version}"] = value
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--quick", action="store_true", help="smaller transfers")
+    parser.add_argument(
+        "--versions", action="store_true", help="only link version 2 against version 1"
+    )
     args = parser.parse_args()
     q = 4 if args.quick else 1
+    if args.versions:
+        figures = versions(q)
+        print(json.dumps({**figures, "build": native.status()}, sort_keys=True))
+        return
     results: dict[str, float] = {}
     for baud, seconds in ((115200, 20), (921600, 10)):
         line = baud / 10
@@ -322,6 +456,7 @@ def main() -> None:
     results["latency_ratio"] = link_rtt / raw_rtt
     results["sans_io_round_trip_s"] = core = sans_io_round_trip(10_000 // q)
     results["sans_io_share_of_raw_ping"] = core / raw_rtt
+    results.update(versions(q))
     if args.json:
         # which build of the hot modules ran: compiled or pure Python (ira.native)
         print(json.dumps({**results, "build": native.status()}, sort_keys=True))
@@ -341,6 +476,8 @@ def main() -> None:
         f"link cores alone, per 64-byte round trip: {core * 1e6:.1f} us "
         f"= {results['sans_io_share_of_raw_ping']:.2f} of a raw ping-pong"
     )
+    for name in sorted(k for k in results if k.endswith(("_v1", "_v2")) or "v2_over" in k):
+        print(f"{name}: {results[name]:.3f}")
 
 
 if __name__ == "__main__":
