@@ -268,8 +268,8 @@ class Link:
         self.version = 0
         #: version 2's books for lean DATA2 headers (None in a version-1 session)
         self._header2: Header2 | None = None
-        #: when the DATA frame of ``_last_rx_tx`` arrived, and whether a frame echoed it
-        self._last_rx_at = 0.0
+        #: a frame of ours already echoed ``_last_rx_tx`` (version 2: a DATA2 frame
+        #: echoes it once, an ACK that repeats it marks it stale)
         self._echo_sent = True
         self.features = 0
         self._deframer = None if cfg.packet else StreamDeframer(cfg.max_frame_bytes)
@@ -491,7 +491,6 @@ class Link:
         self, seq: int, channel: int, tx: int, payload: bytes, receiver: Receiver, now: float
     ) -> None:
         """A DATA or DATA2 frame's segment, at its whole sequence number."""
-        self._last_rx_at = now
         self._echo_sent = False
         if channel > _MAX_CHANNEL:
             # acknowledged and discarded, so that it cannot block the sequence space
@@ -783,7 +782,7 @@ class Link:
                         self._unacked_segments = 0
             ack_now = self._ack_now or (self._ack_due is not None and now >= self._ack_due)
             if ack_now or (idle and not frames):
-                frames.append(self._ack_frame(receiver, now, probe=self.state is LinkState.DOWN))
+                frames.append(self._ack_frame(receiver, probe=self.state is LinkState.DOWN))
                 self._ack_due = None
                 self._ack_now = False
                 self._unacked_segments = 0
@@ -833,9 +832,10 @@ class Link:
             edge = books.edge_known
         echo: int | None = None
         if not self._echo_sent and self._rx_seen:
+            # the first echo of that frame: a round-trip sample that includes how
+            # long its acknowledgement waited here (what the peer's timers must allow)
             self._echo_sent = True
-            if now - self._last_rx_at <= self.config.ack_delay_s:
-                echo = self._last_rx_tx  # fresh: an honest round-trip sample
+            echo = self._last_rx_tx
         tag, auth = self._tag, self._auth is not None
         lowest = sender.snd_una
         for seg in segments:
@@ -884,11 +884,15 @@ class Link:
         self._advertised_edge = receiver.rcv_nxt + units * WINDOW_UNIT_BYTES
         return units
 
-    def _ack_frame(self, receiver: Receiver, now: float, *, probe: bool) -> bytes:
+    def _ack_frame(self, receiver: Receiver, *, probe: bool) -> bytes:
         # the held bitmap already tells the sender what arrived; SACK ranges add what
         # it cannot (older than 64 transmissions): two are enough, and every byte of
         # an ACK is one more chance for a noisy line to spoil it
         blocks = receiver.sack_blocks(ACK_SACK_BLOCKS) if self.features & 1 else []
+        # version 2: an ACK that repeats an echo a frame of ours already carried (a
+        # keepalive, an ACK resent) is no round-trip sample: its ACK went earlier
+        stale = self._header2 is not None and self._echo_sent
+        self._echo_sent = True
         return encode_ack(
             Ack(
                 probe,
@@ -898,10 +902,7 @@ class Link:
                 self._last_rx_tx,
                 self._held,
                 tuple((s & 0xFFFFFFFF, e & 0xFFFFFFFF) for s, e in blocks),
-                # version 2: a keepalive or a late ACK repeats an echo that is no
-                # round-trip sample any more
-                self._header2 is not None
-                and now - self._last_rx_at > self.config.ack_delay_s + 1e-9,
+                stale,
             )
         )
 

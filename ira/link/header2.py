@@ -18,8 +18,9 @@ that, one per session:
   The peer takes the largest edge it heard, so an edge left out only leaves
   its window a little smaller, never wrong; a window that opens by a quarter
   goes at once in an ACK frame, as in version 1.
-* ``echo``: only when the echoed frame arrived within the ack delay, so every
-  echo the peer reads is an honest round-trip sample.
+* ``echo``: only in the first of our frames that echoes a received frame; a
+  repeated echo is no round-trip sample (the core keeps that flag, as it
+  marks an ACK frame that repeats one ``STALE_ECHO``).
 
 Links never reorder frames, which is what makes "the peer holds at least what
 it echoed" and "the peer expects no more than we sent" true.

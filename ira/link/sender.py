@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from ira.link.config import LinkConfig
 from ira.link.events import Channel
 from ira.link.framing import encode_varint
-from ira.link.tailprobe import TailProbe
+from ira.link.tailprobe import NOISY_LOSS_SHARE, TailProbe
 
 #: a segment cut to the latency cap may run this share of it longer to end where a
 #: message ends (never past the loss-driven size or the peer's largest payload)
@@ -386,13 +386,15 @@ class Sender:
         return out
 
     def _arm_probe(self, now: float) -> None:
-        """Arm the probe timer for a tail: a few bytes in the pipe, nothing queued."""
+        """Arm the probe timer for a tail on a noisy line: a few bytes in the pipe,
+        nothing queued."""
         probe = self._probe
         assert probe is not None
         pipe = self.pipe_bytes
         if (
             not pipe
             or pipe > TAIL_PROBE_MAX_BYTES
+            or self._loss_share < NOISY_LOSS_SHARE
             or self._control.queued_bytes
             or self._bulk.queued_bytes
         ):

@@ -9,7 +9,10 @@ this their loss was left to the retransmission timer, which waits at least
 twice the smoothed RTT plus the line time of what is in flight, and doubles
 with every further timeout.
 
-A *probe timer* (PTO) covers that tail.  It is armed when nothing is queued
+A *probe timer* (PTO) covers that tail on a line that loses frames (the
+``held`` bitmaps show ``NOISY_LOSS_SHARE`` of transmissions lost; on a clean
+line a late ACK is far more likely queued behind a bulk flow the other way
+than lost, and a probe would be a duplicate).  It is armed when nothing is queued
 behind what is in flight and that is a few bytes (``TAIL_PROBE_MAX_BYTES`` in
 ``ira.link.sender``: a lone small segment; a bulk flow keeps finding its losses
 from later frames, and its big frames take longer on the line than the round

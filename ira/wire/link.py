@@ -123,8 +123,8 @@ class Feature(enum.IntFlag):
 
 #: ACK flag: the sender asks for an immediate ACK (keepalive probe)
 ACK_FLAG_PROBE = 0x01
-#: ACK flag (version 2): ``echo`` is stale (its frame arrived longer than the ack
-#: delay before this ACK was sent): no round-trip sample may be taken from it
+#: ACK flag (version 2): ``echo`` is stale (an earlier frame of the sender already
+#: carried it: a keepalive, a repeated ACK): no round-trip sample may be taken from it
 ACK_FLAG_STALE_ECHO = 0x02
 #: every ACK flag
 ACK_FLAGS = ACK_FLAG_PROBE | ACK_FLAG_STALE_ECHO

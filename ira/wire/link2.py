@@ -11,8 +11,8 @@ version 1.  DATA2 carries the same information as DATA, in fewer bytes:
   nearest its oldest unacknowledged byte), cannot be wrong;
 * ``window`` is a LEB128 varint and present only when the sender's window edge
   moved past what the peer is known to hold;
-* ``echo`` is present only when it is fresh (the echoed frame arrived no longer
-  than the receiver's ack delay ago), so every echo is an honest round-trip sample.
+* ``echo`` is present only in the first frame that echoes a DATA2 frame received:
+  a repeated echo is no round-trip sample, and the ack itself is in every frame.
 
 This module is self-contained (no import of ``ira.wire.link``, which imports it):
 the construct definition is the specification, the ``struct`` codec the hot path.
@@ -71,7 +71,7 @@ Data2Body = cs.Struct(
     "tx" / cs.Int16ul * "transmission number, as in DATA",
     "echo"
     / cs.If(cs.this.flags & DATA2_FLAG_ECHO, cs.Int16ul)
-    * "`tx` of the last DATA2 frame received, when it arrived within the sender's ack delay",
+    * "`tx` of the last DATA2 frame received, in the first frame of the sender that echoes it",
     "payload" / cs.GreedyBytes * "bytes of the channel's stream, as in DATA",
 )
 

@@ -240,6 +240,24 @@ def warmed_up(version: int) -> Pipe:
     return pipe
 
 
+def make_noisy(pipe: Pipe) -> None:
+    """Lose every second of 16 frames from A: the held bitmaps show a lossy line."""
+    lost = [0]
+
+    def lose(direction: str, frame: LinkFrame) -> bool:
+        if direction == "ab" and isinstance(frame, Data | Data2) and b"noise" in frame.payload:
+            lost[0] += 1
+            return lost[0] % 2 == 1
+        return False
+
+    pipe.lose = lose
+    for i in range(16):
+        pipe.a.send_message(b"noise %d" % i)
+        pipe.run_for(0.002)
+    pipe.run_for(0.5)
+    assert len([m for m in pipe.received("b") if m.startswith(b"noise")]) == 16
+
+
 def arrival_after_loss(pipe: Pipe, losses: int) -> tuple[float, list[float]]:
     """Send one message from A whose first ``losses`` transmissions are lost: seconds
     until B has it, and when each of its transmissions went (relative to the first)."""
@@ -257,8 +275,15 @@ def arrival_after_loss(pipe: Pipe, losses: int) -> tuple[float, list[float]]:
     return pipe.now - start, sends
 
 
-def test_a_lone_lost_frame_costs_about_a_round_trip_in_version_2() -> None:
+def test_a_lone_lost_frame_costs_about_a_round_trip_on_a_noisy_line_in_version_2() -> None:
     v1, v2 = warmed_up(1), warmed_up(2)
+    for pipe in (v1, v2):
+        make_noisy(pipe)
+    probes_before = v2.a.statistics().tail_probes
+    timeouts_before = (
+        v1.a.statistics().retransmission_timeouts,
+        v2.a.statistics().retransmission_timeouts,
+    )
     srtt = v2.a.statistics().srtt_s
     assert srtt is not None and srtt < 0.02
     took_v1, _ = arrival_after_loss(v1, 1)
@@ -266,15 +291,17 @@ def test_a_lone_lost_frame_costs_about_a_round_trip_in_version_2() -> None:
     s1, s2 = v1.a.statistics(), v2.a.statistics()
     # the probe: 2 SRTT and the peer's ack delay after the frame, then one way
     assert took_v2 <= 2 * srtt + v2.a.config.ack_delay_s + 0.005 + 0.002
-    assert (s2.tail_probes, s2.retransmission_timeouts) == (1, 0)
+    assert s2.tail_probes - probes_before == 1
+    assert s2.retransmission_timeouts == timeouts_before[1]
     # version 1 waits for the retransmission timer (at least rto_min_s)
     assert took_v1 >= v1.a.config.rto_min_s
-    assert (s1.tail_probes, s1.retransmission_timeouts) == (0, 1)
-    assert took_v2 < took_v1 * 0.6
+    assert s1.tail_probes == 0
+    assert s1.retransmission_timeouts == timeouts_before[0] + 1
+    assert took_v2 < took_v1
 
 
 def test_no_probe_fires_when_nothing_is_lost() -> None:
-    """The probe timer allows for the peer's delayed ACK: a clean line sends no probes."""
+    """A clean line sends no probes: a late ACK there is queued, not lost."""
     pipe = warmed_up(2)
     for i in range(50):
         pipe.a.send_message(b"one way %d" % i)
@@ -282,24 +309,6 @@ def test_no_probe_fires_when_nothing_is_lost() -> None:
     assert len(pipe.received("b")) == 60
     stats = pipe.a.statistics()
     assert (stats.tail_probes, stats.segments_retransmitted) == (0, 0)
-
-
-def make_noisy(pipe: Pipe) -> None:
-    """Lose every second of 16 frames from A: the held bitmaps show a lossy line."""
-    lost = [0]
-
-    def lose(direction: str, frame: LinkFrame) -> bool:
-        if direction == "ab" and isinstance(frame, Data | Data2) and b"noise" in frame.payload:
-            lost[0] += 1
-            return lost[0] % 2 == 1
-        return False
-
-    pipe.lose = lose
-    for i in range(16):
-        pipe.a.send_message(b"noise %d" % i)
-        pipe.run_for(0.002)
-    pipe.run_for(0.5)
-    assert len([m for m in pipe.received("b") if m.startswith(b"noise")]) == 16
 
 
 @pytest.mark.parametrize("noisy", [True, False])
