@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 from ira.errors import ConfigError
@@ -15,23 +14,24 @@ from ira.wire.link import (
     Feature,
 )
 
-#: the environment variable that lowers the highest link protocol version offered
-#: (``IRA_LINK_VERSION_MAX=1``: speak as a version-1 end, to compare or to interoperate)
+#: the environment variable that caps the link protocol version every link runtime of a
+#: process offers (``IRA_LINK_VERSION_MAX=1``: speak as a version-1 end, to compare or to
+#: interoperate; read by ``ira.runtime.link``, the cores do no I/O)
 VERSION_MAX_ENV = "IRA_LINK_VERSION_MAX"
 
 
-def version_max_from_env() -> int:
-    """The highest link protocol version to offer: ``IRA_LINK_VERSION_MAX`` or VERSION_MAX."""
-    text = os.environ.get(VERSION_MAX_ENV, "")
-    if not text:
-        return VERSION_MAX
+def parse_version_max(text: str) -> int:
+    """The value of ``IRA_LINK_VERSION_MAX``, checked; ConfigError names the fix."""
     try:
-        return int(text)
+        version = int(text)
     except ValueError:
+        version = 0
+    if not VERSION_MIN <= version <= VERSION_MAX:
         raise ConfigError(
             f"{VERSION_MAX_ENV}={text!r}: give a link protocol version, "
-            f"{VERSION_MIN}..{VERSION_MAX}"
-        ) from None
+            f"{VERSION_MIN}..{VERSION_MAX}, or unset it"
+        )
+    return version
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +68,9 @@ class LinkConfig:
     #: a pre-shared key: every frame is authenticated (``Feature.AUTH``, ira.link.auth)
     #: and a peer without it is refused; None: frames carry no MAC
     psk: bytes | None = field(default=None, repr=False)
-    #: the highest link protocol version offered in HELLO (VERSION_MIN..VERSION_MAX;
-    #: by default ``IRA_LINK_VERSION_MAX`` or VERSION_MAX)
-    version_max: int = field(default_factory=version_max_from_env)
+    #: the highest link protocol version offered in HELLO (VERSION_MIN..VERSION_MAX; a
+    #: link runtime caps it at ``IRA_LINK_VERSION_MAX`` when that is set)
+    version_max: int = VERSION_MAX
 
     def __post_init__(self) -> None:
         if not MIN_FRAME_BYTES <= self.max_frame_bytes <= 1 << 24:
@@ -99,8 +99,7 @@ class LinkConfig:
             )
         if not VERSION_MIN <= self.version_max <= VERSION_MAX:
             raise ConfigError(
-                f"version_max {self.version_max} out of range {VERSION_MIN}..{VERSION_MAX} "
-                f"(set {VERSION_MAX_ENV} to one of these, or unset it)"
+                f"version_max {self.version_max} out of range {VERSION_MIN}..{VERSION_MAX}"
             )
         if self.min_segment_bytes < 1:
             raise ConfigError("min_segment_bytes must be positive")

@@ -57,7 +57,7 @@ from types import TracebackType
 from typing import Generic, Protocol, TypeVar, cast
 
 from ira.errors import IraError, LinkClosed, PortGone, RemoteProtocolError, TransportError
-from ira.link.config import LinkConfig
+from ira.link.config import VERSION_MAX_ENV, LinkConfig, parse_version_max
 from ira.link.core import Link, LinkStatistics
 from ira.link.events import (
     AuthRefused,
@@ -247,7 +247,11 @@ class LinkRuntime:
         """``on_port_event``: told when the port goes, is waited for, or is back (on
         the thread that runs the cores); ``give_up_after_s``: stop with an error when
         the port stayed away this long (default: reopen forever); ``refusal_summary_s``:
-        at most one WARNING line about refused input this often (``RefusalSummary``)."""
+        at most one WARNING line about refused input this often (``RefusalSummary``).
+        ``IRA_LINK_VERSION_MAX`` in the environment caps the link protocol version
+        offered (checked before the port is opened)."""
+        cap_text = os.environ.get(VERSION_MAX_ENV, "")
+        version_cap = parse_version_max(cap_text) if cap_text else None
         now = time.monotonic()
         first: Transport | None
         waiting: PortGone | None = None
@@ -265,6 +269,8 @@ class LinkRuntime:
         # a port waited for from the start: its scheme says how frames travel
         packet = packet_scheme(self.name) if first is None else first.packet
         cfg = config or LinkConfig(packet=packet)
+        if version_cap is not None and version_cap < cfg.version_max:
+            cfg = dataclasses.replace(cfg, version_max=version_cap)
         if cfg.packet != packet and cfg.psk is not None:
             # a key (--psk-file, a profile's) says nothing of framing: the transport's
             cfg = dataclasses.replace(cfg, packet=packet)

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from ira.errors import RemoteProtocolError
-from ira.link.config import LinkConfig
+from ira.errors import ConfigError, RemoteProtocolError
+from ira.link.config import LinkConfig, parse_version_max
 from ira.link.core import Link
 from ira.link.events import Channel, LinkEvent, MessageReceived, SessionStarted
 from ira.link.framing import StreamDeframer
@@ -349,3 +349,15 @@ def test_a_keepalive_ack_marks_its_echo_stale_in_version_2() -> None:
         assert all(a.stale_echo for a in acks) == (version == 2)
         assert any(a.stale_echo for a in acks) == (version == 2)
         assert pipe.a.statistics().srtt_s < 0.02  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("text", ["0", "3", "two", ""])
+def test_a_version_cap_out_of_range_is_refused_with_the_fix(text: str) -> None:
+    with pytest.raises(ConfigError, match=r"IRA_LINK_VERSION_MAX.*1\.\.2"):
+        parse_version_max(text)
+
+
+def test_the_version_cap_parses_and_the_config_checks_its_range() -> None:
+    assert [parse_version_max(t) for t in ("1", "2")] == [1, 2]
+    with pytest.raises(ConfigError, match="version_max 3"):
+        LinkConfig(version_max=3)
