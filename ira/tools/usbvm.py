@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gzip
 import hashlib
 import os
 import re
@@ -47,6 +46,7 @@ from pathlib import Path
 from types import TracebackType
 
 from ira.errors import ConfigError, TransportError
+from ira.tools import vm
 
 __all__ = ["GuestImage", "GuestResult", "GuestVM", "build_image", "unavailable_reason"]
 
@@ -70,8 +70,8 @@ MODULES = (
 _PARAMS = {"dummy_hcd.ko": "num=2"}
 #: Debian packages the guest is built with (installed by the Makefile and .ci/run)
 PACKAGES = ("qemu-system-x86", "busybox-static", "kmod", "cpio")
-QEMU = "qemu-system-x86_64"
-BUSYBOX = "/bin/busybox"
+QEMU = vm.QEMU
+BUSYBOX = vm.BUSYBOX
 _RO_SHARE = "security_model=none,readonly=on,multidevs=remap"
 #: printed by the guest's init once it takes commands
 READY = "__IRA_GUEST_READY__"
@@ -120,8 +120,7 @@ poweroff -f
 
 def cache_dir() -> Path:
     """``$XDG_CACHE_HOME/ira/usbvm`` (``~/.cache/ira/usbvm``)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "ira" / "usbvm"
+    return vm.cache_root() / "usbvm"
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,42 +141,15 @@ class GuestResult:
     elapsed_s: float
 
 
-def _run(argv: list[str], *, check: bool = True, **kwargs: object) -> str:
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload]
-    except FileNotFoundError as exc:
-        raise TransportError(f"{argv[0]} is missing: apt-get install {' '.join(PACKAGES)}") from exc
-    if check and done.returncode != 0:
-        raise TransportError(f"{' '.join(argv)} failed: {' '.join(done.stderr.split())[:300]}")
-    out: str = done.stdout
-    return out
-
-
 def kernel_package() -> str:
     """The generic amd64 kernel package Debian's ``linux-image-amd64`` points at."""
-    text = _run(["apt-cache", "depends", "linux-image-amd64"], check=False)
-    found = re.findall(r"Depends:\s*(linux-image-[0-9][^\s]*-amd64)\b", text)
-    if not found and os.geteuid() == 0:
-        _run(["apt-get", "update", "-qq"])  # a fresh machine may have no package lists
-        text = _run(["apt-cache", "depends", "linux-image-amd64"], check=False)
-        found = re.findall(r"Depends:\s*(linux-image-[0-9][^\s]*-amd64)\b", text)
-    if not found:
-        raise TransportError(
-            "apt knows no linux-image-amd64: run `apt-get update` (Debian's kernel is needed)"
-        )
-    return str(found[0])
+    return vm.kernel_package(PACKAGES)
 
 
 def unavailable_reason() -> str | None:
     """Why no guest can be built here (a missing program), or None."""
-    if not sys.platform.startswith("linux") or os.uname().machine != "x86_64":
-        return "the USB guest needs an x86_64 Linux machine"
-    for program in (QEMU, "apt-get", "dpkg-deb", "depmod", "modprobe", "cpio"):
-        if shutil.which(program) is None:
-            return f"{program} is missing (apt-get install {' '.join(PACKAGES)})"
-    if not os.path.exists(BUSYBOX):
-        return f"{BUSYBOX} is missing (apt-get install busybox-static)"
-    return None
+    programs = (QEMU, "apt-get", "dpkg-deb", "depmod", "modprobe", "cpio")
+    return vm.missing_program(programs, PACKAGES, "the USB guest")
 
 
 def build_image(directory: Path | None = None) -> GuestImage:
@@ -196,27 +168,8 @@ def build_image(directory: Path | None = None) -> GuestImage:
     where.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=where) as tmp:
         work = Path(tmp)
-        _run(["apt-get", "download", package], cwd=work)
-        deb = next(work.glob("*.deb"))
-        tree = work / "tree"
-        tree.mkdir()
-        tarball = subprocess.run(
-            ["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True, check=True
-        ).stdout
-        subprocess.run(
-            ["tar", "-x", "-C", str(tree), "./boot", "./lib/modules"],
-            input=tarball,
-            capture_output=True,
-            check=True,
-        )
-        _run(["depmod", "-b", str(tree), version])
-        ordered: list[str] = []
-        for module in MODULES:
-            text = _run(["modprobe", "-d", str(tree), "-S", version, "--show-depends", module])
-            for line in text.splitlines():
-                parts = line.split()
-                if len(parts) >= 2 and parts[0] == "insmod" and parts[1] not in ordered:
-                    ordered.append(parts[1])
+        tree = vm.unpack_kernel(package, work, packages=PACKAGES)
+        ordered = vm.module_order(tree, version, MODULES, packages=PACKAGES)
         root = work / "initramfs"
         for sub in ("bin", "dev", "proc", "sys", "modules", "host"):
             (root / sub).mkdir(parents=True)
@@ -230,16 +183,8 @@ def build_image(directory: Path | None = None) -> GuestImage:
         init = root / "init"
         init.write_text(_INIT)
         init.chmod(0o755)
-        files = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
-        archive = subprocess.run(
-            ["cpio", "-o", "-H", "newc", "--quiet"],
-            cwd=root,
-            input="\n".join(files).encode(),
-            capture_output=True,
-            check=True,
-        ).stdout
         partial = where / "initrd.gz.part"
-        partial.write_bytes(gzip.compress(archive, 6))
+        partial.write_bytes(vm.initramfs(root))
         shutil.copy2(tree / "boot" / f"vmlinuz-{version}", kernel)
         partial.rename(initrd)
     return GuestImage(kernel, initrd, version)
