@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import tomllib
+import zlib
 from dataclasses import dataclass
 
 from ira.errors import ConfigError
@@ -85,10 +86,18 @@ print("__IRA_PROBE__" + json.dumps({"python": list(sys.version_info[:3]),
 """
 
 
+#: the longest line a board's shell takes: busybox ash's line editing cuts at 1024
+MAX_LINE = 1000
+
+
 def probe_command(python: str, root: str) -> str:
-    """One shell line that prints the board's facts as ``__IRA_PROBE__{json}``."""
-    code = base64.b64encode(_PROBE.encode()).decode()
-    return f"{python} -c \"import base64;exec(base64.b64decode('{code}'))\" '{root}'"
+    """One shell line that prints the board's facts as ``__IRA_PROBE__{json}``; compressed,
+    so that with ``Console.run``'s markers it stays below ``MAX_LINE``."""
+    code = base64.b64encode(zlib.compress(_PROBE.encode(), 9)).decode()
+    return (
+        f"{python} -c \"import base64,zlib;exec(zlib.decompress(base64.b64decode('{code}')))\""
+        f" '{root}'"
+    )
 
 
 @dataclass(frozen=True, slots=True)
