@@ -9,12 +9,13 @@ STAMP  := $(VENV)/.installed
 # programs the tests, benches and `make run` call, and the Debian packages that have them:
 # installed as root with apt-get when missing (scripts/sysdeps), else the tests skip with a
 # reason; gcc compiles the hot modules (ira/native.py); QEMU, busybox, kmod and cpio build and
-# boot the guest whose kernel has dummy_hcd, where the USB tests run (ira/tools/usbvm.py).
+# boot the guest whose kernel has dummy_hcd, where the USB tests run (ira/tools/usbvm.py), and
+# the virtual board (ira/tools/vboard.py), whose flash mkfs.ext4 (e2fsprogs) fills.
 # What scripts/sysdeps runs for a missing program is apt-get install of its package:
 # apt-get install iputils-ping (ping) iproute2 (ip) gcc udev (udevadm) ser2net ...
 SYSDEPS := ping:iputils-ping ip:iproute2 gcc:gcc udevadm:udev ser2net:ser2net \
            qemu-system-x86_64:qemu-system-x86 busybox:busybox-static modprobe:kmod depmod:kmod \
-           cpio:cpio
+           cpio:cpio mkfs.ext4:e2fsprogs
 
 # the hot modules that the install compiles with mypyc (ira/native.py lists them)
 NATIVE     := $(VENV)/.native

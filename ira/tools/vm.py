@@ -93,12 +93,12 @@ def kernel_package(packages: tuple[str, ...]) -> str:
 def download(names: tuple[str, ...], where: Path, *, packages: tuple[str, ...]) -> list[Path]:
     """``apt-get download`` each package into ``where`` (kept: a later call reuses them)."""
     where.mkdir(parents=True, exist_ok=True)
+    missing = [name for name in names if not any(where.glob(f"{name}_*.deb"))]
+    if missing:
+        run(["apt-get", "download", *missing], packages=packages, cwd=where)
     debs: list[Path] = []
     for name in names:
         found = sorted(where.glob(f"{name}_*.deb"))
-        if not found:
-            run(["apt-get", "download", name], packages=packages, cwd=where)
-            found = sorted(where.glob(f"{name}_*.deb"))
         if not found:
             raise TransportError(f"apt-get download {name} gave no package")
         debs.append(found[-1])
