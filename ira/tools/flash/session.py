@@ -56,6 +56,9 @@ class FlashOptions:
     rollback: bool = False
     shell_timeout_s: float = 15.0
     codec: Codec | None = None
+    #: how long the board may take to answer on its data link after the service started
+    #: (a zipapp's imports are compiled at every start: tens of seconds on a slow board)
+    data_link_timeout_s: float = 90.0
     block_bytes: int = 1024
     window_bytes: int = 8192
     #: called with (have, size) as the transfer moves
@@ -188,7 +191,7 @@ def _console_flash(
         _run_stub(console, opts, stream, the_plan, report)
     console.wait_for_shell(opts.shell_timeout_s)
     if opts.data_link:
-        _check_data_link(opts.data_link, report)
+        _check_data_link(opts.data_link, report, opts.data_link_timeout_s)
     return report
 
 
@@ -248,12 +251,12 @@ def _run_stub(
         report.statistics = sender.statistics()
 
 
-def _check_data_link(link: str, report: FlashReport) -> None:
+def _check_data_link(link: str, report: FlashReport, timeout_s: float) -> None:
     from ira.runtime import HostClient
 
     try:
         with HostClient(link) as client:
-            devices = client.list_devices(timeout_s=30.0)
+            devices = client.list_devices(timeout_s=timeout_s)
     except IraError as exc:
         raise FlashError(f"the board does not answer on its data link {link}: {exc}") from exc
     report.say(f"the board answers on {link}:")
