@@ -157,6 +157,8 @@ def _load(path: str | None, args: argparse.Namespace) -> Profile:
     """The profile with the command line's overrides; a ``virtio-net`` device ``net0``
     is added when there is a network interface and the profile has no such device."""
     profile = DEFAULT_PROFILE if path is None else load_profile(path)
+    if profile.role != "board":
+        raise ConfigError(f"{path}: role = {profile.role!r}: run `ira host serve` for that side")
     link = replace(
         profile.link,
         spec=args.link or profile.link.spec,

@@ -169,6 +169,10 @@ class NetSettings:
     offloads: bool = True
 
 
+#: the values of a profile's ``role``
+ROLES = ("board", "host")
+
+
 @dataclass(frozen=True, slots=True)
 class Profile:
     """A board: its name, its link, its network interface and its devices, in order."""
@@ -177,6 +181,10 @@ class Profile:
     devices: tuple[DeviceSpec, ...] = ()
     link: LinkSettings = field(default_factory=LinkSettings)
     net: NetSettings | None = None
+    #: which side the machine that has this profile runs: "board" (``ira board serve``) or
+    #: "host" (``ira host serve`` on the link: a board that is the host of another, as
+    #: ``ira flash`` installs it)
+    role: str = "board"
 
     def device(self, name: str) -> DeviceSpec | None:
         for spec in self.devices:
@@ -270,8 +278,11 @@ def parse_profile(
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise _syntax_error(text, source, exc) from None
-    reader.table(data, (), ("board", "link", "net", "device"))
+    reader.table(data, (), ("board", "role", "link", "net", "device"))
     board = reader.string(data, (), "board") or DEFAULT_BOARD
+    role = reader.string(data, (), "role") or "board"
+    if role not in ROLES:
+        raise reader.error(("role",), f"{role!r}; expected {' or '.join(map(repr, ROLES))}")
     if len(board.encode()) > MAX_ATTR_VALUE_BYTES:
         raise reader.error(
             ("board",),
@@ -283,6 +294,7 @@ def parse_profile(
         devices=_devices(reader, data.get("device", []), types),
         link=_link(reader, data.get("link", {})),
         net=_net(reader, data.get("net")),
+        role=role,
     )
     for index, spec in enumerate(profile.devices):
         _check_announceable(spec, board, types, f"{source}: device[{index}]")

@@ -37,6 +37,9 @@ class BoardProfile:
     board: str
     link: str | None
     device_types: tuple[str, ...]
+    #: "board" (the service is ``ira board serve``) or "host" (``ira host serve LINK``)
+    role: str = "board"
+    baud: int | None = None
 
 
 def read_profile(text: str, *, source: str, known_types: tuple[str, ...]) -> BoardProfile:
@@ -56,8 +59,11 @@ def read_profile(text: str, *, source: str, known_types: tuple[str, ...]) -> Boa
                 f"{source}: device type {dtype!r} is not in the payload "
                 f"(it serves {', '.join(known_types)}): fix the profile's [[device]] type"
             )
-    parse_profile(text, source=source)  # the whole profile, as the board will read it
-    return BoardProfile(text, str(data.get("board", "ira-board")), spec, types)
+    parsed = parse_profile(text, source=source)  # the whole profile, as the board reads it
+    if parsed.role == "host" and not spec:
+        raise ConfigError(f"{source}: role = 'host' needs the link: give [link] spec")
+    board = str(data.get("board", "ira-board"))
+    return BoardProfile(text, board, spec, types, parsed.role, parsed.link.baud)
 
 
 _PROBE = """\
@@ -148,8 +154,14 @@ def check_board(probe: Probe, *, stream_bytes: int, payload_bytes: int) -> list[
     return problems
 
 
-def serve_command(wrapper: str, profile_path: str) -> list[str]:
-    """``ira board serve --profile FILE``: the link and everything else is in the profile."""
+def serve_command(wrapper: str, profile_path: str, profile: BoardProfile) -> list[str]:
+    """``ira board serve --profile FILE``: the link and everything else is in the profile;
+    on a profile whose role is host, ``ira host serve LINK`` on the profile's link."""
+    if profile.role == "host" and profile.link:
+        link = profile.link
+        if link.startswith("/") and profile.baud:
+            link = f"serial://{link}?baud={profile.baud}"
+        return [wrapper, "host", "serve", link]
     return [wrapper, "board", "serve", "--profile", profile_path]
 
 
@@ -169,7 +181,7 @@ def install_plan(
     ``none`` (a root filesystem that is not running)."""
     root = board_root.rstrip("/")
     wrapper, prof = root + WRAPPER_PATH, root + PROFILE_PATH
-    serve = serve_command(wrapper, prof)
+    serve = serve_command(wrapper, prof, profile)
     gadget = profile.link is not None and profile.link.startswith("ffs://")
     unit = "\n".join(
         [
