@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench hil fuzz fuzz-wire soak clean deps sysdeps
+.PHONY: run test lint typecheck bench hil hil-vm fuzz fuzz-wire soak clean deps sysdeps
 
 # programs the tests, benches and `make run` call, and the Debian packages that have them:
 # installed as root with apt-get when missing (scripts/sysdeps), else the tests skip with a
@@ -81,6 +81,13 @@ bench: $(NATIVE)
 ## IRA_LINK_A / IRA_LINK_B (see docs/HIL.md); HIL_ARGS are passed to pytest
 hil: $(NATIVE)
 	$(BIN)/pytest -q hil_tests $(HIL_ARGS)
+
+## hil-vm: two virtual boards (boards/qemu-x86_64, QEMU TCG), data UARTs joined by a null-modem
+## at 115200 baud, both flashed with `ira flash` (one the board side, one the host side), then
+## discovery, DEVCALLs, a board rebooted and the cable unplugged; and the virtual board's own
+## flash tests (docs/HIL.md). The default suite runs the short part (IRA_HIL_VM unset)
+hil-vm: sysdeps $(NATIVE)
+	IRA_HIL_VM=1 $(BIN)/pytest -q hil_tests/test_vm_boards.py tests/vboard $(HIL_ARGS)
 
 ## fuzz: every fuzz test (marker fuzz: the decoders, framing, virtqueues, venet frames, the link
 ## and the bus state machines) at FUZZ_EXAMPLES examples each (a floor: no test runs fewer than
