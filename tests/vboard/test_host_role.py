@@ -30,8 +30,9 @@ def test_the_host_profile_installs_ira_host_serve_on_its_link() -> None:
         start="initd",
     )
     initd = next(f["text"] for f in p["files"] if f["path"] == plan.INITD_PATH)  # type: ignore[attr-defined]
-    assert "/usr/local/bin/ira host serve serial:///dev/ttyS1?baud=115200 >" in initd
-    assert p["serve"][2:] == ["host", "serve", "serial:///dev/ttyS1?baud=115200"]  # type: ignore[index]
+    link = "serial:///dev/ttyS1?baud=115200"
+    assert f"/usr/local/bin/ira host serve {link} --tap ira0 --ip 10.0.0.1/24 >" in initd
+    assert p["serve"][2:] == ["host", "serve", link, "--tap", "ira0", "--ip", "10.0.0.1/24"]  # type: ignore[index]
 
 
 def test_board_serve_refuses_a_host_profile(capsys: pytest.CaptureFixture[str]) -> None:

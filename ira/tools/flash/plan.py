@@ -40,6 +40,8 @@ class BoardProfile:
     #: "board" (the service is ``ira board serve``) or "host" (``ira host serve LINK``)
     role: str = "board"
     baud: int | None = None
+    #: a host profile's ``[net]``: ``ira host serve``'s ``--tap NAME --ip CIDR``
+    host_args: tuple[str, ...] = ()
 
 
 def read_profile(text: str, *, source: str, known_types: tuple[str, ...]) -> BoardProfile:
@@ -63,7 +65,11 @@ def read_profile(text: str, *, source: str, known_types: tuple[str, ...]) -> Boa
     if parsed.role == "host" and not spec:
         raise ConfigError(f"{source}: role = 'host' needs the link: give [link] spec")
     board = str(data.get("board", "ira-board"))
-    return BoardProfile(text, board, spec, types, parsed.role, parsed.link.baud)
+    net = parsed.net
+    host_args: tuple[str, ...] = ()
+    if parsed.role == "host" and net is not None:
+        host_args = ("--tap", net.tap, *(("--ip", net.address) if net.address else ()))
+    return BoardProfile(text, board, spec, types, parsed.role, parsed.link.baud, host_args)
 
 
 _PROBE = """\
@@ -161,7 +167,7 @@ def serve_command(wrapper: str, profile_path: str, profile: BoardProfile) -> lis
         link = profile.link
         if link.startswith("/") and profile.baud:
             link = f"serial://{link}?baud={profile.baud}"
-        return [wrapper, "host", "serve", link]
+        return [wrapper, "host", "serve", link, *profile.host_args]
     return [wrapper, "board", "serve", "--profile", profile_path]
 
 
