@@ -110,7 +110,9 @@ ttyS0::respawn:-/bin/sh
 """
 
 _RCS = r"""#!/bin/sh
-# the board's boot: pseudo file systems, then every /etc/init.d/S* script's start
+# the board's boot: pseudo file systems, then every /etc/init.d/S* script's start;
+# a ^C (or junk) on the console must not cut it short, nor stop what it starts
+trap '' INT QUIT TSTP
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
@@ -379,15 +381,16 @@ class VirtualBoard:
 
     def wait_for_shell(self, timeout_s: float = 120.0) -> float:
         """Wait until the console's shell answers; the seconds since QEMU started.  Each
-        try starts with an XON: line noise (or a flash cut short) may have left an XOFF
-        that stops the console's output."""
+        try starts with an XON and a ^C: what a flash cut short left on the line may hold
+        an XOFF (the console's output stops) or an open quote (the shell waits for the
+        rest of a string); ^C also interrupts whatever runs in the console's foreground."""
         console = self._console()
         try:
             deadline = time.monotonic() + timeout_s
             while time.monotonic() < deadline:
                 if not self.running:
                     raise TransportError("QEMU ended while the virtual board booted")
-                console.write(b"\x11")
+                console.write(b"\x11\x03")
                 console.type_line("echo __VBOARD_$((6*7))__")
                 if console.expect(_ALIVE, 1.0) is not None:
                     return time.monotonic() - self.started_at
