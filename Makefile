@@ -10,12 +10,13 @@ STAMP  := $(VENV)/.installed
 # installed as root with apt-get when missing (scripts/sysdeps), else the tests skip with a
 # reason; gcc compiles the hot modules (ira/native.py); QEMU, busybox, kmod and cpio build and
 # boot the guest whose kernel has dummy_hcd, where the USB tests run (ira/tools/usbvm.py), and
-# the virtual board (ira/tools/vboard.py), whose flash mkfs.ext4 (e2fsprogs) fills.
+# the virtual board (ira/tools/vboard.py), whose flash mkfs.ext4 (e2fsprogs) fills; vde2 is
+# bench/venet.py's baseline.
 # What scripts/sysdeps runs for a missing program is apt-get install of its package:
 # apt-get install iputils-ping (ping) iproute2 (ip) gcc udev (udevadm) ser2net ...
 SYSDEPS := ping:iputils-ping ip:iproute2 gcc:gcc udevadm:udev ser2net:ser2net \
            qemu-system-x86_64:qemu-system-x86 busybox:busybox-static modprobe:kmod depmod:kmod \
-           cpio:cpio mkfs.ext4:e2fsprogs
+           cpio:cpio mkfs.ext4:e2fsprogs vde_switch:vde2
 
 # the hot modules that the install compiles with mypyc (ira/native.py lists them)
 NATIVE     := $(VENV)/.native
@@ -27,12 +28,13 @@ $(STAMP): pyproject.toml setup.py
 	@scripts/sysdeps $(SYSDEPS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
-	touch $(STAMP) $(NATIVE)
+	IRA_NATIVE=0 $(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
 
 # a compiled module whose source changed since the build is not used (ira/native.py): rebuild
 $(NATIVE): $(STAMP) $(NATIVE_SRC)
 	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/ira --version
 	touch $(NATIVE)
 
 # the HIL suite through labgrid's pytest plugin runs in a venv of its own: labgrid replaces
