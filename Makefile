@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml setup.py
 	touch $(STAMP)
 
 # a compiled module whose source changed since the build is not used (ira/native.py): rebuild
-$(NATIVE): $(STAMP) $(NATIVE_SRC)
+$(NATIVE): $(STAMP) ira/native.py setup.py $(NATIVE_SRC)
 	$(BIN)/pip install --quiet --no-deps -e .
 	$(BIN)/ira --version
 	touch $(NATIVE)

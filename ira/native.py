@@ -37,6 +37,8 @@ MODULES: tuple[str, ...] = (
     "ira.link.receiver",
     "ira.link.framing",
     "ira.link.events",
+    "ira.link.header2",
+    "ira.link.tailprobe",
     "ira.runtime.link",
     "ira.busmodel.events",
     "ira.busmodel.bus",
