@@ -137,14 +137,24 @@ def _script(vm: vboard.VirtualBoard, path: str, text: str) -> None:
     assert rc == 0, out
 
 
-def test_venet_ping_between_the_guests(pair: Pair) -> None:
+def _network_up(pair: Pair, timeout_s: float = 60.0) -> None:
+    """The host board's interface (host.toml's ``[net]``: ira0, 10.0.0.1/24) gets its
+    address after the board is ready: wait for it too, not only for the devices."""
     pair.wait_log(r"ready: 3 devices")
+    deadline = time.monotonic() + timeout_s
+    while pair.host.run("ip -4 addr show ira0 | grep -q 'inet 10.0.0.1/'")[0] != 0:
+        assert time.monotonic() < deadline, "ira0 on the host board never got 10.0.0.1/24"
+        time.sleep(1.0)
+
+
+def test_venet_ping_between_the_guests(pair: Pair) -> None:
+    _network_up(pair)
     rc, out = pair.host.run("ping -c 3 -W 10 10.0.0.2", 120)
     assert rc == 0 and "3 packets received" in out, out
 
 
 def test_a_tcp_transfer_between_the_guests(pair: Pair) -> None:
-    pair.wait_log(r"ready: 3 devices")
+    _network_up(pair)
     _script(pair.board, "/tmp/rx.py", _RECEIVE)
     _script(pair.host, "/tmp/tx.py", _SEND)
     assert pair.board.run("rm -f /tmp/rx; (python3 /tmp/rx.py > /tmp/rx 2>&1 &)")[0] == 0
