@@ -390,7 +390,7 @@ class VirtualBoard:
             while time.monotonic() < deadline:
                 if not self.running:
                     raise TransportError("QEMU ended while the virtual board booted")
-                console.write(b"\x11\x03")
+                console.unstick()
                 console.type_line("echo __VBOARD_$((6*7))__")
                 if console.expect(_ALIVE, 1.0) is not None:
                     return time.monotonic() - self.started_at

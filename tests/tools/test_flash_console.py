@@ -234,3 +234,33 @@ def test_a_device_type_the_payload_lacks_is_refused_before_the_console_opens(
     with pytest.raises(ConfigError, match="device type 'warp-drive' is not in the payload"):
         flash(opts("/dev/nonexistent-console", profile, tmp_path / "root"))
     assert not (tmp_path / "root").exists()
+
+
+@pytest.mark.parametrize(
+    "left_behind",
+    [
+        pytest.param(b'echo "a string cut short\n', id="open-quote"),
+        pytest.param(b"\x13", id="xoff"),
+        pytest.param(b"cat\n", id="foreground-command"),
+    ],
+)
+def test_a_console_left_stuck_by_a_session_cut_short_answers(
+    tmp_path: Path, left_behind: bytes
+) -> None:
+    """What a flash cut short may leave on the console: the shell waiting for the rest of
+    a string, output stopped by an XOFF, a command reading the console.  The shell probe
+    gets past each of them (XON and ^C before each probe after the first)."""
+    with board(tmp_path) as b:
+        console = Console(b.console)
+        try:
+            console.wait_for_shell(10)
+            console.write(left_behind)
+            time.sleep(0.3)  # the shell takes it before the next probe
+            console.read()
+            # plain lines get no answer from a console in this state
+            console.type_line("echo __IRA_SH_$((40+2))__")
+            assert console.expect(re.compile(rb"__IRA_SH_42__"), 1.0) is None
+            console.wait_for_shell(10)
+            assert console.run("echo $((6*7))") == (0, "42")
+        finally:
+            console.close()

@@ -3,6 +3,11 @@
 ``Console`` wraps a pyserial port.  ``wait_for_shell`` sends a line end and a
 test command until the shell answers (logging in when a ``login:`` prompt
 shows), ``run`` types a command and returns its output and exit status.
+A console that does not answer the first line end may be in what a session cut
+short left behind: an XOFF (its output stopped), an open quote (the shell waits
+for the rest of a string) or a command still running in the foreground.  Each
+later probe therefore starts with XON and ^C and a pause, unless a login prompt was seen (a
+``getty`` or ``login`` may end on ^C, and needs neither).
 Output is found between markers that only the shell's expansion produces
 (``__IRA_'B'EGIN__`` is echoed as typed, printed as ``__IRA_BEGIN__``), never
 by matching the echo: a console echoes, wraps long lines and adds prompts.
@@ -20,6 +25,9 @@ from ira.errors import ConfigError, IraError, TransportError
 _BEGIN = "__IRA_BEGIN__"
 _RC = re.compile(rb"__IRA_RC=(\d+)__")
 _ALIVE = b"__IRA_SH_42__"
+#: XON (resume output a stray XOFF stopped) and ^C (drop a half-typed line, stop the
+#: foreground command)
+UNSTICK = b"\x11\x03"
 
 
 class ConsoleError(IraError):
@@ -68,6 +76,14 @@ class Console:
                 return None
             self._pending += self.read()
 
+    def unstick(self, settle_s: float = 0.3) -> None:
+        """Send XON and ^C, then listen for ``settle_s`` before anything else is typed: a
+        shell interrupted by ^C drops what it has read, so a line sent with the ^C is lost."""
+        self.write(UNSTICK)
+        deadline = time.monotonic() + settle_s
+        while time.monotonic() < deadline:
+            self._pending += self.read()
+
     def type_line(self, line: str) -> None:
         self.write(line.encode() + b"\n")
 
@@ -81,12 +97,15 @@ class Console:
         # what we typed last: None, "user" or "password"; a login prompt after the user
         # name is a stale one (it answered a line typed earlier) and is ignored
         sent: str | None = None
-        probe, first = True, True
+        probe, first, login_seen = True, True, False
         while time.monotonic() < deadline:
             if probe:  # first an empty line: at a login prompt it only brings a new prompt
+                if not first and sent is None and not login_seen:
+                    self.unstick()
                 self.type_line("" if first else "echo __IRA_SH_$((40+2))__")
             probe = first = False
             m = self.expect(prompts, min(1.0, max(0.05, deadline - time.monotonic())))
+            login_seen = login_seen or (m is not None and not m.group(1))
             if m is None:
                 probe = True
             elif m.group(1):
