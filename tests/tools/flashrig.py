@@ -30,6 +30,10 @@ sleep 30
 """
 
 
+#: what this process's environment may hold that a board's shell would not
+BOARD_ENV_DROPS = ("PYTHONPATH", "PYTHONDONTWRITEBYTECODE")
+
+
 @dataclass
 class Board:
     nullmodem: NullModem
@@ -49,7 +53,8 @@ def board(
     with NullModem(config) as nm:
         inner = LOGIN_SCRIPT if login else "exec sh -i"
         script = f"exec <>{nm.path_b} >&0 2>&1; stty sane; {inner}"
-        shell = subprocess.Popen(["setsid", "sh", "-c", script], start_new_session=True)
+        env = {k: v for k, v in os.environ.items() if k not in BOARD_ENV_DROPS}
+        shell = subprocess.Popen(["setsid", "sh", "-c", script], start_new_session=True, env=env)
         root = tmp_path / "board"
         try:
             yield Board(nm, root, shell)

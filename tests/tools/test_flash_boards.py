@@ -10,10 +10,11 @@ import os
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
-from flashrig import other_payload
+from flashrig import BOARD_ENV_DROPS, other_payload
 
 from ira.cli.main import main
 from ira.tools.flash import plan, stub
@@ -78,7 +79,26 @@ def test_rootfs_install_then_rollback(tmp_path: Path, capsys: pytest.CaptureFixt
     assert os.readlink(tmp_path / "opt/ira/current") == f"versions/{pl.version_id}"
     assert hashlib.sha256((vdir / "ira.pyz").read_bytes()).digest() == pl.sha256
     wrapper = (tmp_path / "usr/local/bin/ira").read_text()
-    assert wrapper == '#!/bin/sh\nexec python3 /opt/ira/current/ira.pyz "$@"\n'
+    assert wrapper == (
+        "#!/bin/sh\n"
+        '[ -f /opt/ira/current/app/__main__.py ] && exec python3 /opt/ira/current/app "$@"\n'
+        'exec python3 /opt/ira/current/ira.pyz "$@"\n'
+    )
+    # the zipapp unpacked beside it, file for file, and runnable as the board runs it
+    with zipfile.ZipFile(vdir / "ira.pyz") as zf:
+        for name in zf.namelist():
+            assert (vdir / "app" / name).read_bytes() == zf.read(name), name
+    env = {k: v for k, v in os.environ.items() if k not in BOARD_ENV_DROPS}
+    ran = subprocess.run(
+        [sys.executable, str(vdir / "app"), "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert pl.version in ran.stdout
+    assert list((vdir / "app/ira/cli/__pycache__").glob("main.*.pyc"))  # kept for the next start
     assert os.access(tmp_path / "etc/init.d/S90ira-board", os.X_OK)
     wants = tmp_path / "etc/systemd/system/multi-user.target.wants/ira-board.service"
     assert os.readlink(wants) == plan.UNIT_PATH

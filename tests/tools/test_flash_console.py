@@ -56,6 +56,8 @@ def test_flash_at_115200_then_reflash_only_checks(tmp_path: Path) -> None:
         # the board side the install started answers on the data link, from the payload
         assert f"the board answers on {data_link.path_a}:" in report.lines
         assert [row.split()[1] for row in report.devices] == ["echo", "board-info"]
+        # the service runs the unpacked copy, so its compiled modules outlive this start
+        assert list((b.root / "opt/ira/current/app/ira/cli/__pycache__").glob("main.*.pyc"))
 
         again = flash(opts(b.console, profile, b.root))
         assert not again.transferred

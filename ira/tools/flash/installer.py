@@ -8,6 +8,10 @@ the plan's paths are the board's (absolute), and go below ``root``.
 Layout below ``root``::
 
     opt/ira/versions/<id>/ira.pyz    one directory per version, SHA256 beside it
+    opt/ira/versions/<id>/app/       the zipapp unpacked: what the board runs, so that
+                                     Python keeps its compiled modules (``__pycache__``)
+                                     from one start to the next (a zipapp's are compiled
+                                     again at every start: 10-40 s on a slow board)
     opt/ira/current -> versions/<id> the running version (one symlink, switched by rename)
     opt/ira/previous -> versions/<id> the version before it (``ira flash --rollback``)
     var/lib/ira/incoming/<sha>.part  a stream still arriving (kept across sessions)
@@ -25,6 +29,7 @@ import os
 import shutil
 import signal
 import subprocess
+import zipfile
 import zlib
 
 OK, BAD_SHA, NO_SPACE, INSTALL_FAILED, BAD_REQUEST = 0, 1, 2, 3, 4
@@ -127,6 +132,7 @@ def unpack(root: str, stream_path: str, codec: int, sha_hex: str, vdir: str) -> 
         os.unlink(stream_path)
         return BAD_SHA, "payload SHA-256 differs from " + sha_hex[:12] + ": deleted, not installed"
     write_file(tmp, "/SHA256", (sha_hex + "\n").encode(), 0o644)
+    unzip(os.path.join(tmp, "ira.pyz"), os.path.join(tmp, "app"))
     if intact(vdir, sha_hex):  # this version is there already (current, maybe): keep it
         shutil.rmtree(tmp, ignore_errors=True)
         return OK, ""
@@ -134,6 +140,21 @@ def unpack(root: str, stream_path: str, codec: int, sha_hex: str, vdir: str) -> 
     os.replace(tmp, vdir)
     _sync_dir(os.path.dirname(vdir))
     return OK, ""
+
+
+def unzip(pyz: str, dest: str) -> None:
+    """Unpack the zipapp ``pyz`` into ``dest``, each file synced (the version directory
+    is switched to only after this; ``zipfile`` keeps every name below ``dest``)."""
+    with zipfile.ZipFile(pyz) as zf:
+        for name in zf.namelist():
+            path = zf.extract(name, dest)
+            if os.path.isfile(path):
+                with open(path, "rb+") as f:
+                    os.fsync(f.fileno())
+    for top, dirs, _ in os.walk(dest):
+        for d in dirs:
+            _sync_dir(os.path.join(top, d))
+    _sync_dir(dest)
 
 
 def stop_process(root: str) -> None:

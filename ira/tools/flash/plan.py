@@ -228,7 +228,7 @@ def install_plan(
         {
             "path": WRAPPER_PATH,
             "mode": 0o755,
-            "text": f'#!/bin/sh\nexec {python} {root}/opt/ira/current/ira.pyz "$@"\n',
+            "text": wrapper_script(python, root),
         },
         {"path": UNIT_PATH, "mode": 0o644, "text": unit},
         {"path": INITD_PATH, "mode": 0o755, "text": initd},
@@ -243,15 +243,29 @@ def install_plan(
         "start": start,
         "unit": "ira-board.service",
         "initd": INITD_PATH,
-        "serve": [python, root + "/opt/ira/current/ira.pyz", *serve[1:]],
+        "serve": ["/bin/sh", wrapper, *serve[1:]],
     }
+
+
+def wrapper_script(python: str, root: str) -> str:
+    """``/usr/local/bin/ira``: the current version unpacked (its compiled modules kept
+    between starts), or its zipapp where a version installed before had no ``app/``."""
+    here = f"{root}/opt/ira/current"
+    return (
+        "#!/bin/sh\n"
+        f'[ -f {here}/app/__main__.py ] && exec {python} {here}/app "$@"\n'
+        f'exec {python} {here}/ira.pyz "$@"\n'
+    )
 
 
 def describe_plan(plan: dict[str, object], *, target: str) -> list[str]:
     """The plan as lines for ``--dry-run``."""
     lines = [f"plan for {target}: {plan['action']} {plan.get('version', '')}".rstrip()]
     if plan["action"] == "install":
-        lines.append(f"  unpack /opt/ira/versions/{plan['version']}/ira.pyz, check its SHA-256")
+        lines.append(
+            f"  unpack /opt/ira/versions/{plan['version']}/ira.pyz, check its SHA-256, "
+            "unzip it beside (app/)"
+        )
         for f in plan["files"]:  # type: ignore[attr-defined]
             lines.append(f"  write {f['path']} (mode {f['mode']:o})")
         for link, dest in plan["links"]:  # type: ignore[attr-defined]
