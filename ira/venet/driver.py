@@ -25,19 +25,21 @@ a stream of like frames lands where the same descriptor put it a lap
 before, so the descriptor's bytes need not cross again).
 
 *transmitq*: the port is read as frames come, into a queue per flow
-(``ira.venet.flowqueue``: fq_codel's flow queueing); frames go to the device,
-the flows taking turns, while the bytes in flight stay under a limit: 0.05 s of
-the rate the device returns frames at, at least four full frames, at most
-``tx_inflight_bytes``.  So on a slow link the backlog waits here, where a ping
-or a keystroke can pass it, not in the link's queue (a TAP never holds it back:
-it takes each packet off its queue discipline at once).  Used tx buffers are
+(``ira.venet.flowqueue``: fq_codel, its CoDel times scaled to the rate the
+device returns frames at); frames go to the device, the flows taking turns,
+while the bytes in flight stay under a limit in the line's time: one full frame
+and 0.05 s of that rate, at least two full frames, at most ``tx_inflight_bytes``.
+So on a slow link the backlog waits here, where a ping or a keystroke can pass
+it, not in the link's queue (a TAP never holds it back: it takes each packet off
+its queue discipline at once).  Used tx buffers are
 reclaimed at each pull and, while frames are out, at each of the device's
 flushes of its used ring (bus v2 announces them, ``ring_updated``: no
 notification, no link bytes); with a v1 board the device's notifications are
 asked for while a frame waits for room (like Linux's virtio-net, which frees
 old transmit buffers on the next transmit).  Frames still queued when the
 device is reset are dropped and counted (``tx_dropped_reset``), as are those a
-full queue drops from its fattest flow (``tx_dropped_queue_full``).
+full queue drops from its fattest flow (``tx_dropped_queue_full``) and those
+CoDel drops (``tx_dropped_codel``).
 
 *receiveq*: a frame is reassembled from its buffers (``num_buffers`` is
 checked against what is outstanding), checked whole (``check_received``:
@@ -275,7 +277,7 @@ class VirtioNetClient(VirtioClient):
 
     def _new_inflight_limit(self, mtu: int) -> InflightLimit:
         cap = self.config.tx_inflight_bytes
-        return InflightLimit(floor=min(cap, 4 * _full_frame(mtu)), cap=cap)
+        return InflightLimit(frame=min(cap, _full_frame(mtu)), cap=cap)
 
     # -- VirtioClient hooks ---------------------------------------------------------
 
@@ -371,8 +373,9 @@ class VirtioNetClient(VirtioClient):
             return
         flows = self._flows
         dropped = flows.dropped
+        now = binding.now
         while (read := self._read()) is not None:
-            flows.push(read)
+            flows.push(read, now=now)
         if flows.dropped != dropped:
             self._counts.tx.dropped[Drop.QUEUE_FULL] += flows.dropped - dropped
         self._send(binding)
@@ -385,9 +388,12 @@ class VirtioNetClient(VirtioClient):
         self._reclaim(binding)
         flows = self._flows
         limit = self._inflight.limit
+        flows.set_line_rate(self._inflight.rate)
+        dropped = flows.codel_dropped
+        now = binding.now
         while True:
             if self._waiting is None:
-                self._waiting = flows.pop()
+                self._waiting = flows.pop(now=now)
             frame = self._waiting
             if frame is None:
                 break
@@ -418,6 +424,8 @@ class VirtioNetClient(VirtioClient):
             tx = self._counts.tx
             tx.frames += 1
             tx.frame_bytes += len(frame) - VNET_HDR_BYTES
+        if flows.codel_dropped != dropped:
+            self._counts.tx.dropped[Drop.CODEL] += flows.codel_dropped - dropped
         if self._waiting is None and self._tx_interrupts:
             # Not blocked: sent frames are reclaimed here, at the next pull, so the
             # device need not notify each one (nor the driver answer each SIGNAL).

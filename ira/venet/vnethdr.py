@@ -56,6 +56,8 @@ class Drop(enum.Enum):
     # -- the frame was fine but could not be delivered --
     #: the receiving queue was full (the reader is behind)
     QUEUE_FULL = "queue_full"
+    #: a flow's frames waited too long in the sender's flow queue (CoDel, RFC 8289)
+    CODEL = "codel"
     #: the receiving interface is administratively down
     INTERFACE_DOWN = "interface_down"
     #: this end has no port to deliver to

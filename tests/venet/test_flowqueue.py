@@ -39,14 +39,14 @@ def test_a_sparse_flow_overtakes_a_backlog() -> None:
     q = FlowQueue(quantum=FULL)
     bulk = [ipv4(6, 40000, 5201, size=1500) + bytes([i]) for i in range(50)]
     for f in bulk:
-        q.push(f)
-    assert q.pop() == bulk[0]
+        q.push(f, now=0.0)
+    assert q.pop(now=0.0) == bulk[0]
     ping = ipv4(1, 0, 0, size=98)
-    q.push(ping)
+    q.push(ping, now=0.0)
     # the bulk flow finishes its turn (one quantum: one more frame), then the new flow
-    assert [q.pop(), q.pop()] == [bulk[1], ping]
-    assert [q.pop() for _ in range(48)] == bulk[2:]
-    assert q.pop() is None and len(q) == 0 and q.bytes == 0
+    assert [q.pop(now=0.0), q.pop(now=0.0)] == [bulk[1], ping]
+    assert [q.pop(now=0.0) for _ in range(48)] == bulk[2:]
+    assert q.pop(now=0.0) is None and len(q) == 0 and q.bytes == 0
 
 
 def test_busy_flows_take_turns_by_bytes() -> None:
@@ -54,10 +54,10 @@ def test_busy_flows_take_turns_by_bytes() -> None:
     big = [ipv4(6, 1, 1, size=1500) for _ in range(20)]
     small = [ipv4(6, 2, 2, size=300) for _ in range(100)]
     for f in big:
-        q.push(f)
+        q.push(f, now=0.0)
     for f in small:
-        q.push(f)
-    got = [q.pop() for _ in range(40)]
+        q.push(f, now=0.0)
+    got = [q.pop(now=0.0) for _ in range(40)]
     sent = {1: 0, 2: 0}
     for f in got:
         assert f is not None
@@ -69,13 +69,13 @@ def test_busy_flows_take_turns_by_bytes() -> None:
 def test_a_full_queue_drops_from_the_fattest_flow_and_counts() -> None:
     q = FlowQueue(quantum=FULL, limit_frames=10)
     for _ in range(10):
-        q.push(ipv4(6, 1, 1, size=1500))
+        q.push(ipv4(6, 1, 1, size=1500), now=0.0)
     ping = ipv4(1, 0, 0, size=98)
-    q.push(ping)
+    q.push(ping, now=0.0)
     assert len(q) == 10 and q.dropped == 1
-    assert q.pop() is not None  # the bulk flow's head went first (it was served before)
-    frames = [q.pop() for _ in range(9)]
-    assert ping in frames and q.pop() is None
+    assert q.pop(now=0.0) is not None  # the bulk flow's head went first (it was served before)
+    frames = [q.pop(now=0.0) for _ in range(9)]
+    assert ping in frames and q.pop(now=0.0) is None
 
 
 @given(st.lists(st.tuples(st.integers(0, 5), st.integers(60, 2000)), max_size=200))
@@ -84,16 +84,16 @@ def test_every_frame_comes_out_once_in_order_within_its_flow(pushes: list[tuple[
     sent: dict[bytes, list[bytes]] = {}
     for i, (flow, size) in enumerate(pushes):
         f = ipv4(17, flow, flow, size=size) + i.to_bytes(4, "big")
-        q.push(f)
+        q.push(f, now=0.0)
         sent.setdefault(flow_key(f), []).append(f)
     got: dict[bytes, list[bytes]] = {}
-    while (f := q.pop()) is not None:
+    while (f := q.pop(now=0.0)) is not None:
         got.setdefault(flow_key(f), []).append(f)
     assert got == sent and q.dropped == 0
 
 
 def test_the_limit_is_the_cap_until_a_rate_is_measured_then_follows_it() -> None:
-    lim = InflightLimit(floor=3000, cap=256 * 1024, target_s=0.05)
+    lim = InflightLimit(frame=FULL, cap=256 * 1024, target_s=0.05)
     assert lim.limit == 256 * 1024 and lim.rate is None
     # a 115200-baud line: a 1,526-byte frame comes back every 0.133 s
     t = 0.0
@@ -101,7 +101,8 @@ def test_the_limit_is_the_cap_until_a_rate_is_measured_then_follows_it() -> None
         t += 0.1325
         lim.returned(1526, 3000, now=t)
     assert lim.rate == pytest.approx(11_517, rel=0.01)
-    assert lim.limit == 3000  # 0.05 s of the rate is less than the floor
+    # the frame on the line and one more: 0.05 s of the rate is less than a frame
+    assert lim.limit == 2 * FULL
     # a fast line: 64 KiB every 2 ms
     for _ in range(20):
         t += 0.002
@@ -110,17 +111,19 @@ def test_the_limit_is_the_cap_until_a_rate_is_measured_then_follows_it() -> None
 
 
 def test_idle_time_is_not_taken_for_a_slow_link() -> None:
-    lim = InflightLimit(floor=3000, cap=10**6, target_s=0.05)
+    lim = InflightLimit(frame=FULL, cap=10**6, target_s=0.05)
     lim.returned(1500, 1500, now=0.0)
     lim.returned(60_000, 0, now=0.02)  # 3 MB/s, then nothing is out
     lim.returned(1500, 1500, now=10.0)  # ten seconds later: a new busy period starts here
     lim.returned(60_000, 0, now=10.02)
     assert lim.rate == pytest.approx(3_000_000)
-    assert lim.limit == 150_000
+    assert lim.limit == FULL + 150_000  # the frame on the line and 0.05 s of the rate
 
 
 def test_bad_limits_are_refused() -> None:
     with pytest.raises(ValueError):
-        InflightLimit(floor=0, cap=10)
+        InflightLimit(frame=0, cap=10)
+    with pytest.raises(ValueError):
+        InflightLimit(frame=20, cap=10)
     with pytest.raises(ValueError):
         FlowQueue(quantum=0)
