@@ -55,7 +55,8 @@ class BoardService(LinkService):
         loop thread); ``give_up_after_s``: see ``LinkService``."""
         super().__init__(link, link_config, rng, give_up_after_s)
         self._on_port_event = on_port_event
-        self._types = standard_device_types(net_port)
+        # a network device paces itself by what the link has not yet had acknowledged
+        self._types = standard_device_types(net_port, lambda: self.runtime.backlog)
         self._profile = profile
         self._on_event = on_event
         self.connector = Connector(connector_config)

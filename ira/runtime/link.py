@@ -72,6 +72,7 @@ from ira.link.events import (
     SessionStarted,
 )
 from ira.link.refusals import SUMMARY_INTERVAL_S, RefusalSummary, refusal_totals
+from ira.runtime.backlog import LinkBacklog
 from ira.runtime.port import (
     HINT_POLL_S,
     HINT_WINDOW_S,
@@ -286,6 +287,8 @@ class LinkRuntime:
         self.transport = first
         self._fd = None if first is None else first.fileno()
         self.core = Link(cfg, rng=rng or random.Random(), now=now)
+        #: what the core holds unacknowledged, for devices that pace themselves by it
+        self.backlog = LinkBacklog(self.core)
         self.upper = upper
         self._on_event = on_event
         self._on_upper_event = on_upper_event
@@ -842,6 +845,7 @@ class LinkRuntime:
             item = inbox.popleft()
             if isinstance(item, tuple):
                 core.send_message(item[0], item[1])
+                self.backlog.handed(len(item[0]))
             else:
                 item()
         upper = self.upper
@@ -881,8 +885,11 @@ class LinkRuntime:
             if self._on_upper_event is not None:
                 while (upper_event := upper.next_event()) is not None:
                     self._on_upper_event(upper_event)
+            backlog = self.backlog
+            backlog.poll()  # acknowledgements may let a paced device send more
             for channel, message in upper.messages_to_send():
                 core.send_message(message, channel)
+                backlog.handed(len(message))
         out = self._out
         if out and self._fd is None:
             self._flush()  # no descriptor to wait on: try again each turn

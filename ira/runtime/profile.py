@@ -51,7 +51,7 @@ from ira.errors import ConfigError, LocalProtocolError
 from ira.runtime.tap import TAP_MAX_MTU, TapConfig, parse_cidr
 from ira.runtime.tomlkeys import KeyPath, format_key, key_lines, line_of
 from ira.venet import device as venet_device
-from ira.venet.device import NetPortFor
+from ira.venet.device import NetPortFor, PacingFor
 from ira.virtio import entropy
 from ira.wire.bus import MAX_ATTR_VALUE_BYTES, Attribute, DevAdd, encode
 from ira.wire.venet import MIN_MTU
@@ -202,14 +202,17 @@ DEFAULT_PROFILE = Profile(
 )
 
 
-def standard_device_types(net_port: NetPortFor | None = None) -> DeviceTypes:
+def standard_device_types(
+    net_port: NetPortFor | None = None, pacing: PacingFor | None = None
+) -> DeviceTypes:
     """Every layer's device types, then those of other packages (each entry point of the
     group ``ira.device_types`` is a ``register_device_types(types)`` function);
-    ``virtio-net`` devices bridge to ``net_port(spec)``."""
+    ``virtio-net`` devices bridge to ``net_port(spec)`` and pace themselves by
+    ``pacing()``, the link's backlog."""
     types = DeviceTypes()
     devices.register_device_types(types)
     entropy.register_device_types(types)
-    venet_device.register_device_types(types, net_port)
+    venet_device.register_device_types(types, net_port, pacing)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         dist = ep.dist.name if ep.dist is not None else ep.value
         try:

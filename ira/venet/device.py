@@ -23,12 +23,24 @@ board's stack take or make such frames.  A feature set that breaks §5.1.3.1
 FEATURES_OK.  At DRIVER_OK the port is told which offloads it may hand the
 device (``set_offloads``: what the driver accepted of GUEST_*).
 
-*receiveq* (device -> driver): frames are read from the port only while the
-driver has offered buffers: ``pull()`` (the port's ``on_readable``) and every
-notification of queue 0 take frames until the port is empty or the buffers
-run out; a frame that finds no buffer waits (one frame) and the port is left
-alone, so the backlog stays in the kernel where its queue discipline can see
-it.  With MRG_RXBUF a frame fills as many buffers as it needs and
+*receiveq* (device -> driver): the port is read as frames come
+(``pull()``, the port's ``on_readable``) into a queue per flow
+(``ira.venet.flowqueue``: fq_codel, as the host's driver does), and frames go
+into the driver's receive buffers from it, the flows taking turns, while the
+driver has buffers and — given a ``LinkPacing``, the link's count of bytes not
+yet acknowledged — while that count stays under a limit in the line's time:
+the frame on the line and one more, or 0.05 s of the line on a fast one
+(``InflightLimit``, its rate that of the acknowledgements; CoDel's times follow
+it).  Frames placed in buffers are committed to the link, whose queue is first
+in, first out: without the limit TCP's whole window (1.3-2.2 s of a 115200-baud
+line) waited there, and a ping behind it.  The signal of what the line took has
+to come from the link: the driver's refills of buffers come in batches of half
+the ring, on purpose.  A frame held back by the limit waits for the link's next
+acknowledgement (``when_acknowledged``); one that finds no buffer, for the
+driver's notification of queue 0.  The port is read ahead as far as the flow
+queue holds frames (1,024); the rest stays in the kernel until it drains.
+
+With MRG_RXBUF a frame fills as many buffers as it needs and
 ``num_buffers`` says how many (§5.1.6.4); without it, one chain per frame and
 ``num_buffers`` is 1; a frame bigger than the chain is dropped.  What the
 board's stack hands over is checked only for what the driver agreed to: its
@@ -70,6 +82,7 @@ from ira.busmodel.registry import (
 from ira.errors import RemoteProtocolError
 from ira.venet.counters import NetDeviceStatistics
 from ira.venet.delta import DeltaDecoder, DeltaEncoder, with_buffers
+from ira.venet.flowqueue import FlowQueue, InflightLimit
 from ira.venet.netspec import (
     BASE_FEATURES,
     DEFAULT_MTU,
@@ -80,6 +93,7 @@ from ira.venet.netspec import (
     RX_QUEUE,
     TX_QUEUE,
     F,
+    LinkPacing,
     NetConfig,
     NetPort,
     Offloads,
@@ -87,6 +101,7 @@ from ira.venet.netspec import (
     check_received,
     deliver_to_port,
     features_consistent,
+    full_frame,
     generated_mac,
     next_outgoing_frame,
     parse_mac,
@@ -108,6 +123,9 @@ S = DeviceStatus
 _STATUS_AT, _MTU_AT = 6, 10
 #: the largest size of each queue
 QUEUE_SIZE = 256
+#: bytes committed to the link and not yet acknowledged, at most (the limit follows
+#: the line's rate below this; ``InflightLimit``)
+INFLIGHT_CAP = 256 * 1024
 
 
 class VirtioNetDevice(VirtioDevice):
@@ -124,10 +142,13 @@ class VirtioNetDevice(VirtioDevice):
         port: NetPort | None = None,
         offloads: bool = True,
         header_delta: bool = True,
+        pacing: LinkPacing | None = None,
     ) -> None:
         """``mac``: the driver's MAC; ``mtu``: used until a port gives its own;
         ``offloads``: offer checksum/GSO offloads when the port carries headers;
-        ``header_delta``: offer header compression (IRA_HDR_DELTA)."""
+        ``header_delta``: offer header compression (IRA_HDR_DELTA); ``pacing``: the
+        link's backlog, to commit frames to it no faster than the line takes them
+        (none: as fast as the driver offers buffers)."""
         if len(mac) != 6:
             raise ValueError("a MAC is 6 bytes")
         super().__init__(NetConfig(mac, 0, check_mtu(mtu)).encode())
@@ -141,8 +162,15 @@ class VirtioNetDevice(VirtioDevice):
         self._to_driver = Offloads()
         self._from_driver = Offloads()
         self._mergeable = False
-        #: a frame read from the port that waits for receive buffers
+        self._pacing = pacing
+        #: frames read from the port, by flow, until they go into receive buffers
+        self._flows = FlowQueue(quantum=full_frame(mtu))
+        self._inflight = InflightLimit(frame=full_frame(mtu), cap=INFLIGHT_CAP)
+        self._acked = 0 if pacing is None else pacing.acked_bytes()
+        #: a frame taken from the flows that waits for receive buffers or the limit
         self._waiting: bytes | None = None
+        #: it waits for buffers (not for the link)
+        self._starved = False
         #: receive chains popped and not yet pushed: the start of a merged frame, or a spare
         self._held: list[Chain] = []
         #: whether the driver's receive buffer notifications are asked for
@@ -172,7 +200,7 @@ class VirtioNetDevice(VirtioDevice):
     def attach_port(self, port: NetPort) -> None:
         """Bridge to ``port``: its MTU becomes the device's, LINK_UP is set."""
         self._port = port
-        self._waiting = None
+        self._drop_queued()
         offloads = OFFLOADS if self._offer_offloads and port.vnet_hdr else 0
         self.device_features = self._base_features | offloads
         port.connect(self.pull)
@@ -200,11 +228,12 @@ class VirtioNetDevice(VirtioDevice):
         if self._port is not None:
             self._port.set_carrier(False)
         self._port = None
-        self._waiting = None
+        self._drop_queued()
         self._set_link_status(0)
 
     def pull(self) -> None:
-        """Frames wait in the port: move them to the driver while it has buffers."""
+        """Frames wait in the port: take them into the flow queue, and move frames to the
+        driver while it has buffers and the link is not too far behind."""
         ring = self.queue(RX_QUEUE)
         if ring is None:
             return
@@ -238,7 +267,7 @@ class VirtioNetDevice(VirtioDevice):
         self._encoder.reset()
         self._decoder.reset()
         self._held = []
-        self._waiting = None
+        self._drop_queued()
         self._rx_kicks = True
         if self._port is not None and self._port.vnet_hdr:
             self._port.set_offloads(self._to_driver)
@@ -247,7 +276,7 @@ class VirtioNetDevice(VirtioDevice):
 
     def device_reset(self) -> None:
         self._held = []
-        self._waiting = None
+        self._drop_queued()
         self._rx_kicks = True
         self._to_driver = self._from_driver = Offloads()
         self._delta = False
@@ -274,7 +303,7 @@ class VirtioNetDevice(VirtioDevice):
         """
         while True:
             self._fill(ring)
-            starved = self._waiting is not None
+            starved = self._starved
             if starved == self._rx_kicks:
                 return
             self._rx_kicks = starved
@@ -282,15 +311,67 @@ class VirtioNetDevice(VirtioDevice):
                 return
 
     def _fill(self, ring: VirtqueueDevice) -> None:
+        pacing = self._pacing
+        now = 0.0 if pacing is None else pacing.now()
+        flows = self._flows
+        dropped, codel = flows.dropped, flows.codel_dropped
+        # the port is read ahead as far as the flow queue holds (never to its drops):
+        # beyond that the backlog stays in the kernel, read as the queue drains
+        while len(flows) < flows.limit_frames and (read := self._read()) is not None:
+            flows.push(read, now=now)
+        self._starved = False
+        room = None
+        if pacing is not None:
+            unacked = self._acknowledged(pacing, now)
+            limit = self._inflight.limit
+            flows.set_line_rate(self._inflight.rate)
         while True:
-            frame = self._waiting if self._waiting is not None else self._read()
+            if self._waiting is None:
+                self._waiting = flows.pop(now=now)
+            frame = self._waiting
             if frame is None:
-                return
-            self._waiting = frame
+                break
+            if pacing is not None:
+                room = not unacked or unacked + len(frame) <= limit
+                if not room:
+                    # held back: the next acknowledgement lets it go
+                    pacing.when_acknowledged(self.pull)
+                    self._net.rx.waits += 1
+                    break
             if not self._place(ring, frame):
+                self._starved = True
                 self._net.rx.waits += 1
-                return
+                break
             self._waiting = None
+            if pacing is not None:
+                unacked += len(frame)  # committed: the link gets it at the end of the turn
+        if pacing is not None and room is not False and unacked:
+            pacing.when_acknowledged(self.pull)  # what is out times the limit's rate
+        drops = self._net.rx.dropped
+        if flows.dropped != dropped:
+            drops[Drop.QUEUE_FULL] += flows.dropped - dropped
+        if flows.codel_dropped != codel:
+            drops[Drop.CODEL] += flows.codel_dropped - codel
+
+    def _acknowledged(self, pacing: LinkPacing, now: float) -> int:
+        """Take what the link says was acknowledged since the last look (the limit's
+        rate); the bytes still out."""
+        unacked = pacing.unacked_bytes()
+        acked = pacing.acked_bytes()
+        if acked != self._acked:
+            self._inflight.returned(acked - self._acked, unacked, now=now)
+            self._acked = acked
+        return unacked
+
+    def _drop_queued(self) -> None:
+        """Frames queued toward the driver go with its rings (and a new MTU's quantum)."""
+        stale = len(self._flows) + (self._waiting is not None)
+        if stale:
+            self._net.rx.dropped[Drop.RESET] += stale
+        self._flows = FlowQueue(quantum=full_frame(self._mtu))
+        self._inflight = InflightLimit(frame=full_frame(self._mtu), cap=INFLIGHT_CAP)
+        self._waiting = None
+        self._starved = False
 
     def _read(self) -> bytes | None:
         """The next frame from the port that the driver may get, with its header."""
@@ -379,10 +460,15 @@ class VirtioNetDevice(VirtioDevice):
 
 #: the network interface a ``virtio-net`` device of a profile bridges to, by its spec
 NetPortFor = Callable[[DeviceSpec], NetPort | None]
+#: the link's backlog a ``virtio-net`` device paces itself by (asked as it is built)
+PacingFor = Callable[[], LinkPacing]
 
 
-def register_device_types(types: DeviceTypes, net_port: NetPortFor | None = None) -> None:
-    """Add ``virtio-net``; its devices bridge to ``net_port(spec)`` (none: no interface)."""
+def register_device_types(
+    types: DeviceTypes, net_port: NetPortFor | None = None, pacing: PacingFor | None = None
+) -> None:
+    """Add ``virtio-net``; its devices bridge to ``net_port(spec)`` (none: no interface)
+    and pace themselves by ``pacing()`` (none: they do not)."""
 
     def virtio_net(spec: DeviceSpec, ctx: DeviceContext) -> Device:
         mac = str_option(spec, "mac")
@@ -392,6 +478,7 @@ def register_device_types(types: DeviceTypes, net_port: NetPortFor | None = None
             port=None if net_port is None else net_port(spec),
             offloads=bool_option(spec, "offloads", True),
             header_delta=bool_option(spec, "header_delta", True),
+            pacing=None if pacing is None else pacing(),
         )
 
     types.register(

@@ -97,6 +97,7 @@ from ira.venet.netspec import (
     Offloads,
     check_received,
     deliver_to_port,
+    full_frame,
     next_outgoing_frame,
     with_num_buffers,
 )
@@ -115,11 +116,6 @@ PAGE_BYTES = 4096
 QUEUE_SIZE = 256
 #: frames take the tx window in units of this many bytes (a whole MTU-1500 frame each)
 TX_UNIT = 2048
-
-
-def _full_frame(mtu: int) -> int:
-    """Bytes of a frame of ``mtu`` bytes of payload, with its headers (VLAN tag included)."""
-    return VNET_HDR_BYTES + 18 + mtu
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,11 +269,11 @@ class VirtioNetClient(VirtioClient):
         return counts
 
     def _new_flows(self, mtu: int) -> FlowQueue:
-        return FlowQueue(quantum=_full_frame(mtu))
+        return FlowQueue(quantum=full_frame(mtu))
 
     def _new_inflight_limit(self, mtu: int) -> InflightLimit:
         cap = self.config.tx_inflight_bytes
-        return InflightLimit(frame=min(cap, _full_frame(mtu)), cap=cap)
+        return InflightLimit(frame=min(cap, full_frame(mtu)), cap=cap)
 
     # -- VirtioClient hooks ---------------------------------------------------------
 

@@ -197,6 +197,12 @@ def generated_mac(*names: str) -> bytes:
     return bytes([0x02, *digest[:5]])
 
 
+def full_frame(mtu: int) -> int:
+    """Bytes of a frame of ``mtu`` bytes of payload with its headers (virtio-net header,
+    Ethernet header, a VLAN tag): a flow queue's quantum, the unit of in-flight limits."""
+    return VNET_HDR_BYTES + 18 + mtu
+
+
 def check_mtu(mtu: int) -> int:
     if not MIN_MTU <= mtu <= MAX_MTU:
         raise ConfigError(f"MTU {mtu} is outside {MIN_MTU}..{MAX_MTU}")
@@ -353,6 +359,27 @@ class NetPort(Protocol):
 
     def set_offloads(self, offloads: Offloads) -> None:
         """Allow the stack to give ``read_frame`` frames with these offloads (no others)."""
+        ...
+
+
+class LinkPacing(Protocol):
+    """What the board's link tells a device that paces itself by the line
+    (``ira.runtime.backlog.LinkBacklog``); on the device's thread."""
+
+    def unacked_bytes(self) -> int:
+        """Bytes given to the link that the peer has not acknowledged yet."""
+        ...
+
+    def acked_bytes(self) -> int:
+        """Bytes the peer acknowledged so far, a running total."""
+        ...
+
+    def now(self) -> float:
+        """Monotonic seconds."""
+        ...
+
+    def when_acknowledged(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` once, the next time the peer acknowledges something."""
         ...
 
 
