@@ -294,7 +294,7 @@ class VirtioNetDevice(VirtioDevice):
 
     # -- receiveq: frames to the driver --------------------------------------------
 
-    def _fill_and_ask(self, ring: VirtqueueDevice) -> None:
+    def _fill_and_ask(self, ring: VirtqueueDevice, *, read: bool = True) -> None:
         """Fill, and ask for the driver's notifications only while a frame waits for buffers.
 
         Like the transmit side of the driver: while the device has buffers the
@@ -302,7 +302,7 @@ class VirtioNetDevice(VirtioDevice):
         reads the ring when a frame comes.
         """
         while True:
-            self._fill(ring)
+            self._fill(ring, read=read)
             starved = self._starved
             if starved == self._rx_kicks:
                 return
@@ -310,17 +310,16 @@ class VirtioNetDevice(VirtioDevice):
             if not self.notifications(RX_QUEUE, enabled=starved):
                 return
 
-    def _fill(self, ring: VirtqueueDevice) -> None:
+    def _fill(self, ring: VirtqueueDevice, *, read: bool = True) -> None:
         pacing = self._pacing
         now = 0.0 if pacing is None else pacing.now()
         flows = self._flows
         dropped, codel = flows.dropped, flows.codel_dropped
         # the port is read ahead as far as the flow queue holds (never to its drops):
         # beyond that the backlog stays in the kernel, read as the queue drains
-        while len(flows) < flows.limit_frames and (read := self._read()) is not None:
-            flows.push(read, now=now)
+        while read and len(flows) < flows.limit_frames and (got := self._read()) is not None:
+            flows.push(got, now=now)
         self._starved = False
-        room = None
         if pacing is not None:
             unacked = self._acknowledged(pacing, now)
             limit = self._inflight.limit
@@ -331,13 +330,11 @@ class VirtioNetDevice(VirtioDevice):
             frame = self._waiting
             if frame is None:
                 break
-            if pacing is not None:
-                room = not unacked or unacked + len(frame) <= limit
-                if not room:
-                    # held back: the next acknowledgement lets it go
-                    pacing.when_acknowledged(self.pull)
-                    self._net.rx.waits += 1
-                    break
+            if pacing is not None and unacked and unacked + len(frame) > limit:
+                # held back: the next acknowledgement lets it go
+                pacing.when_acknowledged(self._link_acknowledged)
+                self._net.rx.waits += 1
+                break
             if not self._place(ring, frame):
                 self._starved = True
                 self._net.rx.waits += 1
@@ -345,13 +342,24 @@ class VirtioNetDevice(VirtioDevice):
             self._waiting = None
             if pacing is not None:
                 unacked += len(frame)  # committed: the link gets it at the end of the turn
-        if pacing is not None and room is not False and unacked:
-            pacing.when_acknowledged(self.pull)  # what is out times the limit's rate
         drops = self._net.rx.dropped
         if flows.dropped != dropped:
             drops[Drop.QUEUE_FULL] += flows.dropped - dropped
         if flows.codel_dropped != codel:
             drops[Drop.CODEL] += flows.codel_dropped - codel
+
+    def _link_acknowledged(self) -> None:
+        """The link's peer acknowledged bytes while a frame was held back: send from the
+        flow queue (the port is read when it says it is readable)."""
+        ring = self.queue(RX_QUEUE)
+        if ring is None:
+            return
+        try:
+            self._fill_and_ask(ring, read=False)
+        except QueueBroken as exc:
+            self.queue_failed(RX_QUEUE, exc)
+            return
+        self.interrupt(RX_QUEUE)
 
     def _acknowledged(self, pacing: LinkPacing, now: float) -> int:
         """Take what the link says was acknowledged since the last look (the limit's
