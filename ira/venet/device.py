@@ -342,6 +342,10 @@ class VirtioNetDevice(VirtioDevice):
             self._waiting = None
             if pacing is not None:
                 unacked += len(frame)  # committed: the link gets it at the end of the turn
+        if pacing is not None and unacked and self._waiting is None:
+            # frames are out: each acknowledgement of them times the limit's rate (and
+            # tells the limit when nothing is out: idle time is not a slow line)
+            pacing.when_acknowledged(self._link_acknowledged)
         drops = self._net.rx.dropped
         if flows.dropped != dropped:
             drops[Drop.QUEUE_FULL] += flows.dropped - dropped
@@ -349,8 +353,9 @@ class VirtioNetDevice(VirtioDevice):
             drops[Drop.CODEL] += flows.codel_dropped - codel
 
     def _link_acknowledged(self) -> None:
-        """The link's peer acknowledged bytes while a frame was held back: send from the
-        flow queue (the port is read when it says it is readable)."""
+        """The link's peer acknowledged bytes while frames were out: measure, and send
+        from the flow queue what the limit held back (the port is read when it says it
+        is readable)."""
         ring = self.queue(RX_QUEUE)
         if ring is None:
             return
