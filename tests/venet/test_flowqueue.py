@@ -127,3 +127,17 @@ def test_bad_limits_are_refused() -> None:
         InflightLimit(frame=20, cap=10)
     with pytest.raises(ValueError):
         FlowQueue(quantum=0)
+
+
+def test_a_return_that_came_late_does_not_make_a_slow_line_look_fast() -> None:
+    lim = InflightLimit(frame=FULL, cap=256 * 1024, target_s=0.05)
+    t = 0.0
+    lim.returned(FULL, 2 * FULL, now=t)  # the first return starts a measurement
+    # the next frame's return came late, just before the one after it
+    for step in (0.255, 0.011, 0.133, 0.133, 0.133):
+        t += step
+        lim.returned(FULL, 2 * FULL, now=t)
+    # each measurement spans two frames' returns at least: at most ~2x the line's rate,
+    # and the limit stays the frame on the line and one more
+    assert lim.rate is not None and lim.rate < 2 * 11_520
+    assert lim.limit == 2 * FULL
