@@ -365,11 +365,9 @@ def encode_data_frame(
     channel: int, tag: int, seq: int, ack: int, window: int, tx: int, echo: int, payload: bytes
 ) -> bytes:
     """A whole DATA frame, CRC included (the link core's hot path)."""
-    body = (
-        _DATA.pack(FrameType.DATA, channel & DATA_CHANNEL_MASK, tag, seq, ack, window, tx, echo)
-        + payload
-    )
-    return body + _CRC.pack(zlib.crc32(body))
+    head = _DATA.pack(FrameType.DATA, channel & DATA_CHANNEL_MASK, tag, seq, ack, window, tx, echo)
+    # the CRC runs on over the payload where it lies: the payload is copied once
+    return b"".join((head, payload, _CRC.pack(zlib.crc32(payload, zlib.crc32(head)))))
 
 
 def encode_data(d: Data) -> bytes:

@@ -133,7 +133,7 @@ def encode_data2_frame(
     ``ack`` are cut to their low ``seq_bytes`` and ``ack_bytes`` bytes here."""
     flags = channel & DATA2_CHANNEL_MASK
     flags |= (seq_bytes - 1) << DATA2_SEQ_SHIFT | (ack_bytes - 1) << DATA2_ACK_SHIFT
-    parts = [b""] * 4
+    parts = [b""] * 3
     if window is not None:
         flags |= DATA2_FLAG_WINDOW
         w = window
@@ -147,8 +147,7 @@ def encode_data2_frame(
     if echo is not None:
         flags |= DATA2_FLAG_ECHO
         parts[2] = _U16.pack(echo)
-    parts[3] = payload
-    body = b"".join(
+    head = b"".join(
         (
             _HEAD.pack(DATA2_TYPE, flags, tag),
             (seq & ((1 << (8 * seq_bytes)) - 1)).to_bytes(seq_bytes, "little"),
@@ -156,7 +155,8 @@ def encode_data2_frame(
             *parts,
         )
     )
-    return body + _CRC.pack(zlib.crc32(body))
+    # the CRC runs on over the payload where it lies: the payload is copied once
+    return b"".join((head, payload, _CRC.pack(zlib.crc32(payload, zlib.crc32(head)))))
 
 
 def encode_data2(d: Data2) -> bytes:
