@@ -397,6 +397,14 @@ def main() -> None:
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--quick", action="store_true", help="a quarter of the work")
+    parser.add_argument(
+        "--guest-cpus",
+        type=int,
+        default=1,
+        metavar="N",
+        help="vCPUs of the QEMU guest when one is needed (default 1; TCG runs one host "
+        "thread per vCPU)",
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench/usb.py needs root (gadgets, TAPs, namespaces)")
@@ -404,7 +412,7 @@ def main() -> None:
         from ira.tools.usbvm import GuestVM, build_image
 
         print("no dummy_hcd here: measuring in the QEMU guest", file=sys.stderr, flush=True)
-        with GuestVM(build_image()) as vm:
+        with GuestVM(build_image(), cpus=args.guest_cpus) as vm:
             argv = [sys.executable, str(Path(__file__).resolve()), *sys.argv[1:]]
             result = vm.run(" ".join(argv), timeout_s=3600)
         sys.stdout.write(result.output)

@@ -194,9 +194,17 @@ class GuestVM:
     """One booted guest; ``run`` executes shell scripts in it (see the module docstring)."""
 
     def __init__(
-        self, image: GuestImage | None = None, *, memory_mb: int = 1024, boot_timeout_s: float = 90
+        self,
+        image: GuestImage | None = None,
+        *,
+        memory_mb: int = 1024,
+        cpus: int = 1,
+        boot_timeout_s: float = 90,
     ) -> None:
+        if not 1 <= cpus <= 8:
+            raise ConfigError(f"a USB guest of {cpus} vCPUs: give 1 to 8")
         self._image = image
+        self._cpus = cpus
         self._memory_mb = memory_mb
         self._boot_timeout_s = boot_timeout_s
         self._proc: subprocess.Popen[bytes] | None = None
@@ -233,7 +241,8 @@ class GuestVM:
             shares = ["-virtfs", f"local,path={project},mount_tag=here,{_RO_SHARE}"]
         argv = [
             QEMU,
-            "-accel", "tcg", "-cpu", "max", "-m", str(self._memory_mb), "-smp", "1",
+            "-accel", "tcg", "-cpu", "max", "-m", str(self._memory_mb),
+            "-smp", str(self._cpus),
             "-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot",
             "-kernel", str(image.kernel), "-initrd", str(image.initrd),
             "-append", append,
