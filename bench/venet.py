@@ -13,6 +13,10 @@ Every figure is a ratio measured in one run (root needed: TAPs and namespaces):
   behind a bulk flow, against ~0.1 s unloaded), host → board: the host sends both the
   bulk and the pings; ``loaded_ping_board_115200_s``: the same board → host (the board
   sends the bulk and the pings); ``*_lost``: pings of those that got no answer;
+* ``board_*``, ``host_*``: each end's link counters over that 115200-baud transfer (the
+  line ``ira.runtime.link`` logs at stop): frames, DATA segments and stand-alone ACK
+  frames sent, retransmissions, retransmission timeouts, tail probes, duplicates
+  received, the smoothed RTT; ``*_acks_per_data_frame``: ACK frames per DATA frame sent;
 * ``goodput_ratio``: TCP goodput of 32 MiB through ira over the unthrottled
   null-modem, divided by that of the C peer on a null-modem of the same kind: Debian's
   ``vde2`` (a ``vde_switch -tap`` in each namespace, their ``vde_plug``s joined through
@@ -73,6 +77,25 @@ UNTHROTTLED_BYTES = 32 << 20
 #: pings per round
 PINGS = 20
 _TIME = re.compile(r"time=([\d.]+) ms")
+
+
+def _link_counters(log: Path, ends: dict[str, str]) -> dict[str, float]:
+    """``{end}_{counter}`` from the ``link counters at stop (PORT): ...`` lines of
+    ``ira.runtime.link``, and ACK frames per DATA frame each way."""
+    found: dict[str, float] = {}
+    text = log.read_text(errors="replace")
+    for end, port in ends.items():
+        match = re.search(rf"link counters at stop \({re.escape(port)}\): (.*)", text)
+        if match is None:
+            raise SystemExit(f"bench/venet.py: no link counters of the {end} in {log}")
+        for word in match.group(1).split():
+            name, _, value = word.partition("=")
+            if value != "-":
+                found[f"{end}_{name}"] = float(value)
+        found[f"{end}_acks_per_data_frame"] = found[f"{end}_ack_frames_sent"] / max(
+            1.0, found[f"{end}_segments_sent"]
+        )
+    return found
 
 
 def _ping_times(ns: NetNs, address: str, count: int) -> list[float]:
@@ -269,6 +292,11 @@ def main() -> None:
             before = r.nm.statistics().b_to_a.bytes_out
             slow = _goodput(r.host_ns, r.board_ns, slow_size, 120.0)
             wire = r.nm.statistics().b_to_a.bytes_out - before
+            ends = {"board": r.nm.path_a, "host": r.nm.path_b}
+        # the link counters of that transfer, from the lines both ends log at stop
+        results.update(_link_counters(r.log, ends))
+        r.log.unlink()
+        with root_rig.rig(tmp, baud=115200) as r:
             loaded_ping, lost = _ping_under_load(r.host_ns, r.board_ns, q)
             loaded_back, lost_back = _ping_under_load(r.board_ns, r.host_ns, q, HOST_IP)
         results["loaded_ping_115200_s"] = loaded_ping
@@ -313,6 +341,14 @@ def main() -> None:
         f"{results['efficiency_115200']:.3f} (target >= 0.95): payload "
         f"{results['payload_share_115200']:.3f} of the bytes on the line (headers, link "
         f"framing, bus and ring traffic), line busy {results['line_busy_115200']:.3f}"
+    )
+    print(
+        "link frames in that transfer: "
+        + "; ".join(
+            f"{end}: {results[f'{end}_acks_per_data_frame']:.2f} ACK frames per DATA frame, "
+            f"{results[f'{end}_retransmission_timeouts']:.0f} retransmission timeouts"
+            for end in ("host", "board")
+        )
     )
     print(
         f"ping during a TCP transfer at 115200 baud: host -> board {loaded_ping * 1e3:.0f} ms "

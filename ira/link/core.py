@@ -174,6 +174,8 @@ class LinkStatistics:
     cwnd_bytes: int | None
     #: tail-loss probes sent (version 2)
     tail_probes: int = 0
+    #: stand-alone ACK frames sent (keepalives and probes included)
+    ack_frames_sent: int = 0
 
     @property
     def drops(self) -> dict[str, int]:
@@ -210,6 +212,7 @@ class _Counters:
     hellos_refused: int = 0
     refused_by_peer: int = 0
     session_resets: int = 0
+    ack_frames_sent: int = 0
 
 
 def _stream_bytes(message: bytes) -> int:
@@ -783,6 +786,7 @@ class Link:
             ack_now = self._ack_now or (self._ack_due is not None and now >= self._ack_due)
             if ack_now or (idle and not frames):
                 frames.append(self._ack_frame(receiver, probe=self.state is LinkState.DOWN))
+                self._counters.ack_frames_sent += 1
                 self._ack_due = None
                 self._ack_now = False
                 self._unacked_segments = 0
@@ -1013,4 +1017,5 @@ class Link:
             segment_bytes=sender.segment_bytes if sender else None,
             cwnd_bytes=sender.cwnd if sender else None,
             tail_probes=s.tail_probes,
+            ack_frames_sent=c.ack_frames_sent,
         )

@@ -224,6 +224,19 @@ class Doorbell:
             self._r = self._w = -1
 
 
+def counters_line(stats: LinkStatistics) -> str:
+    """A link's frame and loss counters as ``name=value`` words, for the log line at
+    stop (``bench/venet.py`` reads them from the log)."""
+    srtt = "-" if stats.srtt_s is None else str(round(stats.srtt_s * 1000))
+    return (
+        f"frames_sent={stats.frames_sent} segments_sent={stats.segments_sent} "
+        f"ack_frames_sent={stats.ack_frames_sent} "
+        f"segments_retransmitted={stats.segments_retransmitted} "
+        f"retransmission_timeouts={stats.retransmission_timeouts} "
+        f"tail_probes={stats.tail_probes} drop_duplicate={stats.drop_duplicate} srtt_ms={srtt}"
+    )
+
+
 class LinkRuntime:
     """Runs a ``Link`` over a ``Transport`` in a background thread.
 
@@ -383,6 +396,9 @@ class LinkRuntime:
             if t is not threading.current_thread():
                 t.join(timeout=5)
         self._threads.clear()
+        self._log.info(
+            "link counters at stop (%s): %s", self.name, counters_line(self.core.statistics())
+        )
         if self.transport is not None:
             self.transport.close()
         if self._opener is not None and self._opener.release is not None:

@@ -183,3 +183,17 @@ def test_a_duplicate_is_acknowledged_after_the_ack_delay_not_at_once() -> None:
     b.handle_timeout(now=now + delay)
     assert len(b.data_to_send(now=now + delay)) == 1  # one ACK
     assert bulk_received(pair.events_b) == 1
+
+
+def test_each_end_counts_the_ack_frames_it_wrote() -> None:
+    pair, ab, ba = tapped_pair()
+    for i in range(40):
+        pair.a.send_message(bytes(1500), BULK)
+        if i % 3 == 0:
+            pair.b.send_message(bytes(60), BULK)
+    assert pair.run_until(lambda: bulk_received(pair.events_b) == 40, timeout_s=30.0)
+    pair.run_for(1.0)  # keepalives too
+    for link, tap in ((pair.a, ab), (pair.b, ba)):
+        stats = link.statistics()
+        assert stats.ack_frames_sent == len(tap.acks) > 0
+        assert stats.segments_sent == len(tap.data)

@@ -410,3 +410,18 @@ def test_refused_input_is_summarized_at_warning_at_most_once_an_interval(
 
 def _summaries(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused ")]
+
+
+def test_a_runtime_logs_its_link_counters_when_it_stops(caplog: pytest.LogCaptureFixture) -> None:
+    ta, tb = mem_pair(packet=False)
+    with caplog.at_level(logging.INFO, logger="ira.runtime.link"), running(ta, tb) as (a, b):
+        a.send(b"x" * 100, Channel.BULK)
+        assert next_message(b).payload == b"x" * 100
+        name = a.name
+    lines = [r.getMessage() for r in caplog.records if "link counters at stop" in r.getMessage()]
+    assert len(lines) == 2
+    mine = next(line for line in lines if f"({name})" in line)
+    counters = dict(word.split("=") for word in mine.split(": ", 1)[1].split())
+    assert int(counters["segments_sent"]) >= 1
+    assert int(counters["frames_sent"]) >= int(counters["segments_sent"])
+    assert counters["retransmission_timeouts"] == "0"
