@@ -104,6 +104,7 @@ from ira.wire.link import (
     is_authenticated_hello,
 )
 from ira.wire.link2 import (
+    ACK_HOLD_S,
     DATA2_MAX_HEADER_BYTES,
     DATA2_TYPE,
     Data2,
@@ -176,6 +177,8 @@ class LinkStatistics:
     tail_probes: int = 0
     #: stand-alone ACK frames sent (keepalives and probes included)
     ack_frames_sent: int = 0
+    #: retransmission timeouts found spurious (the first transmission was acknowledged)
+    spurious_timeouts: int = 0
 
     @property
     def drops(self) -> dict[str, int]:
@@ -537,7 +540,14 @@ class Link:
         if fate is not Fate.NEW or gaps or self._unacked_segments >= 2:
             self._ack_due = now  # tell the sender at once what we hold
         elif self._ack_due is None:
-            self._ack_due = now + self.config.ack_delay_s
+            delay = self.config.ack_delay_s
+            sender = self._sender
+            if self._header2 is not None and sender is not None and sender.has_outstanding():
+                # version 2, a flow of our own: more of it is likely soon (a TCP ACK
+                # from the stack above, room the peer's next ACK opens) and carries
+                # this acknowledgement instead of an ACK frame on a busy line
+                delay = ACK_HOLD_S if delay < ACK_HOLD_S else delay
+            self._ack_due = now + delay
 
     def _on_ack(self, a: Ack, sender: Sender, now: float) -> None:
         self._apply_ack(sender, a.ack, a.window, a.blocks, a.echo, a.held, now, a.stale_echo)
@@ -690,8 +700,15 @@ class Link:
         # same implementation); the peer is alive while its keepalives arrive
         peer_keepalive_s = h.keepalive_ms / 1000
         probe = TailProbe(cfg.ack_delay_s, 2 * peer_keepalive_s) if version >= 2 else None
+        # the peer's timers allow for its ack hold (version 2) or ack delay
+        held = max(cfg.ack_delay_s, ACK_HOLD_S) if version >= 2 else cfg.ack_delay_s
         self._sender = Sender(
-            cfg, peer_frame - overhead, h.window_bytes, self._sender_stats, tail_probe=probe
+            cfg,
+            peer_frame - overhead,
+            h.window_bytes,
+            self._sender_stats,
+            tail_probe=probe,
+            peer_ack_delay_s=held,
         )
         if self._previous_sender is not None:
             self._sender.inherit_rtt(self._previous_sender)  # same line, new peer session
@@ -1018,4 +1035,5 @@ class Link:
             cwnd_bytes=sender.cwnd if sender else None,
             tail_probes=s.tail_probes,
             ack_frames_sent=c.ack_frames_sent,
+            spurious_timeouts=s.spurious_timeouts,
         )

@@ -14,7 +14,12 @@ Acknowledgement is cumulative plus selective (SACK ranges).  Serial and USB
 links never reorder, so loss detection is RACK with a zero reordering window:
 a segment still unacknowledged when one sent after it is acknowledged is lost
 and queued for retransmission at once.  A retransmission timer (RFC 6298
-estimator, Karn's rule, exponential backoff) covers a lost tail.
+estimator, Karn's rule, exponential backoff) covers a lost tail.  A timeout is
+found spurious when the ACK of the resent segment echoes its *first*
+transmission (RFC 4015's detection, exact here because every transmission has
+its own number): the round trip it measured becomes the estimate's floor at
+once, so that a queue the other way (ACKs behind a peer's bulk frames) that grew
+faster than the estimate followed costs one needless resend, not one per frame.
 
 How much is in flight is bounded by the peer's window and by a congestion
 window of twice the measured bandwidth-delay product (a per-segment delivery
@@ -77,6 +82,8 @@ class Segment:
         "delivered_at_send",
         "delivered_time_at_send",
         "end",
+        "first_sent_at",
+        "first_tx",
         "lost",
         "payload",
         "retransmitted",
@@ -95,6 +102,10 @@ class Segment:
         self.chan_start = chan_start
         self.payload = payload
         self.sent_at = 0.0
+        #: the first transmission's order and time (0: this piece was cut from a lost
+        #: segment, its first transmission is not its own)
+        self.first_tx = 0
+        self.first_sent_at = 0.0
         #: order of the last transmission among all transmissions (frames sent
         #: together share a time)
         self.tx_order = 0
@@ -157,6 +168,9 @@ class SenderStatistics:
     timeouts: int = 0
     #: tail-loss probes sent (version 2)
     tail_probes: int = 0
+    #: retransmission timeouts found spurious: the peer acknowledged the first
+    #: transmission of a segment the timer resent (RFC 4015's detection, by echo)
+    spurious_timeouts: int = 0
 
 
 @dataclass(slots=True)
@@ -182,8 +196,13 @@ class Sender:
         peer_window_bytes: int,
         stats: SenderStatistics | None = None,
         tail_probe: TailProbe | None = None,
+        peer_ack_delay_s: float | None = None,
     ) -> None:
         self._config = config
+        #: the longest the peer may hold an acknowledgement (the timer allows it)
+        self._peer_ack_delay_s = (
+            config.ack_delay_s if peer_ack_delay_s is None else (peer_ack_delay_s)
+        )
         #: the tail-loss probe (version 2), None: the retransmission timer alone
         self._probe = tail_probe
         self._max_payload = max(1, peer_max_payload)
@@ -209,6 +228,8 @@ class Sender:
         #: moving share of transmissions the line spoiled (from the held bitmaps)
         self._loss_share = 0.0
         self._latest_rtt = 0.0
+        #: round-trip samples taken (on_ack keeps a backed-off timer until one comes)
+        self._samples = 0
         self._delivered = 0
         self._delivered_time = 0.0
         self._bw = _WindowedExtreme(BW_WINDOW_S, want_max=True)
@@ -334,6 +355,11 @@ class Sender:
         seg_size = self._segment_bytes
         finish = self._finish_bytes
         cwnd = self._cwnd
+        if carry_ack and self.pipe_bytes >= cwnd + seg_size:
+            # a whole segment past the window already (one carried an ACK before): one
+            # more would only stand in the queue the window keeps short, and every
+            # due ACK would add one
+            carry_ack = False
         # lost segments go out at once, whatever the window: losses are found exactly
         # (by echo), a serial link has no competing flows to protect, and segments
         # the peer holds above a truncated SACK list would otherwise fill the pipe
@@ -467,6 +493,8 @@ class Sender:
         stats = self.stats
         stats.segments_sent += 1
         stats.payload_bytes_sent += n
+        if not seg.first_tx and not retransmission:
+            seg.first_tx, seg.first_sent_at = tx, now
         if retransmission:
             seg.retransmitted = True
             stats.segments_retransmitted += 1
@@ -502,6 +530,7 @@ class Sender:
         if right_edge > self.peer_right_edge:
             self.peer_right_edge = right_edge
         progressed = ack > snd_una
+        samples = self._samples
         inflight = self._inflight
         while inflight and inflight[0].end <= ack:
             seg = inflight.popleft()
@@ -523,7 +552,11 @@ class Sender:
         if echo is not None and held is not None:
             progressed = self._apply_held(echo, held, now, sample) or progressed
         if progressed:
-            self._backoff = 1
+            # Karn (RFC 6298 §5.7): a backed-off timer stays backed off until a round
+            # trip is measured; progress alone may be the late ACK of a first
+            # transmission that the timer resent spuriously
+            if self._samples != samples:
+                self._backoff = 1
             self._timeouts_in_a_row = 0
             self.rto = self._rto_value()
             self.rto_deadline = now + self.rto if self._inflight else None
@@ -552,6 +585,19 @@ class Sender:
             # the peer acknowledged on receiving exactly this transmission: a clean
             # sample (no retransmission ambiguity, no lost-ACK delay in it)
             self._update_rtt(now - seg.sent_at)
+        elif seg.retransmitted and seg.first_tx == echo and echo is not None:
+            # the first transmission arrived and this ACK answers it: the timer that
+            # resent it fired too soon (a queue the other way grew faster than the
+            # estimate); the Eifel response (RFC 4015 §4.2) takes the round trip it
+            # measured as the estimate's floor at once
+            sample = now - seg.first_sent_at
+            self.stats.spurious_timeouts += 1
+            self._update_rtt(sample)
+            srtt = self.srtt
+            if srtt is not None and srtt < sample:
+                self.srtt = sample
+            if self.rttvar < sample / 2:
+                self.rttvar = sample / 2
 
     def _advance_channel(self, seg: Segment) -> None:
         q = self._control if seg.channel is Channel.CONTROL else self._bulk
@@ -600,6 +646,7 @@ class Sender:
             self._pace()
 
     def _update_rtt(self, sample: float) -> None:
+        self._samples += 1
         self._latest_rtt = sample
         # RFC 6298 §2
         if self.srtt is None:
@@ -620,7 +667,7 @@ class Sender:
             # RTT samples are exact (echoed transmissions), so the variance is real;
             # the floor of twice the smoothed RTT keeps a growing queue from firing it
             spread = 4 * self.rttvar
-            base = (srtt + spread if spread > srtt else 2 * srtt) + cfg.ack_delay_s
+            base = (srtt + spread if spread > srtt else 2 * srtt) + self._peer_ack_delay_s
         if base < cfg.rto_min_s:
             base = cfg.rto_min_s
         rto = base * self._backoff

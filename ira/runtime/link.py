@@ -233,6 +233,7 @@ def counters_line(stats: LinkStatistics) -> str:
         f"ack_frames_sent={stats.ack_frames_sent} "
         f"segments_retransmitted={stats.segments_retransmitted} "
         f"retransmission_timeouts={stats.retransmission_timeouts} "
+        f"spurious_timeouts={stats.spurious_timeouts} "
         f"tail_probes={stats.tail_probes} drop_duplicate={stats.drop_duplicate} srtt_ms={srtt}"
     )
 

@@ -46,6 +46,9 @@ DATA2_MAX_WINDOW = 0xFFFF
 DATA2_MIN_HEADER_BYTES = 1 + 1 + 2 + 1 + 1 + 2
 #: the longest: four bytes each of seq and ack, a three-byte window, echo
 DATA2_MAX_HEADER_BYTES = 1 + 1 + 2 + 4 + 4 + 3 + 2 + 2
+#: an end with data of its own in flight may hold the acknowledgement of a lone DATA2
+#: frame this long, for a DATA2 frame of its own to carry it (the peer's timers allow it)
+ACK_HOLD_S = 0.025
 
 Data2Body = cs.Struct(
     "flags"

@@ -11,13 +11,15 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import pytest
+
 from ira.link.config import LinkConfig
 from ira.link.core import Link
 from ira.link.events import Channel, LinkEvent, MessageReceived, SessionStarted
 from ira.link.framing import StreamDeframer
 from ira.link.sender import FINISH_SHARE
 from ira.link.simulate import LineFaults, LinkPair
-from ira.wire.link import Ack, Data, check_crc, decode_body
+from ira.wire.link import VERSION_MAX, Ack, Data, check_crc, decode_body
 from ira.wire.link2 import Data2
 
 BULK = Channel.BULK
@@ -62,10 +64,11 @@ def tapping(write: Callable[[bytes, float], None], tap: Tap) -> Callable[[bytes,
     return tapped
 
 
-def tapped_pair(seed: int = 0) -> tuple[LinkPair, Tap, Tap]:
+def tapped_pair(seed: int = 0, version: int = VERSION_MAX) -> tuple[LinkPair, Tap, Tap]:
     """Two ends over 115200-baud lines, with what each writes decoded (a -> b, b -> a)."""
-    a = Link(LinkConfig(), rng=random.Random(2 * seed + 1), now=0.0)
-    b = Link(LinkConfig(), rng=random.Random(2 * seed + 2), now=0.0)
+    config = LinkConfig(version_max=version)
+    a = Link(config, rng=random.Random(2 * seed + 1), now=0.0)
+    b = Link(config, rng=random.Random(2 * seed + 2), now=0.0)
     pair = LinkPair(a, b, SERIAL_115200, random.Random(seed))
     taps = Tap(), Tap()
     for line, tap in zip((pair.ab, pair.ba), taps, strict=True):
@@ -197,3 +200,35 @@ def test_each_end_counts_the_ack_frames_it_wrote() -> None:
         stats = link.statistics()
         assert stats.ack_frames_sent == len(tap.acks) > 0
         assert stats.segments_sent == len(tap.data)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_end_with_a_flow_of_its_own_holds_a_lone_ack_for_its_next_frame(
+    version: int,
+) -> None:
+    """A streams bulk; B answers every message 10 ms after it arrived (a TCP ACK from
+    the stack above).  In version 2, B, its previous answer still in flight, holds
+    the ACK of a lone segment up to ACK_HOLD_S: the answer carries it.  Version 1
+    acknowledges within 5 ms, in an ACK frame of its own, then sends the answer."""
+    pair, _, ba = tapped_pair(version=version)
+    learn_the_line(pair)
+    for _ in range(60):
+        pair.a.send_message(bytes(1500), BULK)
+    ba.clear()
+    seen = bulk_received(pair.events_b)
+    answer_at: list[float] = []
+    end = pair.now + 4.0
+    while pair.now < end:
+        pair.run_for(0.002)
+        now_seen = bulk_received(pair.events_b)
+        answer_at += [pair.now + 0.010] * (now_seen - seen)
+        seen = now_seen
+        while answer_at and answer_at[0] <= pair.now:
+            answer_at.pop(0)
+            pair.b.send_message(bytes(60), BULK)
+    answers = len(ba.data)
+    assert answers >= 20
+    if version == 1:
+        assert len(ba.acks) >= answers * 0.8, (len(ba.acks), answers)
+    else:
+        assert len(ba.acks) <= answers * 0.2, (len(ba.acks), answers)

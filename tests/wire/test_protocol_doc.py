@@ -13,6 +13,7 @@ from ira.busmodel.devices import BoardInfo, CountingDevice, Echo, RingLoopback
 from ira.link.framing import StreamDeframer, encode_frames
 from ira.wire import MessageSpec, WireSpec, gendoc
 from ira.wire.link import Feature
+from ira.wire.link2 import ACK_HOLD_S
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md"
 
@@ -179,3 +180,9 @@ def test_every_standard_device_is_specified(device: type[Device]) -> None:
     text = DOC.read_text(encoding="utf-8")
     assert f"| `{device.type}` | {device.version} |" in text
     assert f"### {device.type}\n" in text
+
+
+def test_the_ack_hold_of_version_2_is_the_one_the_spec_gives() -> None:
+    text = DOC.read_text(encoding="utf-8")
+    assert f"| ack hold (version 2) | {round(ACK_HOLD_S * 1000)} ms |" in text
+    assert f"up to the *ack hold*, {round(ACK_HOLD_S * 1000)} ms" in text
