@@ -179,6 +179,8 @@ class LinkStatistics:
     ack_frames_sent: int = 0
     #: retransmission timeouts found spurious (the first transmission was acknowledged)
     spurious_timeouts: int = 0
+    #: lone small tails sent twice on a noisy line (version 2)
+    tail_copies: int = 0
 
     @property
     def drops(self) -> dict[str, int]:
@@ -708,7 +710,7 @@ class Link:
             h.window_bytes,
             self._sender_stats,
             tail_probe=probe,
-            peer_ack_delay_s=held,
+            peer_ack_hold_s=held,
         )
         if self._previous_sender is not None:
             self._sender.inherit_rtt(self._previous_sender)  # same line, new peer session
@@ -1036,4 +1038,5 @@ class Link:
             tail_probes=s.tail_probes,
             ack_frames_sent=c.ack_frames_sent,
             spurious_timeouts=s.spurious_timeouts,
+            tail_copies=s.tail_copies,
         )

@@ -168,6 +168,8 @@ class SenderStatistics:
     timeouts: int = 0
     #: tail-loss probes sent (version 2)
     tail_probes: int = 0
+    #: lone small tails sent twice on a noisy line (version 2)
+    tail_copies: int = 0
     #: retransmission timeouts found spurious: the peer acknowledged the first
     #: transmission of a segment the timer resent (RFC 4015's detection, by echo)
     spurious_timeouts: int = 0
@@ -196,13 +198,13 @@ class Sender:
         peer_window_bytes: int,
         stats: SenderStatistics | None = None,
         tail_probe: TailProbe | None = None,
-        peer_ack_delay_s: float | None = None,
+        peer_ack_hold_s: float | None = None,
     ) -> None:
         self._config = config
         #: the longest the peer may hold an acknowledgement (the timer allows it)
-        self._peer_ack_delay_s = (
-            config.ack_delay_s if peer_ack_delay_s is None else (peer_ack_delay_s)
-        )
+        #: (version 2: its ack hold; on a noisy line the timer allows the ack delay
+        #: alone, as the probe does: a late ACK there is more likely lost than held)
+        self._peer_ack_hold_s = config.ack_delay_s if peer_ack_hold_s is None else peer_ack_hold_s
         #: the tail-loss probe (version 2), None: the retransmission timer alone
         self._probe = tail_probe
         self._max_payload = max(1, peer_max_payload)
@@ -409,21 +411,30 @@ class Sender:
                 self.rto_deadline = now + self.rto
             if self._probe is not None:
                 self._arm_probe(now)
+                if len(out) == 1 and self._noisy_tail():
+                    # a lone small tail on a noisy line: the same transmission twice
+                    # (a frame there is lost more often than not: two copies halve
+                    # the rounds a request or reply takes to get through)
+                    out.append(out[0])
+                    self.stats.tail_copies += 1
         return out
 
-    def _arm_probe(self, now: float) -> None:
-        """Arm the probe timer for a tail on a noisy line: a few bytes in the pipe,
-        nothing queued."""
-        probe = self._probe
-        assert probe is not None
+    def _noisy_tail(self) -> bool:
+        """A tail on a noisy line: a few bytes in the pipe, nothing queued."""
         pipe = self.pipe_bytes
-        if (
+        return not (
             not pipe
             or pipe > TAIL_PROBE_MAX_BYTES
             or self._loss_share < NOISY_LOSS_SHARE
             or self._control.queued_bytes
             or self._bulk.queued_bytes
-        ):
+        )
+
+    def _arm_probe(self, now: float) -> None:
+        """Arm the probe timer for a tail on a noisy line."""
+        probe = self._probe
+        assert probe is not None
+        if not self._noisy_tail():
             probe.deadline = None
             return
         probe.arm(now, self.srtt, self.rttvar, self.rto_deadline)
@@ -586,13 +597,15 @@ class Sender:
             # sample (no retransmission ambiguity, no lost-ACK delay in it)
             self._update_rtt(now - seg.sent_at)
         elif seg.retransmitted and seg.first_tx == echo and echo is not None:
-            # the first transmission arrived and this ACK answers it: the timer that
-            # resent it fired too soon (a queue the other way grew faster than the
-            # estimate); the Eifel response (RFC 4015 §4.2) takes the round trip it
-            # measured as the estimate's floor at once
+            # the first transmission arrived and this ACK answers it: an exact sample
             sample = now - seg.first_sent_at
-            self.stats.spurious_timeouts += 1
             self._update_rtt(sample)
+            if self._loss_share >= NOISY_LOSS_SHARE:
+                return  # a noisy line: a lost ACK, not a queue, made it look late
+            # a clean line: the timer that resent it fired too soon (a queue the other
+            # way grew faster than the estimate); the Eifel response (RFC 4015 §4.2)
+            # takes the round trip it measured as the estimate's floor at once
+            self.stats.spurious_timeouts += 1
             srtt = self.srtt
             if srtt is not None and srtt < sample:
                 self.srtt = sample
@@ -667,7 +680,10 @@ class Sender:
             # RTT samples are exact (echoed transmissions), so the variance is real;
             # the floor of twice the smoothed RTT keeps a growing queue from firing it
             spread = 4 * self.rttvar
-            base = (srtt + spread if spread > srtt else 2 * srtt) + self._peer_ack_delay_s
+            held = self._peer_ack_hold_s
+            if self._loss_share >= NOISY_LOSS_SHARE:
+                held = cfg.ack_delay_s
+            base = (srtt + spread if spread > srtt else 2 * srtt) + held
         if base < cfg.rto_min_s:
             base = cfg.rto_min_s
         rto = base * self._backoff

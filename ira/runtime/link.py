@@ -234,7 +234,8 @@ def counters_line(stats: LinkStatistics) -> str:
         f"segments_retransmitted={stats.segments_retransmitted} "
         f"retransmission_timeouts={stats.retransmission_timeouts} "
         f"spurious_timeouts={stats.spurious_timeouts} "
-        f"tail_probes={stats.tail_probes} drop_duplicate={stats.drop_duplicate} srtt_ms={srtt}"
+        f"tail_probes={stats.tail_probes} tail_copies={stats.tail_copies} "
+        f"drop_duplicate={stats.drop_duplicate} srtt_ms={srtt}"
     )
 
 

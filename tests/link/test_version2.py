@@ -216,13 +216,19 @@ def test_a_keyed_data2_frame_replayed_where_its_truncated_seq_fits_again_is_refu
 
 
 def lose_first(times: int, marker: bytes) -> Callable[[str, LinkFrame], bool]:
-    """Lose the first ``times`` transmissions from A of the message ending in ``marker``."""
+    """Lose the first ``times`` transmissions from A of the message ending in ``marker``
+    (a transmission sent twice, as version 2 sends a noisy line's tail, both times)."""
     left = [times]
+    lost_tx = [-1]
 
     def lose(direction: str, frame: LinkFrame) -> bool:
         if direction == "ab" and isinstance(frame, Data | Data2) and marker in frame.payload:
+            if frame.tx == lost_tx[0]:
+                return True  # the copy of a transmission lost
             left[0] -= 1
-            return left[0] >= 0
+            if left[0] >= 0:
+                lost_tx[0] = frame.tx
+                return True
         return False
 
     return lose
@@ -267,11 +273,13 @@ def arrival_after_loss(pipe: Pipe, losses: int) -> tuple[float, list[float]]:
     while b"a LONE message" not in pipe.received("b"):
         assert pipe.now - start < 30.0
         pipe.run_for(0.001)
-    sends = [
-        t - start
-        for t, d, f in pipe.sent[before:]
-        if d == "ab" and isinstance(f, Data | Data2) and b"LONE" in f.payload
-    ]
+    sends: list[float] = []
+    last_tx = -1
+    for t, d, f in pipe.sent[before:]:
+        if d == "ab" and isinstance(f, Data | Data2) and b"LONE" in f.payload:
+            if f.tx != last_tx:  # a copy is the same transmission
+                sends.append(t - start)
+            last_tx = f.tx
     return pipe.now - start, sends
 
 
@@ -298,6 +306,26 @@ def test_a_lone_lost_frame_costs_about_a_round_trip_on_a_noisy_line_in_version_2
     assert s1.tail_probes == 0
     assert s1.retransmission_timeouts == timeouts_before[0] + 1
     assert took_v2 < took_v1
+
+
+def test_a_lone_small_tail_goes_twice_on_a_noisy_line_and_once_on_a_clean_one() -> None:
+    """Where a frame is lost as often as not, two copies of the same transmission halve
+    the rounds a lone request or reply takes; a clean line gets one."""
+    noisy, clean = warmed_up(2), warmed_up(2)
+    make_noisy(noisy)
+    for pipe, copies in ((noisy, 2), (clean, 1)):
+        before, counted = len(pipe.sent), pipe.a.statistics().tail_copies
+        pipe.a.send_message(b"a TAIL message")
+        pipe.run_for(0.1)
+        frames = [
+            f
+            for _, d, f in pipe.sent[before:]
+            if d == "ab" and isinstance(f, Data2) and b"TAIL" in f.payload
+        ]
+        assert len(frames) == copies
+        assert all(f == frames[0] for f in frames)  # the same transmission
+        assert pipe.a.statistics().tail_copies - counted == copies - 1
+        assert pipe.received("b").count(b"a TAIL message") == 1
 
 
 def test_no_probe_fires_when_nothing_is_lost() -> None:
