@@ -53,7 +53,8 @@ INITIAL_CWND_SEGMENTS = 4
 #: no competing flows to make room for, and losses there are noise, not congestion
 MAX_BACKOFF = 4
 CWND_FLOOR_S = 0.05
-#: line rate assumed for timer allowances before one is measured (9600 baud)
+#: line rate assumed for timer allowances before one is measured, and the slowest one
+#: they ever assume (9600 baud)
 UNKNOWN_RATE_BYTES_PER_S = 960.0
 LOSS_SHARE_GAIN = 1 / 16
 #: transmissions covered by the ``held`` bitmap of an ACK
@@ -715,8 +716,14 @@ class Sender:
         # a segment's timer runs from when the line could have carried it: behind
         # the bytes in flight ahead of it (a 1,500-byte frame takes 130 ms at 115200
         # baud, far longer than a round trip measured with small frames)
-        # (the delivery rate undercounts a noisy line by the frames it spoils)
-        rate = (self._bw.value() or UNKNOWN_RATE_BYTES_PER_S) / (1 - min(self._loss_share, 0.75))
+        # (the delivery rate undercounts a noisy line by the frames it spoils, and a
+        # sparse flow's by far more: one lone reply acknowledged after a loss measured
+        # a few bytes a second, and made a 100-byte request wait seconds; never
+        # assume a line slower than 9600 baud)
+        bw = self._bw.value() or UNKNOWN_RATE_BYTES_PER_S
+        if bw < UNKNOWN_RATE_BYTES_PER_S:
+            bw = UNKNOWN_RATE_BYTES_PER_S
+        rate = bw / (1 - min(self._loss_share, 0.75))
         due = [
             (seg.sent_at + self.rto + (seg.ahead_bytes + len(seg.payload)) / rate, seg)
             for seg in self._inflight
