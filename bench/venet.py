@@ -37,7 +37,16 @@ their messages (``tests/busmodel/busharness.py``); a stream of frames of one siz
 the host, one 54-byte frame back for every two (TCP's ACKs); both sides' work per
 frame, best of 3.
 
-Usage: ``python bench/venet.py [--json] [--quick] [--frame-cost]`` (root but for
+``--phases`` (root) measures instead where an idle ping's time goes: 100 pings (20 with
+``--quick``) host -> board over the unthrottled null-modem, every TAP, pty and pipe read
+and write of both ``ira`` processes and of the null-modem's thread time-stamped with
+CLOCK_MONOTONIC (``bench/iotrace.py``, loaded into the ``ira`` processes through a
+``sitecustomize`` on their ``PYTHONPATH``); per ping, the time from the host's TAP read of
+the request to its pty write, through the null-modem, to the board's TAP write, the board's
+kernel and so on back to the host's TAP write (``PHASES``); medians, and the pty reads and
+writes each side made per ping.
+
+Usage: ``python bench/venet.py [--json] [--quick] [--frame-cost | --phases]`` (root but for
 ``--frame-cost``; VDE: ``apt-get install vde2``)
 """
 
@@ -258,6 +267,133 @@ def frame_cost(frames: int, size: int) -> float:
     return best / frames
 
 
+#: the idle ping's phases (``--phases``): name, and the two events of the timeline it spans
+PHASES = (
+    ("host: TAP read -> pty write", "host_tap_r", "host_pty_w"),
+    ("pty -> null-modem read", "host_pty_w", "nm_r"),
+    ("null-modem read -> write", "nm_r", "nm_w"),
+    ("null-modem write -> board pty read", "nm_w", "board_pty_r"),
+    ("board: pty read -> TAP write", "board_pty_r", "board_tap_w"),
+    ("board kernel: TAP write -> reply read", "board_tap_w", "board_tap_r"),
+    ("board: TAP read -> pty write", "board_tap_r", "board_pty_w"),
+    ("pty -> null-modem read (back)", "board_pty_w", "nm_r2"),
+    ("null-modem read -> write (back)", "nm_r2", "nm_w2"),
+    ("null-modem write -> host pty read", "nm_w2", "host_pty_r"),
+    ("host: pty read -> TAP write", "host_pty_r", "host_tap_w"),
+)
+
+
+def _ping_timelines(
+    trace: list[tuple[int, int, str, str, int, int]], host: int, board: int, nm: int
+) -> list[dict[str, float]]:
+    """Each ping's timeline (event -> CLOCK_MONOTONIC seconds) from the merged I/O trace:
+    the host's TAP read of the request, then each next event after the one before (see
+    ``PHASES``); with the pty writes and reads each side made in between (ACKs, ring
+    updates) counted."""
+    who = {host: "host", board: "board", nm: "nm"}
+    events = sorted(
+        (t, who[pid], op, kind, size)
+        for t, pid, op, kind, _fd, size in trace
+        if pid in who and kind in ("tap", "pty")
+    )
+    order = [
+        ("host_tap_r", "host", "r", "tap"),
+        ("host_pty_w", "host", "w", "pty"),
+        ("nm_r", "nm", "r", "pty"),
+        ("nm_w", "nm", "w", "pty"),
+        ("board_pty_r", "board", "r", "pty"),
+        ("board_tap_w", "board", "w", "tap"),
+        ("board_tap_r", "board", "r", "tap"),
+        ("board_pty_w", "board", "w", "pty"),
+        ("nm_r2", "nm", "r", "pty"),
+        ("nm_w2", "nm", "w", "pty"),
+        ("host_pty_r", "host", "r", "pty"),
+        ("host_tap_w", "host", "w", "tap"),
+    ]
+    timelines: list[dict[str, float]] = []
+    i = 0
+    while i < len(events):
+        t, side, op, kind, size = events[i]
+        i += 1
+        if (side, op, kind) != ("host", "r", "tap") or size < 98:  # an ICMP echo or longer
+            continue
+        line: dict[str, float] = {"host_tap_r": t / 1e9}
+        j = i
+        for name, want_side, want_op, want_kind in order[1:]:
+            while j < len(events) and events[j][1:4] != (want_side, want_op, want_kind):
+                j += 1
+            if j == len(events):
+                break
+            line[name] = events[j][0] / 1e9
+            j += 1
+        else:
+            stop = line["host_tap_w"] * 1e9
+            between = [e for e in events[i:j] if e[0] <= stop and e[3] == "pty"]
+            for side_name in ("host", "board"):
+                for op in ("r", "w"):
+                    line[f"{side_name}_pty_{op}_count"] = sum(
+                        1 for e in between if e[1] == side_name and e[2] == op
+                    )
+            timelines.append(line)
+            i = j
+    return timelines
+
+
+def idle_ping_phases(tmp: Path, count: int) -> dict[str, float]:
+    """Where an idle ping's time goes: ``count`` pings host -> board over the unthrottled
+    null-modem with every TAP and pty read and write of both ``ira`` processes and the
+    null-modem's thread time-stamped (``bench/iotrace.py``); the median of each phase, the
+    pings' own median round trip, and the I/O calls per ping."""
+    import iotrace  # bench/, on sys.path as the script's directory
+
+    trace_path = tmp / "iotrace.txt"
+    site = tmp / "iotrace-site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(
+        f"import sys\nsys.path.insert(0, {str(Path(__file__).resolve().parent)!r})\n"
+        "import iotrace\niotrace.install_from_environment()\n",
+        encoding="utf-8",
+    )
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", iotrace.ENV)}
+    os.environ["PYTHONPATH"] = str(site)
+    os.environ[iotrace.ENV] = str(trace_path)
+    uninstall = iotrace.install(str(trace_path))  # the null-modem's thread, in this process
+    try:
+        with root_rig.rig(tmp) as r:
+            assert r.board is not None
+            board_pid = r.board.pid
+            time.sleep(1.0)  # past the device's start
+            start = time.monotonic_ns()
+            rtts = _ping_times(r.host_ns, BOARD_IP, count)
+    finally:
+        uninstall()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    trace: list[tuple[int, int, str, str, int, int]] = []
+    for row in trace_path.read_text().splitlines():
+        t, pid, op, kind, fd, size, _ = row.split()
+        if int(t) >= start:
+            trace.append((int(t), int(pid), op, kind, int(fd), int(size)))
+    pids = {pid for _, pid, *_ in trace} - {board_pid, os.getpid()}
+    if len(pids) != 1:
+        raise SystemExit(f"benchmark: the trace names processes {sorted(pids)}, not one host")
+    timelines = _ping_timelines(trace, pids.pop(), board_pid, os.getpid())
+    if len(timelines) < count // 2:
+        raise SystemExit(f"benchmark: {len(timelines)} of {count} pings found in the trace")
+    out: dict[str, float] = {"pings": len(timelines), "ping_s": statistics.median(rtts)}
+    for label, first, last in PHASES:
+        out[label] = statistics.median(line[last] - line[first] for line in timelines)
+    out["ira: host TAP read -> host TAP write"] = statistics.median(
+        line["host_tap_w"] - line["host_tap_r"] for line in timelines
+    )
+    for key in ("host_pty_r_count", "host_pty_w_count", "board_pty_r_count", "board_pty_w_count"):
+        out[key] = statistics.median(line[key] for line in timelines)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", action="store_true")
@@ -265,7 +401,15 @@ def main() -> None:
     parser.add_argument(
         "--frame-cost", action="store_true", help="per-frame cost without the link (no root)"
     )
+    parser.add_argument(
+        "--phases",
+        action="store_true",
+        help="where an idle ping's time goes: per-phase timestamps (root)",
+    )
     args = parser.parse_args()
+    if args.phases:
+        print_phases(args.json, 20 if args.quick else 100)
+        return
     if args.frame_cost:
         n = 500 if args.quick else 2000
         costs = {f"frame_cost_{size}_s": frame_cost(n, size) for size in FRAME_COST_SIZES}
@@ -371,6 +515,32 @@ def main() -> None:
     print(
         f"ping unthrottled: ira {rtt['ira'] * 1e3:.3f} ms vs VDE {rtt['vde'] * 1e3:.3f} ms "
         f"= {rtt['ira'] / rtt['vde']:.2f}"
+    )
+
+
+def print_phases(as_json: bool, count: int) -> None:
+    """``--phases``: ``idle_ping_phases`` on its own, printed."""
+    missing = missing_for_namespaces()
+    if missing is not None:
+        raise SystemExit(f"bench/venet.py needs {missing}")
+    remove_stale()
+    with tempfile.TemporaryDirectory(prefix="ira-bench-venet-") as tmp_dir:
+        phases = idle_ping_phases(Path(tmp_dir), count)
+    if as_json:
+        print(json.dumps({**phases, "build": native.status()}, sort_keys=True))
+        return
+    print(
+        f"build: {native.status()}; {phases['pings']:.0f} pings, median round trip "
+        f"{phases['ping_s'] * 1e3:.3f} ms (ping's own figure)"
+    )
+    for label, _, _ in PHASES:
+        print(f"  {label:45s} {phases[label] * 1e6:8.1f} us")
+    total = phases["ira: host TAP read -> host TAP write"]
+    print(f"  {'host TAP read -> host TAP write':45s} {total * 1e6:8.1f} us")
+    print(
+        "  pty reads/writes per ping: host "
+        f"{phases['host_pty_r_count']:.0f}/{phases['host_pty_w_count']:.0f}, board "
+        f"{phases['board_pty_r_count']:.0f}/{phases['board_pty_w_count']:.0f}"
     )
 
 
