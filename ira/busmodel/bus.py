@@ -70,6 +70,7 @@ from ira.link.events import (
 from ira.wire.bus import (
     BUS_VERSION_FLUSH_ENDS,
     BUS_VERSION_LIMITS,
+    BUS_VERSION_WINDOWS,
     MAX_CALL_PAYLOAD_BYTES,
     MAX_WINDOW_BYTES,
     REPLY_OF,
@@ -94,6 +95,7 @@ from ira.wire.bus import (
     SignalState,
     Status,
     Tag,
+    WindowBatch,
     WindowUpdate,
     call_of,
     decode,
@@ -443,6 +445,7 @@ class Bus:
     def _reset(self, now: float) -> None:
         """Forget the session: fail every request, drop every device."""
         self._outbox.clear()
+        self._outbox.batch_windows = False
         for request in self._requests.drain():
             self._counts.reset_requests += 1
             error = SessionReset(f"{request.kind.value} {request.call_id}: {RESET_MESSAGE}")
@@ -487,6 +490,9 @@ class Bus:
                 self._on_reply(msg, now)
             case WindowUpdate():
                 self._on_window(msg)
+            case WindowBatch() if self.version >= BUS_VERSION_WINDOWS:
+                for update in msg.updates:
+                    self._on_window(update)
             case SignalNotify() | SignalState():
                 self._on_signal(msg)
             case _:
@@ -515,6 +521,7 @@ class Bus:
             self._events.append(RegistrationRefused(msg.status))
             return
         self._welcome = msg
+        self._outbox.batch_windows = msg.version >= BUS_VERSION_WINDOWS
         self._transition(BusInput.RECV_WELCOME_ACCEPTED)
         if msg.version >= BUS_VERSION_LIMITS:
             self._outbox.send(BusLimits(self.config.max_devices))
@@ -624,6 +631,7 @@ class Bus:
             self._outbox.send_bulk,
             self._signal_handler,
             flush_ends=self.version >= BUS_VERSION_FLUSH_ENDS,
+            flush_notifies=self.version >= BUS_VERSION_WINDOWS,
             updated=self._update_handler,
         )
         if entry is None:  # closed or removed meanwhile

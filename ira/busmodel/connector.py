@@ -53,6 +53,7 @@ from ira.link.events import (
 from ira.wire.bus import (
     BUS_VERSION_FLUSH_ENDS,
     BUS_VERSION_LIMITS,
+    BUS_VERSION_WINDOWS,
     MAX_CALL_PAYLOAD_BYTES,
     Attribute,
     BusHello,
@@ -77,6 +78,7 @@ from ira.wire.bus import (
     SignalState,
     Status,
     Tag,
+    WindowBatch,
     WindowUpdate,
     call_of,
     decode,
@@ -256,6 +258,7 @@ class Connector:
         for handle in self._container.handles():
             self._close(handle, now)
         self._outbox.clear()
+        self._outbox.batch_windows = False
         self._version = 0
         self._announced.reset()
 
@@ -293,6 +296,9 @@ class Connector:
                 self._on_detach(msg, channel, now)
             case WindowUpdate():
                 self._on_window(msg)
+            case WindowBatch() if self._version >= BUS_VERSION_WINDOWS:
+                for update in msg.updates:
+                    self._on_window(update)
             case SignalNotify():
                 self._on_signal(msg)
             case SignalState():
@@ -341,6 +347,7 @@ class Connector:
             )
         )
         self._version = version
+        self._outbox.batch_windows = version >= BUS_VERSION_WINDOWS
         if version >= BUS_VERSION_LIMITS:
             self._transition(ConnectorInput.RECV_HELLO_ACCEPTED_V3)  # the replay follows BUS_LIMITS
             return

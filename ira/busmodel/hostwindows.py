@@ -91,13 +91,15 @@ class HostWindows:
         notifier: Callable[[WindowEntry, int], Callable[[], None]],
         *,
         flush_ends: bool = False,
+        flush_notifies: bool = False,
         updated: Callable[[WindowEntry], Callable[[], None]] | None = None,
     ) -> WindowEntry | None:
         """Start replicating; None if the window went away meanwhile.
 
         ``flush_ends``: the session marks where flushes end (bus v2); then a
         window with a signal runs ``updated(entry)``'s callable at the end of
-        each of the board's flushes.
+        each of the board's flushes; ``flush_notifies``: the board acts on the
+        end of the host's flushes (bus v4, ``Window.flush_notifies``).
         """
         entry = self._entries.get(window.window_id)
         if entry is None:
@@ -110,7 +112,7 @@ class HostWindows:
             self._signals[signal_id] = entry
             if updated is not None:
                 window.on_update = updated(entry)
-        window.connect(send, flush_ends=flush_ends)
+        window.connect(send, flush_ends=flush_ends, flush_notifies=flush_notifies)
         if window.signal is not None:
             window.signal.connect(send)
         return entry

@@ -4,6 +4,11 @@ Which channel a message takes is decided here, in one place (see the
 "Channels" section of docs/PROTOCOL.md): window traffic and everything that
 must stay ordered with it goes BULK, the rest CONTROL, and a reply goes on
 the channel its request came on.
+
+With bus v4 (``batch_windows``) ``take()`` joins each run of consecutive WINDOW messages on
+BULK into WINDOWS messages (``ira.wire.bus.windows_of``: the encoded bodies one after another,
+nothing decoded again), at most ``MAX_BATCH_UPDATES`` updates and ``BATCH_BYTES`` each: a
+frame's buffer and the ring update that exposes it cross as one message.
 """
 
 from __future__ import annotations
@@ -12,6 +17,9 @@ from collections import Counter
 
 from ira.link.events import Channel
 from ira.wire.bus import (
+    MAX_BATCH_UPDATES,
+    MAX_SPAN_BYTES,
+    MAX_SPANS,
     DevClose,
     Message,
     ShmAttach,
@@ -20,8 +28,11 @@ from ira.wire.bus import (
     ShmDetachReply,
     SignalNotify,
     SignalState,
+    Tag,
+    WindowBatch,
     WindowUpdate,
     encode,
+    windows_of,
 )
 
 #: messages that always travel on BULK, behind window updates
@@ -37,6 +48,12 @@ BULK_MESSAGES = (
 )
 
 
+#: the most bytes of WINDOW messages ``take()`` joins into one WINDOWS: a full flush message
+#: (a GSO frame's buffer) and the ring updates around it
+BATCH_BYTES = 2 * MAX_SPANS * MAX_SPAN_BYTES
+_WINDOW_TAG = int(Tag.WINDOW)
+
+
 def channel_for(msg: Message) -> Channel:
     """The channel a message takes when nothing else decides it."""
     return Channel.BULK if isinstance(msg, BULK_MESSAGES) else Channel.CONTROL
@@ -47,8 +64,11 @@ class Outbox:
 
     def __init__(self) -> None:
         self._queue: list[tuple[Channel, bytes]] = []
-        #: messages sent, by wire message class
+        #: messages sent, by wire message class (a WINDOW joined into a WINDOWS counts as a
+        #: WINDOW; each WINDOWS made counts as a ``WindowBatch`` too)
         self.sent: Counter[type] = Counter()
+        #: join consecutive WINDOW messages into WINDOWS (the session's bus version is 4+)
+        self.batch_windows = False
 
     def send(self, msg: Message, channel: Channel | None = None) -> None:
         """Encode and queue ``msg`` on ``channel`` (default: ``channel_for(msg)``)."""
@@ -66,7 +86,36 @@ class Outbox:
 
     def take(self) -> list[tuple[Channel, bytes]]:
         queue, self._queue = self._queue, []
+        if self.batch_windows and len(queue) > 1:
+            return self._batched(queue)
         return queue
+
+    def _batched(self, queue: list[tuple[Channel, bytes]]) -> list[tuple[Channel, bytes]]:
+        out: list[tuple[Channel, bytes]] = []
+        run: list[bytes] = []
+        size = 0
+        for channel, data in queue:
+            if channel is Channel.BULK and data[0] == _WINDOW_TAG:
+                if run and (len(run) == MAX_BATCH_UPDATES or size + len(data) > BATCH_BYTES):
+                    self._close(run, out)
+                    run, size = [], 0
+                run.append(data)
+                size += len(data)
+                continue
+            if run:
+                self._close(run, out)
+                run, size = [], 0
+            out.append((channel, data))
+        if run:
+            self._close(run, out)
+        return out
+
+    def _close(self, run: list[bytes], out: list[tuple[Channel, bytes]]) -> None:
+        if len(run) == 1:
+            out.append((Channel.BULK, run[0]))
+            return
+        out.append((Channel.BULK, windows_of(run)))
+        self.sent[WindowBatch] += 1
 
     def clear(self) -> None:
         """Forget what the old session had not handed over yet."""

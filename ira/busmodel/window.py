@@ -21,6 +21,11 @@ last carries MORE, and ``on_update`` runs after the last one is applied: the
 replica then holds everything the peer wrote before that flush, never half
 of it (a ring index without the entries it publishes).  Without the marks
 (a v1 peer) ``on_update`` never runs: nothing says where a flush ends.
+
+``flush_notifies`` (bus v4, ``connect(..., flush_notifies=True)``): the peer
+acts on the end of this side's flushes as it would on a SIGNAL, so a writer
+that only wants to say "look at what I flushed" need not send one (a virtio
+driver publishing available buffers, ``ira.virtio.binding``).
 """
 
 from __future__ import annotations
@@ -87,6 +92,8 @@ class Window:
         self.on_update: Callable[[], None] | None = None
         self._sink: Callable[[WindowUpdate], None] | None = None
         self._flush_ends = False
+        #: the end of this side's flush is the peer's notification (see the module docstring)
+        self.flush_notifies = False
         self._flush_requested = False
         self._closed = False
         self.updates_sent = 0
@@ -204,14 +211,22 @@ class Window:
 
     # -- used by the cores ----------------------------------------------
 
-    def connect(self, sink: Callable[[WindowUpdate], None], *, flush_ends: bool = False) -> None:
+    def connect(
+        self,
+        sink: Callable[[WindowUpdate], None],
+        *,
+        flush_ends: bool = False,
+        flush_notifies: bool = False,
+    ) -> None:
         """Start replicating through ``sink``; carries out a flush asked for before.
 
         ``flush_ends``: the session marks where a flush ends (bus v2), both in
-        what this side sends (MORE) and in what it receives (``on_update``).
+        what this side sends (MORE) and in what it receives (``on_update``);
+        ``flush_notifies``: the peer acts on their ends (bus v4).
         """
         self._sink = sink
         self._flush_ends = flush_ends
+        self.flush_notifies = flush_ends and flush_notifies
         if self._flush_requested:
             self.flush()
 
@@ -219,6 +234,7 @@ class Window:
         """Stop replicating for good (detach, close, device gone, session reset)."""
         self._sink = None
         self._closed = True
+        self.flush_notifies = False
         self._dirty.clear()
         self.on_update = None
         if self.signal is not None:

@@ -154,8 +154,8 @@ class VirtioBinding:
             self._needs_reset(f"queue {index}: {exc}")
             return False
         window = self._ring_window(index)
-        if window.signal is not None:
-            window.signal.notify()
+        if window.signal is not None and not window.flush_notifies:
+            window.signal.notify()  # from bus v4 the flush's end is the notification
         return True
 
     def collect(self, index: int) -> list[UsedBuffer[object]]:

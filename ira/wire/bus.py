@@ -59,11 +59,13 @@ from ira.wire.busdefs import (
     BUS_VERSION_LIMITS,
     BUS_VERSION_MAX,
     BUS_VERSION_MIN,
+    BUS_VERSION_WINDOWS,
     CALL_FLAGS_RESERVED,
     DEFAULT_MAX_DEVICES,
     MAX_ATTR_KEY_BYTES,
     MAX_ATTR_VALUE_BYTES,
     MAX_ATTRS,
+    MAX_BATCH_UPDATES,
     MAX_CALL_PAYLOAD_BYTES,
     MAX_HOST_DEVICES,
     MAX_SPAN_BYTES,
@@ -100,6 +102,7 @@ from ira.wire.busdefs import (
     Span,
     Status,
     Tag,
+    WindowBatch,
     WindowUpdate,
 )
 
@@ -114,6 +117,7 @@ __all__ = [
     "BUS_VERSION_LIMITS",
     "BUS_VERSION_MAX",
     "BUS_VERSION_MIN",
+    "BUS_VERSION_WINDOWS",
     "BUS_WELCOME",
     "CALL_FLAGS_RESERVED",
     "DEFAULT_MAX_DEVICES",
@@ -127,6 +131,7 @@ __all__ = [
     "MAX_ATTRS",
     "MAX_ATTR_KEY_BYTES",
     "MAX_ATTR_VALUE_BYTES",
+    "MAX_BATCH_UPDATES",
     "MAX_CALL_PAYLOAD_BYTES",
     "MAX_HOST_DEVICES",
     "MAX_SPANS",
@@ -149,6 +154,7 @@ __all__ = [
     "SPEC",
     "STATUS_MEANINGS",
     "WINDOW",
+    "WINDOWS",
     "WINDOW_COUNT_MASK",
     "WINDOW_HEAD_RESERVED",
     "WINDOW_MORE",
@@ -176,6 +182,7 @@ __all__ = [
     "Span",
     "Status",
     "Tag",
+    "WindowBatch",
     "WindowUpdate",
     "call_of",
     "decode",
@@ -187,6 +194,7 @@ __all__ = [
     "schema_decode",
     "schema_encode",
     "tag_of",
+    "windows_of",
 ]
 
 # ---------------------------------------------------------------------------
@@ -324,6 +332,16 @@ WINDOW = Struct(
     / Array(this.head & WINDOW_COUNT_MASK, SPAN)
     * "absolute contents, applied in order, see SPAN",
 )
+WINDOWS = Struct(
+    "count"
+    / Rebuild(Int8ul, len_(this.updates))
+    * "number of window updates, 2..MAX_BATCH_UPDATES",
+    Check(this.count >= 2),
+    Check(this.count <= MAX_BATCH_UPDATES),
+    "updates"
+    / Array(this.count, WINDOW)
+    * "each a WINDOW message's body (window, head, spans), applied in order",
+)
 SIGNAL = Struct(
     _SIGNAL,
 )
@@ -356,6 +374,8 @@ def _to_body(msg: Message) -> dict[str, Any]:
                 "more": int(bool(msg.more)),
                 "spans": [{"offset": s.offset, "data": bytes(s.data)} for s in msg.spans],
             }
+        case WindowBatch():
+            return {"updates": [_to_body(update) for update in msg.updates]}
         case SignalState():
             return {
                 "signal": msg.signal,
@@ -376,10 +396,10 @@ def _from_body(tag: Tag, body: Any) -> Message:
                 attrs=tuple(Attribute(a.key.decode(), a.value.decode()) for a in body.attrs),
             )
         case Tag.WINDOW:
-            return WindowUpdate(
-                window=body.window,
-                spans=tuple(Span(s.offset, s.data) for s in body.spans),
-                more=bool(body.head & WINDOW_MORE),
+            return _window_from_body(body)
+        case Tag.WINDOWS:
+            return WindowBatch(
+                tuple(_window_from_body(update) for update in body.updates),
             )
         case Tag.SIGNAL_STATE:
             return SignalState(
@@ -389,6 +409,14 @@ def _from_body(tag: Tag, body: Any) -> Message:
             cls = _BY_TAG[tag].cls
             result: Message = cls(**{name: body[name] for name in _FIELDS[cls]})
             return result
+
+
+def _window_from_body(body: Any) -> WindowUpdate:
+    return WindowUpdate(
+        window=body.window,
+        spans=tuple(Span(s.offset, s.data) for s in body.spans),
+        more=bool(body.head & WINDOW_MORE),
+    )
 
 
 def _why(exc: Exception) -> str:
@@ -550,6 +578,7 @@ _SPAN_HEAD = struct.Struct("<IH")
 _SIGNAL_MSG = struct.Struct("<BI")
 _SIGNAL_STATE_MSG = struct.Struct("<BIBI")
 _WINDOW_TAG = int(Tag.WINDOW)
+_WINDOW_TAG_BYTE = bytes([_WINDOW_TAG])
 _SIGNAL_TAG = int(Tag.SIGNAL)
 _SIGNAL_STATE_TAG = int(Tag.SIGNAL_STATE)
 
@@ -576,6 +605,33 @@ def _encode_window(msg: WindowUpdate) -> bytes:
         raise LocalProtocolError(f"cannot encode WINDOW: {_why(exc)}") from exc
 
 
+_WINDOWS_HEAD = struct.Struct("<BB")
+_WINDOWS_TAG = int(Tag.WINDOWS)
+
+
+def _encode_windows(msg: WindowBatch) -> bytes:
+    updates = msg.updates
+    try:
+        count = len(updates)
+        if not 2 <= count <= MAX_BATCH_UPDATES:
+            raise LocalProtocolError(
+                f"cannot encode WINDOWS: {count} updates, not 2..{MAX_BATCH_UPDATES}"
+            )
+        bodies = [_encode_window(update)[1:] for update in updates]
+    except TypeError as exc:
+        raise LocalProtocolError(f"cannot encode WINDOWS: {_why(exc)}") from exc
+    return _WINDOWS_HEAD.pack(_WINDOWS_TAG, count) + b"".join(bodies)
+
+
+def windows_of(encoded: list[bytes]) -> bytes:
+    """One WINDOWS message made of 2..``MAX_BATCH_UPDATES`` encoded WINDOW messages (their
+    bodies follow one another as they are: no decoding, no re-encoding)."""
+    count = len(encoded)
+    if not 2 <= count <= MAX_BATCH_UPDATES or any(m[:1] != _WINDOW_TAG_BYTE for m in encoded):
+        raise LocalProtocolError(f"cannot make WINDOWS of {count} messages")
+    return b"".join([_WINDOWS_HEAD.pack(_WINDOWS_TAG, count), *(m[1:] for m in encoded)])
+
+
 def _encode_signal_state(msg: SignalState) -> bytes:
     try:
         enabled = int(msg.enabled)
@@ -588,11 +644,38 @@ def _encode_signal_state(msg: SignalState) -> bytes:
 
 
 def _decode_window(data: bytes) -> WindowUpdate:
+    update, at = _decode_window_at(data, 0, len(data))
+    if at != len(data):
+        raise RemoteProtocolError(f"malformed bus message: {len(data) - at} bytes after WINDOW")
+    return update
+
+
+def _decode_windows(data: bytes) -> WindowBatch:
     size = len(data)
-    at = _WINDOW_HEAD.size
+    if size < _WINDOWS_HEAD.size:
+        raise RemoteProtocolError(f"malformed bus message: WINDOWS of {size} bytes")
+    count = data[1]
+    if not 2 <= count <= MAX_BATCH_UPDATES:
+        raise RemoteProtocolError(f"malformed bus message: WINDOWS of {count} updates")
+    at = _WINDOWS_HEAD.size - 1  # each update is read as a WINDOW whose tag byte is at ``at``
+    updates: list[WindowUpdate] = []
+    for _ in range(count):
+        update, at = _decode_window_at(data, at, size)
+        at -= 1
+        updates.append(update)
+    if at + 1 != size:
+        raise RemoteProtocolError(f"malformed bus message: {size - at - 1} bytes after WINDOWS")
+    return WindowBatch(tuple(updates))
+
+
+def _decode_window_at(data: bytes, at: int, size: int) -> tuple[WindowUpdate, int]:
+    """The WINDOW whose tag byte would be at ``at`` (not checked: WINDOWS has none per
+    update), and where it ends."""
+    start = at
+    at += _WINDOW_HEAD.size
     if size < at:
-        raise RemoteProtocolError(f"malformed bus message: WINDOW of {size} bytes")
-    _, window, head = _WINDOW_HEAD.unpack_from(data)
+        raise RemoteProtocolError(f"malformed bus message: WINDOW of {size - start} bytes")
+    _, window, head = _WINDOW_HEAD.unpack_from(data, start)
     count = head & WINDOW_COUNT_MASK
     if not 1 <= count <= MAX_SPANS or head & WINDOW_HEAD_RESERVED:
         raise RemoteProtocolError(f"malformed bus message: WINDOW head {head:#04x}")
@@ -609,9 +692,7 @@ def _decode_window(data: bytes) -> WindowUpdate:
                 f"malformed bus message: WINDOW of {size} bytes with a {length}-byte span"
             )
         spans.append(Span(offset, bytes(data[start:at])))
-    if at != size:
-        raise RemoteProtocolError(f"malformed bus message: {size - at} bytes after WINDOW")
-    return WindowUpdate(window, tuple(spans), bool(head & WINDOW_MORE))
+    return WindowUpdate(window, tuple(spans), bool(head & WINDOW_MORE)), at
 
 
 def _decode_signal(data: bytes) -> SignalNotify:
@@ -846,6 +927,29 @@ MESSAGES: tuple[MessageDef, ...] = (
         fast_decode=_decode_window,
     ),
     MessageDef(
+        Tag.WINDOWS,
+        WindowBatch,
+        WINDOWS,
+        _BOTH,
+        "BULK",
+        "Bus v4: several WINDOW updates in one message, each exactly a WINDOW message's body "
+        "(window, head with its MORE, spans), applied in order as if each had come alone "
+        "(each refused or applied on its own). A sender puts consecutive WINDOW messages of "
+        "the BULK channel in one WINDOWS (a frame's buffer and the ring update that exposes "
+        "it); never sent to a peer of version 3 or older, refused and counted from one. From "
+        "version 4 on a virtio driver sends no SIGNAL after publishing available buffers: the "
+        "device runs the queue when the flush of the window with its available ring has "
+        "ended (the last update without MORE), as a device does since version 2.",
+        WindowBatch(
+            updates=(
+                WindowUpdate(window=2, spans=(Span(offset=0, data=b"\x45\x00"),)),
+                WindowUpdate(window=1, spans=(Span(offset=4098, data=b"\x01"),)),
+            )
+        ),
+        fast_encode=_encode_windows,
+        fast_decode=_decode_windows,
+    ),
+    MessageDef(
         Tag.SIGNAL,
         SignalNotify,
         SIGNAL,
@@ -983,6 +1087,8 @@ SPEC = WireSpec(
         Limit("MAX_WINDOW_BYTES", MAX_WINDOW_BYTES, "largest window a container may accept"),
         Limit("MAX_SPANS", MAX_SPANS, "most spans per WINDOW message"),
         Limit("MAX_SPAN_BYTES", MAX_SPAN_BYTES, "largest span in a WINDOW message"),
+        Limit("MAX_BATCH_UPDATES", MAX_BATCH_UPDATES, "most window updates in one WINDOWS"),
+        Limit("BUS_VERSION_WINDOWS", BUS_VERSION_WINDOWS, "first bus version with WINDOWS"),
     ),
     statuses=tuple(StatusCode(s.name, int(s), STATUS_MEANINGS[s]) for s in Status),
 )

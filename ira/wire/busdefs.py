@@ -19,11 +19,17 @@ from dataclasses import dataclass
 BUS_MAGIC = b"IRAB"
 #: bus protocol versions this implementation speaks (inclusive range)
 BUS_VERSION_MIN = 1
-BUS_VERSION_MAX = 3
+BUS_VERSION_MAX = 4
 #: the first bus version whose WINDOW messages mark where a flush ends (``WINDOW_MORE``)
 BUS_VERSION_FLUSH_ENDS = 2
 #: the first bus version in which the host announces its limits (BUS_LIMITS) before the replay
 BUS_VERSION_LIMITS = 3
+#: the first bus version with WINDOWS (several window updates in one message), in which a
+#: virtio driver also sends no SIGNAL for a flush of its available ring (the device runs the
+#: queue at the flush's end, as it does since version 2)
+BUS_VERSION_WINDOWS = 4
+#: most window updates in one WINDOWS message
+MAX_BATCH_UPDATES = 16
 #: the most devices a host may announce in BUS_LIMITS (``max_devices`` is 1..this)
 MAX_HOST_DEVICES = 0xFFFF
 #: what a host keeps by default (BUS_LIMITS ``max_devices``): about 2.5 MiB of DEVADDs at most
@@ -72,6 +78,7 @@ class Tag(enum.IntEnum):
     SHM_DETACH = 0x42
     SHM_DETACH_REPLY = 0x43
     WINDOW = 0x50
+    WINDOWS = 0x51
     SIGNAL = 0x60
     SIGNAL_STATE = 0x61
 
@@ -278,6 +285,14 @@ class WindowUpdate:
 
 
 @dataclass(frozen=True, slots=True)
+class WindowBatch:
+    """Bus v4: window updates that travel as one message, applied in order as if each came
+    alone (WINDOWS)."""
+
+    updates: tuple[WindowUpdate, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class SignalNotify:
     signal: int
 
@@ -306,6 +321,7 @@ Message = (
     | ShmDetach
     | ShmDetachReply
     | WindowUpdate
+    | WindowBatch
     | SignalNotify
     | SignalState
 )

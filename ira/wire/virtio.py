@@ -770,6 +770,14 @@ ring entries it announces. The rings keep VRING_AVAIL_F_NO_INTERRUPT, VRING_USED
 VIRTIO_F_EVENT_IDX exactly; over a link the bus signal also coalesces (at most one SIGNAL in
 flight per signal).
 
+From bus version 2 on a device also runs a queue when the driver's flush of the window holding
+the queue's available ring has ended (its last WINDOW update, without MORE, is applied), unless
+the device has disabled the queue's notifications; a device that enables them again MUST look
+at the ring itself (virtio 1.2 §2.7.10's re-check), as it would with a notification. From bus
+version 4 on the driver therefore sends no SIGNAL after publishing available buffers: the end
+of the flush is the notification, and the SIGNAL and the SIGNAL_STATE that answered it no longer
+cross per publish. Used-buffer notifications are unchanged.
+
 ### Initialisation (virtio 1.2 §3.1.1)
 
 ```

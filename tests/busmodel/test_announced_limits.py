@@ -49,7 +49,10 @@ def deliver(board: Connector, msg: object) -> None:
 
 
 def test_a_v3_board_announces_no_more_devices_than_the_host_keeps() -> None:
-    pair = Pair(board_with(5), Bus(BusConfig(max_devices=3)))
+    pair = Pair(
+        board_with(5, ConnectorConfig(version_max=BUS_VERSION_LIMITS)),
+        Bus(BusConfig(max_devices=3)),
+    )
     pair.start()
     assert pair.host.version == BUS_VERSION_LIMITS
     assert [d.device_id for d in pair.host.devices()] == [1, 2, 3]

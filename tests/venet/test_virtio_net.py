@@ -52,7 +52,14 @@ from ira.virtio.driver import Buffer
 from ira.virtio.features import FeaturePolicy
 from ira.virtio.host import BindingState, VirtioBinding, VirtioHostDriver
 from ira.virtio.ring import Fault
-from ira.wire.bus import BUS_VERSION_MAX, SignalNotify, SignalState, WindowUpdate, decode
+from ira.wire.bus import (
+    BUS_VERSION_MAX,
+    SignalNotify,
+    SignalState,
+    WindowBatch,
+    WindowUpdate,
+    decode,
+)
 from ira.wire.framedelta import Kind
 from ira.wire.venet import HEADER, VNET_HDR_BYTES, GsoType, HdrFlags
 
@@ -187,7 +194,9 @@ class Rig:
         if isinstance(msg, SignalNotify):
             self.signals_dropped += 1
             return False
-        self.split_messages += isinstance(msg, WindowUpdate) and msg.more
+        # a flush split over several messages (MORE), alone or in a WINDOWS (bus v4)
+        updates = msg.updates if isinstance(msg, WindowBatch) else (msg,)
+        self.split_messages += any(isinstance(u, WindowUpdate) and u.more for u in updates)
         return True
 
     def _flush(self) -> None:
@@ -579,7 +588,7 @@ def test_receive_buffers_are_offered_again_in_batches() -> None:
         if waits is None:  # (the first frame may come before the device saw the buffers)
             waits = rig.device.net_statistics().rx.waits
     assert rig.host_port.delivered == up
-    refills = [m for m in map(decode, rig.host_sent) if isinstance(m, WindowUpdate)]
+    refills = [m for m in map(decode, rig.host_sent) if isinstance(m, WindowUpdate | WindowBatch)]
     # 128 buffers of 4 KiB (the 512 KiB window): offered again 64 at a time
     assert 3 <= len(refills) <= 4, len(refills)
     assert rig.device.net_statistics().rx.waits == waits  # never short of buffers
@@ -597,7 +606,9 @@ def test_a_stream_of_one_frame_size_leaves_the_descriptors_as_they_were() -> Non
         rig.host_port.send(d)
         assert rig.run_until(lambda: rig.board_port.delivered[-1:] == [d])  # noqa: B023
     assert rig.board_port.delivered == down
-    updates = [m for m in map(decode, rig.host_sent) if isinstance(m, WindowUpdate)]
+    messages = list(map(decode, rig.host_sent))
+    batched = [u for m in messages if isinstance(m, WindowBatch) for u in m.updates]
+    updates = [m for m in messages if isinstance(m, WindowUpdate)] + batched
     ring = [m for m in updates if all(len(span.data) < 64 for span in m.spans)]
     assert len(ring) >= 50  # one publish per frame or so
     assert not [s for m in ring for s in m.spans if s.offset < 16 * QUEUE_SIZE]  # descriptors

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from linkrig import NOISY, BusOverLink
 
-from ira.busmodel import Bus, Connector, DriverRegistry, Handle, Window
+from ira.busmodel import Bus, BusConfig, Connector, DriverRegistry, Handle, Window
 from ira.busmodel.events import (
     CallCompleted,
     CallFailed,
@@ -51,7 +51,7 @@ from ira.virtio.memory import MemoryMap
 from ira.virtio.ring import Fault
 from ira.virtio.status import STATUS_REQUIRES, StatusWrite, decide
 from ira.virtio.transport import VirtioDevice
-from ira.wire.bus import Status
+from ira.wire.bus import BUS_VERSION_MAX, BUS_VERSION_WINDOWS, SignalNotify, Status
 
 S = DeviceStatus
 CLEAN = LineFaults()
@@ -474,6 +474,7 @@ class Host:
         policy: FeaturePolicy | None = None,
         faults: LineFaults = CLEAN,
         seed: int = 0,
+        bus_version_max: int = BUS_VERSION_MAX,
     ) -> None:
         self.clients: list[EntropyClient] = []
 
@@ -488,7 +489,8 @@ class Host:
         board = Connector()
         board.add_device(device, now=0.0)
         self.device = device
-        self.net = BusOverLink(board, Bus(drivers=registry), seed=seed, faults=faults)
+        host = Bus(BusConfig(version_max=bus_version_max), drivers=registry)
+        self.net = BusOverLink(board, host, seed=seed, faults=faults)
 
     def binding(self, state: BindingState, timeout_s: float = 30.0) -> VirtioBinding:
         assert self.net.run_until(
@@ -516,6 +518,25 @@ def test_entropy_end_to_end(faults: LineFaults, seed: int) -> None:
         reference.randbytes(min(CHUNK_BYTES, 1000 - i)) for i in range(0, 1000, CHUNK_BYTES)
     )
     assert bytes(client.received) == expected
+
+
+@pytest.mark.parametrize("version", [BUS_VERSION_WINDOWS - 1, BUS_VERSION_WINDOWS])
+def test_from_bus_v4_the_driver_notifies_by_its_flush_alone(version: int) -> None:
+    """A version 3 board gets a SIGNAL when the driver publishes; a version 4 one runs the
+    queue at the end of the flush of its available ring, and no SIGNAL is sent."""
+    host = Host(Entropy(random.Random(3)), faults=NOISY, seed=3, bus_version_max=version)
+    binding = host.binding(BindingState.READY)
+    assert host.net.host.version == version
+    (client,) = host.clients
+    before = host.net.host.statistics().sent.get(SignalNotify, 0)
+    for _ in range(5):  # one request at a time: each publish must wake the device by itself
+        wanted = len(client.received) + 3 * CHUNK_BYTES
+        client.request(binding, 3 * CHUNK_BYTES)
+        assert host.net.run_until(lambda: len(client.received) >= wanted, timeout_s=60.0)  # noqa: B023
+    kicks = host.net.host.statistics().sent.get(SignalNotify, 0) - before
+    assert len(client.received) == 15 * CHUNK_BYTES
+    assert (kicks >= 5) if version < BUS_VERSION_WINDOWS else (kicks == 0)
+    assert host.device.statistics().ring_update_runs >= (5 if version >= BUS_VERSION_WINDOWS else 0)
 
 
 def test_the_policy_masks_what_the_driver_may_accept() -> None:

@@ -15,6 +15,7 @@ from ira.wire.bus import (
     MAX_ATTR_KEY_BYTES,
     MAX_ATTR_VALUE_BYTES,
     MAX_ATTRS,
+    MAX_BATCH_UPDATES,
     MAX_CALL_PAYLOAD_BYTES,
     MAX_SPAN_BYTES,
     MAX_SPANS,
@@ -42,6 +43,7 @@ from ira.wire.bus import (
     SignalState,
     Span,
     Tag,
+    WindowBatch,
     WindowUpdate,
     decode,
     decode_uncompiled,
@@ -50,6 +52,7 @@ from ira.wire.bus import (
     encode_devcall_reply,
     schema_decode,
     schema_encode,
+    windows_of,
 )
 
 #: every test here runs under `make fuzz` (-m fuzz); some scale with IRA_FUZZ_EXAMPLES
@@ -122,6 +125,26 @@ GOLDEN: list[tuple[Message, str]] = [
     (
         WindowUpdate(window=3, spans=(Span(8, b"\xff"),), more=True),
         "50 03000000 81 08000000 0100 ff",
+    ),
+    (
+        WindowBatch(
+            (
+                WindowUpdate(window=2, spans=(Span(0, b"\x45\x00"),)),
+                WindowUpdate(window=1, spans=(Span(4098, b"\x01"),)),
+            )
+        ),
+        "51 02 02000000 01 00000000 0200 4500 01000000 01 02100000 0100 01",
+    ),
+    (
+        WindowBatch(
+            (
+                WindowUpdate(window=3, spans=(Span(8, b"\xff"),), more=True),
+                WindowUpdate(window=3, spans=(Span(16, b"a"), Span(0x10000, b"bc"))),
+                WindowUpdate(window=7, spans=(Span(0, b"z"),)),
+            )
+        ),
+        "51 03 03000000 81 08000000 0100 ff 03000000 02 10000000 0100 61 00000100 0200 6263"
+        " 07000000 01 00000000 0100 7a",
     ),
     (SignalNotify(signal=0x3C6EF372), "60 72f36e3c"),
     (SignalState(signal=0x3C6EF372, enabled=True, signals_seen=1), "61 72f36e3c 01 01000000"),
@@ -204,6 +227,17 @@ def test_junk_after_a_message_is_rejected(case: tuple[Message, str], junk: bytes
         pytest.param(_hex("50 01000000 01 00000000 0000"), id="empty-span"),
         pytest.param(_hex("50 01000000 01 00000000 0110") + bytes(4097), id="span-too-long"),
         pytest.param(_hex("31 08000000 00000000 01000100") + bytes(65537), id="payload-too-long"),
+        pytest.param(_hex("51 01 01000000 01 00000000 0100 ff"), id="windows-of-one"),
+        pytest.param(_hex("51 00"), id="windows-of-none"),
+        pytest.param(_hex("51 11") + _hex("01000000 01 00000000 0100 ff") * 17, id="windows-of-17"),
+        pytest.param(
+            _hex("51 02 01000000 01 00000000 0100 ff 01000000 00"), id="windows-update-no-spans"
+        ),
+        pytest.param(
+            _hex("51 02 01000000 01 00000000 0100 ff 01000000 41 00000000 0100 ff"),
+            id="windows-update-reserved-bit",
+        ),
+        pytest.param(_hex("51 02 01000000 01 00000000 0100 ff"), id="windows-one-update-short"),
     ],
 )
 def test_invalid_messages_are_rejected(data: bytes) -> None:
@@ -231,6 +265,10 @@ def test_invalid_messages_are_rejected(data: bytes) -> None:
         WindowUpdate(1, tuple(Span(i, b"x") for i in range(MAX_SPANS + 1))),
         ShmAttach(1, 1, 1, 1, 1, 0, 0, 4),
         BusHello(2, 1),
+        WindowBatch(()),
+        WindowBatch((WindowUpdate(1, (Span(0, b"x"),)),)),
+        WindowBatch(tuple(WindowUpdate(1, (Span(0, b"x"),)) for _ in range(MAX_BATCH_UPDATES + 1))),
+        WindowBatch((WindowUpdate(1, (Span(0, b"x"),)), WindowUpdate(1, ()))),
     ],
     ids=repr,
 )
@@ -255,6 +293,14 @@ u16 = st.integers(0, 0xFFFF)
 
 def _text(max_bytes: int, min_size: int = 0) -> st.SearchStrategy[str]:
     return st.text(min_size=min_size, max_size=max_bytes // 4)
+
+
+def _batches(
+    spans: st.SearchStrategy[list[Span]], min_size: int, max_size: int
+) -> st.SearchStrategy[WindowBatch]:
+    """WINDOWS messages of ``min_size..max_size`` updates with ``spans`` each."""
+    update = st.builds(WindowUpdate, u32, spans.map(tuple), st.booleans())
+    return st.builds(WindowBatch, st.lists(update, min_size=min_size, max_size=max_size).map(tuple))
 
 
 messages: st.SearchStrategy[Message] = st.one_of(
@@ -287,6 +333,11 @@ messages: st.SearchStrategy[Message] = st.one_of(
         st.lists(
             st.builds(Span, u32, st.binary(min_size=1, max_size=64)), min_size=1, max_size=MAX_SPANS
         ).map(tuple),
+    ),
+    _batches(
+        st.lists(st.builds(Span, u32, st.binary(min_size=1, max_size=16)), min_size=1, max_size=4),
+        2,
+        MAX_BATCH_UPDATES,
     ),
     st.builds(SignalNotify, u32),
     st.builds(SignalState, u32, st.booleans(), u32),
@@ -463,7 +514,9 @@ def test_fast_call_decoder_on_a_full_payload() -> None:
 # ---------------------------------------------------------------------------
 
 FLOW_GOLDEN = [
-    case for case in GOLDEN if isinstance(case[0], WindowUpdate | SignalNotify | SignalState)
+    case
+    for case in GOLDEN
+    if isinstance(case[0], WindowUpdate | WindowBatch | SignalNotify | SignalState)
 ]
 
 
@@ -498,6 +551,7 @@ any_flow: st.SearchStrategy[Message] = st.one_of(
         st.lists(st.builds(Span, u32, span_data), min_size=1, max_size=MAX_SPANS).map(tuple),
         st.booleans(),
     ),
+    _batches(st.lists(st.builds(Span, u32, span_data), max_size=3), 0, MAX_BATCH_UPDATES + 1),
     st.builds(SignalNotify, any_int),
     st.builds(SignalState, any_int, st.one_of(st.booleans(), st.integers(-2, 3)), any_int),
     st.builds(SignalState, u32, st.booleans(), u32),
@@ -512,36 +566,47 @@ def test_fast_flow_encoders_match_the_schema(msg: Message) -> None:
 
 @st.composite
 def _flow_bytes(draw: st.DrawFn) -> bytes:
-    """WINDOW/SIGNAL/SIGNAL_STATE bytes: valid, or with counts, lengths or flags disturbed."""
-    tag = draw(st.sampled_from([Tag.WINDOW, Tag.SIGNAL, Tag.SIGNAL_STATE]))
-    if tag is Tag.SIGNAL:
+    """WINDOW/WINDOWS/SIGNAL/SIGNAL_STATE bytes: valid, or with counts, lengths or flags
+    disturbed."""
+    tag = draw(st.sampled_from([Tag.WINDOW, Tag.WINDOWS, Tag.SIGNAL, Tag.SIGNAL_STATE]))
+    if tag is Tag.WINDOWS:
+        count = draw(st.integers(0, MAX_BATCH_UPDATES + 1))
+        bodies = [_window_bytes(draw)[1:] for _ in range(draw(st.integers(0, count + 1)))]
+        data = bytes([tag, count]) + b"".join(bodies)
+    elif tag is Tag.SIGNAL:
         data = bytes([tag]) + draw(st.binary(min_size=4, max_size=4))
     elif tag is Tag.SIGNAL_STATE:
         enabled = draw(st.sampled_from([0, 1, 2, 255]))
         data = bytes([tag]) + draw(st.binary(min_size=4, max_size=4)) + bytes([enabled])
         data += draw(st.binary(min_size=4, max_size=4))
     else:
-        spans = draw(st.lists(st.binary(min_size=0, max_size=12), max_size=MAX_SPANS + 1))
-        count = draw(
-            st.one_of(
-                st.just(len(spans)),
-                st.just(len(spans) | 0x80),
-                st.sampled_from([len(spans) | 0x20, len(spans) | 0x40]),
-                st.integers(0, 255),
-            )
-        )
-        data = bytes([tag]) + draw(st.binary(min_size=4, max_size=4)) + bytes([count])
-        for span in spans:
-            length = draw(
-                st.one_of(
-                    st.just(len(span)),
-                    st.integers(0, 16),
-                    st.sampled_from([MAX_SPAN_BYTES, MAX_SPAN_BYTES + 1, 0xFFFF]),
-                )
-            )
-            data += draw(st.binary(min_size=4, max_size=4)) + length.to_bytes(2, "little") + span
+        data = _window_bytes(draw)
     cut = draw(st.integers(0, len(data)))
     return data if draw(st.booleans()) else data[:cut]
+
+
+def _window_bytes(draw: st.DrawFn) -> bytes:
+    """One WINDOW message, valid or with its counts, lengths or flags disturbed."""
+    spans = draw(st.lists(st.binary(min_size=0, max_size=12), max_size=MAX_SPANS + 1))
+    count = draw(
+        st.one_of(
+            st.just(len(spans)),
+            st.just(len(spans) | 0x80),
+            st.sampled_from([len(spans) | 0x20, len(spans) | 0x40]),
+            st.integers(0, 255),
+        )
+    )
+    data = bytes([Tag.WINDOW]) + draw(st.binary(min_size=4, max_size=4)) + bytes([count])
+    for span in spans:
+        length = draw(
+            st.one_of(
+                st.just(len(span)),
+                st.integers(0, 16),
+                st.sampled_from([MAX_SPAN_BYTES, MAX_SPAN_BYTES + 1, 0xFFFF]),
+            )
+        )
+        data += draw(st.binary(min_size=4, max_size=4)) + length.to_bytes(2, "little") + span
+    return data
 
 
 @settings(max_examples=FUZZ_EXAMPLES, suppress_health_check=[HealthCheck.too_slow], deadline=None)
@@ -575,3 +640,28 @@ def test_every_fast_codec_of_the_table_equals_the_schema_on_its_example(d: Messa
     data = schema_encode(d.example)  # type: ignore[arg-type]
     assert d.fast_encode(d.example) == data
     assert d.fast_decode(data) == schema_decode(data) == d.example
+
+
+def test_windows_of_joins_encoded_window_messages_as_they_are() -> None:
+    updates = (
+        WindowUpdate(5, (Span(0, bytes(114)),)),
+        WindowUpdate(3, (Span(4, b"\x01\x02"), Span(4098, b"\x05")), more=True),
+        WindowUpdate(3, (Span(9, b"z"),)),
+    )
+    joined = windows_of([encode(u) for u in updates])
+    assert joined == encode(WindowBatch(updates)) == schema_encode(WindowBatch(updates))
+    assert decode(joined) == WindowBatch(updates)
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [
+        [encode(WindowUpdate(1, (Span(0, b"x"),)))],
+        [encode(WindowUpdate(1, (Span(0, b"x"),)))] * (MAX_BATCH_UPDATES + 1),
+        [encode(WindowUpdate(1, (Span(0, b"x"),))), encode(SignalNotify(1))],
+    ],
+    ids=["one", "too-many", "not-a-window"],
+)
+def test_windows_of_refuses_what_is_not_two_to_sixteen_window_messages(parts: list[bytes]) -> None:
+    with pytest.raises(LocalProtocolError):
+        windows_of(parts)
