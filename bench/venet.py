@@ -35,7 +35,10 @@ frame without the link: the board's ``VirtioNetDevice`` and the host's driver, e
 with an in-memory port, joined by a ``Connector`` and a ``Bus`` that hand each other
 their messages (``tests/busmodel/busharness.py``); a stream of frames of one size from
 the host, one 54-byte frame back for every two (TCP's ACKs); both sides' work per
-frame, best of 3.
+frame, best of 3.  It also counts the bus messages and their bytes per frame each way
+(``bus_traffic``, link framing not counted) with the bus at version 3 and at version 4
+(WINDOWS, no SIGNAL per publish): a stream of MTU frames with TCP's ACKs, and an idle
+ping.
 
 ``--phases`` (root) measures instead where an idle ping's time goes: 100 pings (20 with
 ``--quick``) host -> board over the unthrottled null-modem, every TAP, pty and pipe read
@@ -66,11 +69,13 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from ira import native
 from ira.cli.loopback import missing_for_namespaces
 from ira.runtime.netns import NetNs, remove_stale
 from ira.tools.nullmodem import NullModem, NullModemConfig
+from ira.wire.bus import BUS_VERSION_WINDOWS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "venet"))
 import test_virtio_net_root as root_rig  # type: ignore[import-not-found]
@@ -215,20 +220,21 @@ def vde_missing() -> str | None:
 FRAME_COST_SIZES = (1514, 26000, 60000)
 
 
-def frame_cost(frames: int, size: int) -> float:
-    """Seconds of device, driver and bus work per frame of ``size`` bytes (see above)."""
+def _frame_rig(bus_version_max: int | None = None) -> tuple[Any, Any, Any]:
+    """(pair, board port, host port): the board's ``VirtioNetDevice`` and the host's driver,
+    each with an in-memory port, joined by a ``Connector`` and a ``Bus`` that hand each other
+    their messages (``tests/busmodel/busharness.py``), the host's carrier on."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "busmodel"))
     from busharness import Pair  # type: ignore[import-not-found]
-    from test_virtio_net import MAC, MemPort, frame, tcp_gso_frame  # type: ignore[import-not-found]
+    from test_virtio_net import MAC, MemPort  # type: ignore[import-not-found]
 
-    from ira.busmodel import Bus, Connector
+    from ira.busmodel import Bus, BusConfig, Connector
     from ira.busmodel.drivers import DriverRegistry
     from ira.venet.device import VirtioNetDevice
     from ira.venet.driver import VirtioNetClient
     from ira.venet.netspec import NET_ID
     from ira.virtio.calls import VIRTIO_TYPE
     from ira.virtio.host import VirtioHostDriver
-    from ira.wire.venet import VNET_HDR_BYTES
 
     board_port, host_port = MemPort("board", vnet_hdr=True), MemPort("host", vnet_hdr=True)
     clients: list[VirtioNetClient] = []
@@ -241,13 +247,24 @@ def frame_cost(frames: int, size: int) -> float:
     registry.register(VIRTIO_TYPE, VirtioHostDriver({NET_ID: client}))
     board = Connector()
     board.add_device(VirtioNetDevice(MAC, port=board_port), now=0.0)
-    pair = Pair(board, Bus(drivers=registry))
+    config = BusConfig() if bus_version_max is None else BusConfig(version_max=bus_version_max)
+    pair = Pair(board, Bus(config, drivers=registry))
     pair.start()
     while not (clients and clients[-1].carrier):
         if pair.now > 5.0:
             raise SystemExit("benchmark: the network device did not come up")
         pair.advance(0.01)
         pair.pump()
+    return pair, board_port, host_port
+
+
+def frame_cost(frames: int, size: int) -> float:
+    """Seconds of device, driver and bus work per frame of ``size`` bytes (see above)."""
+    from test_virtio_net import frame, tcp_gso_frame
+
+    from ira.wire.venet import VNET_HDR_BYTES
+
+    pair, board_port, host_port = _frame_rig()
     eth = len(frame(b"")) - VNET_HDR_BYTES  # the test frames' Ethernet (and IP) bytes
     down, up = tcp_gso_frame(size - eth), frame(bytes(54 - eth))
     best = float("inf")
@@ -265,6 +282,49 @@ def frame_cost(frames: int, size: int) -> float:
         if len(board_port.delivered) != frames:
             raise SystemExit(f"benchmark: {len(board_port.delivered)} of {frames} frames arrived")
     return best / frames
+
+
+def bus_traffic(frames: int, bus_version_max: int) -> dict[str, float]:
+    """Bus messages and their bytes per frame, each way, with the bus at most at
+    ``bus_version_max``: ``stream_*`` a stream of 1,514-byte frames toward the board with a
+    54-byte one back for every two (TCP's ACKs), ``ping_*`` one 98-byte frame each way at a
+    time (an idle ping and its reply).  Link framing is not counted."""
+    from test_virtio_net import frame
+
+    from ira.wire.venet import VNET_HDR_BYTES
+
+    pair, board_port, host_port = _frame_rig(bus_version_max)
+    counts = {"to_board": [0, 0], "to_host": [0, 0]}
+    for name in counts:
+        direction, push, count = getattr(pair, name), getattr(pair, name).push, counts[name]
+
+        def counting(
+            channel: object, data: bytes, push: Any = push, count: list[int] = count
+        ) -> None:
+            count[0] += 1
+            count[1] += len(data)
+            push(channel, data)
+
+        direction.push = counting
+    eth = len(frame(b"")) - VNET_HDR_BYTES
+    out: dict[str, float] = {"bus_version": pair.host.version}
+    for kind, down, up, every in (
+        ("stream", frame(bytes(1514 - eth)), frame(bytes(54 - eth)), 2),
+        ("ping", frame(bytes(98 - eth)), frame(bytes(98 - eth)), 1),
+    ):
+        for count in counts.values():
+            count[:] = [0, 0]
+        for i in range(frames):
+            host_port.send(down)
+            if kind == "ping":
+                pair.pump()
+            if i % every == every - 1:
+                board_port.send(up)
+            pair.pump()
+        for name, (messages, size) in counts.items():
+            out[f"{kind}_{name}_messages"] = messages / frames
+            out[f"{kind}_{name}_bytes"] = size / frames
+    return out
 
 
 #: the idle ping's phases (``--phases``): name, and the two events of the timeline it spans
@@ -355,7 +415,7 @@ def idle_ping_phases(tmp: Path, count: int) -> dict[str, float]:
         encoding="utf-8",
     )
     saved = {k: os.environ.get(k) for k in ("PYTHONPATH", iotrace.ENV)}
-    os.environ["PYTHONPATH"] = str(site)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (str(site), saved["PYTHONPATH"])))
     os.environ[iotrace.ENV] = str(trace_path)
     uninstall = iotrace.install(str(trace_path))  # the null-modem's thread, in this process
     try:
@@ -412,11 +472,27 @@ def main() -> None:
         return
     if args.frame_cost:
         n = 500 if args.quick else 2000
-        costs = {f"frame_cost_{size}_s": frame_cost(n, size) for size in FRAME_COST_SIZES}
+        costs: dict[str, float] = {
+            f"frame_cost_{size}_s": frame_cost(n, size) for size in FRAME_COST_SIZES
+        }
+        for version in (BUS_VERSION_WINDOWS - 1, BUS_VERSION_WINDOWS):
+            traffic = bus_traffic(n // 4, version)
+            costs.update({f"bus_v{version}_{k}": v for k, v in traffic.items()})
         if args.json:
             print(json.dumps(costs, sort_keys=True))
         for size in FRAME_COST_SIZES if not args.json else ():
             print(f"{size}-byte frames: {costs[f'frame_cost_{size}_s'] * 1e6:.1f} us per frame")
+        for version in (BUS_VERSION_WINDOWS - 1, BUS_VERSION_WINDOWS) if not args.json else ():
+
+            def way(kind: str, to: str, v: str = f"bus_v{version}_{{}}_to_{{}}_{{}}") -> str:
+                m, b = costs[v.format(kind, to, "messages")], costs[v.format(kind, to, "bytes")]
+                return f"{m:.2f} messages, {b:.1f} bytes"
+
+            print(
+                f"bus v{version} per frame, toward the board / back: stream "
+                f"{way('stream', 'board')} / {way('stream', 'host')}; ping "
+                f"{way('ping', 'board')} / {way('ping', 'host')}"
+            )
         return
     missing = missing_for_namespaces()
     if missing is not None:
