@@ -78,6 +78,7 @@ from ira.tools.nullmodem import NullModem, NullModemConfig
 from ira.wire.bus import BUS_VERSION_WINDOWS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "venet"))
+import iotrace  # bench/: the script's own directory
 import test_virtio_net_root as root_rig  # type: ignore[import-not-found]
 import venetrig  # type: ignore[import-not-found]
 
@@ -327,94 +328,11 @@ def bus_traffic(frames: int, bus_version_max: int) -> dict[str, float]:
     return out
 
 
-#: the idle ping's phases (``--phases``): name, and the two events of the timeline it spans
-PHASES = (
-    ("host: TAP read -> pty write", "host_tap_r", "host_pty_w"),
-    ("pty -> null-modem read", "host_pty_w", "nm_r"),
-    ("null-modem read -> write", "nm_r", "nm_w"),
-    ("null-modem write -> board pty read", "nm_w", "board_pty_r"),
-    ("board: pty read -> TAP write", "board_pty_r", "board_tap_w"),
-    ("board: TAP write (its kernel answers) -> reply read", "board_tap_w", "board_tap_r"),
-    ("board: TAP read -> pty write", "board_tap_r", "board_pty_w"),
-    ("pty -> null-modem read (back)", "board_pty_w", "nm_r2"),
-    ("null-modem read -> write (back)", "nm_r2", "nm_w2"),
-    ("null-modem write -> host pty read", "nm_w2", "host_pty_r"),
-    ("host: pty read -> TAP write", "host_pty_r", "host_tap_w"),
-)
-
-
-#: a ping whose reply does not reach the host's TAP within this is not counted (a stray frame,
-#: or a reply lost): an idle ping over the unthrottled null-modem takes a few milliseconds
-TIMELINE_NS = 50_000_000
-
-
-def _ping_timelines(
-    trace: list[tuple[int, int, str, str, int, int]], host: int, board: int, nm: int
-) -> list[dict[str, float]]:
-    """Each ping's timeline (event -> CLOCK_MONOTONIC seconds) from the merged I/O trace:
-    the host's TAP read of the request, then each next event after the one before (see
-    ``PHASES``); with the pty writes and reads each side made in between (ACKs, ring
-    updates) counted.  A ping found only in part is left out."""
-    who = {host: "host", board: "board", nm: "nm"}
-    events = sorted(
-        (t, who[pid], op, kind, size)
-        for t, pid, op, kind, _fd, size in trace
-        if pid in who and kind in ("tap", "pty")
-    )
-    order = [
-        ("host_tap_r", "host", "r", "tap"),
-        ("host_pty_w", "host", "w", "pty"),
-        ("nm_r", "nm", "r", "pty"),
-        ("nm_w", "nm", "w", "pty"),
-        ("board_pty_r", "board", "r", "pty"),
-        ("board_tap_w", "board", "w", "tap"),
-        ("board_tap_r", "board", "r", "tap"),
-        ("board_pty_w", "board", "w", "pty"),
-        ("nm_r2", "nm", "r", "pty"),
-        ("nm_w2", "nm", "w", "pty"),
-        ("host_pty_r", "host", "r", "pty"),
-        ("host_tap_w", "host", "w", "tap"),
-    ]
-    timelines: list[dict[str, float]] = []
-    i = 0
-    while i < len(events):
-        t, side, op, kind, size = events[i]
-        i += 1
-        if (side, op, kind) != ("host", "r", "tap") or size < 98:  # an ICMP echo or longer
-            continue
-        line: dict[str, float] = {"host_tap_r": t / 1e9}
-        j = i
-        for name, want_side, want_op, want_kind in order[1:]:
-            # the request and its reply are the same size on both TAPs (an echo)
-            while j < len(events) and (
-                events[j][1:4] != (want_side, want_op, want_kind)
-                or (want_kind == "tap" and events[j][4] != size)
-            ):
-                j += 1
-            if j == len(events) or events[j][0] - t > TIMELINE_NS:
-                break
-            line[name] = events[j][0] / 1e9
-            j += 1
-        else:
-            stop = line["host_tap_w"] * 1e9
-            between = [e for e in events[i:j] if e[0] <= stop and e[3] == "pty"]
-            for side_name in ("host", "board"):
-                for op in ("r", "w"):
-                    line[f"{side_name}_pty_{op}_count"] = sum(
-                        1 for e in between if e[1] == side_name and e[2] == op
-                    )
-            timelines.append(line)
-            i = j
-    return timelines
-
-
 def idle_ping_phases(tmp: Path, count: int) -> dict[str, float]:
     """Where an idle ping's time goes: ``count`` pings host -> board over the unthrottled
     null-modem with every TAP and pty read and write of both ``ira`` processes and the
     null-modem's thread time-stamped (``bench/iotrace.py``); the median of each phase, the
     pings' own median round trip, and the I/O calls per ping."""
-    import iotrace  # bench/, on sys.path as the script's directory
-
     trace_path = tmp / "iotrace.txt"
     site = tmp / "iotrace-site"
     site.mkdir(exist_ok=True)
@@ -451,11 +369,11 @@ def idle_ping_phases(tmp: Path, count: int) -> dict[str, float]:
     pids = {pid for _, pid, *_ in trace} - {board_pid, os.getpid()}
     if len(pids) != 1:
         raise SystemExit(f"benchmark: the trace names processes {sorted(pids)}, not one host")
-    timelines = _ping_timelines(trace, pids.pop(), board_pid, os.getpid())
+    timelines = iotrace.ping_timelines(trace, pids.pop(), board_pid, os.getpid())
     if len(timelines) < count // 2:
         raise SystemExit(f"benchmark: {len(timelines)} of {count} pings found in the trace")
     out: dict[str, float] = {"pings": len(timelines), "ping_s": statistics.median(rtts)}
-    for label, first, last in PHASES:
+    for label, first, last in iotrace.PHASES:
         out[label] = statistics.median(line[last] - line[first] for line in timelines)
     out["ira: host TAP read -> host TAP write"] = statistics.median(
         line["host_tap_w"] - line["host_tap_r"] for line in timelines
@@ -620,7 +538,7 @@ def print_phases(as_json: bool, count: int) -> None:
         f"build: {native.status()}; {phases['pings']:.0f} pings, median round trip "
         f"{phases['ping_s'] * 1e3:.3f} ms (ping's own figure)"
     )
-    for label, _, _ in PHASES:
+    for label, _, _ in iotrace.PHASES:
         print(f"  {label:45s} {phases[label] * 1e6:8.1f} us")
     total = phases["ira: host TAP read -> host TAP write"]
     print(f"  {'host TAP read -> host TAP write':45s} {total * 1e6:8.1f} us")

@@ -5,10 +5,13 @@ Which channel a message takes is decided here, in one place (see the
 must stay ordered with it goes BULK, the rest CONTROL, and a reply goes on
 the channel its request came on.
 
-With bus v4 (``batch_windows``) ``take()`` joins each run of consecutive WINDOW messages on
-BULK into WINDOWS messages (``ira.wire.bus.windows_of``: the encoded bodies one after another,
-nothing decoded again), at most ``MAX_BATCH_UPDATES`` updates and ``BATCH_BYTES`` each: a
-frame's buffer and the ring update that exposes it cross as one message.
+With bus v4 (``batch_windows``) ``take()`` joins consecutive WINDOW messages on BULK into
+WINDOWS messages (``ira.wire.bus.windows_of``: the encoded bodies one after another, nothing
+decoded again): a WINDOW of any size followed by at most ``MAX_BATCH_UPDATES - 1`` small ones
+(``JOIN_BYTES`` each at most: ring entries and indexes, small frames).  So a frame's buffer
+and the ring update that exposes it cross as one message, but two frames' buffers never share
+one: the peer can use the first as soon as it and its ring update are there, not only once a
+second frame has crossed too (on a slow line that would be the second frame's whole time).
 """
 
 from __future__ import annotations
@@ -18,8 +21,6 @@ from collections import Counter
 from ira.link.events import Channel
 from ira.wire.bus import (
     MAX_BATCH_UPDATES,
-    MAX_SPAN_BYTES,
-    MAX_SPANS,
     DevClose,
     Message,
     ShmAttach,
@@ -48,9 +49,8 @@ BULK_MESSAGES = (
 )
 
 
-#: the most bytes of WINDOW messages ``take()`` joins into one WINDOWS: a full flush message
-#: (a GSO frame's buffer) and the ring updates around it
-BATCH_BYTES = 2 * MAX_SPANS * MAX_SPAN_BYTES
+#: the longest WINDOW message ``take()`` joins to the one before it (see above)
+JOIN_BYTES = 256
 _WINDOW_TAG = int(Tag.WINDOW)
 
 
@@ -93,18 +93,16 @@ class Outbox:
     def _batched(self, queue: list[tuple[Channel, bytes]]) -> list[tuple[Channel, bytes]]:
         out: list[tuple[Channel, bytes]] = []
         run: list[bytes] = []
-        size = 0
         for channel, data in queue:
             if channel is Channel.BULK and data[0] == _WINDOW_TAG:
-                if run and (len(run) == MAX_BATCH_UPDATES or size + len(data) > BATCH_BYTES):
+                if run and (len(run) == MAX_BATCH_UPDATES or len(data) > JOIN_BYTES):
                     self._close(run, out)
-                    run, size = [], 0
+                    run = []
                 run.append(data)
-                size += len(data)
                 continue
             if run:
                 self._close(run, out)
-                run, size = [], 0
+                run = []
             out.append((channel, data))
         if run:
             self._close(run, out)

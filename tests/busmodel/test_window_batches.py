@@ -7,7 +7,7 @@ from busharness import Pair
 from test_windows import Scratch, attach
 
 from ira.busmodel import Bus, BusConfig, Connector, ConnectorConfig
-from ira.busmodel.outbox import BATCH_BYTES, Outbox
+from ira.busmodel.outbox import JOIN_BYTES, Outbox
 from ira.busmodel.window import FLUSH_MESSAGE_BYTES
 from ira.link.events import Channel, MessageReceived
 from ira.wire.bus import (
@@ -176,18 +176,18 @@ def test_the_outbox_joins_runs_of_bulk_window_messages_only() -> None:
     assert outbox.sent[WindowBatch] == 3 and outbox.sent[WindowUpdate] == MAX_BATCH_UPDATES + 7
 
 
-def test_the_outbox_keeps_batches_under_its_byte_bound() -> None:
+def test_a_frame_and_its_ring_update_share_a_message_two_frames_do_not() -> None:
     outbox = Outbox()
     outbox.batch_windows = True
     big = encode(WindowUpdate(1, tuple(Span(i * 4096, bytes(4096)) for i in range(16))))
     assert len(big) > FLUSH_MESSAGE_BYTES
-    for data in (big, _window(2), big, _window(3)):
+    frame = _window(1, 1500)
+    small = _window(2, JOIN_BYTES - 12)  # 12 bytes of WINDOW and span headers
+    assert len(small) == JOIN_BYTES
+    for data in (big, _window(2), big, _window(3), frame, small, frame, _window(4)):
         outbox.send_encoded(Channel.BULK, data, WindowUpdate)
-    taken = [data for _, data in outbox.take()]
-    assert all(len(data) <= BATCH_BYTES for data in taken)
-    batches = [decode(data) for data in taken]
-    # a frame's buffer and the small update behind it share a message; two buffers do not
-    assert [len(b.updates) for b in batches if isinstance(b, WindowBatch)] == [2, 2]
+    taken = [decode(data) for _, data in outbox.take()]
+    assert [len(m.updates) if isinstance(m, WindowBatch) else 1 for m in taken] == [2, 2, 2, 2]
 
 
 def test_without_batching_the_outbox_hands_over_what_it_was_given() -> None:
