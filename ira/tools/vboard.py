@@ -83,6 +83,10 @@ PYTHON_DEBS = (
 FLASH_MB = 256
 #: what the guest's shell prints when asked ``echo __VBOARD_$((6*7))__``
 _ALIVE = re.compile(rb"__VBOARD_42__")
+#: what rcS prints when it has started every service (the boot is over)
+_BOOTED = b"vboard: up in "
+#: how long a console may stay without that line (missed under an XOFF) before ^C is sent
+_BOOT_S = 60.0
 _PTY = re.compile(rb"char device redirected to (/dev/pts/\d+) \(label con\)")
 
 _INITRAMFS_INIT = r"""#!/bin/busybox sh
@@ -381,16 +385,23 @@ class VirtualBoard:
 
     def wait_for_shell(self, timeout_s: float = 120.0) -> float:
         """Wait until the console's shell answers; the seconds since QEMU started.  Each
-        try starts with an XON and a ^C: what a flash cut short left on the line may hold
-        an XOFF (the console's output stops) or an open quote (the shell waits for the
-        rest of a string); ^C also interrupts whatever runs in the console's foreground."""
+        try starts with an XON: what a flash cut short left on the line may hold an XOFF
+        (the console's output stops).  Once the boot is over (rcS said ``vboard: up``, or
+        after ``_BOOT_S`` of trying) a ^C too: the line may hold an open quote (the shell
+        waits for the rest of a string), or a command may run in the console's
+        foreground.  Not before: a ^C that lands before rcS ignores it would end rcS,
+        and with it the services it had yet to start."""
         console = self._console()
         try:
-            deadline = time.monotonic() + timeout_s
+            started = time.monotonic()
+            deadline = started + timeout_s
             while time.monotonic() < deadline:
                 if not self.running:
                     raise TransportError("QEMU ended while the virtual board booted")
-                console.unstick()
+                if _BOOTED in console.transcript or time.monotonic() - started > _BOOT_S:
+                    console.unstick()
+                else:
+                    console.write(b"\x11")
                 console.type_line("echo __VBOARD_$((6*7))__")
                 if console.expect(_ALIVE, 1.0) is not None:
                     return time.monotonic() - self.started_at
