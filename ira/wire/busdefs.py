@@ -2,8 +2,8 @@
 
 The definitions ``ira.wire.bus`` builds its schemas, codecs and message table
 from (and re-exports): every constant and limit of the bus protocol, the
-``Tag`` of every message, the flag and ``Status`` enums, and one frozen
-dataclass per message.
+``Tag`` of every message, the flag and ``Status`` enums, one frozen
+dataclass per message, and ``why``, the codecs' wording of an error.
 """
 
 from __future__ import annotations
@@ -326,3 +326,9 @@ Message = (
     | SignalState
 )
 """Every bus message."""
+
+
+def why(exc: Exception) -> str:
+    """An exception a codec caught, in one line, for the message of the error it raises."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
