@@ -40,6 +40,7 @@ MODULES: tuple[str, ...] = (
     "ira.link.header2",
     "ira.link.tailprobe",
     "ira.runtime.link",
+    "ira.runtime.plumbing",
     "ira.busmodel.events",
     "ira.busmodel.bus",
     "ira.busmodel.connector",
