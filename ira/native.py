@@ -41,6 +41,7 @@ MODULES: tuple[str, ...] = (
     "ira.link.tailprobe",
     "ira.runtime.link",
     "ira.runtime.plumbing",
+    "ira.runtime.portkeeper",
     "ira.busmodel.events",
     "ira.busmodel.bus",
     "ira.busmodel.connector",

@@ -55,7 +55,7 @@ from concurrent.futures import Future
 from types import TracebackType
 from typing import TypeVar
 
-from ira.errors import IraError, LinkClosed, PortGone, RemoteProtocolError, TransportError
+from ira.errors import IraError, LinkClosed, PortGone, RemoteProtocolError
 from ira.link.config import VERSION_MAX_ENV, LinkConfig, parse_version_max
 from ira.link.core import Link, LinkStatistics
 from ira.link.events import (
@@ -73,21 +73,10 @@ from ira.link.events import (
 from ira.link.refusals import SUMMARY_INTERVAL_S, RefusalSummary, refusal_totals
 from ira.runtime.backlog import LinkBacklog
 from ira.runtime.plumbing import Completion, Doorbell, Upper, UpperStatistics
-from ira.runtime.port import (
-    HINT_POLL_S,
-    HINT_WINDOW_S,
-    REOPEN_FIRST_S,
-    REOPEN_MAX_S,
-    PortBack,
-    PortEvent,
-    PortLost,
-    PortState,
-    PortStatus,
-    PortWaiting,
-    TransportOpener,
-)
+from ira.runtime.port import PortEvent, PortState, TransportOpener
+from ira.runtime.portkeeper import PortKeeper
 from ira.transports import packet_scheme
-from ira.transports.base import PortWatch, Transport
+from ira.transports.base import Transport
 
 __all__ = [
     "Completion",
@@ -161,19 +150,17 @@ class LinkRuntime:
         cap_text = os.environ.get(VERSION_MAX_ENV, "")
         version_cap = parse_version_max(cap_text) if cap_text else None
         now = time.monotonic()
-        first: Transport | None
-        waiting: PortGone | None = None
-        if isinstance(transport, TransportOpener):
-            self._opener: TransportOpener | None = transport
-            self.name = transport.name
-            try:
-                first = transport.open()
-            except PortGone as exc:
-                first, waiting = None, exc
-        else:
-            self._opener = None
-            self.name = transport.name
-            first = transport
+        self.name = transport.name
+        self._log = logging.LoggerAdapter(log, {"link": self.name})
+        #: the open transport, or the way to open it again
+        self._ports = ports = PortKeeper(
+            transport,
+            log=self._log,
+            on_port_event=on_port_event,
+            give_up_after_s=give_up_after_s,
+            now=now,
+        )
+        first = ports.transport
         # a port waited for from the start: its scheme says how frames travel
         packet = packet_scheme(self.name) if first is None else first.packet
         cfg = config or LinkConfig(packet=packet)
@@ -182,25 +169,13 @@ class LinkRuntime:
         if cfg.packet != packet and cfg.psk is not None:
             # a key (--psk-file, a profile's) says nothing of framing: the transport's
             cfg = dataclasses.replace(cfg, packet=packet)
-        if first is not None:
-            try:
-                self._check_framing(first, cfg)
-            except TransportError:
-                if self._opener is not None:
-                    first.close()
-                raise
-        self._config = cfg
-        #: the open transport (None while the port is gone or waited for)
-        self.transport = first
-        self._fd = None if first is None else first.fileno()
+        ports.adopt(cfg)
         self.core = Link(cfg, rng=rng or random.Random(), now=now)
         #: what the core holds unacknowledged, for devices that pace themselves by it
         self.backlog = LinkBacklog(self.core)
         self.upper = upper
         self._on_event = on_event
         self._on_upper_event = on_upper_event
-        self._on_port_event = on_port_event
-        self._give_up_after_s = give_up_after_s
         #: link events for callers that read them (when neither an upper core nor
         #: ``on_event`` consumes them)
         self.events: queue.SimpleQueue[LinkEvent] = queue.SimpleQueue()
@@ -224,37 +199,19 @@ class LinkRuntime:
         self._out: deque[bytes] = deque()
         self._out_offset = 0
         self._write_bytes = MAX_WRITE_BYTES
-        self._log = logging.LoggerAdapter(log, {"link": self.name})
         self._refusals = RefusalSummary(self.name, now=now, interval_s=refusal_summary_s)
         #: HELLO refusals already logged one by one (the rest go into the summary)
         self._refusals_logged: set[tuple[bool, int]] = set()
-        #: the transport that went away and why, until the loop closes it (see _lose)
-        self._lost: tuple[Transport, PortGone] | None = None
-        self._lost_lock = threading.Lock()
-        self._port = PortState(PortStatus.UP, now)
-        self._reopen_in_s = REOPEN_FIRST_S
-        self._reopen_at = now
-        if waiting is not None:
-            self._port = PortState(PortStatus.WAITING, now, str(waiting))
-            self._reopen_at = now + REOPEN_FIRST_S
-            self._pending_port_events: list[PortEvent] = [PortWaiting(str(waiting))]
-            self._log.info("waiting for the port to appear: %s", waiting)
-        else:
-            self._pending_port_events = []
-
-    @staticmethod
-    def _check_framing(transport: Transport, cfg: LinkConfig) -> None:
-        if cfg.packet != transport.packet:
-            raise TransportError(
-                f"{transport.name}: link configured for "
-                f"{'packet' if cfg.packet else 'stream'} framing on a "
-                f"{'packet' if transport.packet else 'stream'} transport"
-            )
 
     @property
     def port(self) -> PortState:
         """Whether the transport is open now, since when, and why not (any thread)."""
-        return self._port
+        return self._ports.state
+
+    @property
+    def transport(self) -> Transport | None:
+        """The open transport (None while the port is gone or waited for)."""
+        return self._ports.transport
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -275,7 +232,7 @@ class LinkRuntime:
     def start(self) -> None:
         loop = threading.Thread(target=self._guard(self._loop), name=f"ira-link {self.name}")
         self._threads.append(loop)
-        if self.transport is None or self._fd is None:
+        if self.transport is None or self._ports.fd is None:
             # transports without a descriptor get a reader thread (a reopened one may too)
             reader = threading.Thread(target=self._guard(self._reader), name=f"ira-rx {self.name}")
             self._threads.append(reader)
@@ -293,10 +250,7 @@ class LinkRuntime:
         self._log.info(
             "link counters at stop (%s): %s", self.name, counters_line(self.core.statistics())
         )
-        if self.transport is not None:
-            self.transport.close()
-        if self._opener is not None and self._opener.release is not None:
-            self._opener.release()
+        self._ports.close()
         self._bell.close()
 
     @property
@@ -427,7 +381,7 @@ class LinkRuntime:
         wake-up pipe and its deadlines.  Returns at once, without waiting, when
         another caller watches, the transport has no descriptor or is gone.
         """
-        transport, fd = self.transport, self._fd
+        transport, fd = self.transport, self._ports.fd
         if transport is None or fd is None or not self._watcher.acquire(blocking=False):
             return timeout_s
         end = None if timeout_s is None else time.monotonic() + timeout_s
@@ -464,116 +418,39 @@ class LinkRuntime:
 
     # --- a port that comes and goes ---------------------------------------------------
 
-    # The two below read the attributes afresh: another thread (or a call) changes them,
-    # and a compiled build must not trust a check made earlier in the same loop.
-
     def _is_lost(self) -> bool:
         """The transport went away and the loop has not closed it yet."""
-        return self._lost is not None
+        return self._ports.is_lost()
 
     def _current(self) -> Transport | None:
         """The open transport, or None while the port is away."""
-        return self.transport
+        return self._ports.current()
 
     def _lose(self, transport: Transport, exc: PortGone) -> None:
-        """``transport`` went away (any thread): the loop closes it and reopens the port.
-
-        Without an opener there is no way back: the runtime stops with ``exc``.
-        """
-        if self._opener is None:
-            raise exc
-        with self._lost_lock:
-            if self._lost is not None or self.transport is not transport:
-                return
-            self._lost = (transport, exc)
-        self._bell.ring(always=True)
+        """``transport`` went away (any thread): the loop closes it and reopens the port
+        (without an opener the runtime stops with ``exc``)."""
+        if self._ports.lose(transport, exc):
+            self._bell.ring(always=True)
 
     def _close_lost(self, now: float) -> None:
         """On the loop thread: close the transport that went away, report the link down."""
-        lost = self._lost
-        assert lost is not None
-        transport, exc = lost
-        with self._lost_lock:
-            self.transport = None
-            self._fd = None
-            self._lost = None
-        transport.close()
+        self._ports.close_lost(now)
         self._out.clear()
         self._out_offset = 0
         self._rx.clear()
-        self._reopen_in_s = REOPEN_FIRST_S
-        self._reopen_at = now + REOPEN_FIRST_S
-        self._port = PortState(PortStatus.DOWN, now, str(exc))
-        self._log.info("port gone (%s); reopening it", exc)
         self.core.transport_lost(now=now)
-        self._pending_port_events.append(PortLost(str(exc)))
-
-    def _reopen(self, now: float) -> None:
-        """On the loop thread: try to open the port again; back off while it is not there."""
-        opener = self._opener
-        assert opener is not None
-        try:
-            transport = opener.open()
-        except PortGone as exc:
-            self._port = PortState(self._port.status, self._port.since, str(exc))
-            limit = self._give_up_after_s
-            if limit is not None and now - self._port.since >= limit:
-                raise TransportError(
-                    f"{self.name}: the port stayed away for {limit:g} s; giving up ({exc})"
-                ) from exc
-            self._reopen_in_s = min(2 * self._reopen_in_s, REOPEN_MAX_S)
-            self._reopen_at = now + self._reopen_in_s
-            return
-        # an error a reopen cannot cure (permission denied, not a tty) stops the runtime
-        try:
-            self._check_framing(transport, self._config)
-        except TransportError:
-            transport.close()
-            raise
-        down_s = now - self._port.since
-        with self._lost_lock:
-            self.transport = transport
-            self._fd = transport.fileno()
-        self._port = PortState(PortStatus.UP, now)
-        self._log.info("port back after %.1f s", down_s)
-        self._pending_port_events.append(PortBack(down_s))
-
-    def _report_port_events(self) -> None:
-        events = self._pending_port_events
-        if not events or self._on_port_event is None:
-            events.clear()
-            return
-        pending = list(events)
-        events.clear()
-        for event in pending:
-            self._on_port_event(event)
 
     def _run_absent(self) -> None:
         """The loop while the port is gone: timers and calls go on, the port is reopened
         with a backoff (``REOPEN_FIRST_S`` doubling to ``REOPEN_MAX_S``), or at once
-        when the opener's watch says it is back (see ``_hint``)."""
-        stop, bell, owner = self._stop, self._bell, self._owner
-        watch = self._open_watch()
-        hint_fd = None if watch is None else watch.fileno()
-        hinted = False
-        poll_at = float("inf") if watch is None else time.monotonic()  # a first look at once
-        window_end = 0.0
+        when the opener's watch says it is back (``HotplugHints``)."""
+        stop, bell, owner, ports = self._stop, self._bell, self._owner, self._ports
+        hints = ports.open_hints(time.monotonic())
+        hint_fd = hints.fd
         try:
             while not stop.is_set() and self._current() is None:
                 now = time.monotonic()
-                if watch is not None and (hinted or now >= poll_at):
-                    if hinted:
-                        window_end = now + HINT_WINDOW_S
-                    if watch.present():
-                        self._reopen_in_s = REOPEN_FIRST_S
-                        self._reopen_at = now
-                    # without a descriptor the watch is polled; with one, for a while
-                    # after each event
-                    polling = hint_fd is None or now < window_end
-                    poll_at = now + HINT_POLL_S if polling else float("inf")
-                    hinted = False
-                if now >= self._reopen_at:
-                    self._reopen(now)
+                ports.look(hints, now)
                 deadline = self._turn(now)
                 if self._current() is not None:
                     return
@@ -581,7 +458,9 @@ class LinkRuntime:
                 if self._inbox or stop.is_set():
                     bell.disarm()
                     continue
-                wait = min(MAX_WAIT_S, max(0.0, self._reopen_at - now), max(0.0, poll_at - now))
+                wait = min(
+                    MAX_WAIT_S, max(0.0, ports.reopen_at - now), max(0.0, hints.poll_at - now)
+                )
                 if deadline is not None:
                     wait = min(wait, max(0.0, deadline - now))
                 self._sleep_deadline = now + wait
@@ -593,21 +472,9 @@ class LinkRuntime:
                     owner.acquire()
                 bell.disarm()
                 bell.drain()
-                hinted = hint_fd is not None and hint_fd in ready
+                hints.hinted = hint_fd is not None and hint_fd in ready
         finally:
-            if watch is not None:
-                watch.close()
-
-    def _open_watch(self) -> PortWatch | None:
-        """The opener's hint that the port is back, if it has one."""
-        opener = self._opener
-        if opener is None or opener.watch is None:
-            return None
-        try:
-            return opener.watch()
-        except OSError as exc:  # no hints here: the backoff alone
-            self._log.debug("no hotplug hints: %s", exc)
-            return None
+            hints.close()
 
     # --- the loop -----------------------------------------------------------------------
 
@@ -615,7 +482,7 @@ class LinkRuntime:
         """Reads transports without a descriptor (the loop reads the others)."""
         while not self._stop.is_set():
             transport = self.transport
-            if transport is None or self._fd is not None or self._is_lost():
+            if transport is None or self._ports.fd is not None or self._is_lost():
                 self._stop.wait(0.05)
                 continue
             try:
@@ -642,7 +509,7 @@ class LinkRuntime:
                 if self._current() is None:
                     self._run_absent()
                     continue
-                fd = self._fd
+                fd = self._ports.fd
                 wake_r = self._bell.fileno()
                 rlist = [wake_r] if fd is None else [wake_r, fd]
                 wlist = [] if fd is None else [fd]
@@ -768,8 +635,9 @@ class LinkRuntime:
                 due = upper.next_deadline()
                 if due is not None and due <= now:
                     upper.handle_timeout(now=now)
-        if self._pending_port_events:
-            self._report_port_events()
+        ports = self._ports
+        if ports.pending_events:
+            ports.report_events()
         if now >= self._refusals.due:
             self._summarize_refusals(now)
         # events for callers go out after this turn's writes: the waiting thread
@@ -801,7 +669,7 @@ class LinkRuntime:
                 core.send_message(message, channel)
                 backlog.handed(len(message))
         out = self._out
-        if out and self._fd is None:
+        if out and ports.fd is None:
             self._flush()  # no descriptor to wait on: try again each turn
         if self._current() is None or self._is_lost():
             # the port is gone: what the core sends meanwhile is lost, as on a dead line
@@ -843,7 +711,7 @@ class LinkRuntime:
 
     def _write(self, transport: Transport) -> bool:
         out = self._out
-        timeout = 0.0 if self._fd is not None else 0.1
+        timeout = 0.0 if self._ports.fd is not None else 0.1
         done = False
         if transport.packet:
             while out:
