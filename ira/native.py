@@ -42,6 +42,7 @@ MODULES: tuple[str, ...] = (
     "ira.runtime.link",
     "ira.runtime.plumbing",
     "ira.runtime.portkeeper",
+    "ira.runtime.cores",
     "ira.busmodel.events",
     "ira.busmodel.bus",
     "ira.busmodel.connector",

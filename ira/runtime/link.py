@@ -37,6 +37,12 @@ wait for itself).
 
 The runtime is a context manager: threads start on entry and are joined on
 exit, and the first worker exception is re-raised to the caller.
+
+This module holds the threads: who runs a turn and when (the loop, a caller),
+and how the loop sleeps.  What a turn does with the cores is ``Cores``
+(``ira.runtime.cores``); the port as it goes and comes back is ``PortKeeper``
+(``ira.runtime.portkeeper``); the upper core's interface, ``Completion`` and
+``Doorbell`` are in ``ira.runtime.plumbing`` (all re-exported here).
 """
 
 from __future__ import annotations
@@ -49,29 +55,17 @@ import random
 import select
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from types import TracebackType
 from typing import TypeVar
 
-from ira.errors import IraError, LinkClosed, PortGone, RemoteProtocolError
+from ira.errors import IraError, LinkClosed, PortGone
 from ira.link.config import VERSION_MAX_ENV, LinkConfig, parse_version_max
 from ira.link.core import Link, LinkStatistics
-from ira.link.events import (
-    AuthRefused,
-    Channel,
-    HandshakeRefused,
-    LinkDown,
-    LinkEvent,
-    LinkUp,
-    MessageReceived,
-    PeerRestarted,
-    SessionLost,
-    SessionStarted,
-)
-from ira.link.refusals import SUMMARY_INTERVAL_S, RefusalSummary, refusal_totals
-from ira.runtime.backlog import LinkBacklog
+from ira.link.events import Channel, LinkEvent
+from ira.link.refusals import SUMMARY_INTERVAL_S, RefusalSummary
+from ira.runtime.cores import Cores, counters_line
 from ira.runtime.plumbing import Completion, Doorbell, Upper, UpperStatistics
 from ira.runtime.port import PortEvent, PortState, TransportOpener
 from ira.runtime.portkeeper import PortKeeper
@@ -93,31 +87,9 @@ T = TypeVar("T")
 
 #: the loop wakes at least this often even with no deadline (to notice stop requests)
 MAX_WAIT_S = 0.5
-#: bytes offered to one write of a stream transport, between these bounds (see _flush)
-MIN_WRITE_BYTES = 1 << 12
-MAX_WRITE_BYTES = 1 << 16
-#: a read of at least this many bytes is followed by another without ``select``
-READ_AGAIN_BYTES = 1 << 10
-#: most reads before the cores run (a busy line must not starve timers and writes)
-READS_PER_TURN = 16
 #: the loop leaves the port to a caller waiting for a reply, and for this long after,
 #: looking at least this often whether it still does (see ``_await``)
 READER_LINGER_S = 0.005
-
-
-def counters_line(stats: LinkStatistics) -> str:
-    """A link's frame and loss counters as ``name=value`` words, for the log line at
-    stop (``bench/venet.py`` reads them from the log)."""
-    srtt = "-" if stats.srtt_s is None else str(round(stats.srtt_s * 1000))
-    return (
-        f"frames_sent={stats.frames_sent} segments_sent={stats.segments_sent} "
-        f"ack_frames_sent={stats.ack_frames_sent} "
-        f"segments_retransmitted={stats.segments_retransmitted} "
-        f"retransmission_timeouts={stats.retransmission_timeouts} "
-        f"spurious_timeouts={stats.spurious_timeouts} "
-        f"tail_probes={stats.tail_probes} tail_copies={stats.tail_copies} "
-        f"drop_duplicate={stats.drop_duplicate} srtt_ms={srtt}"
-    )
 
 
 class LinkRuntime:
@@ -170,19 +142,25 @@ class LinkRuntime:
             # a key (--psk-file, a profile's) says nothing of framing: the transport's
             cfg = dataclasses.replace(cfg, packet=packet)
         ports.adopt(cfg)
-        self.core = Link(cfg, rng=rng or random.Random(), now=now)
-        #: what the core holds unacknowledged, for devices that pace themselves by it
-        self.backlog = LinkBacklog(self.core)
-        self.upper = upper
-        self._on_event = on_event
-        self._on_upper_event = on_upper_event
-        #: link events for callers that read them (when neither an upper core nor
-        #: ``on_event`` consumes them)
-        self.events: queue.SimpleQueue[LinkEvent] = queue.SimpleQueue()
-        #: sends (payload, channel) and calls, in the order they were made
-        self._inbox: deque[tuple[bytes, Channel] | Callable[[], None]] = deque()
         #: wakes the loop when it sleeps in select (see _wake)
         self._bell = Doorbell()
+        self._cores = cores = Cores(
+            Link(cfg, rng=rng or random.Random(), now=now),
+            upper,
+            ports,
+            bell=self._bell,
+            log=self._log,
+            refusals=RefusalSummary(self.name, now=now, interval_s=refusal_summary_s),
+            on_event=on_event,
+            on_upper_event=on_upper_event,
+        )
+        self.core = cores.core
+        #: what the core holds unacknowledged, for devices that pace themselves by it
+        self.backlog = cores.backlog
+        self.upper = upper
+        #: link events for callers that read them (when neither an upper core nor
+        #: ``on_event`` consumes them)
+        self.events = cores.events
         #: held by whichever thread runs the cores: the loop, or a caller that found it asleep
         self._owner = threading.Lock()
         #: when the sleeping loop will wake up at the latest (see _run_inline)
@@ -191,17 +169,9 @@ class LinkRuntime:
         self._watcher = threading.Lock()
         #: when a caller last watched the port
         self._watched_at = -1e9
-        self._next_deadline: float | None = None
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self._threads: list[threading.Thread] = []
-        self._rx: deque[bytes] = deque()
-        self._out: deque[bytes] = deque()
-        self._out_offset = 0
-        self._write_bytes = MAX_WRITE_BYTES
-        self._refusals = RefusalSummary(self.name, now=now, interval_s=refusal_summary_s)
-        #: HELLO refusals already logged one by one (the rest go into the summary)
-        self._refusals_logged: set[tuple[bool, int]] = set()
 
     @property
     def port(self) -> PortState:
@@ -290,7 +260,7 @@ class LinkRuntime:
             raise LinkClosed(f"{self.name}: the link runtime is stopped")
 
     def _submit(self, item: tuple[bytes, Channel] | Callable[[], None]) -> None:
-        self._inbox.append(item)
+        self._cores.inbox.append(item)
         if self._bell.armed and self._owner.acquire(blocking=False):
             try:
                 self._run_inline()
@@ -318,10 +288,10 @@ class LinkRuntime:
         """A turn on a calling thread while the loop sleeps; wake the loop only for
         output the transport did not take, a deadline before it looks again, or a
         port that went away."""
-        deadline = self._turn(now)
+        deadline = self._cores.turn(now)
         sleeping = self._sleep_deadline
         if (
-            self._out
+            self._cores.out
             or self._is_lost()
             or (deadline is not None and (sleeping is None or deadline < sleeping))
         ):
@@ -410,7 +380,7 @@ class LinkRuntime:
                 return
             try:
                 now = time.monotonic()
-                self._read(now)  # more, if any, at the caller's next look
+                self._cores.read(now)  # more, if any, at the caller's next look
                 self._caller_turn(now)
             except BaseException as exc:  # as on the loop thread: the runtime stops
                 self._fail(exc)
@@ -426,20 +396,6 @@ class LinkRuntime:
         """The open transport, or None while the port is away."""
         return self._ports.current()
 
-    def _lose(self, transport: Transport, exc: PortGone) -> None:
-        """``transport`` went away (any thread): the loop closes it and reopens the port
-        (without an opener the runtime stops with ``exc``)."""
-        if self._ports.lose(transport, exc):
-            self._bell.ring(always=True)
-
-    def _close_lost(self, now: float) -> None:
-        """On the loop thread: close the transport that went away, report the link down."""
-        self._ports.close_lost(now)
-        self._out.clear()
-        self._out_offset = 0
-        self._rx.clear()
-        self.core.transport_lost(now=now)
-
     def _run_absent(self) -> None:
         """The loop while the port is gone: timers and calls go on, the port is reopened
         with a backoff (``REOPEN_FIRST_S`` doubling to ``REOPEN_MAX_S``), or at once
@@ -451,11 +407,11 @@ class LinkRuntime:
             while not stop.is_set() and self._current() is None:
                 now = time.monotonic()
                 ports.look(hints, now)
-                deadline = self._turn(now)
+                deadline = self._cores.turn(now)
                 if self._current() is not None:
                     return
                 bell.arm()
-                if self._inbox or stop.is_set():
+                if self._cores.inbox or stop.is_set():
                     bell.disarm()
                     continue
                 wait = min(
@@ -488,14 +444,14 @@ class LinkRuntime:
             try:
                 data = transport.recv(0.1)
             except PortGone as exc:
-                self._lose(transport, exc)
+                self._cores.lose(transport, exc)
                 continue
             except LinkClosed:
                 if self._current() is not transport or self._stop.is_set():
                     continue  # closed by the loop (a lost port) or by stop()
                 raise
             if data:
-                self._rx.append(data)
+                self._cores.rx.append(data)
                 self._wake()
 
     def _loop(self) -> None:
@@ -505,7 +461,7 @@ class LinkRuntime:
         try:
             while not self._stop.is_set():
                 if self._is_lost():
-                    self._close_lost(time.monotonic())
+                    self._cores.close_lost(time.monotonic())
                 if self._current() is None:
                     self._run_absent()
                     continue
@@ -529,8 +485,9 @@ class LinkRuntime:
         stops or the port went away.
         """
         stop = self._stop
-        core = self.core
-        inbox, rx = self._inbox, self._rx
+        cores = self._cores
+        core = cores.core
+        inbox, rx, out = cores.inbox, cores.rx, cores.out
         bell = self._bell
         wake_r = bell.fileno()
         owner = self._owner
@@ -543,15 +500,15 @@ class LinkRuntime:
             now = time.monotonic()
             # a chunk went out (room for the next), or output waits on a transport
             # that has no descriptor to wait on (the turn's flush waits a little)
-            fresh = wrote_chunk or (fd is None and bool(self._out))
+            fresh = wrote_chunk or (fd is None and bool(out))
             wrote_chunk = False
             if readable:
-                got, readable = self._read(now)
+                got, readable = cores.read(now)
                 fresh = fresh or got
             if fresh or inbox or rx or deadline is None or deadline <= now:
                 while rx:
                     core.receive_data(rx.popleft(), now=now)
-                deadline = self._turn(now)
+                deadline = cores.turn(now)
                 if readable:
                     continue
             # sleep, unless work arrived meanwhile (see Doorbell)
@@ -559,7 +516,7 @@ class LinkRuntime:
             if inbox or rx or stop.is_set() or self._is_lost():
                 bell.disarm()
                 continue
-            if fd is None and self._out:
+            if fd is None and out:
                 wait = 0.0  # the turn's flush waits for room itself
             elif deadline is None:
                 wait = MAX_WAIT_S
@@ -574,206 +531,14 @@ class LinkRuntime:
             self._sleep_deadline = now + wait  # when it will look again, whatever for
             owner.release()
             try:
-                ready_r, ready_w, _ = select.select(watch, wlist if self._out else (), (), wait)
+                ready_r, ready_w, _ = select.select(watch, wlist if out else (), (), wait)
             finally:
                 owner.acquire()
             bell.disarm()
-            deadline = self._next_deadline
+            deadline = cores.next_deadline
             if ready_r and ready_r[0] == wake_r:
                 bell.drain()
                 readable = len(ready_r) > 1
             else:
                 readable = bool(ready_r)
-            wrote_chunk = self._flush() if ready_w else False
-
-    def _read(self, now: float) -> tuple[bool, bool]:
-        """Up to ``READS_PER_TURN`` reads into the core: (anything came, the port may
-        hold more — the last read was big)."""
-        transport, core = self.transport, self.core
-        if transport is None or self._is_lost():
-            return False, False
-        got = False
-        for _ in range(READS_PER_TURN):
-            try:
-                data = transport.recv(0)
-            except PortGone as exc:
-                self._lose(transport, exc)
-                return got, False
-            if data:
-                core.receive_data(data, now=now)
-                got = True
-            if len(data) < READ_AGAIN_BYTES:
-                return got, False
-        return got, True
-
-    def _deadline(self) -> float | None:
-        deadline = self.core.next_deadline()
-        if self.upper is not None:
-            upper = self.upper.next_deadline()
-            if upper is not None and (deadline is None or upper < deadline):
-                return upper
-        return deadline
-
-    def _turn(self, now: float) -> float | None:
-        """Run sends, calls, timers and events, write what is due; return the next deadline."""
-        core = self.core
-        inbox = self._inbox
-        while inbox:
-            item = inbox.popleft()
-            if isinstance(item, tuple):
-                core.send_message(item[0], item[1])
-                self.backlog.handed(len(item[0]))
-            else:
-                item()
-        upper = self.upper
-        deadline = self._next_deadline
-        if deadline is not None and deadline <= now:
-            due = core.next_deadline()
-            if due is not None and due <= now:
-                core.handle_timeout(now=now)
-            if upper is not None:
-                due = upper.next_deadline()
-                if due is not None and due <= now:
-                    upper.handle_timeout(now=now)
-        ports = self._ports
-        if ports.pending_events:
-            ports.report_events()
-        if now >= self._refusals.due:
-            self._summarize_refusals(now)
-        # events for callers go out after this turn's writes: the waiting thread
-        # then finds the GIL free sooner
-        ready: list[LinkEvent] = []
-        on_event = self._on_event
-        while (event := core.next_event()) is not None:
-            if type(event) is not MessageReceived:
-                self._log_event(event)
-            if upper is not None:
-                try:
-                    upper.handle_link_event(event, now=now)
-                except RemoteProtocolError as exc:
-                    # the peer broke the protocol above the link: the session
-                    # cannot be trusted any more; reset it (never stop for it)
-                    self._log.warning("resetting the session: %s", exc)
-                    core.reset_session(str(exc), now=now)
-            if on_event is not None:
-                on_event(event)
-            elif upper is None:
-                ready.append(event)
-        if upper is not None:
-            if self._on_upper_event is not None:
-                while (upper_event := upper.next_event()) is not None:
-                    self._on_upper_event(upper_event)
-            backlog = self.backlog
-            backlog.poll()  # acknowledgements may let a paced device send more
-            for channel, message in upper.messages_to_send():
-                core.send_message(message, channel)
-                backlog.handed(len(message))
-        out = self._out
-        if out and ports.fd is None:
-            self._flush()  # no descriptor to wait on: try again each turn
-        if self._current() is None or self._is_lost():
-            # the port is gone: what the core sends meanwhile is lost, as on a dead line
-            # (in DOWN the sender is paused: only probes and HELLOs go, and they return)
-            core.data_to_send(now=now)
-            self._next_deadline = deadline = self._deadline()
-        elif len(out) <= 1:
-            # at most one chunk waits behind the one being written: the line never
-            # runs dry between batches, and frames are cut only shortly before they
-            # can go out (control messages overtake bulk data not yet cut)
-            chunks = core.data_to_send(now=now)
-            # the bookkeeping before the write: once the peer has its frame, this
-            # thread competes with the peer's threads for the interpreter lock
-            self._next_deadline = deadline = self._deadline()
-            if chunks:
-                out.extend(chunks)
-                self._flush()
-        else:
-            self._next_deadline = deadline = self._deadline()
-        if ready:
-            put = self.events.put
-            for event in ready:
-                put(event)
-        return deadline
-
-    def _flush(self) -> bool:
-        """Write as much of the output as the transport takes now.
-
-        Returns True when at least one chunk (one packet) went out completely.
-        """
-        transport = self.transport
-        if transport is None or self._is_lost():
-            return False
-        try:
-            return self._write(transport)
-        except PortGone as exc:
-            self._lose(transport, exc)
-            return False
-
-    def _write(self, transport: Transport) -> bool:
-        out = self._out
-        timeout = 0.0 if self._ports.fd is not None else 0.1
-        done = False
-        if transport.packet:
-            while out:
-                if transport.send(out[0], timeout) == 0:
-                    break
-                out.popleft()
-                done = True
-            return done
-        while out:
-            head = out[0]
-            offset = self._out_offset
-            size = self._write_bytes
-            piece = head if offset == 0 and len(head) <= size else head[offset : offset + size]
-            n = transport.send(piece, timeout)
-            if n == 0:
-                break
-            # offer about twice what the transport took last time: a pty takes a few
-            # KiB, a socket more; copying much more than that into each offered
-            # slice would cost more than the write
-            if n < len(piece):
-                self._write_bytes = max(MIN_WRITE_BYTES, 2 * n)
-            elif len(piece) == size:
-                self._write_bytes = min(MAX_WRITE_BYTES, 2 * size)
-            offset += n
-            if offset >= len(head):
-                out.popleft()
-                offset = 0
-                done = True
-            self._out_offset = offset
-        return done
-
-    def _summarize_refusals(self, now: float) -> None:
-        link = dataclasses.asdict(self.core.statistics())
-        upper = self.upper.statistics().as_dict() if self.upper is not None else None
-        line = self._refusals.report(refusal_totals(link, upper), now=now)
-        if line is not None:
-            self._log.warning("%s", line)
-
-    def _log_event(self, event: LinkEvent) -> None:
-        match event:
-            case SessionStarted():
-                self._log.info("session up (peer epoch %016x)", event.peer_epoch)
-            case PeerRestarted():
-                self._log.info(
-                    "peer restarted; %d unacknowledged messages discarded",
-                    event.discarded_messages,
-                )
-            case LinkDown():
-                self._log.info("link down: nothing heard for %.1f s", event.silent_s)
-            case LinkUp():
-                self._log.info("link up again after %.1f s; session resumed", event.down_s)
-            case SessionLost():
-                self._log.info("session lost (%s); offering a new one", event.reason)
-            case HandshakeRefused():
-                # each kind once at WARNING; repeats are in the refusal summary
-                key = (event.by_peer, event.reason)
-                if key not in self._refusals_logged:
-                    self._refusals_logged.add(key)
-                    self._log.warning("handshake refused: %s", event.detail)
-            case AuthRefused():
-                self._log.warning(
-                    "refused %d frames (pre-shared key): %s", event.refused, event.reason
-                )
-            case _:
-                pass
+            wrote_chunk = cores.flush() if ready_w else False
