@@ -33,6 +33,7 @@ from types import ModuleType
 #: modules compiled together, as one group (they call one another natively)
 MODULES: tuple[str, ...] = (
     "ira.link.core",
+    "ira.link.counters",
     "ira.link.sender",
     "ira.link.receiver",
     "ira.link.framing",
