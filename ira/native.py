@@ -34,6 +34,7 @@ from types import ModuleType
 MODULES: tuple[str, ...] = (
     "ira.link.core",
     "ira.link.counters",
+    "ira.link.handshake",
     "ira.link.sender",
     "ira.link.receiver",
     "ira.link.framing",

@@ -64,7 +64,6 @@ from ira.link.counters import Counters, collect
 from ira.link.counters import LinkStatistics as LinkStatistics  # re-exported: its old home
 from ira.link.events import (
     Channel,
-    HandshakeRefused,
     LinkDown,
     LinkEvent,
     LinkUp,
@@ -74,6 +73,7 @@ from ira.link.events import (
     SessionStarted,
 )
 from ira.link.framing import StreamDeframer, encode_frames
+from ira.link.handshake import Handshake, refusal, refused_by_peer, refused_hello
 from ira.link.header2 import Header2
 from ira.link.receiver import Fate, Receiver, ReceiverStatistics
 from ira.link.sender import Segment, Sender, SenderStatistics
@@ -83,24 +83,16 @@ from ira.wire.link import (
     CRC_BYTES,
     DATA_HEADER_BYTES,
     MAC_BYTES,
-    MIN_FRAME_BYTES,
-    MIN_WINDOW_BYTES,
-    REFUSAL_MEANINGS,
-    VERSION_MIN,
     WINDOW_UNIT_BYTES,
     Ack,
     BadCrc,
     Data,
-    Feature,
     Hello,
     HelloRefused,
-    Refusal,
     check_crc,
     decode_body,
     encode_ack,
     encode_data_frame,
-    encode_hello,
-    encode_hello_refused,
     full_numbers,
     is_authenticated_hello,
 )
@@ -136,34 +128,6 @@ def _stream_bytes(message: bytes) -> int:
     return n + 1 if n < 0x80 else n + (n.bit_length() + 6) // 7
 
 
-def _refusal(h: Hello, common_version: int) -> Refusal | None:
-    """Why this end cannot accept a HELLO, or None (PROTOCOL.md, "Errors and refusals")."""
-    if common_version < max(h.version_min, VERSION_MIN):
-        return Refusal.VERSION
-    if h.max_frame_bytes < MIN_FRAME_BYTES:
-        return Refusal.MAX_FRAME_BYTES
-    if h.window_bytes < MIN_WINDOW_BYTES:
-        return Refusal.WINDOW_BYTES
-    if h.keepalive_ms == 0:
-        return Refusal.KEEPALIVE_MS
-    if h.epoch == 0:
-        return Refusal.EPOCH
-    return None
-
-
-def _offered(h: Hello, refusal: Refusal) -> str:
-    """The refused field as the peer offered it."""
-    match refusal:
-        case Refusal.MAX_FRAME_BYTES:
-            return f"max_frame_bytes {h.max_frame_bytes}, at least {MIN_FRAME_BYTES} required"
-        case Refusal.WINDOW_BYTES:
-            return f"window_bytes {h.window_bytes}, at least {MIN_WINDOW_BYTES} required"
-        case Refusal.KEEPALIVE_MS:
-            return "keepalive_ms 0"
-        case _:
-            return f"epoch {h.epoch}"
-
-
 def _unwrap(wire: int, reference: int) -> int:
     """The absolute sequence number nearest ``reference`` whose low 32 bits are ``wire``."""
     return reference + ((wire - reference + _HALF) % _MOD) - _HALF
@@ -193,24 +157,14 @@ class Link:
         self._sender: Sender | None = None
         #: the sender of the last session, whose RTT estimate the next one starts from
         self._previous_sender: Sender | None = None
-        self._hello_sent_at: float | None = None
         self._receiver: Receiver | None = None
         #: messages given to send_message while no session is up
         self._pending: deque[tuple[Channel, bytes]] = deque()
         self._events: deque[LinkEvent] = deque()
         self._refusals = Refusals(self._events)
         self._auth = None if cfg.psk is None else LinkAuth(cfg.psk, rng, self._refusals)
-        #: the features this end offers: AUTH exactly when it holds a key
-        self._offered = cfg.features & ~Feature.AUTH | (Feature.AUTH if self._auth else 0)
-        #: with a key: a session started here that the peer has not yet shown it has
-        #: (its HELLO_ACK is resent, as a HELLO is, until a frame of the session arrives)
-        self._confirming = False
+        self._handshake = Handshake(cfg, self._auth, now=now)
         self._backlog_bytes = 0
-        self._hello_due: float | None = now
-        self._hello_interval = cfg.hello_interval_s
-        self._hello_ack_due = False
-        #: a HELLO_REFUSED to send: (the refused epoch, the reason)
-        self._refusal_due: tuple[int, Refusal] | None = None
         self._ack_due: float | None = None
         self._ack_now = False
         self._unacked_segments = 0
@@ -342,8 +296,8 @@ class Link:
                 c.stale += 1
                 continue
             self._heard(now)
-            if self._confirming:
-                self._confirmed()
+            if self._handshake.confirming:
+                self._handshake.confirmed()
             if isinstance(frame, (Data, Data2)):
                 try:
                     if isinstance(frame, Data2):
@@ -491,40 +445,30 @@ class Link:
                 self._sender.resend_all(now)
 
     def _on_hello(self, h: Hello, now: float) -> None:
+        hs = self._handshake
         common = min(h.version_max, self.config.version_max)
-        refusal = _refusal(h, common)
-        if refusal is not None:
+        refused = refusal(h, common)
+        if refused is not None:
             self._counters.hellos_refused += 1
-            self._refusal_due = (h.epoch, refusal)
-            detail = (
-                f"refused the peer's HELLO ({_offered(h, refusal)}): {REFUSAL_MEANINGS[refusal]}"
-            )
-            if refusal is Refusal.VERSION:
-                detail = (
-                    f"the peer speaks link protocol versions {h.version_min}..{h.version_max} "
-                    f"and this end {VERSION_MIN}..{self.config.version_max}: install matching "
-                    "ira releases on both ends"
-                )
-            self._events.append(
-                HandshakeRefused(False, int(refusal), detail, h.version_min, h.version_max)
-            )
+            hs.refusal_due = (h.epoch, refused)
+            self._events.append(refused_hello(h, refused, self.config.version_max))
             return
         if self._auth is not None and not self._auth.on_hello(h, self.epoch):
             # a HELLO with a MAC proves who made it, not when: answered, nothing else
             if h.ack:
                 self._counters.stale += 1
             else:
-                self._hello_ack_due = True
+                hs.ack_due = True
             return
         if h.ack and h.peer_epoch != self.epoch:
             self._counters.stale += 1  # answers a HELLO of an earlier incarnation of ours
             return
         if not h.ack:
-            self._hello_ack_due = True
+            hs.ack_due = True
         if h.epoch == self.peer_epoch:
             self._heard(now)
-            if self._confirming:
-                self._confirmed()
+            if hs.confirming:
+                hs.confirmed()
             return
         if self.peer_epoch is not None:
             discarded = self._drop_session()
@@ -533,29 +477,18 @@ class Link:
         self._start_session(h, common, now)
         if self._auth is not None:
             self._auth.renew()  # whatever answered the old nonce is stale now
-            self._hello_ack_due = True  # the peer's proof that this end is live
-            self._confirming = True
-            self._hello_interval = self.config.hello_interval_s
-            self._hello_due = now + self._hello_interval
-        if h.ack and self._hello_sent_at is not None and self._sender is not None:
+            hs.confirm(now)
+        if h.ack and hs.sent_at is not None and self._sender is not None:
             # the handshake's round trip (to the latest HELLO: if an earlier one was
             # answered this underestimates, which costs at most a needless resend)
-            self._sender.seed_rtt(now - self._hello_sent_at)
+            self._sender.seed_rtt(now - hs.sent_at)
 
     def _on_refused(self, r: HelloRefused) -> None:
         if r.peer_epoch != self.epoch:
             self._counters.stale += 1  # answers a HELLO of an earlier incarnation of ours
             return
         self._counters.refused_by_peer += 1
-        reason = Refusal(r.reason)
-        detail = f"the peer refused our HELLO: {REFUSAL_MEANINGS[reason]}"
-        if reason is Refusal.VERSION:
-            detail += (
-                f" (it speaks link protocol versions {r.version_min}..{r.version_max}, this end "
-                f"{VERSION_MIN}..{self.config.version_max}: install matching ira releases on "
-                "both ends)"
-            )
-        self._events.append(HandshakeRefused(True, r.reason, detail, r.version_min, r.version_max))
+        self._events.append(refused_by_peer(r, self.config.version_max))
 
     def _reset_session(self, reason: str, now: float) -> None:
         """Tear the session down at once (the peer broke the protocol within it), as the
@@ -570,12 +503,7 @@ class Link:
         self.state = step(self.state, cause)
         self.peer_epoch = None
         self.epoch = self._new_epoch()  # the peer must see that this session is gone
-        self._hello_due = now
-        self._hello_interval = self.config.hello_interval_s
-
-    def _confirmed(self) -> None:
-        self._confirming = False
-        self._hello_due = None
+        self._handshake.restart(now)
 
     def _drop_session(self) -> int:
         discarded = len(self._pending)
@@ -592,7 +520,7 @@ class Link:
         self._held = 0
         self._ack_due = None
         self._ack_now = False
-        self._confirming = False
+        self._handshake.confirming = False
         return discarded
 
     def _start_session(self, h: Hello, version: int, now: float) -> None:
@@ -600,7 +528,7 @@ class Link:
         self.peer_epoch = h.epoch
         self._tag = (self.epoch ^ h.epoch) & 0xFFFF
         self.version = version
-        self.features = self._offered & h.features
+        self.features = self._handshake.offered & h.features
         peer_frame = min(h.max_frame_bytes, 1 << 24)
         header = max(DATA_HEADER_BYTES, DATA2_MAX_HEADER_BYTES if version >= 2 else 0)
         overhead = header + CRC_BYTES + (MAC_BYTES if self._auth else 0)
@@ -637,7 +565,7 @@ class Link:
             cfg.dead_interval_s, min(4 * peer_keepalive_s, cfg.session_timeout_s / 2)
         )
         self.state = step(self.state, LinkInput.SESSION_STARTED)
-        self._hello_due = None
+        self._handshake.due = None
         self._last_rx = now
         self._counters.sessions += 1
         self._events.append(SessionStarted(self.epoch, h.epoch, self.features, peer_frame, version))
@@ -649,27 +577,7 @@ class Link:
         if self.state is LinkState.CLOSED:
             return []
         frames: list[bytes] = []
-        if self._hello_due is not None and now >= self._hello_due:
-            frames.append(self._hello(ack=self._confirming))
-            self._hello_due = now + self._hello_interval
-            self._hello_sent_at = now
-            self._hello_interval = min(
-                self._hello_interval * 2, 4 * self.config.keepalive_interval_s
-            )
-        if self._hello_ack_due:
-            self._hello_ack_due = False
-            if self.peer_epoch is not None or self._auth is not None:
-                frames.append(self._hello(ack=True))
-        if self._refusal_due is not None:
-            refused_epoch, reason = self._refusal_due
-            self._refusal_due = None
-            version_max = self.config.version_max
-            refusal = encode_hello_refused(
-                HelloRefused(VERSION_MIN, version_max, self.epoch, refused_epoch, reason)
-            )
-            if self._auth is not None:
-                refusal = self._auth.seal_refusal(refusal, self.epoch, refused_epoch)
-            frames.append(refusal)
+        self._handshake.frames(now, self.epoch, self.peer_epoch, frames)
         handshake_frames = len(frames)
         #: DATA2 frames' whole seq and ack, for their MACs (by index in ``frames``)
         numbers: dict[int, bytes] = {}
@@ -788,24 +696,6 @@ class Link:
             )
             books.sent(tx, ack, edge)
 
-    def _hello(self, *, ack: bool) -> bytes:
-        cfg, auth = self.config, self._auth
-        peer_epoch = auth.answer_epoch if auth is not None and ack else self.peer_epoch or 0
-        frame = encode_hello(
-            Hello(
-                ack,
-                VERSION_MIN,
-                cfg.version_max,
-                self.epoch,
-                peer_epoch,
-                self._offered,
-                cfg.max_frame_bytes,
-                cfg.window_bytes,
-                round(cfg.keepalive_interval_s * 1000),
-            )
-        )
-        return frame if auth is None else auth.seal_hello(frame, self.epoch, peer_epoch, ack=ack)
-
     def _window_field(self, receiver: Receiver) -> int:
         units = receiver.available // WINDOW_UNIT_BYTES
         if units > 0xFFFF:
@@ -853,15 +743,17 @@ class Link:
                     due = timer
             if self._ack_due is not None and self._ack_due < due:
                 due = self._ack_due
-            if self._hello_due is not None and self._hello_due < due:
-                due = self._hello_due
+            hello = self._handshake.due
+            if hello is not None and hello < due:
+                due = hello
             return due
         if state is LinkState.CLOSED:
             return None
         cfg = self.config
         candidates: list[float] = []
-        if self._hello_due is not None:
-            candidates.append(self._hello_due)
+        hello = self._handshake.due
+        if hello is not None:
+            candidates.append(hello)
         if state is LinkState.DOWN:
             candidates.append(self._last_rx + cfg.session_timeout_s)
             candidates.append(self._last_tx + cfg.keepalive_interval_s)
