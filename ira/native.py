@@ -35,6 +35,7 @@ MODULES: tuple[str, ...] = (
     "ira.link.core",
     "ira.link.counters",
     "ira.link.handshake",
+    "ira.link.inbound",
     "ira.link.sender",
     "ira.link.receiver",
     "ira.link.framing",

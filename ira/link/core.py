@@ -75,7 +75,8 @@ from ira.link.events import (
 from ira.link.framing import StreamDeframer, encode_frames
 from ira.link.handshake import Handshake, refusal, refused_by_peer, refused_hello
 from ira.link.header2 import Header2
-from ira.link.receiver import Fate, Receiver, ReceiverStatistics
+from ira.link.inbound import Inbound, data2_numbers
+from ira.link.receiver import Receiver, ReceiverStatistics
 from ira.link.sender import Segment, Sender, SenderStatistics
 from ira.link.states import LinkInput, LinkState, step
 from ira.link.tailprobe import TailProbe
@@ -84,14 +85,12 @@ from ira.wire.link import (
     DATA_HEADER_BYTES,
     MAC_BYTES,
     WINDOW_UNIT_BYTES,
-    Ack,
     BadCrc,
     Data,
     Hello,
     HelloRefused,
     check_crc,
     decode_body,
-    encode_ack,
     encode_data_frame,
     full_numbers,
     is_authenticated_hello,
@@ -101,36 +100,9 @@ from ira.wire.link2 import (
     DATA2_MAX_HEADER_BYTES,
     DATA2_TYPE,
     Data2,
-    decode_data2,
     encode_data2_frame,
-    expand,
     truncated_bytes,
 )
-
-_MOD = 1 << 32
-_MAX_CHANNEL = max(Channel)
-#: channels by their number on the wire
-_CHANNELS = tuple(sorted(Channel))
-#: the ``held`` bitmap of an ACK covers this many transmissions
-HELD_MASK = (1 << 64) - 1
-#: SACK ranges this end puts in an ACK (at most MAX_SACK_BLOCKS)
-ACK_SACK_BLOCKS = 2
-_HALF = 1 << 31
-
-
-def _stream_bytes(message: bytes) -> int:
-    """What a message took of its channel's stream, length prefix included.
-
-    Messages delivered but not yet taken are charged to the receive window at
-    this size, so that empty messages too close the window of a stalled consumer.
-    """
-    n = len(message)
-    return n + 1 if n < 0x80 else n + (n.bit_length() + 6) // 7
-
-
-def _unwrap(wire: int, reference: int) -> int:
-    """The absolute sequence number nearest ``reference`` whose low 32 bits are ``wire``."""
-    return reference + ((wire - reference + _HALF) % _MOD) - _HALF
 
 
 class Link:
@@ -146,9 +118,6 @@ class Link:
         self.version = 0
         #: version 2's books for lean DATA2 headers (None in a version-1 session)
         self._header2: Header2 | None = None
-        #: a frame of ours already echoed ``_last_rx_tx`` (version 2: a DATA2 frame
-        #: echoes it once, an ACK that repeats it marks it stale)
-        self._echo_sent = True
         self.features = 0
         self._deframer = None if cfg.packet else StreamDeframer(cfg.max_frame_bytes)
         self._counters = Counters()
@@ -162,18 +131,9 @@ class Link:
         self._pending: deque[tuple[Channel, bytes]] = deque()
         self._events: deque[LinkEvent] = deque()
         self._refusals = Refusals(self._events)
+        self._inbound = Inbound(cfg, self._events, self._counters)
         self._auth = None if cfg.psk is None else LinkAuth(cfg.psk, rng, self._refusals)
         self._handshake = Handshake(cfg, self._auth, now=now)
-        self._backlog_bytes = 0
-        self._ack_due: float | None = None
-        self._ack_now = False
-        self._unacked_segments = 0
-        self._last_rx_tx = 0
-        self._rx_seen = False
-        self._held = 0
-        self._advertised_edge = 0
-        #: the window opening that is worth an ACK of its own
-        self._window_update_bytes = cfg.window_bytes // 4
         self._dead_interval_s = cfg.dead_interval_s
         self._last_rx = now
         self._last_tx = now
@@ -199,15 +159,7 @@ class Link:
             return None
         event = self._events.popleft()
         if type(event) is MessageReceived:
-            self._backlog_bytes = backlog = self._backlog_bytes - _stream_bytes(event.payload)
-            receiver = self._receiver
-            if receiver is not None:
-                receiver.backlog_bytes = backlog
-                # the right edge (receiver.right_edge, spelled out on this hot path)
-                available = receiver.window_bytes - receiver.ooo_bytes - backlog
-                edge = receiver.rcv_nxt + (available if available > 0 else 0)
-                if edge - self._advertised_edge >= self._window_update_bytes:
-                    self._ack_now = True  # a window update is worth a frame
+            self._inbound.taken(event.payload, self._receiver)
         return event
 
     def close(self) -> None:
@@ -266,7 +218,7 @@ class Link:
             if auth is not None:
                 numbers = b""
                 if len(body) > MAC_BYTES and body[0] == DATA2_TYPE:
-                    numbers = self._data2_numbers(body[:-MAC_BYTES])
+                    numbers = data2_numbers(body[:-MAC_BYTES], self._sender, self._receiver)
                 opened = auth.open(body, self.epoch, self.peer_epoch, now, numbers)
                 if opened is None:
                     continue
@@ -301,140 +253,15 @@ class Link:
             if isinstance(frame, (Data, Data2)):
                 try:
                     if isinstance(frame, Data2):
-                        self._on_data2(frame, sender, receiver, now)
+                        self._inbound.on_data2(frame, sender, receiver, self._header2, now)
                     else:
-                        self._on_data(frame, sender, receiver, now)
+                        self._inbound.on_data(frame, sender, receiver, self._header2, now)
                 except RemoteProtocolError as exc:
                     # a CRC-valid frame of this session that breaks the protocol: not
                     # noise, so the session cannot be trusted any more; reset it
                     self._reset_session(str(exc), now)
             else:
-                self._on_ack(frame, sender, now)
-
-    def _on_data(self, d: Data, sender: Sender, receiver: Receiver, now: float) -> None:
-        # the piggy-backed ack (as _apply_ack, without SACK ranges or held bitmap)
-        snd_una = sender.snd_una
-        ack = snd_una + ((d.ack - snd_una + _HALF) % _MOD) - _HALF
-        echo = d.echo
-        sender.on_ack(
-            ack,
-            ack + d.window * WINDOW_UNIT_BYTES,
-            [],
-            sender.unwrap_tx(echo) if echo else None,  # 0: nothing received yet
-            None,
-            now,
-        )
-        rcv_nxt = receiver.rcv_nxt
-        seq = rcv_nxt + ((d.seq - rcv_nxt + _HALF) % _MOD) - _HALF
-        self._take_segment(seq, d.channel, d.tx, d.payload, receiver, now)
-
-    def _data2_numbers(self, body: memoryview) -> bytes:
-        """The whole seq and ack of a DATA2 body (MAC removed) as its MAC covers them;
-        empty when there is no session or the header is broken (the MAC then fails)."""
-        sender, receiver = self._sender, self._receiver
-        if sender is None or receiver is None:
-            return b""
-        try:
-            d = decode_data2(body)
-        except RemoteProtocolError:
-            return b""
-        return full_numbers(
-            expand(d.seq, d.seq_bytes, receiver.rcv_nxt), expand(d.ack, d.ack_bytes, sender.snd_una)
-        )
-
-    def _on_data2(self, d: Data2, sender: Sender, receiver: Receiver, now: float) -> None:
-        ack = expand(d.ack, d.ack_bytes, sender.snd_una)
-        window = d.window
-        # no window: the edge did not move (the sender keeps the largest it heard)
-        edge = ack if window is None else ack + window * WINDOW_UNIT_BYTES
-        echo = d.echo
-        tx = sender.unwrap_tx(echo) if echo else None  # 0: nothing received yet
-        sender.on_ack(ack, edge, [], tx, None, now)
-        if tx is not None and self._header2 is not None:
-            self._header2.echoed(tx)
-        seq = expand(d.seq, d.seq_bytes, receiver.rcv_nxt)
-        self._take_segment(seq, d.channel, d.tx, d.payload, receiver, now)
-
-    def _take_segment(
-        self, seq: int, channel: int, tx: int, payload: bytes, receiver: Receiver, now: float
-    ) -> None:
-        """A DATA or DATA2 frame's segment, at its whole sequence number."""
-        self._echo_sent = False
-        if channel > _MAX_CHANNEL:
-            # acknowledged and discarded, so that it cannot block the sequence space
-            self._counters.unknown_channel += 1
-            fate = receiver.on_segment(seq, None, payload)
-        else:
-            fate = receiver.on_segment(seq, _CHANNELS[channel], payload)
-        # slide the ``held`` bitmap to this transmission (links never reorder)
-        if self._rx_seen:
-            step = (tx - self._last_rx_tx) & 0xFFFF
-            if step < 0x8000:  # else older than the last one: a duplicate from the line
-                self._held = (self._held << step) & HELD_MASK
-                self._last_rx_tx = tx
-                if fate is not Fate.REFUSED:
-                    self._held |= 1
-        else:
-            self._rx_seen = True
-            self._last_rx_tx = tx
-            if fate is not Fate.REFUSED:
-                self._held |= 1
-        delivered = receiver.delivered
-        if delivered:
-            events = self._events
-            backlog = self._backlog_bytes
-            # not ``channel``: that name holds an int above, and compiled (mypyc) code
-            # would keep the Channel in an int and hand on a plain int
-            for ch, message in delivered:
-                events.append(MessageReceived(ch, message))
-                backlog += _stream_bytes(message)
-            delivered.clear()
-            self._backlog_bytes = receiver.backlog_bytes = backlog
-        gaps = receiver.has_gaps
-        if fate is Fate.DUPLICATE and not gaps:
-            # the sender has not heard our ACK yet: it was lost, and the delayed ACK
-            # repeats it, or it is still on its way behind our own frames, and one
-            # more now would only queue behind it
-            if self._ack_due is None:
-                self._ack_due = now + self.config.ack_delay_s
-            return
-        self._unacked_segments += 1
-        if fate is not Fate.NEW or gaps or self._unacked_segments >= 2:
-            self._ack_due = now  # tell the sender at once what we hold
-        elif self._ack_due is None:
-            delay = self.config.ack_delay_s
-            sender = self._sender
-            if self._header2 is not None and sender is not None and sender.has_outstanding():
-                # version 2, a flow of our own: more of it is likely soon (a TCP ACK
-                # from the stack above, room the peer's next ACK opens) and carries
-                # this acknowledgement instead of an ACK frame on a busy line
-                delay = ACK_HOLD_S if delay < ACK_HOLD_S else delay
-            self._ack_due = now + delay
-
-    def _on_ack(self, a: Ack, sender: Sender, now: float) -> None:
-        self._apply_ack(sender, a.ack, a.window, a.blocks, a.echo, a.held, now, a.stale_echo)
-        if a.probe:
-            self._ack_now = True
-
-    def _apply_ack(
-        self,
-        sender: Sender,
-        wire_ack: int,
-        window: int,
-        blocks: tuple[tuple[int, int], ...],
-        echo: int,
-        held: int | None,
-        now: float,
-        stale: bool = False,
-    ) -> None:
-        ack = _unwrap(wire_ack, sender.snd_una)
-        ref = sender.snd_una
-        sacks = [(_unwrap(s, ref), _unwrap(e, ref)) for s, e in blocks]
-        tx = sender.unwrap_tx(echo) if echo else None  # 0: nothing received yet
-        edge = ack + window * WINDOW_UNIT_BYTES
-        sender.on_ack(ack, edge, sacks, tx, held, now, fresh=not stale)
-        if tx is not None and self._header2 is not None:
-            self._header2.echoed(tx)
+                self._inbound.on_ack(frame, sender, self._header2, now)
 
     def _heard(self, now: float) -> None:
         self._last_rx = now
@@ -514,12 +341,7 @@ class Link:
         self._previous_sender = self._sender or self._previous_sender
         self._sender = self._receiver = None
         self._header2 = None
-        self._echo_sent = True
-        self._last_rx_tx = 0
-        self._rx_seen = False
-        self._held = 0
-        self._ack_due = None
-        self._ack_now = False
+        self._inbound.reset()
         self._handshake.confirming = False
         return discarded
 
@@ -553,8 +375,8 @@ class Link:
         self._header2 = None
         if version >= 2:
             self._header2 = Header2(cfg.window_bytes, cfg.window_bytes)
-            self._advertised_edge = cfg.window_bytes
-        self._receiver.backlog_bytes = self._backlog_bytes
+            self._inbound.advertised_edge = cfg.window_bytes
+        self._receiver.backlog_bytes = self._inbound.backlog_bytes
         while self._pending:
             channel, payload = self._pending.popleft()
             self._sender.enqueue(channel, payload)
@@ -583,23 +405,24 @@ class Link:
         numbers: dict[int, bytes] = {}
         sender, receiver = self._sender, self._receiver
         if sender is not None and receiver is not None:
+            inbound = self._inbound
             idle = now >= self._last_tx + self.config.keepalive_interval_s
             if self.state is LinkState.UP:
                 # an ACK or a keepalive that is due rides in a DATA frame if there is
                 # data for one (DATA frames carry no SACK ranges or held bitmap: not
                 # past a gap, and not for a window update, which goes at once)
-                due = self._ack_due
-                carry = (idle or (due is not None and now >= due)) and not self._ack_now
+                due = inbound.ack_due
+                carry = (idle or (due is not None and now >= due)) and not inbound.ack_now
                 segments = sender.segments_to_send(now, carry_ack=carry and not receiver.has_gaps)
                 if segments and self._header2 is not None:
                     self._data2_frames(segments, sender, receiver, now, frames, numbers)
-                    if not receiver.has_gaps and not self._ack_now:
-                        self._ack_due = None
-                        self._unacked_segments = 0
+                    if not receiver.has_gaps and not inbound.ack_now:
+                        inbound.ack_due = None
+                        inbound.unacked_segments = 0
                 elif segments:
                     ack = receiver.rcv_nxt & 0xFFFFFFFF
-                    window = self._window_field(receiver)
-                    tag, echo = self._tag, self._last_rx_tx
+                    window = inbound.window_field(receiver)
+                    tag, echo = self._tag, inbound.last_rx_tx
                     for seg in segments:
                         frames.append(
                             encode_data_frame(
@@ -613,16 +436,25 @@ class Link:
                                 seg.payload,
                             )
                         )
-                    if not receiver.has_gaps and not self._ack_now:
-                        self._ack_due = None
-                        self._unacked_segments = 0
-            ack_now = self._ack_now or (self._ack_due is not None and now >= self._ack_due)
+                    if not receiver.has_gaps and not inbound.ack_now:
+                        inbound.ack_due = None
+                        inbound.unacked_segments = 0
+            due = inbound.ack_due
+            ack_now = inbound.ack_now or (due is not None and now >= due)
             if ack_now or (idle and not frames):
-                frames.append(self._ack_frame(receiver, probe=self.state is LinkState.DOWN))
+                frames.append(
+                    inbound.ack_frame(
+                        receiver,
+                        self._tag,
+                        sack=bool(self.features & 1),
+                        version2=self._header2 is not None,
+                        probe=self.state is LinkState.DOWN,
+                    )
+                )
                 self._counters.ack_frames_sent += 1
-                self._ack_due = None
-                self._ack_now = False
-                self._unacked_segments = 0
+                inbound.ack_due = None
+                inbound.ack_now = False
+                inbound.unacked_segments = 0
         if not frames:
             return []
         auth = self._auth
@@ -655,6 +487,7 @@ class Link:
         allows (``ira.link.header2``)."""
         books = self._header2
         assert books is not None
+        inbound = self._inbound
         ack = receiver.rcv_nxt
         ack_bytes = books.ack_bytes(ack)
         units = receiver.available // WINDOW_UNIT_BYTES
@@ -664,15 +497,15 @@ class Link:
         window: int | None = None
         if books.window_due(edge):
             window = units
-            self._advertised_edge = edge
+            inbound.advertised_edge = edge
         else:
             edge = books.edge_known
         echo: int | None = None
-        if not self._echo_sent and self._rx_seen:
+        if not inbound.echo_sent and inbound.rx_seen:
             # the first echo of that frame: a round-trip sample that includes how
             # long its acknowledgement waited here (what the peer's timers must allow)
-            self._echo_sent = True
-            echo = self._last_rx_tx
+            inbound.echo_sent = True
+            echo = inbound.last_rx_tx
         tag, auth = self._tag, self._auth is not None
         lowest = sender.snd_una
         for seg in segments:
@@ -696,35 +529,6 @@ class Link:
             )
             books.sent(tx, ack, edge)
 
-    def _window_field(self, receiver: Receiver) -> int:
-        units = receiver.available // WINDOW_UNIT_BYTES
-        if units > 0xFFFF:
-            units = 0xFFFF
-        self._advertised_edge = receiver.rcv_nxt + units * WINDOW_UNIT_BYTES
-        return units
-
-    def _ack_frame(self, receiver: Receiver, *, probe: bool) -> bytes:
-        # the held bitmap already tells the sender what arrived; SACK ranges add what
-        # it cannot (older than 64 transmissions): two are enough, and every byte of
-        # an ACK is one more chance for a noisy line to spoil it
-        blocks = receiver.sack_blocks(ACK_SACK_BLOCKS) if self.features & 1 else []
-        # version 2: an ACK that repeats an echo a frame of ours already carried (a
-        # keepalive, an ACK resent) is no round-trip sample: its ACK went earlier
-        stale = self._header2 is not None and self._echo_sent
-        self._echo_sent = True
-        return encode_ack(
-            Ack(
-                probe,
-                self._tag,
-                receiver.rcv_nxt & 0xFFFFFFFF,
-                self._window_field(receiver),
-                self._last_rx_tx,
-                self._held,
-                tuple((s & 0xFFFFFFFF, e & 0xFFFFFFFF) for s, e in blocks),
-                stale,
-            )
-        )
-
     # --- time -----------------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
@@ -741,8 +545,9 @@ class Link:
                 timer = sender.deadline
                 if timer is not None and timer < due:
                     due = timer
-            if self._ack_due is not None and self._ack_due < due:
-                due = self._ack_due
+            ack = self._inbound.ack_due
+            if ack is not None and ack < due:
+                due = ack
             hello = self._handshake.due
             if hello is not None and hello < due:
                 due = hello
@@ -757,8 +562,9 @@ class Link:
         if state is LinkState.DOWN:
             candidates.append(self._last_rx + cfg.session_timeout_s)
             candidates.append(self._last_tx + cfg.keepalive_interval_s)
-            if self._ack_due is not None:
-                candidates.append(self._ack_due)
+            ack = self._inbound.ack_due
+            if ack is not None:
+                candidates.append(ack)
         return min(candidates) if candidates else None
 
     def handle_timeout(self, *, now: float) -> None:
