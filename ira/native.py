@@ -36,6 +36,7 @@ MODULES: tuple[str, ...] = (
     "ira.link.counters",
     "ira.link.handshake",
     "ira.link.inbound",
+    "ira.link.outbound",
     "ira.link.sender",
     "ira.link.receiver",
     "ira.link.framing",

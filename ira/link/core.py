@@ -76,23 +76,21 @@ from ira.link.framing import StreamDeframer, encode_frames
 from ira.link.handshake import Handshake, refusal, refused_by_peer, refused_hello
 from ira.link.header2 import Header2
 from ira.link.inbound import Inbound, data2_numbers
+from ira.link.outbound import data2_frames, data_frames
 from ira.link.receiver import Receiver, ReceiverStatistics
-from ira.link.sender import Segment, Sender, SenderStatistics
+from ira.link.sender import Sender, SenderStatistics
 from ira.link.states import LinkInput, LinkState, step
 from ira.link.tailprobe import TailProbe
 from ira.wire.link import (
     CRC_BYTES,
     DATA_HEADER_BYTES,
     MAC_BYTES,
-    WINDOW_UNIT_BYTES,
     BadCrc,
     Data,
     Hello,
     HelloRefused,
     check_crc,
     decode_body,
-    encode_data_frame,
-    full_numbers,
     is_authenticated_hello,
 )
 from ira.wire.link2 import (
@@ -100,8 +98,6 @@ from ira.wire.link2 import (
     DATA2_MAX_HEADER_BYTES,
     DATA2_TYPE,
     Data2,
-    encode_data2_frame,
-    truncated_bytes,
 )
 
 
@@ -415,27 +411,23 @@ class Link:
                 carry = (idle or (due is not None and now >= due)) and not inbound.ack_now
                 segments = sender.segments_to_send(now, carry_ack=carry and not receiver.has_gaps)
                 if segments and self._header2 is not None:
-                    self._data2_frames(segments, sender, receiver, now, frames, numbers)
+                    keyed = self._auth is not None
+                    data2_frames(
+                        segments,
+                        sender,
+                        receiver,
+                        self._header2,
+                        inbound,
+                        self._tag,
+                        keyed,
+                        frames,
+                        numbers,
+                    )
                     if not receiver.has_gaps and not inbound.ack_now:
                         inbound.ack_due = None
                         inbound.unacked_segments = 0
                 elif segments:
-                    ack = receiver.rcv_nxt & 0xFFFFFFFF
-                    window = inbound.window_field(receiver)
-                    tag, echo = self._tag, inbound.last_rx_tx
-                    for seg in segments:
-                        frames.append(
-                            encode_data_frame(
-                                seg.channel,
-                                tag,
-                                seg.seq & 0xFFFFFFFF,
-                                ack,
-                                window,
-                                seg.tx_order & 0xFFFF,
-                                echo,
-                                seg.payload,
-                            )
-                        )
+                    data_frames(segments, self._tag, receiver, inbound, frames)
                     if not receiver.has_gaps and not inbound.ack_now:
                         inbound.ack_due = None
                         inbound.unacked_segments = 0
@@ -473,61 +465,6 @@ class Link:
         chunk = encode_frames(frames)
         c.wire_bytes_sent += len(chunk)
         return [chunk]
-
-    def _data2_frames(
-        self,
-        segments: list[Segment],
-        sender: Sender,
-        receiver: Receiver,
-        now: float,
-        frames: list[bytes],
-        numbers: dict[int, bytes],
-    ) -> None:
-        """Version 2: the segments as DATA2 frames, their headers as lean as the peer
-        allows (``ira.link.header2``)."""
-        books = self._header2
-        assert books is not None
-        inbound = self._inbound
-        ack = receiver.rcv_nxt
-        ack_bytes = books.ack_bytes(ack)
-        units = receiver.available // WINDOW_UNIT_BYTES
-        if units > 0xFFFF:
-            units = 0xFFFF
-        edge = ack + units * WINDOW_UNIT_BYTES
-        window: int | None = None
-        if books.window_due(edge):
-            window = units
-            inbound.advertised_edge = edge
-        else:
-            edge = books.edge_known
-        echo: int | None = None
-        if not inbound.echo_sent and inbound.rx_seen:
-            # the first echo of that frame: a round-trip sample that includes how
-            # long its acknowledgement waited here (what the peer's timers must allow)
-            inbound.echo_sent = True
-            echo = inbound.last_rx_tx
-        tag, auth = self._tag, self._auth is not None
-        lowest = sender.snd_una
-        for seg in segments:
-            start = seg.seq if seg.seq < lowest else lowest
-            tx = seg.tx_order
-            if auth:
-                numbers[len(frames)] = full_numbers(seg.seq, ack)
-            frames.append(
-                encode_data2_frame(
-                    seg.channel,
-                    tag,
-                    seg.seq,
-                    truncated_bytes(sender.snd_nxt - start),
-                    ack,
-                    ack_bytes,
-                    window,
-                    tx & 0xFFFF,
-                    echo,
-                    seg.payload,
-                )
-            )
-            books.sent(tx, ack, edge)
 
     # --- time -----------------------------------------------------------------------
 
