@@ -2,13 +2,14 @@
 
 Theory of operation
 -------------------
-Everything that affects the session state machine lives here; the sending and
-receiving halves (``sender.py``, ``receiver.py``) only keep their own books.
+Everything that affects the session state machine lives here; the parts it owns
+only keep their own books: the sending and receiving halves (``sender.py``,
+``receiver.py``), the HELLO exchange (``handshake.py``), a session's frames in
+and the acknowledgement owed for them (``inbound.py``), DATA and DATA2 frames out
+(``outbound.py``) and the counters (``counters.py``).
 
 Each end picks a random 64-bit *epoch* when it starts.  In ``HANDSHAKE`` it
-sends HELLO (magic, version range, its epoch, features, the largest frame and
-window it accepts, its keepalive interval) with backoff until the peer answers.
-A HELLO or HELLO_ACK from
+sends HELLO with backoff until the peer answers.  A HELLO or HELLO_ACK from
 
 * the epoch we already know: the same peer (a retransmitted handshake); the
   session simply goes on, nothing is lost;
@@ -73,17 +74,21 @@ from ira.link.events import (
     SessionStarted,
 )
 from ira.link.framing import StreamDeframer, encode_frames
-from ira.link.handshake import Handshake, refusal, refused_by_peer, refused_hello
+from ira.link.handshake import (
+    Handshake,
+    dead_interval,
+    refusal,
+    refused_by_peer,
+    refused_hello,
+    session_sender,
+)
 from ira.link.header2 import Header2
 from ira.link.inbound import Inbound, data2_numbers
 from ira.link.outbound import data2_frames, data_frames
 from ira.link.receiver import Receiver, ReceiverStatistics
 from ira.link.sender import Sender, SenderStatistics
 from ira.link.states import LinkInput, LinkState, step
-from ira.link.tailprobe import TailProbe
 from ira.wire.link import (
-    CRC_BYTES,
-    DATA_HEADER_BYTES,
     MAC_BYTES,
     BadCrc,
     Data,
@@ -94,8 +99,6 @@ from ira.wire.link import (
     is_authenticated_hello,
 )
 from ira.wire.link2 import (
-    ACK_HOLD_S,
-    DATA2_MAX_HEADER_BYTES,
     DATA2_TYPE,
     Data2,
 )
@@ -348,21 +351,8 @@ class Link:
         self.version = version
         self.features = self._handshake.offered & h.features
         peer_frame = min(h.max_frame_bytes, 1 << 24)
-        header = max(DATA_HEADER_BYTES, DATA2_MAX_HEADER_BYTES if version >= 2 else 0)
-        overhead = header + CRC_BYTES + (MAC_BYTES if self._auth else 0)
-        # version 2: the tail-loss probe, allowing the peer its ack delay (ours: the
-        # same implementation); the peer is alive while its keepalives arrive
-        peer_keepalive_s = h.keepalive_ms / 1000
-        probe = TailProbe(cfg.ack_delay_s, 2 * peer_keepalive_s) if version >= 2 else None
-        # the peer's timers allow for its ack hold (version 2) or ack delay
-        held = max(cfg.ack_delay_s, ACK_HOLD_S) if version >= 2 else cfg.ack_delay_s
-        self._sender = Sender(
-            cfg,
-            peer_frame - overhead,
-            h.window_bytes,
-            self._sender_stats,
-            tail_probe=probe,
-            peer_ack_hold_s=held,
+        self._sender = session_sender(
+            cfg, h, version, peer_frame, keyed=self._auth is not None, stats=self._sender_stats
         )
         if self._previous_sender is not None:
             self._sender.inherit_rtt(self._previous_sender)  # same line, new peer session
@@ -376,12 +366,7 @@ class Link:
         while self._pending:
             channel, payload = self._pending.popleft()
             self._sender.enqueue(channel, payload)
-        # the peer promised a frame at least every keepalive interval: never call it
-        # dead before four of them went missing, whatever our own setting
-        # (but not past half the session timeout: a peer cannot stretch that)
-        self._dead_interval_s = max(
-            cfg.dead_interval_s, min(4 * peer_keepalive_s, cfg.session_timeout_s / 2)
-        )
+        self._dead_interval_s = dead_interval(cfg, h)
         self.state = step(self.state, LinkInput.SESSION_STARTED)
         self._handshake.due = None
         self._last_rx = now

@@ -17,7 +17,12 @@ from __future__ import annotations
 from ira.link.auth import LinkAuth
 from ira.link.config import LinkConfig
 from ira.link.events import HandshakeRefused
+from ira.link.sender import Sender, SenderStatistics
+from ira.link.tailprobe import TailProbe
 from ira.wire.link import (
+    CRC_BYTES,
+    DATA_HEADER_BYTES,
+    MAC_BYTES,
     MIN_FRAME_BYTES,
     MIN_WINDOW_BYTES,
     REFUSAL_MEANINGS,
@@ -29,6 +34,7 @@ from ira.wire.link import (
     encode_hello,
     encode_hello_refused,
 )
+from ira.wire.link2 import ACK_HOLD_S, DATA2_MAX_HEADER_BYTES
 
 
 def refusal(h: Hello, common_version: int) -> Refusal | None:
@@ -82,6 +88,44 @@ def refused_by_peer(r: HelloRefused, version_max: int) -> HandshakeRefused:
             "both ends)"
         )
     return HandshakeRefused(True, r.reason, detail, r.version_min, r.version_max)
+
+
+def session_sender(
+    cfg: LinkConfig,
+    h: Hello,
+    version: int,
+    peer_frame: int,
+    *,
+    keyed: bool,
+    stats: SenderStatistics,
+) -> Sender:
+    """The sender of a session the peer's HELLO started, fitted to what it accepts
+    (``peer_frame``: its largest frame; ``keyed``: frames carry a MAC)."""
+    header = max(DATA_HEADER_BYTES, DATA2_MAX_HEADER_BYTES if version >= 2 else 0)
+    overhead = header + CRC_BYTES + (MAC_BYTES if keyed else 0)
+    # version 2: the tail-loss probe, allowing the peer its ack delay (ours: the
+    # same implementation); the peer is alive while its keepalives arrive
+    peer_keepalive_s = h.keepalive_ms / 1000
+    probe = TailProbe(cfg.ack_delay_s, 2 * peer_keepalive_s) if version >= 2 else None
+    # the peer's timers allow for its ack hold (version 2) or ack delay
+    held = max(cfg.ack_delay_s, ACK_HOLD_S) if version >= 2 else cfg.ack_delay_s
+    return Sender(
+        cfg,
+        peer_frame - overhead,
+        h.window_bytes,
+        stats,
+        tail_probe=probe,
+        peer_ack_hold_s=held,
+    )
+
+
+def dead_interval(cfg: LinkConfig, h: Hello) -> float:
+    """How long the peer of this HELLO may be silent before the link is down."""
+    # the peer promised a frame at least every keepalive interval: never call it
+    # dead before four of them went missing, whatever our own setting
+    # (but not past half the session timeout: a peer cannot stretch that)
+    peer_keepalive_s = h.keepalive_ms / 1000
+    return max(cfg.dead_interval_s, min(4 * peer_keepalive_s, cfg.session_timeout_s / 2))
 
 
 class Handshake:
