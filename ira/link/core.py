@@ -518,6 +518,13 @@ class Link:
 
     # --- counters -------------------------------------------------------------------
 
+    def messages_outstanding(self) -> int:
+        """Messages handed to ``send_message`` and neither acknowledged nor discarded
+        (what ``statistics()`` gives as queued - acked - discarded, without building it:
+        a paced device asks once a turn)."""
+        s = self._sender_stats
+        return s.messages_queued - s.messages_acked - self._counters.messages_discarded
+
     def statistics(self) -> LinkStatistics:
         return collect(
             self.state.value,

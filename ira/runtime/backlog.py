@@ -7,7 +7,7 @@ first out, and a ping behind it.  The device learns what the line took from
 the link, not from the host's driver (whose refills of receive buffers come in
 batches of half the ring, on purpose).  ``LinkBacklog`` counts the bytes of
 every message the runtime hands the link core and takes them off, oldest
-first, as the core's statistics say messages were acknowledged (or discarded
+first, as the core counts messages acknowledged (or discarded
 with a session): ``unacked_bytes``.  Messages are acknowledged in order within
 a channel; between the two channels the oldest-first guess may mix up which
 sizes went, never how many, and it is exact whenever all are acknowledged.
@@ -42,8 +42,7 @@ class LinkBacklog:
         self._unacked += nbytes
 
     def _refresh(self) -> None:
-        s = self._core.statistics()
-        unacked = max(0, s.messages_queued - s.messages_acked - s.messages_discarded)
+        unacked = max(0, self._core.messages_outstanding())
         sizes = self._sizes
         while len(sizes) > unacked:
             n = sizes.popleft()

@@ -602,6 +602,10 @@ def test_outage_past_the_session_timeout_of_one_end_is_a_restart_for_the_other()
     send_all(pair.a, fresh)
     send_all(pair.b, fresh)
     n_a, n_b = len(received(pair.events_a)), len(received(pair.events_b))
+    for link in (pair.a, pair.b):  # the cheap count agrees with the statistics
+        st = link.statistics()
+        outstanding = st.messages_queued - st.messages_acked - st.messages_discarded
+        assert link.messages_outstanding() == outstanding >= 5
     assert pair.run_until(
         lambda: len(received(pair.events_b)) == n_b + 5 and len(received(pair.events_a)) == n_a + 5,
         timeout_s=10.0,
@@ -612,6 +616,7 @@ def test_outage_past_the_session_timeout_of_one_end_is_a_restart_for_the_other()
     for link in (pair.a, pair.b):
         st = link.statistics()
         assert st.messages_queued == st.messages_acked + st.messages_discarded
+        assert link.messages_outstanding() == 0
 
 
 def test_outage_past_both_session_timeouts_starts_a_new_session_on_each_end() -> None:
